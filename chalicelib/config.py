@@ -1,0 +1,68 @@
+"""Settings read once from the environment.
+
+The same code runs in Lambda, in the local stack and in tests; only these
+variables differ between them (and ``AWS_ENDPOINT_URL``, which boto3 and
+PynamoDB honour by themselves).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+DEFAULT_TABLE = "download-center-tasks"
+DEFAULT_BUCKET = "download-center-files"
+DEFAULT_QUEUE = "download-center-builds"
+DEFAULT_DLQ = "download-center-builds-dlq"
+DEFAULT_EVENT_BUS = "download-center"
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with production-sane defaults."""
+
+    region: str = "us-east-1"
+    tasks_table: str = DEFAULT_TABLE
+    files_bucket: str = DEFAULT_BUCKET
+    build_queue_name: str = DEFAULT_QUEUE
+    build_queue_url: str = ""
+    dead_letter_queue_name: str = DEFAULT_DLQ
+    dead_letter_queue_url: str = ""
+    event_bus_name: str = DEFAULT_EVENT_BUS
+    url_ttl_seconds: int = 900
+    file_ttl_days: int = 7
+    record_retention_days: int = 30
+    exportable_tables: tuple[str, ...] = field(default_factory=lambda: ("demo-users",))
+    max_active_tasks: int = 20
+    part_size_bytes: int = 8 * 1024 * 1024
+    progress_interval_seconds: float = 2.0
+    time_budget_margin_seconds: float = 30.0
+    idempotency_ttl_hours: int = 24
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        e = os.environ if env is None else env
+        return cls(
+            region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
+            tasks_table=e.get("TASKS_TABLE", DEFAULT_TABLE),
+            files_bucket=e.get("FILES_BUCKET", DEFAULT_BUCKET),
+            build_queue_name=e.get("BUILD_QUEUE_NAME", DEFAULT_QUEUE),
+            build_queue_url=e.get("BUILD_QUEUE_URL", ""),
+            dead_letter_queue_name=e.get("DEAD_LETTER_QUEUE_NAME", DEFAULT_DLQ),
+            dead_letter_queue_url=e.get("DEAD_LETTER_QUEUE_URL", ""),
+            event_bus_name=e.get("EVENT_BUS_NAME", DEFAULT_EVENT_BUS),
+            url_ttl_seconds=int(e.get("URL_TTL_SECONDS", "900")),
+            file_ttl_days=int(e.get("FILE_TTL_DAYS", "7")),
+            record_retention_days=int(e.get("RECORD_RETENTION_DAYS", "30")),
+            exportable_tables=_csv(e.get("EXPORTABLE_TABLES", "demo-users")),
+            max_active_tasks=int(e.get("MAX_ACTIVE_TASKS", "20")),
+            part_size_bytes=int(float(e.get("PART_SIZE_MB", "8")) * 1024 * 1024),
+            progress_interval_seconds=float(e.get("PROGRESS_INTERVAL_SECONDS", "2")),
+            time_budget_margin_seconds=float(e.get("TIME_BUDGET_MARGIN_SECONDS", "30")),
+            idempotency_ttl_hours=int(e.get("IDEMPOTENCY_TTL_HOURS", "24")),
+        )
