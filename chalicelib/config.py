@@ -8,8 +8,8 @@ PynamoDB honour by themselves).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 DEFAULT_TABLE = "download-center-tasks"
 DEFAULT_BUCKET = "download-center-files"
@@ -45,7 +45,7 @@ class Settings:
     idempotency_ttl_hours: int = 24
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
         return cls(
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",

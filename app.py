@@ -1,0 +1,156 @@
+"""Download Center: HTTP routes and the build queue handler.
+
+Entry points only: parse the request, call a use case, shape the response.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from chalice import Chalice, CognitoUserPoolAuthorizer, Response
+
+from chalicelib.config import Settings
+from chalicelib.errors import ApiError
+from chalicelib.principal import Principal
+from chalicelib.services import Downloads
+from chalicelib.validation import (
+    parse_create,
+    parse_json_body,
+    parse_list_query,
+    validate_idempotency_key,
+)
+from chalicelib.worker import Worker
+
+app = Chalice(app_name="download-center")
+app.log.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+logging.getLogger("chalicelib").setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+log = app.log
+
+settings = Settings.from_env()
+downloads = Downloads(settings)
+worker = Worker(settings)
+
+# The provider ARN is a placeholder that `make package` rewrites to the
+# deployment's user pool (created, or passed as a parameter).
+cognito = CognitoUserPoolAuthorizer(
+    "cognito",
+    provider_arns=[os.environ.get(
+        "USER_POOL_ARN", "arn:aws:cognito-idp:us-east-1:000000000000:userpool/placeholder")],
+)
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _error(status: int, body: dict[str, Any]) -> Response:
+    return Response(body=body, status_code=status, headers=dict(JSON))
+
+
+def api(handler: Callable[..., Response]) -> Callable[..., Response]:
+    """Map ApiError to the contract's envelope; anything else to a bare 500."""
+
+    @wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return handler(*args, **kwargs)
+        except ApiError as exc:
+            return _error(exc.status, exc.body())
+        except Exception:
+            log.exception("unhandled error in %s", handler.__name__)
+            return _error(500, {"error": {"code": "internal_error",
+                                          "message": "Something went wrong on our side."}})
+
+    return wrapper
+
+
+def principal() -> Principal:
+    context = app.current_request.context or {}
+    claims = (context.get("authorizer") or {}).get("claims")
+    return Principal.from_claims(claims)
+
+
+def ok(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body=body, status_code=status, headers={**JSON, **(headers or {})})
+
+
+@app.route("/health", methods=["GET"])
+@api
+def health() -> Response:
+    return ok({"status": "ok"})
+
+
+@app.route("/kinds", methods=["GET"], authorizer=cognito)
+@api
+def kinds() -> Response:
+    principal()
+    return ok(downloads.kinds())
+
+
+@app.route("/downloads", methods=["POST"], authorizer=cognito, content_types=[
+    "application/json", "application/json; charset=utf-8", "text/plain"])
+@api
+def create_download() -> Response:
+    who = principal()
+    request = app.current_request
+    key = validate_idempotency_key((request.headers or {}).get("idempotency-key"))
+    body = parse_json_body(request.raw_body)
+    task, is_new = downloads.create(who, parse_create(body), body, key)
+    headers = {"Location": f"/downloads/{task['id']}"}
+    if key and not is_new:
+        headers["Idempotent-Replayed"] = "true"
+    return ok(task, 202, headers)
+
+
+@app.route("/downloads", methods=["GET"], authorizer=cognito)
+@api
+def list_downloads() -> Response:
+    who = principal()
+    query = parse_list_query(app.current_request.query_params, is_admin=who.is_admin)
+    return ok(downloads.list(who, query))
+
+
+@app.route("/downloads/{task_id}", methods=["GET"], authorizer=cognito)
+@api
+def get_download(task_id: str) -> Response:
+    return ok(downloads.get(principal(), task_id))
+
+
+@app.route("/downloads/{task_id}/file", methods=["GET"], authorizer=cognito)
+@api
+def download_file(task_id: str) -> Response:
+    url = downloads.file_url(principal(), task_id)
+    return Response(body="", status_code=302,
+                    headers={"Location": url, "Cache-Control": "no-store"})
+
+
+@app.route("/downloads/{task_id}/cancel", methods=["POST"], authorizer=cognito,
+           content_types=["application/json", "text/plain", "application/octet-stream"])
+@api
+def cancel_download(task_id: str) -> Response:
+    return ok(downloads.cancel(principal(), task_id), 202)
+
+
+@app.route("/downloads/{task_id}/retry", methods=["POST"], authorizer=cognito,
+           content_types=["application/json", "text/plain", "application/octet-stream"])
+@api
+def retry_download(task_id: str) -> Response:
+    return ok(downloads.retry(principal(), task_id), 202)
+
+
+@app.route("/downloads/{task_id}", methods=["DELETE"], authorizer=cognito)
+@api
+def delete_download(task_id: str) -> Response:
+    downloads.delete(principal(), task_id)
+    return Response(body="", status_code=204)
+
+
+@app.on_sqs_message(queue=settings.build_queue_name, batch_size=10)
+def build_worker(event: Any) -> dict[str, Any]:
+    context = event.context
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    records = [record.to_dict() for record in event]
+    return worker.handle_batch(records, remaining) if remaining else worker.handle_batch(records)
+

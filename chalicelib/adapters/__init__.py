@@ -1,0 +1,1 @@
+"""One module per AWS service; nothing above this layer imports boto3."""

@@ -1,0 +1,41 @@
+"""boto3 clients, created once per process and shared.
+
+``AWS_ENDPOINT_URL`` (the moto server locally) is honoured by boto3 itself,
+so nothing here differs between Lambda, the local stack and tests.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+
+def _region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+@cache
+def client(service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": 5, "mode": "standard"},
+        signature_version="s3v4" if service == "s3" else None,
+        s3={"addressing_style": "path"} if os.environ.get("AWS_ENDPOINT_URL") else None,
+    )
+    return boto3.session.Session().client(service, region_name=_region(), config=config)
+
+
+@cache
+def resource(service: str) -> Any:
+    import boto3
+
+    return boto3.session.Session().resource(service, region_name=_region())
+
+
+def reset() -> None:
+    """Forget cached clients (tests switch endpoints and credentials)."""
+    client.cache_clear()
+    resource.cache_clear()

@@ -1,0 +1,125 @@
+"""S3: streaming multipart upload with checksums, presigned GETs, deletes.
+
+The uploader holds at most one part in memory. md5 and sha256 are computed
+over the bytes as they pass, so nothing is read back after the upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from chalicelib.adapters.aws import client
+
+MIN_PART_SIZE = 5 * 1024 * 1024
+
+
+def content_disposition(file_name: str) -> str:
+    """RFC 6266 attachment with an ASCII fallback and the RFC 5987 UTF-8 name."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in file_name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
+
+
+def object_key(tenant: str, task_id: str, file_name: str) -> str:
+    return f"downloads/{tenant}/{task_id}/{file_name}"
+
+
+class StreamingUpload:
+    """Write bytes in; parts of ``part_size`` go to S3 as they fill.
+
+    A file smaller than one part is stored with a single PutObject; the
+    multipart upload is only opened once a first part is full.
+    """
+
+    def __init__(
+        self, bucket: str, key: str, content_type: str, disposition: str,
+        part_size: int = 8 * 1024 * 1024,
+    ) -> None:
+        self.bucket, self.key = bucket, key
+        self.content_type, self.disposition = content_type, disposition
+        self.part_size = max(part_size, MIN_PART_SIZE)
+        self.size = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha256 = hashlib.sha256()
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._s3 = client("s3")
+
+    @property
+    def md5(self) -> str:
+        return self._md5.hexdigest()
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    def write(self, chunk: bytes) -> None:
+        self._md5.update(chunk)
+        self._sha256.update(chunk)
+        self.size += len(chunk)
+        self._buffer += chunk
+        if len(self._buffer) >= self.part_size:
+            self._flush_part()
+
+    def _flush_part(self) -> None:
+        if self._upload_id is None:
+            self._upload_id = self._s3.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType=self.content_type,
+                ContentDisposition=self.disposition,
+            )["UploadId"]
+        number = len(self._parts) + 1
+        body = bytes(self._buffer)
+        self._buffer.clear()
+        etag = self._s3.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
+            PartNumber=number, Body=body,
+        )["ETag"]
+        self._parts.append({"ETag": etag, "PartNumber": number})
+
+    def complete(self) -> None:
+        if self._upload_id is None:
+            self._s3.put_object(
+                Bucket=self.bucket, Key=self.key, Body=bytes(self._buffer),
+                ContentType=self.content_type, ContentDisposition=self.disposition,
+            )
+            self._buffer.clear()
+            return
+        if self._buffer:
+            self._flush_part()
+        self._s3.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
+            MultipartUpload={"Parts": self._parts},
+        )
+
+    def abort(self) -> None:
+        """Leave nothing behind: no open upload, no object."""
+        self._buffer.clear()
+        if self._upload_id is not None:
+            self._s3.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
+            )
+            self._upload_id = None
+
+
+def presign_get(
+    bucket: str, key: str, file_name: str, content_type: str | None, ttl_seconds: int,
+    now: datetime,
+) -> tuple[str, datetime]:
+    """Sign locally (no S3 call); the URL carries the file's own name."""
+    params: dict[str, Any] = {
+        "Bucket": bucket, "Key": key,
+        "ResponseContentDisposition": content_disposition(file_name),
+    }
+    if content_type:
+        params["ResponseContentType"] = content_type
+    url = client("s3").generate_presigned_url(
+        "get_object", Params=params, ExpiresIn=ttl_seconds
+    )
+    return url, now + timedelta(seconds=ttl_seconds)
+
+
+def delete_object(bucket: str, key: str) -> None:
+    client("s3").delete_object(Bucket=bucket, Key=key)

@@ -1,0 +1,76 @@
+"""Errors that cross the API boundary, each with a stable code and status.
+
+Raising one of these anywhere below the routes produces the contract's error
+envelope; anything else becomes a generic ``internal_error`` without details.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, details: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            err["details"] = self.details
+        return {"error": err}
+
+
+class ValidationError(ApiError):
+    status = 400
+    code = "validation_error"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class InvalidState(ApiError):
+    status = 409
+    code = "invalid_state"
+
+
+class IdempotencyConflict(ApiError):
+    status = 409
+    code = "idempotency_conflict"
+
+
+class Expired(ApiError):
+    status = 410
+    code = "expired"
+
+
+class TooManyActiveTasks(ApiError):
+    status = 429
+    code = "too_many_active_tasks"
+
+
+class ExportError(Exception):
+    """A problem with the export's source that the user can act on.
+
+    It ends the task ``failed`` with this code and message, shown to the user.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -1,0 +1,233 @@
+"""Request validation without AWS: bodies, queries, file names, cursors.
+
+Every problem becomes a ValidationError with a stable code and per-field
+details, so clients can show them next to the right input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from chalicelib.clock import parse_iso
+from chalicelib.errors import ApiError, ValidationError
+from chalicelib.exporters import Exporter, get_exporter
+from chalicelib.task import Status
+
+MAX_NAME = 200
+MAX_BODY_BYTES = 64 * 1024
+MAX_IDEMPOTENCY_KEY = 255
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_UNSAFE_FILE_CHARS = re.compile(r'[/\\\x00-\x1f\x7f-\x9f"]')
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    task_name: str
+    kind: str
+    format: str
+    file_name: str | None
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    statuses: frozenset[Status] = frozenset()
+    kind: str | None = None
+    task_name: str | None = None
+    file_name: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+    owner: str | None = None
+    tenant: str | None = None
+
+
+def _detail(field: str, issue: str) -> dict[str, str]:
+    return {"field": field, "issue": issue}
+
+
+def parse_json_body(raw: bytes | None) -> dict[str, Any]:
+    if raw is None or not raw.strip():
+        raise ValidationError("The request body must be a JSON object.", code="invalid_json")
+    if len(raw) > MAX_BODY_BYTES:
+        raise ValidationError(f"The request body is larger than {MAX_BODY_BYTES} bytes.",
+                              code="body_too_large")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ValidationError("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def _check_name(value: Any, field: str, details: list[dict[str, str]]) -> str | None:
+    if not isinstance(value, str):
+        details.append(_detail(field, "must be a string"))
+        return None
+    if not value.strip():
+        details.append(_detail(field, "must not be empty"))
+        return None
+    if len(value) > MAX_NAME:
+        details.append(_detail(field, f"must be at most {MAX_NAME} characters"))
+        return None
+    return value
+
+
+def check_file_name(value: Any, details: list[dict[str, str]]) -> str | None:
+    name = _check_name(value, "file_name", details)
+    if name is None:
+        return None
+    if _UNSAFE_FILE_CHARS.search(name):
+        details.append(_detail("file_name", "must not contain '/', '\\', quotes or control characters"))
+        return None
+    if name.startswith(".") or name.strip() != name:
+        details.append(_detail("file_name", "must not start with a dot or with/after white space"))
+        return None
+    return unicodedata.normalize("NFC", name)
+
+
+@cache
+def _compiled(kind: str) -> Any:
+    import fastjsonschema
+
+    exporter = get_exporter(kind)
+    assert exporter is not None
+    return fastjsonschema.compile(exporter.params_schema)
+
+
+def validate_params(exporter: Exporter, params: Any) -> dict[str, Any]:
+    """Validate against the kind's JSON Schema; fill in its defaults."""
+    import fastjsonschema
+
+    if not isinstance(params, dict):
+        raise ValidationError("Invalid params.", details=[_detail("params", "must be an object")])
+    try:
+        return dict(_compiled(exporter.kind)(dict(params)))
+    except fastjsonschema.JsonSchemaValueException as exc:
+        path = exc.path if isinstance(exc.path, list) else []
+        field = "params" + "".join(
+            f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[1:]
+        )
+        message = exc.message.replace("data", "params", 1)
+        raise ValidationError("Invalid params.", details=[_detail(field, message)]) from None
+
+
+def parse_create(body: dict[str, Any]) -> CreateRequest:
+    details: list[dict[str, str]] = []
+    unknown = sorted(set(body) - {"task_name", "kind", "format", "file_name", "params"})
+    for key in unknown:
+        details.append(_detail(key, "is not a known field"))
+    task_name = None
+    if "task_name" in body:
+        task_name = _check_name(body["task_name"], "task_name", details)
+    else:
+        details.append(_detail("task_name", "is required"))
+    kind = body.get("kind")
+    if kind is None:
+        details.append(_detail("kind", "is required"))
+    elif not isinstance(kind, str):
+        details.append(_detail("kind", "must be a string"))
+    file_name = check_file_name(body["file_name"], details) if body.get("file_name") is not None \
+        else None
+    params = body.get("params", {})
+    if params is None:
+        params = {}
+    if details:
+        raise ValidationError("The request is not valid.", details=details)
+    exporter = get_exporter(kind)  # type: ignore[arg-type]
+    if exporter is None:
+        raise ValidationError(f"Unknown kind {kind!r}; GET /kinds lists them.", code="unknown_kind",
+                              details=[_detail("kind", "is not a known kind")])
+    fmt = body.get("format")
+    if fmt is None:
+        fmt = exporter.formats[0]
+    if fmt not in exporter.formats:
+        raise ValidationError(
+            f"Kind {kind!r} has no format {fmt!r}; it offers {', '.join(exporter.formats)}.",
+            code="unknown_format", details=[_detail("format", "is not a format of this kind")])
+    params = validate_params(exporter, params)
+    return CreateRequest(task_name=task_name, kind=kind, format=fmt,  # type: ignore[arg-type]
+                         file_name=file_name, params=params)
+
+
+def final_file_name(file_name: str | None, task_name: str, extension: str, created: datetime) -> str:
+    """Append the format's extension; derive a safe name from the task name if absent."""
+    if file_name is None:
+        base = _UNSAFE_FILE_CHARS.sub("_", task_name).strip().lstrip(".") or "export"
+        base = base[: MAX_NAME - 32]
+        file_name = f"{base}_{created.strftime('%Y%m%d-%H%M%S')}"
+    if not file_name.lower().endswith(extension):
+        file_name += extension
+    return file_name
+
+
+def validate_idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value or len(value) > MAX_IDEMPOTENCY_KEY or _CONTROL.search(value):
+        raise ValidationError("Idempotency-Key must be 1-255 printable characters.",
+                              details=[_detail("Idempotency-Key", "invalid")])
+    return value
+
+
+def _parse_time(params: dict[str, str], name: str, details: list[dict[str, str]]) -> datetime | None:
+    if name not in params:
+        return None
+    try:
+        return parse_iso(params[name])
+    except ValueError:
+        details.append(_detail(name, "must be an ISO 8601 time, e.g. 2026-11-23T10:00:00Z"))
+        return None
+
+
+def parse_list_query(params: dict[str, str] | None, *, is_admin: bool) -> ListQuery:
+    params = dict(params or {})
+    details: list[dict[str, str]] = []
+    allowed = {"status", "kind", "task_name", "file_name", "created_after", "created_before",
+               "limit", "cursor"} | ({"owner", "tenant"} if is_admin else set())
+    for key in sorted(set(params) - allowed):
+        details.append(_detail(key, "is not a known query parameter"))
+    statuses: set[Status] = set()
+    for raw in filter(None, (s.strip() for s in params.get("status", "").split(","))):
+        try:
+            statuses.add(Status(raw))
+        except ValueError:
+            details.append(_detail("status", f"{raw!r} is not a status"))
+    limit = DEFAULT_LIMIT
+    if "limit" in params:
+        try:
+            limit = int(params["limit"])
+        except ValueError:
+            limit = -1
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValidationError(f"limit must be an integer from 1 to {MAX_LIMIT}.",
+                                  code="invalid_limit", details=[_detail("limit", "out of range")])
+    after = _parse_time(params, "created_after", details)
+    before = _parse_time(params, "created_before", details)
+    for name in ("kind", "task_name", "file_name", "owner", "tenant", "cursor"):
+        if name in params and (not params[name] or len(params[name]) > 2048):
+            details.append(_detail(name, "must be 1-2048 characters"))
+    if details:
+        raise ValidationError("The query is not valid.", details=details)
+    if after and before and after > before:
+        raise ValidationError("created_after is later than created_before.",
+                              details=[_detail("created_after", "after created_before")])
+    return ListQuery(
+        statuses=frozenset(statuses), kind=params.get("kind"), task_name=params.get("task_name"),
+        file_name=params.get("file_name"), created_after=after, created_before=before,
+        limit=limit, cursor=params.get("cursor"), owner=params.get("owner"),
+        tenant=params.get("tenant"),
+    )
+
+
+__all__ = ["ApiError", "CreateRequest", "ListQuery", "final_file_name", "parse_create",
+           "parse_json_body", "parse_list_query", "validate_idempotency_key", "validate_params"]
