@@ -113,10 +113,7 @@ def validate_params(exporter: Exporter, params: Any) -> dict[str, Any]:
     try:
         return dict(_compiled(exporter.kind)(dict(params)))
     except fastjsonschema.JsonSchemaValueException as exc:
-        path = exc.path if isinstance(exc.path, list) else []
-        field = "params" + "".join(
-            f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[1:]
-        )
+        field = str(exc.name or "data").replace("data", "params", 1)
         message = exc.message.replace("data", "params", 1)
         raise ValidationError("Invalid params.", details=[_detail(field, message)]) from None
 

@@ -218,7 +218,7 @@ class TaskRepository:
                 return task, True
             except TransactWriteError as exc:
                 reasons = [r.code if r else None for r in (exc.cancellation_reasons or [])]
-                if not reasons or reasons[0] != _CONDITION_FAILED:
+                if not reasons or reasons[0] not in ("ConditionalCheckFailed", _CONDITION_FAILED):
                     raise
             existing = self.live_key(key_id, now, key_ttl)
             if existing is None:

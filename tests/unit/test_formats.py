@@ -1,0 +1,53 @@
+"""Format writers read back with independent readers."""
+
+import csv
+import io
+import json
+
+from chalicelib.config import Settings
+from chalicelib.exporters import BuildContext, get_exporter
+from chalicelib.formats import FORMATS
+
+
+def encode(fmt, columns, rows):
+    counted = []
+    data = b"".join(FORMATS[fmt].encode(columns, rows, counted.append))
+    return data, sum(counted)
+
+
+def test_csv_roundtrip_with_unicode_and_awkward_values():
+    rows = [{"a": "王, \"quoted\"", "b": None, "c": True, "d": {"k": "ü"}},
+            {"a": "line\nbreak", "b": 1.5, "c": False, "d": [1, 2]}]
+    data, n = encode("csv", ["a", "b", "c", "d"], rows)
+    assert n == 2
+    parsed = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+    assert parsed[0] == ["a", "b", "c", "d"]
+    assert parsed[1] == ["王, \"quoted\"", "", "true", '{"k": "ü"}']
+    assert parsed[2] == ["line\nbreak", "1.5", "false", "[1, 2]"]
+
+
+def test_jsonl_roundtrip_keeps_column_order():
+    rows = [{"b": 2, "a": "Zoë"}, {"a": "x", "b": None, "z": 9}]
+    data, n = encode("jsonl", ["a", "b"], rows)
+    lines = data.decode("utf-8").splitlines()
+    assert n == 2 and [json.loads(line) for line in lines] == [{"a": "Zoë", "b": 2},
+                                                             {"a": "x", "b": None}]
+    assert list(json.loads(lines[0])) == ["a", "b"] and "Zoë" in lines[0]
+
+
+def test_empty_row_set_still_has_a_header():
+    data, n = encode("csv", ["id"], [])
+    assert data == b"id\r\n" and n == 0
+    assert encode("jsonl", ["id"], [])[0] == b""
+
+
+def test_demo_rows_are_deterministic_and_counted():
+    demo = get_exporter("demo")
+    ctx = BuildContext(Settings())
+    first = b"".join(demo.stream({"rows": 4500, "seed": 3}, "csv", ctx))
+    again = b"".join(demo.stream({"rows": 4500, "seed": 3}, "csv", BuildContext(Settings())))
+    assert first == again and ctx.rows == 4500
+    parsed = list(csv.DictReader(io.StringIO(first.decode("utf-8"))))
+    assert len(parsed) == 4500 and parsed[-1]["id"] == "4500"
+    assert any(any(ord(ch) > 127 for ch in r["name"]) for r in parsed)
+    assert demo.total_rows({"rows": 4500}) == 4500

@@ -1,0 +1,100 @@
+"""The task lifecycle and visibility rules, without AWS."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chalicelib.errors import Unauthorized
+from chalicelib.principal import Principal
+from chalicelib.task import (
+    ACTIVE,
+    DELETABLE,
+    TERMINAL,
+    Status,
+    Task,
+    TaskError,
+    can_transition,
+    sources_of,
+)
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+ALLOWED = {
+    ("queued", "running"), ("queued", "canceled"), ("running", "succeeded"),
+    ("running", "failed"), ("running", "canceling"), ("canceling", "canceled"),
+    ("canceling", "failed"), ("failed", "queued"), ("canceled", "queued"),
+}
+
+
+def task(**changes):
+    base = dict(id="01JDQ4V8Z8S9Y6K1E6J3X2M7TQ", owner="u1", owner_name="alice", tenant="acme",
+                task_name="t", file_name="f.csv", kind="demo", format="csv", params={},
+                status=Status.QUEUED, created_at=NOW)
+    base.update(changes)
+    return Task(**base)
+
+
+@pytest.mark.parametrize("src", [s for s in Status if s is not Status.EXPIRED])
+@pytest.mark.parametrize("dst", list(Status))
+def test_only_the_contract_transitions_exist(src, dst):
+    assert can_transition(src, dst) == ((src.value, dst.value) in ALLOWED)
+
+
+def test_terminal_states_are_never_left_except_by_retry():
+    assert not can_transition(Status.SUCCEEDED, Status.QUEUED)
+    for state in TERMINAL:
+        assert not can_transition(state, Status.RUNNING)
+        assert not can_transition(state, Status.SUCCEEDED)
+
+
+def test_sources_of_running_is_only_queued():
+    assert sources_of(Status.RUNNING) == {Status.QUEUED}
+    assert sources_of(Status.CANCELED) == {Status.QUEUED, Status.CANCELING}
+
+
+def test_running_tasks_cannot_be_deleted():
+    assert Status.RUNNING not in DELETABLE and Status.CANCELING not in DELETABLE
+    assert {Status.QUEUED, Status.RUNNING, Status.CANCELING} == ACTIVE
+
+
+def test_succeeded_task_becomes_expired_when_its_file_expires():
+    t = task(status=Status.SUCCEEDED, expires_at=NOW + timedelta(days=1))
+    assert t.effective_status(NOW) is Status.SUCCEEDED
+    assert t.effective_status(NOW + timedelta(days=1)) is Status.EXPIRED
+    assert task(status=Status.FAILED, expires_at=NOW).effective_status(NOW) is Status.FAILED
+
+
+def test_resource_has_url_only_while_succeeded():
+    ok = task(status=Status.SUCCEEDED, expires_at=NOW + timedelta(days=7))
+    res = ok.to_resource(NOW, "https://signed", NOW + timedelta(minutes=15))
+    assert res["url"] == "https://signed" and res["url_expires_at"] == "2026-11-23T10:15:00Z"
+    expired = ok.to_resource(NOW + timedelta(days=8), "https://signed", NOW)
+    assert expired["status"] == "expired" and expired["url"] is None
+    failed = task(status=Status.FAILED, error=TaskError("table_not_found", "gone"))
+    res = failed.to_resource(NOW, "https://signed", NOW)
+    assert res["url"] is None and res["url_expires_at"] is None
+    assert res["error"] == {"code": "table_not_found", "message": "gone"}
+    assert res["created_at"] == "2026-11-23T10:00:00Z"
+
+
+def test_principal_from_claims():
+    p = Principal.from_claims({"sub": "s1", "cognito:username": "alice", "custom:tenant": "acme"})
+    assert (p.sub, p.username, p.tenant, p.is_admin) == ("s1", "alice", "acme", False)
+    assert Principal.from_claims({"sub": "s", "cognito:groups": ["admin"]}).is_admin
+    # API Gateway hands list claims over as strings
+    assert Principal.from_claims({"sub": "s", "cognito:groups": "[admin editors]"}).is_admin
+    assert not Principal.from_claims({"sub": "s", "cognito:groups": "[administrators]"}).is_admin
+    assert Principal.from_claims({"sub": "s"}).tenant == "default"
+
+
+@pytest.mark.parametrize("claims", [None, {}, {"cognito:username": "x"}, {"sub": ""}, {"sub": 5}])
+def test_no_claims_is_unauthorized(claims):
+    with pytest.raises(Unauthorized):
+        Principal.from_claims(claims)
+
+
+def test_visibility():
+    alice = Principal("a", "alice", "acme")
+    admin = Principal("z", "root", "acme", is_admin=True)
+    assert alice.can_see("a") and not alice.can_see("b")
+    assert admin.can_see("a") and admin.can_see("b")

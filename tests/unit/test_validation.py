@@ -1,0 +1,153 @@
+"""Request validation and small pure helpers, without AWS."""
+
+import base64
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from chalicelib import cursor, ids
+from chalicelib.errors import ValidationError
+from chalicelib.messages import BuildMessage, InvalidMessage, RequestMessage, parse
+from chalicelib.validation import (
+    final_file_name,
+    parse_create,
+    parse_json_body,
+    parse_list_query,
+    validate_idempotency_key,
+)
+
+
+def code_of(fn, *args, **kwargs):
+    with pytest.raises(ValidationError) as info:
+        fn(*args, **kwargs)
+    return info.value.code, info.value.details
+
+
+def test_create_minimal_gets_defaults():
+    req = parse_create({"task_name": "导出", "kind": "demo"})
+    assert req.format == "csv" and req.params == {"rows": 1000, "seed": 0}
+    assert req.file_name is None
+
+
+@pytest.mark.parametrize("body,code,field", [
+    ({"kind": "demo"}, "validation_error", "task_name"),
+    ({"task_name": "", "kind": "demo"}, "validation_error", "task_name"),
+    ({"task_name": "x" * 201, "kind": "demo"}, "validation_error", "task_name"),
+    ({"task_name": 5, "kind": "demo"}, "validation_error", "task_name"),
+    ({"task_name": "t"}, "validation_error", "kind"),
+    ({"task_name": "t", "kind": "nope"}, "unknown_kind", "kind"),
+    ({"task_name": "t", "kind": "demo", "format": "xls"}, "unknown_format", "format"),
+    ({"task_name": "t", "kind": "demo", "params": {"rows": 0}}, "validation_error", "params.rows"),
+    ({"task_name": "t", "kind": "demo", "params": {"rows": 10_000_001}}, "validation_error",
+     "params.rows"),
+    ({"task_name": "t", "kind": "demo", "params": {"colour": 1}}, "validation_error", "params"),
+    ({"task_name": "t", "kind": "demo", "params": []}, "validation_error", "params"),
+    ({"task_name": "t", "kind": "demo", "extra": 1}, "validation_error", "extra"),
+    ({"task_name": "t", "kind": "dynamodb_table", "params": {}}, "validation_error", "params"),
+    ({"task_name": "t", "kind": "dynamodb_table",
+      "params": {"table": "demo-users", "filters": [{"attr": "a", "op": "like", "value": 1}]}},
+     "validation_error", "params.filters[0].op"),
+])
+def test_create_rejects(body, code, field):
+    got, details = code_of(parse_create, body)
+    assert got == code
+    assert any(d["field"] == field for d in details), details
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "a/b.csv", "a\\b.csv", ".hidden", "a\x01b",
+                                  "x" * 201, "", 'quo"te.csv', " lead.csv"])
+def test_unsafe_file_names_are_rejected(name):
+    code, details = code_of(parse_create, {"task_name": "t", "kind": "demo", "file_name": name})
+    assert code == "validation_error" and details[0]["field"] == "file_name"
+
+
+def test_file_name_extension_and_derivation():
+    at = datetime(2024, 5, 1, 8, 30, tzinfo=UTC)
+    assert final_file_name("user_list_202405", "t", ".csv", at) == "user_list_202405.csv"
+    assert final_file_name("report.CSV", "t", ".csv", at) == "report.CSV"
+    assert final_file_name(None, "用户/数据", ".jsonl", at) == "用户_数据_20240501-083000.jsonl"
+    assert final_file_name(None, ".hidden", ".csv", at).startswith("hidden_")
+
+
+@pytest.mark.parametrize("raw,code", [
+    (b"", "invalid_json"), (b"{", "invalid_json"), (b"[1]", "invalid_json"),
+    (b"\xff\xfe", "invalid_json"), (b'{"a": "' + b"x" * 70000 + b'"}', "body_too_large"),
+])
+def test_json_body_errors(raw, code):
+    assert code_of(parse_json_body, raw)[0] == code
+
+
+def test_idempotency_key_bounds():
+    assert validate_idempotency_key("abc") == "abc"
+    assert validate_idempotency_key(None) is None
+    for bad in ("", "x" * 256, "a\nb"):
+        assert code_of(validate_idempotency_key, bad)[0] == "validation_error"
+
+
+def test_list_query_parsing():
+    q = parse_list_query({"status": "queued,succeeded", "limit": "5",
+                          "created_after": "2026-11-01T00:00:00Z"}, is_admin=False)
+    assert {s.value for s in q.statuses} == {"queued", "succeeded"} and q.limit == 5
+    assert q.created_after == datetime(2026, 11, 1, tzinfo=UTC)
+    assert parse_list_query(None, is_admin=False).limit == 20
+    assert parse_list_query({"owner": "x"}, is_admin=True).owner == "x"
+
+
+@pytest.mark.parametrize("params,code", [
+    ({"limit": "0"}, "invalid_limit"), ({"limit": "101"}, "invalid_limit"),
+    ({"limit": "ten"}, "invalid_limit"), ({"status": "done"}, "validation_error"),
+    ({"created_after": "yesterday"}, "validation_error"), ({"owner": "x"}, "validation_error"),
+    ({"created_after": "2026-02-01", "created_before": "2026-01-01"}, "validation_error"),
+    ({"sort": "asc"}, "validation_error"),
+])
+def test_list_query_errors(params, code):
+    assert code_of(parse_list_query, params, is_admin=False)[0] == code
+
+
+def test_ids_sort_by_time_and_bound_ranges():
+    early = datetime(2026, 1, 1, tzinfo=UTC)
+    late = datetime(2026, 6, 1, tzinfo=UTC)
+    a = ids.new_id(int(early.timestamp() * 1000))
+    b = ids.new_id(int(late.timestamp() * 1000))
+    assert a < b and ids.is_valid(a) and not ids.is_valid("nope")
+    assert ids.lowest_id_at(early) <= a <= ids.highest_id_at(early) < b
+
+
+def test_cursor_roundtrip_and_binding():
+    key = {"id": {"S": ids.new_id()}, "owner": {"S": "u1"}}
+    token = cursor.encode("by_owner", "u1", key)
+    assert cursor.decode(token, "by_owner", "u1", "owner") == key
+    for args in (("by_owner", "u2", "owner"), ("by_scope", "u1", "scope")):
+        with pytest.raises(ValidationError) as info:
+            cursor.decode(token, *args)
+        assert info.value.code == "invalid_cursor"
+    forged = base64.urlsafe_b64encode(json.dumps(
+        {"v": 1, "i": "by_owner", "p": "u1", "k": {"id": {"S": "x"}, "owner": {"S": "u1"}}}
+    ).encode()).decode()
+    for bad in ("garbage!!", "e30", forged):
+        with pytest.raises(ValidationError):
+            cursor.decode(bad, "by_owner", "u1", "owner")
+
+
+def test_message_parsing():
+    assert parse('{"type": "download.build", "version": 1, "task_id": "T"}') == BuildMessage("T")
+    req = {"task_name": "t", "kind": "demo", "params": {"rows": 5}, "owner": "u1",
+           "idempotency_key": "k1"}
+    msg = parse(json.dumps({"type": "download.request", "version": 1, "request": req}))
+    assert isinstance(msg, RequestMessage) and msg.owner == "u1" and msg.tenant == "default"
+    envelope = {"version": "0", "detail-type": "download.request", "source": "crm", "detail": req}
+    wrapped = parse(json.dumps(envelope))
+    assert isinstance(wrapped, RequestMessage) and wrapped.idempotency_key == "k1"
+
+
+@pytest.mark.parametrize("body", [
+    "not json", "[]", "{}", '{"type": "download.build"}', '{"type": "download.nuke"}',
+    '{"type": "download.build", "version": 2, "task_id": "T"}',
+    '{"type": "download.request", "request": {"task_name": "t", "kind": "demo"}}',
+    '{"type": "download.request", "request": {"task_name": "t", "kind": "x", "owner": "u"}}',
+    '{"detail-type": "download.request", "detail": "nope"}',
+])
+def test_invalid_messages(body):
+    with pytest.raises(InvalidMessage):
+        parse(body)
