@@ -1,0 +1,46 @@
+"""An in-process moto server that fails loudly when its port is taken.
+
+``moto.server.ThreadedMotoServer`` binds inside its thread, so a busy port
+leaves ``start()`` waiting forever. This binds in the caller's thread (an
+``OSError`` at once) and then serves from a daemon thread, with the same WSGI
+application and request handler ThreadedMotoServer uses.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+
+class MotoServer:
+    """All moto services on one ``host:port``, served from a background thread."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._server = make_server(
+            host,
+            port,
+            DomainDispatcherApplication(create_backend_app),
+            threaded=True,
+            request_handler=MotoRequestHandler,
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout)
+        self._server.server_close()
