@@ -1,0 +1,439 @@
+"""``make run``: the whole Download Center on this machine (see LOCAL_STACK.md).
+
+One process, several threads: a moto server standing in for AWS, the real
+``app.py`` behind ``chalice local`` (with Cognito tokens verified), and a
+poller feeding the build queue to ``app.build_worker`` as the Lambda event
+source mapping would. ``.local/stack.json`` appears once all of it is up and
+disappears when it stops (Ctrl-C or SIGTERM; exit status 0).
+
+Environment: ``MOTO_PORT`` (5000), ``PORT`` (8000), ``STACK_FILE``
+(``.local/stack.json``). The app's settings come from ``.chalice/config.json``
+(stage ``dev``), as with ``chalice local``, and the resource names and URLs
+from provisioning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any
+
+from local.stackfile import (
+    PROJECT_DIR,
+    bypass_proxy_for_loopback,
+    stack_file_path,
+    write_stack_file,
+)
+
+log = logging.getLogger("local.stack")
+
+HOST = "127.0.0.1"
+REGION = "us-east-1"
+STAGE = "dev"
+WORKER_FUNCTION = "build_worker"
+QUIET_LOGGERS = ("werkzeug", "botocore", "boto3", "urllib3", "s3transfer", "pynamodb")
+# Variables that would point boto3 at real AWS or at a developer's own profile.
+FOREIGN_AWS_VARS = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+)
+
+
+class Stop(BaseException):
+    """Raised in the main thread by SIGINT/SIGTERM: unwinds start-up or the wait."""
+
+
+class StartupError(Exception):
+    """The stack could not come up; the message says what to do."""
+
+
+def _port(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        port = int(raw)
+    except ValueError:
+        raise StartupError(f"{name}={raw!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise StartupError(f"{name}={port} is out of range")
+    return port
+
+
+def configure_logging() -> None:
+    """One console stream for the stack, the API, the poller and the worker's logs."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def point_aws_at(endpoint_url: str, region: str) -> None:
+    """Make every boto3/PynamoDB client in this process talk to moto, with dummy keys.
+
+    Must happen before app.py is imported (it creates clients at import time).
+    The developer's own profile, config file and credentials are kept out, so a
+    local run can never reach a real account.
+    """
+    bypass_proxy_for_loopback()
+    for name in FOREIGN_AWS_VARS:
+        os.environ.pop(name, None)
+    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL_")]:
+        os.environ.pop(name)
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint_url,
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
+
+
+def resource_env(resources: dict[str, str]) -> dict[str, str]:
+    """The app's settings (chalicelib/config.py names) for the provisioned resources."""
+    return {
+        "TASKS_TABLE": resources["table"],
+        "FILES_BUCKET": resources["bucket"],
+        "BUILD_QUEUE_URL": resources["queue_url"],
+        "BUILD_QUEUE_NAME": resources["queue_url"].rstrip("/").rsplit("/", 1)[-1],
+        "DEAD_LETTER_QUEUE_URL": resources["dlq_url"],
+        "DEAD_LETTER_QUEUE_NAME": resources["dlq_url"].rstrip("/").rsplit("/", 1)[-1],
+        "EVENT_BUS_NAME": resources["event_bus"],
+    }
+
+
+def sqs_batch_size(app_object: Any, handler_name: str) -> int:
+    """The batch size the app declares for its SQS handler (``@app.on_sqs_message``)."""
+    for source in getattr(app_object, "event_sources", []):
+        if getattr(source, "handler_string", "").rsplit(".", 1)[-1] == handler_name:
+            return int(getattr(source, "batch_size", 1) or 1)
+    return 1
+
+
+def wait_for_health(api_url: str, timeout: float = 15.0) -> int:
+    """Status of ``GET /health`` once the server answers at all (or raise)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=5) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise StartupError(f"the API at {api_url} does not answer: {exc}") from exc
+            time.sleep(0.1)
+
+
+@dataclass
+class LocalStack:
+    """Everything ``make run`` starts, and the order in which it stops it."""
+
+    moto_port: int
+    api_port: int
+    stack_file: Path
+    project_dir: Path = PROJECT_DIR
+    region: str = REGION
+    info: dict[str, Any] = field(default_factory=dict)
+    _moto: Any = None
+    _server: Any = None
+    _server_thread: threading.Thread | None = None
+    _poller: Any = None
+    _wrote_stack_file: bool = False
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{HOST}:{self.moto_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}"
+
+    def start(self) -> None:
+        """Bring every part up, in dependency order; the stack file comes last."""
+        started = time.monotonic()
+        self._start_moto()
+        point_aws_at(self.endpoint_url, self.region)
+
+        resources = self._provision()
+        from local.cognito import TokenVerifier, create_user_pool
+        from local.seed import DEMO_TABLE, seed_demo_table
+
+        pool = create_user_pool(self.endpoint_url, self.region)
+        log.info("user pool %s, app client %s", pool.pool_id, pool.client_id)
+        verifier = TokenVerifier(self.endpoint_url, pool)
+        verifier.load()
+        t0 = time.monotonic()
+        rows = seed_demo_table(self.endpoint_url, self.region, DEMO_TABLE)
+        log.info("demo table %s: %d items (%.1f s)", DEMO_TABLE, rows, time.monotonic() - t0)
+
+        config, app_module = self._load_app(resources)
+        batch_size = self._start_api(app_module, config, verifier)
+        self._start_poller(app_module, config, resources, batch_size)
+
+        status = wait_for_health(self.api_url)
+        if status != 200:
+            log.warning("GET /health answered %d, not 200", status)
+
+        self.info = {
+            "api_url": self.api_url,
+            "aws_endpoint_url": self.endpoint_url,
+            "region": self.region,
+            "table": resources["table"],
+            "bucket": resources["bucket"],
+            "queue_url": resources["queue_url"],
+            "dlq_url": resources["dlq_url"],
+            "event_bus": resources["event_bus"],
+            "user_pool_id": pool.pool_id,
+            "client_id": pool.client_id,
+            "users": [user.as_json() for user in pool.users],
+            "demo_table": DEMO_TABLE,
+        }
+        self._wrote_stack_file = True  # first, so an interrupt mid-write still cleans up
+        write_stack_file(self.stack_file, self.info)
+        log.info("up in %.1f s", time.monotonic() - started)
+
+    def _start_moto(self) -> None:
+        from local.motoserver import MotoServer
+
+        try:
+            self._moto = MotoServer(HOST, self.moto_port)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {HOST}:{self.moto_port} for moto ({exc.strerror}); "
+                "is another stack running? Set MOTO_PORT to use another port."
+            ) from exc
+        self._moto.start()
+        log.info("moto server on %s", self.endpoint_url)
+        # We own the ports now, so a stack file still here is a killed run's leftover:
+        # remove it, or readers would take it for this stack being ready.
+        if self.stack_file.exists():
+            log.info("removing stale %s", self.stack_file)
+            self.stack_file.unlink(missing_ok=True)
+
+    def _provision(self) -> dict[str, str]:
+        try:
+            from local.provision import provision
+        except ImportError as exc:
+            raise StartupError(f"local/provision.py is not usable: {exc}") from exc
+        resources = provision(self.endpoint_url, self.region)
+        missing = {"table", "bucket", "queue_url", "dlq_url", "event_bus", "queue_arn"} - set(resources)
+        if missing:
+            raise StartupError(f"provision() did not return {sorted(missing)}")
+        log.info(
+            "provisioned table %s, bucket %s, queue %s, event bus %s",
+            resources["table"],
+            resources["bucket"],
+            resources["queue_url"],
+            resources["event_bus"],
+        )
+        return resources
+
+    def _load_app(self, resources: dict[str, str]) -> tuple[Any, ModuleType]:
+        """Import app.py the way ``chalice local`` does, with the stack's settings.
+
+        Like ``chalice local``, the stage's environment variables from
+        ``.chalice/config.json`` are applied first; the provisioned resource
+        names and URLs then replace the deployment defaults.
+        """
+        from chalice.cli.factory import CLIFactory
+
+        if not (self.project_dir / "app.py").exists():
+            raise StartupError(f"{self.project_dir / 'app.py'} does not exist yet")
+        config = CLIFactory(project_dir=str(self.project_dir)).create_config_obj(chalice_stage_name=STAGE)
+        os.environ.update({k: str(v) for k, v in config.environment_variables.items()})
+        os.environ.update(resource_env(resources))
+        if str(self.project_dir) not in sys.path:
+            sys.path.insert(0, str(self.project_dir))
+        app_module = importlib.import_module("app")
+        if not hasattr(app_module, "app") or not hasattr(app_module, WORKER_FUNCTION):
+            raise StartupError(f"app.py must define `app` and `{WORKER_FUNCTION}`")
+        return config, app_module
+
+    def _start_api(self, app_module: ModuleType, config: Any, verifier: Any) -> int:
+        from local.gateway import create_server
+
+        try:
+            self._server = create_server(app_module.app, config, HOST, self.api_port, verifier)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {HOST}:{self.api_port} for the API ({exc.strerror}); "
+                "set PORT to use another port."
+            ) from exc
+        self._server_thread = threading.Thread(
+            target=self._server.server.serve_forever, name="chalice-local", daemon=True
+        )
+        self._server_thread.start()
+        log.info("API (chalice local, stage %s) on %s", STAGE, self.api_url)
+        return sqs_batch_size(app_module.app, WORKER_FUNCTION)
+
+    def _start_poller(
+        self,
+        app_module: ModuleType,
+        config: Any,
+        resources: dict[str, str],
+        batch_size: int,
+    ) -> None:
+        import boto3
+
+        from local.poller import SqsPoller
+
+        worker_config = config.scope(chalice_stage=STAGE, function_name=WORKER_FUNCTION)
+        timeout = int(worker_config.lambda_timeout or 900)
+        self._poller = SqsPoller(
+            sqs_client=boto3.client("sqs", endpoint_url=self.endpoint_url, region_name=self.region),
+            handler=getattr(app_module, WORKER_FUNCTION),
+            queue_url=resources["queue_url"],
+            queue_arn=resources["queue_arn"],
+            region=self.region,
+            function_name=f"{config.app_name}-{STAGE}-{WORKER_FUNCTION}",
+            timeout_seconds=timeout,
+            memory_size=int(worker_config.lambda_memory_size or 128),
+            batch_size=batch_size,
+        )
+        self._poller.start()
+        log.info("poller: build queue -> app.%s (timeout %d s)", WORKER_FUNCTION, timeout)
+
+    def stop(self) -> None:
+        """Stop whatever was started, newest first; safe after a partial start."""
+        if self._wrote_stack_file:
+            self.stack_file.unlink(missing_ok=True)
+            self._wrote_stack_file = False
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server.server_close()
+            if self._server_thread is not None:
+                self._server_thread.join(5)
+            self._server = None
+            log.info("API stopped")
+        if self._poller is not None:
+            if not self._poller.stop():
+                log.warning("the worker is still busy; leaving it behind")
+            self._poller = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+            log.info("moto server stopped")
+
+    def banner(self) -> str:
+        """Where everything is, and what to type next."""
+        info = self.info
+        python = Path(sys.executable)
+        try:
+            python_cmd = "./" + str(python.relative_to(self.project_dir))
+        except ValueError:
+            python_cmd = str(python)
+        prefix = ""
+        if os.environ.get("STACK_FILE"):
+            prefix = f"STACK_FILE={shlex.quote(str(self.stack_file))} "
+        users = ", ".join(
+            f"{u['username']} ({u['tenant']}{', ' + ','.join(u['groups']) if u['groups'] else ''})"
+            for u in info["users"]
+        )
+        token_cmd = f"{prefix}{python_cmd} -m local.login alice"
+        body = '{"task_name": "试一试", "kind": "demo", "params": {"rows": 1000}}'
+        return "\n".join(
+            [
+                "",
+                "Download Center is running locally.",
+                f"  API           {info['api_url']}  (chalice local, stage {STAGE})",
+                f"  AWS (moto)    {info['aws_endpoint_url']}  region {info['region']}",
+                f"  tasks table   {info['table']}",
+                f"  files bucket  {info['bucket']}",
+                f"  build queue   {info['queue_url']}  -> app.{WORKER_FUNCTION}",
+                f"  dead letters  {info['dlq_url']}",
+                f"  event bus     {info['event_bus']}",
+                f"  user pool     {info['user_pool_id']}  client {info['client_id']}",
+                f"  users         {users}",
+                f"  demo table    {info['demo_table']}",
+                f"  stack file    {self.stack_file}  (passwords are in it)",
+                "",
+                "Try it (logs in as alice, exports, downloads and checks the file):",
+                f"  {prefix}{python_cmd} -m local.demo",
+                "",
+                "or by hand:",
+                f"  TOKEN=$({token_cmd})",
+                f'  curl -si -X POST {info["api_url"]}/downloads -H "Authorization: $TOKEN" '
+                f"-H 'Content-Type: application/json' -d '{body}'",
+                f'  curl -s {info["api_url"]}/downloads -H "Authorization: $TOKEN"',
+                "",
+                "Ctrl-C stops everything.",
+                "",
+            ]
+        )
+
+
+_stop_requested = threading.Event()
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    """First SIGINT/SIGTERM unwinds the main thread; repeats (``timeout`` sends two) are noted.
+
+    Raising only once matters: a second ``Stop`` inside the first's handling
+    would escape ``main`` with a traceback instead of a clean exit.
+    """
+    name = signal.Signals(signum).name
+    if _stop_requested.is_set():
+        log.info("%s: already stopping", name)
+        return
+    _stop_requested.set()
+    raise Stop(name)
+
+
+def main() -> int:
+    """Run the stack until SIGINT/SIGTERM; 0 on a clean stop, 1 if it could not start."""
+    configure_logging()
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    stack: LocalStack | None = None
+    status = 0
+    try:
+        stack = LocalStack(
+            moto_port=_port("MOTO_PORT", 5000),
+            api_port=_port("PORT", 8000),
+            stack_file=stack_file_path(),
+        )
+        stack.start()
+        print(stack.banner(), flush=True)
+        while True:
+            time.sleep(3600)
+    except Stop as exc:
+        log.info("%s received, stopping", exc)
+    except StartupError as exc:
+        log.error("%s", exc)
+        status = 1
+    except Exception:
+        log.exception("the local stack failed")
+        status = 1
+    finally:
+        _stop_requested.set()  # from here on, signals only log
+        if stack is not None:
+            stack.stop()
+    log.info("stopped")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
