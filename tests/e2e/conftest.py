@@ -1,0 +1,104 @@
+"""Run the real ``python -m local.stack`` as a subprocess, on free ports.
+
+The stack writes its description to a temporary ``STACK_FILE`` (never the
+developer's ``.local/stack.json``); the fixture waits for that file, which is
+the stack's readiness signal, and always kills the process group it created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 120.0
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on right now (held together so they differ)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class RunningStack:
+    proc: subprocess.Popen[bytes]
+    stack_file: Path
+    log_file: Path
+    info: dict[str, Any]
+
+    @property
+    def api(self) -> str:
+        return self.info["api_url"]
+
+    def log(self) -> str:
+        return self.log_file.read_text(encoding="utf-8", errors="replace")
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group this fixture created (start_new_session=True)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    tmp = tmp_path_factory.mktemp("local-stack")
+    stack_file = tmp / "stack.json"
+    log_file = tmp / "stack.log"
+    moto_port, api_port = free_ports(2)
+    env = {
+        **os.environ,
+        "MOTO_PORT": str(moto_port),
+        "PORT": str(api_port),
+        "STACK_FILE": str(stack_file),
+        "PYTHONUNBUFFERED": "1",
+    }
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "local.stack"],
+            cwd=PROJECT_DIR,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    running = RunningStack(proc, stack_file, log_file, {})
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not stack_file.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"local stack exited with {proc.returncode}:\n{running.log_tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no stack file after {START_TIMEOUT:.0f} s:\n{running.log_tail()}")
+            time.sleep(0.2)
+        running.info = json.loads(stack_file.read_text(encoding="utf-8"))
+        yield running
+    finally:
+        _kill_group(proc)

@@ -1,0 +1,216 @@
+"""End to end through ``make run``'s stack, over real HTTP and real Cognito tokens.
+
+The stack runs as its own process (see conftest.py); this talks to it only
+the way a client would: InitiateAuth on the moto endpoint, the API on its
+port, the presigned URL it hands out. The last test stops the stack with
+SIGINT and checks that it goes away cleanly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import signal
+import subprocess
+import time
+from typing import Any
+from urllib.parse import unquote
+
+import boto3
+import pytest
+import requests
+
+from tests.e2e.conftest import RunningStack
+
+HTTP_TIMEOUT = 30
+BUILD_TIMEOUT = 120.0
+STOP_TIMEOUT = 30.0
+TERMINAL = {"succeeded", "failed", "canceled", "expired"}
+
+
+def id_token(stack: RunningStack, username: str) -> str:
+    """Log in as a client would: InitiateAuth USER_PASSWORD_AUTH against the pool."""
+    info = stack.info
+    user = next(u for u in info["users"] if u["username"] == username)
+    idp = boto3.client(
+        "cognito-idp",
+        endpoint_url=info["aws_endpoint_url"],
+        region_name=info["region"],
+        aws_access_key_id="e2e",
+        aws_secret_access_key="e2e",
+    )
+    result = idp.initiate_auth(
+        ClientId=info["client_id"],
+        AuthFlow="USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": username, "PASSWORD": user["password"]},
+    )
+    return result["AuthenticationResult"]["IdToken"]
+
+
+def assert_error(resp: requests.Response, status: int, code: str) -> None:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def alice(local_stack: RunningStack) -> dict[str, str]:
+    return {"Authorization": id_token(local_stack, "alice")}
+
+
+@pytest.fixture(scope="module")
+def alice_task(local_stack: RunningStack, alice: dict[str, str]) -> dict[str, Any]:
+    """A demo export created by alice and built by the worker through the queue."""
+    body = {
+        "task_name": "e2e 导出",
+        "kind": "demo",
+        "format": "csv",
+        "params": {"rows": 20000, "seed": 7},
+    }
+    resp = requests.post(f"{local_stack.api}/downloads", json=body, headers=alice, timeout=HTTP_TIMEOUT)
+    assert resp.status_code == 202, resp.text
+    task = resp.json()
+    assert resp.headers["Location"] == f"/downloads/{task['id']}"
+
+    deadline = time.monotonic() + BUILD_TIMEOUT
+    while task["status"] not in TERMINAL:
+        if time.monotonic() > deadline:
+            pytest.fail(f"task still {task['status']} after {BUILD_TIMEOUT:.0f} s:\n{local_stack.log_tail()}")
+        time.sleep(0.3)
+        # "Bearer <token>" is accepted as well as the bare token.
+        resp = requests.get(
+            f"{local_stack.api}/downloads/{task['id']}",
+            headers={"Authorization": f"Bearer {alice['Authorization']}"},
+            timeout=HTTP_TIMEOUT,
+        )
+        assert resp.status_code == 200, resp.text
+        task = resp.json()
+    assert task["status"] == "succeeded", f"{task}\n{local_stack.log_tail()}"
+    return task
+
+
+def test_health(local_stack: RunningStack) -> None:
+    resp = requests.get(f"{local_stack.api}/health", timeout=HTTP_TIMEOUT)
+    assert resp.status_code == 200
+    assert resp.json() == {"status": "ok"}
+
+
+def test_stack_file_describes_the_stack(local_stack: RunningStack) -> None:
+    info = local_stack.info
+    assert set(info) == {
+        "api_url",
+        "aws_endpoint_url",
+        "region",
+        "table",
+        "bucket",
+        "queue_url",
+        "dlq_url",
+        "event_bus",
+        "user_pool_id",
+        "client_id",
+        "users",
+        "demo_table",
+    }
+    assert info["api_url"].startswith("http://127.0.0.1:")
+    assert info["aws_endpoint_url"].startswith("http://127.0.0.1:")
+    assert info["demo_table"] == "demo-users"
+    users = {u["username"]: u for u in info["users"]}
+    assert set(users) == {"alice", "bob", "carol", "admin"}
+    assert users["carol"]["tenant"] == "globex"
+    assert users["admin"]["groups"] == ["admin"]
+    assert len({u["password"] for u in info["users"]}) == 4
+
+
+def test_export_round_trip(
+    local_stack: RunningStack, alice: dict[str, str], alice_task: dict[str, Any]
+) -> None:
+    task_id = alice_task["id"]
+    redirect = requests.get(
+        f"{local_stack.api}/downloads/{task_id}/file",
+        headers=alice,
+        allow_redirects=False,
+        timeout=HTTP_TIMEOUT,
+    )
+    assert redirect.status_code == 302, redirect.text
+    url = redirect.headers["Location"]
+    assert url.startswith(local_stack.info["aws_endpoint_url"]), url
+
+    download = requests.get(url, timeout=HTTP_TIMEOUT)
+    assert download.status_code == 200, download.text[:500]
+    data = download.content
+    assert len(data) == alice_task["size"]
+    assert hashlib.sha256(data).hexdigest() == alice_task["sha256"]
+    assert hashlib.md5(data).hexdigest() == alice_task["md5"]
+    data.decode("utf-8")  # the CSV is UTF-8
+
+    disposition = download.headers["Content-Disposition"]
+    assert disposition.lower().startswith("attachment")
+    match = re.search(r"filename\*=UTF-8''([^;\s]+)", disposition, re.IGNORECASE)
+    assert match, disposition
+    assert unquote(match.group(1), encoding="utf-8") == alice_task["file_name"]
+    assert "导出" in alice_task["file_name"]
+
+
+def test_worker_logs_reach_the_console(local_stack: RunningStack, alice_task: dict[str, Any]) -> None:
+    log = local_stack.log()
+    assert "build_worker" in log
+    assert alice_task["id"] in log
+
+
+def test_another_user_cannot_see_the_task(local_stack: RunningStack, alice_task: dict[str, Any]) -> None:
+    bob = {"Authorization": id_token(local_stack, "bob")}
+    for path in (f"/downloads/{alice_task['id']}", f"/downloads/{alice_task['id']}/file"):
+        resp = requests.get(
+            f"{local_stack.api}{path}", headers=bob, allow_redirects=False, timeout=HTTP_TIMEOUT
+        )
+        assert_error(resp, 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "garbage",
+        "Bearer garbage",
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4IiwidG9rZW5fdXNlIjoiaWQifQ.c2ln",
+    ],
+)
+def test_bad_token_is_401(local_stack: RunningStack, authorization: str) -> None:
+    resp = requests.get(
+        f"{local_stack.api}/downloads",
+        headers={"Authorization": authorization},
+        timeout=HTTP_TIMEOUT,
+    )
+    assert_error(resp, 401, "unauthorized")
+
+
+def test_tampered_token_is_401(local_stack: RunningStack, alice: dict[str, str]) -> None:
+    header, payload, signature = alice["Authorization"].split(".")
+    forged = ".".join([header, payload, signature[:-4] + ("AAAA" if signature[-4:] != "AAAA" else "BBBB")])
+    resp = requests.get(
+        f"{local_stack.api}/downloads", headers={"Authorization": forged}, timeout=HTTP_TIMEOUT
+    )
+    assert_error(resp, 401, "unauthorized")
+
+
+def test_missing_token_is_401(local_stack: RunningStack) -> None:
+    resp = requests.get(f"{local_stack.api}/downloads", timeout=HTTP_TIMEOUT)
+    assert_error(resp, 401, "unauthorized")
+
+
+def test_sigint_stops_everything(local_stack: RunningStack) -> None:
+    """Ctrl-C: exit status 0 within the timeout, stack file gone, ports released."""
+    proc = local_stack.proc
+    assert proc.poll() is None, local_stack.log_tail()
+    proc.send_signal(signal.SIGINT)
+    try:
+        status = proc.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {STOP_TIMEOUT:.0f} s after SIGINT:\n{local_stack.log_tail()}")
+    assert status == 0, local_stack.log_tail()
+    assert not local_stack.stack_file.exists()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{local_stack.api}/health", timeout=5)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(local_stack.info["aws_endpoint_url"], timeout=5)
