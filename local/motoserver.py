@@ -1,13 +1,15 @@
 """An in-process moto server that fails loudly when its port is taken.
 
 ``moto.server.ThreadedMotoServer`` binds inside its thread, so a busy port
-leaves ``start()`` waiting forever. This binds in the caller's thread (an
-``OSError`` at once) and then serves from a daemon thread, with the same WSGI
-application and request handler ThreadedMotoServer uses.
+leaves ``start()`` waiting forever (and werkzeug's own bind calls
+``sys.exit``). This binds the socket in the caller's thread, so a busy port is
+an ``OSError`` at once, and then serves from a daemon thread with the same
+WSGI application and request handler ThreadedMotoServer uses.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 
 from moto.moto_server.werkzeug_app import (
@@ -22,13 +24,19 @@ class MotoServer:
     """All moto services on one ``host:port``, served from a background thread."""
 
     def __init__(self, host: str, port: int) -> None:
-        self._server = make_server(
-            host,
-            port,
-            DomainDispatcherApplication(create_backend_app),
-            threaded=True,
-            request_handler=MotoRequestHandler,
-        )
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+            # werkzeug duplicates the descriptor; ours closes with the block.
+            self._server = make_server(
+                host,
+                port,
+                DomainDispatcherApplication(create_backend_app),
+                threaded=True,
+                request_handler=MotoRequestHandler,
+                fd=sock.fileno(),
+            )
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
 
     @property

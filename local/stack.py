@@ -19,6 +19,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import sys
 import threading
 import time
@@ -70,6 +71,18 @@ def _port(name: str, default: int) -> int:
     if not 0 < port < 65536:
         raise StartupError(f"{name}={port} is out of range")
     return port
+
+
+def check_port_free(port: int, variable: str) -> None:
+    """Refuse early if something already listens on ``port`` (the server binds it later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {HOST}:{port} ({exc.strerror}); set {variable} to use another port."
+            ) from exc
 
 
 def configure_logging() -> None:
@@ -174,6 +187,7 @@ class LocalStack:
     def start(self) -> None:
         """Bring every part up, in dependency order; the stack file comes last."""
         started = time.monotonic()
+        check_port_free(self.api_port, "PORT")  # fail now, not after seeding
         self._start_moto()
         point_aws_at(self.endpoint_url, self.region)
 
