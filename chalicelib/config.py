@@ -38,11 +38,16 @@ class Settings:
     file_ttl_days: int = 7
     record_retention_days: int = 30
     exportable_tables: tuple[str, ...] = field(default_factory=lambda: ("demo-users",))
+    #: Buckets ``s3_bundle`` may read and log groups ``log_archive`` may read:
+    #: nothing until an operator lists them (the worker's role must allow them too).
+    bundle_buckets: tuple[str, ...] = ()
+    log_groups: tuple[str, ...] = ()
     max_active_tasks: int = 20
     part_size_bytes: int = 8 * 1024 * 1024
     progress_interval_seconds: float = 2.0
     time_budget_margin_seconds: float = 30.0
     idempotency_ttl_hours: int = 24
+    scan_segments: int = 4
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -60,9 +65,12 @@ class Settings:
             file_ttl_days=int(e.get("FILE_TTL_DAYS", "7")),
             record_retention_days=int(e.get("RECORD_RETENTION_DAYS", "30")),
             exportable_tables=_csv(e.get("EXPORTABLE_TABLES", "demo-users")),
+            bundle_buckets=_csv(e.get("BUNDLE_BUCKETS", "")),
+            log_groups=_csv(e.get("LOG_GROUPS", "")),
             max_active_tasks=int(e.get("MAX_ACTIVE_TASKS", "20")),
             part_size_bytes=int(float(e.get("PART_SIZE_MB", "8")) * 1024 * 1024),
             progress_interval_seconds=float(e.get("PROGRESS_INTERVAL_SECONDS", "2")),
             time_budget_margin_seconds=float(e.get("TIME_BUDGET_MARGIN_SECONDS", "30")),
             idempotency_ttl_hours=int(e.get("IDEMPOTENCY_TTL_HOURS", "24")),
+            scan_segments=int(e.get("SCAN_SEGMENTS", "4")),
         )

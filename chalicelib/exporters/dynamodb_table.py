@@ -7,8 +7,11 @@ at most, whatever the table's size.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from chalicelib.errors import ExportError
@@ -80,6 +83,8 @@ class DynamoDBTableExporter(RowExporter):
                       "pattern": "^[a-zA-Z0-9_.-]+$"},
             "index": {"type": "string", "minLength": 3, "maxLength": 255,
                       "pattern": "^[a-zA-Z0-9_.-]+$"},
+            "segments": {"type": "integer", "minimum": 1, "maximum": 16,
+                         "description": "parallel scan segments (default SCAN_SEGMENTS)"},
             "columns": {"type": "array", "minItems": 1, "maxItems": 200, "uniqueItems": True,
                         "items": {"type": "string", "minLength": 1, "maxLength": 255}},
             "filters": {
@@ -115,7 +120,8 @@ class DynamoDBTableExporter(RowExporter):
             names = {f"#c{i}": c for i, c in enumerate(columns)}
             scan_kwargs["ProjectionExpression"] = ", ".join(names)
             scan_kwargs["ExpressionAttributeNames"] = names
-        pages = self._pages(table_name, scan_kwargs)
+        segments = int(params.get("segments") or ctx.settings.scan_segments)
+        pages = self._pages(table_name, scan_kwargs, segments)
         first = next(pages, [])
         if not columns:
             seen: dict[str, None] = {}
@@ -132,30 +138,100 @@ class DynamoDBTableExporter(RowExporter):
             for item in page:
                 yield _plain(item)
 
-    def _pages(self, table_name: str, scan_kwargs: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
-        from botocore.exceptions import ClientError
+    def _pages(
+        self, table_name: str, scan_kwargs: dict[str, Any], segments: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        if segments <= 1:
+            return _segment_pages(table_name, scan_kwargs, shared_client=True)
+        sources = [
+            partial(_segment_pages, table_name,
+                    {**scan_kwargs, "Segment": i, "TotalSegments": segments}, False)
+            for i in range(segments)
+        ]
+        return parallel_pages(sources)
 
-        from chalicelib.adapters.aws import resource
 
-        table = resource("dynamodb").Table(table_name)
-        kwargs = dict(scan_kwargs)
-        while True:
+def _segment_pages(
+    table_name: str, scan_kwargs: dict[str, Any], shared_client: bool
+) -> Iterator[list[dict[str, Any]]]:
+    """One scan segment, page by page (at most 1 MB of items a page)."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from chalicelib.adapters.aws import resource
+
+    # boto3 resources are not thread-safe: each segment thread gets its own
+    dynamodb = resource("dynamodb") if shared_client else boto3.session.Session().resource(
+        "dynamodb", region_name=resource("dynamodb").meta.client.meta.region_name)
+    table = dynamodb.Table(table_name)
+    kwargs = dict(scan_kwargs)
+    while True:
+        try:
+            page = table.scan(**kwargs)
+        except ClientError as exc:
+            raise _source_error(exc, table_name, kwargs.get("IndexName")) from exc
+        yield page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _source_error(exc: Any, table_name: str, index: str | None) -> Exception:
+    code = exc.response.get("Error", {}).get("Code", "")
+    message = exc.response.get("Error", {}).get("Message", "")
+    if code == "ResourceNotFoundException":
+        return ExportError("table_not_found", f"Table or index {table_name!r} does not exist.")
+    if code == "ValidationException" and "index" in message.lower():
+        return ExportError("index_not_found", f"Index {index!r} does not exist on {table_name!r}.")
+    if code == "ValidationException":
+        return ExportError("invalid_filter", f"DynamoDB rejected the query: {message}")
+    return exc
+
+
+def parallel_pages(
+    sources: Sequence[Callable[[], Iterator[list[dict[str, Any]]]]], per_source: int = 2
+) -> Iterator[list[dict[str, Any]]]:
+    """Pages from several scan segments at once, in arrival order.
+
+    The hand-over queue holds at most ``per_source`` pages per segment, so
+    memory stays bounded however large the table; closing the generator (a
+    cancel, an error downstream) stops every segment thread.
+    """
+    handover: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=per_source * len(sources))
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
             try:
-                page = table.scan(**kwargs)
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                message = exc.response.get("Error", {}).get("Message", "")
-                if code == "ResourceNotFoundException":
-                    raise ExportError("table_not_found",
-                                      f"Table or index {table_name!r} does not exist.") from exc
-                if code == "ValidationException" and "index" in message.lower():
-                    index = kwargs.get("IndexName")
-                    raise ExportError("index_not_found",
-                                      f"Index {index!r} does not exist on {table_name!r}.") from exc
-                if code == "ValidationException":
-                    raise ExportError("invalid_filter", f"DynamoDB rejected the query: {message}") from exc
-                raise
-            yield page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                handover.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(source: Callable[[], Iterator[list[dict[str, Any]]]]) -> None:
+        try:
+            for page in source():
+                if not put(("page", page)):
+                    return
+            put(("done", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+
+    threads = [threading.Thread(target=run, args=(src,), daemon=True) for src in sources]
+    for thread in threads:
+        thread.start()
+    running = len(threads)
+    try:
+        while running:
+            kind, value = handover.get()
+            if kind == "page":
+                yield value
+            elif kind == "done":
+                running -= 1
+            else:
+                raise value
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)

@@ -128,19 +128,39 @@ def test_dynamodb_index_export(stack):
     assert task.status is Status.SUCCEEDED and task.progress["rows"] == 40
 
 
-def test_dynamodb_export_reads_page_by_page(stack):
+@pytest.mark.parametrize("segments", [1, 4])
+def test_dynamodb_export_reads_page_by_page_in_segments(stack, segments):
     table = seed_table(rows=0)
     big = "x" * 3000
     with table.batch_writer() as batch:
-        for i in range(1200):  # ~3.6 MB: more than one 1 MB scan page
+        for i in range(1200):  # ~3.6 MB: several 1 MB scan pages
             batch.put_item(Item={"id": f"p{i}", "blob": big})
-    calls = []
-    from chalicelib.adapters.aws import resource
-    resource("dynamodb").meta.client.meta.events.register(
-        "before-call.dynamodb.Scan", lambda **_: calls.append(1))
-    task = build_table_export(stack, {"table": "demo-users", "columns": ["id"]})
+    scans: list[dict] = []
+    boto3.DEFAULT_SESSION = None  # segment threads make their own sessions; watch them all
+    import botocore.session
+
+    original = botocore.session.Session.create_client
+
+    def spy(self, *args, **kwargs):
+        client = original(self, *args, **kwargs)
+        if client.meta.service_model.service_name == "dynamodb":
+            client.meta.events.register("before-call.dynamodb.Scan",
+                                        lambda params, **_: scans.append(params))
+        return client
+
+    from chalicelib.adapters import aws
+    aws.reset()
+    botocore.session.Session.create_client = spy
+    try:
+        task = build_table_export(stack, {"table": "demo-users", "columns": ["id"],
+                                          "segments": segments})
+    finally:
+        botocore.session.Session.create_client = original
     assert task.status is Status.SUCCEEDED and task.progress["rows"] == 1200
-    assert len(calls) >= 1
+    ids = {r["id"] for r in csv.DictReader(io.StringIO(stored(task.id)[2].decode("utf-8")))}
+    assert ids == {f"p{i}" for i in range(1200)}
+    assert len(scans) >= max(2, segments)  # page by page: never the whole table at once
+    assert {p.get("Segment") for p in scans} == (set(range(4)) if segments == 4 else {None})
 
 
 @pytest.mark.parametrize("params,code", [

@@ -51,3 +51,45 @@ def test_demo_rows_are_deterministic_and_counted():
     assert len(parsed) == 4500 and parsed[-1]["id"] == "4500"
     assert any(any(ord(ch) > 127 for ch in r["name"]) for r in parsed)
     assert demo.total_rows({"rows": 4500}) == 4500
+
+
+def test_parallel_pages_yields_everything_and_stops_threads_when_closed():
+    import threading
+    import time
+
+    from chalicelib.exporters.dynamodb_table import parallel_pages
+
+    produced = []
+
+    def source(n):
+        def pages():
+            for i in range(n):
+                produced.append(1)
+                yield [i]
+        return pages
+
+    got = sorted(p[0] for p in parallel_pages([source(50), source(50)]))
+    assert got == sorted(list(range(50)) * 2)
+
+    produced.clear()
+    before = threading.active_count()
+    gen = parallel_pages([source(10_000), source(10_000)], per_source=2)
+    next(gen)
+    time.sleep(0.3)
+    # bounded hand-over: the segments wait instead of reading ahead
+    assert len(produced) <= 2 * 2 + 2 + 1
+    gen.close()
+    assert threading.active_count() == before
+
+
+def test_parallel_pages_raises_a_segment_error():
+    import pytest
+
+    from chalicelib.exporters.dynamodb_table import parallel_pages
+
+    def bad():
+        yield [1]
+        raise ValueError("segment broke")
+
+    with pytest.raises(ValueError, match="segment broke"):
+        list(parallel_pages([bad]))
