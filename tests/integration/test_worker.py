@@ -144,8 +144,8 @@ def test_dynamodb_export_reads_page_by_page_in_segments(stack, segments):
     def spy(self, *args, **kwargs):
         client = original(self, *args, **kwargs)
         if client.meta.service_model.service_name == "dynamodb":
-            client.meta.events.register("before-call.dynamodb.Scan",
-                                        lambda params, **_: scans.append(params))
+            client.meta.events.register("before-parameter-build.dynamodb.Scan",
+                                        lambda params, **_: scans.append(dict(params)))
         return client
 
     from chalicelib.adapters import aws
