@@ -5,6 +5,7 @@ Entry points only: parse the request, call a use case, shape the response.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -42,11 +43,16 @@ cognito = CognitoUserPoolAuthorizer(
         "USER_POOL_ARN", "arn:aws:cognito-idp:us-east-1:000000000000:userpool/placeholder")],
 )
 
-JSON = {"Content-Type": "application/json"}
+JSON = {"Content-Type": "application/json; charset=utf-8"}
+
+
+def _json(body: Any) -> str:
+    """UTF-8 JSON: task and file names stay readable instead of \\u escapes."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
 def _error(status: int, body: dict[str, Any]) -> Response:
-    return Response(body=body, status_code=status, headers=dict(JSON))
+    return Response(body=_json(body), status_code=status, headers=dict(JSON))
 
 
 def api(handler: Callable[..., Response]) -> Callable[..., Response]:
@@ -73,7 +79,7 @@ def principal() -> Principal:
 
 
 def ok(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(body=body, status_code=status, headers={**JSON, **(headers or {})})
+    return Response(body=_json(body), status_code=status, headers={**JSON, **(headers or {})})
 
 
 @app.route("/health", methods=["GET"])
