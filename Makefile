@@ -22,6 +22,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# Not part of `make test`: minutes of measurements; rewrites docs/benchmarks.md.
+bench: $(STAMP)
+	$(PY) -m bench
+
 package: $(STAMP)
 	$(PY) -m tools.package --stage prod --out $(OUT)
 

@@ -1,0 +1,200 @@
+"""``python -m bench``: run every measurement, print a table, write docs/benchmarks.md.
+
+Sections (all by default, or some with ``--sections``):
+
+- throughput: 1,000,000 demo rows to csv through the real Worker.build,
+  side by side with the raw limit, a naive build and smart_open;
+- memory: peak RSS of a fresh worker process for a 10 MiB and a 500 MiB
+  export, and of the naive build;
+- listing: DynamoDB items read per listing page as the table grows;
+- coldstart: ``import app`` against ``import boto3``.
+
+``--quick`` runs everything at toy sizes (a smoke test of the harness, a
+minute or so); its figures mean nothing and it does not write the docs
+unless ``--out`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import coldstart, report
+from bench.harness import ROOT, MotoProcess, run_child, wait_for_quiet
+
+MiB = 1024 * 1024
+SECTIONS = ("throughput", "memory", "listing", "coldstart")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rows: int = 1_000_000
+    rounds: int = 3
+    memory_mib: tuple[int, ...] = (10, 500)
+    naive_mib: tuple[int, ...] = (10, 100)
+    user_tasks: int = 50
+    others: tuple[int, ...] = (10, 10_000)
+    coldstart_runs: int = 15
+    profile_rows: int = 1_000_000
+
+
+FULL = Sizes()
+QUICK = Sizes(rows=100_000, rounds=1, memory_mib=(2, 20), naive_mib=(2, 10), others=(10, 300),
+              coldstart_runs=3, profile_rows=100_000)
+
+
+def _variants(part_size: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, child job, extra args) of the throughput variants, the pipeline first."""
+    return [
+        ("pipeline (Worker.build)", "pipeline", {}),
+        ("raw limit (encode + md5 + sha256)", "raw", {}),
+        ("naive (all in memory, put_object, read back)", "naive", {}),
+        (f"smart_open ({part_size // MiB} MiB parts, as the pipeline)", "smart_open",
+         {"part_size": part_size}),
+        ("smart_open (its default 50 MiB parts)", "smart_open", {}),
+    ]
+
+
+@dataclass
+class Results:
+    sizes: Sizes
+    started: float = field(default_factory=time.time)
+    quiet_share: float = 0.0
+    throughput: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    listing: dict[str, Any] = field(default_factory=dict)
+    coldstart: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_throughput(sizes: Sizes, part_size: int) -> dict[str, Any]:
+    variants = _variants(part_size)
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in variants}
+    with MotoProcess() as moto:
+        _log("throughput: warming the moto server up")
+        for job in ("pipeline", "smart_open"):
+            run_child(job, {"rows": min(sizes.rows, 150_000)}, moto.url, moto=moto)
+        for rnd in range(sizes.rounds):
+            # rotate the order each round so no variant always runs first or last
+            order = variants[rnd % len(variants):] + variants[:rnd % len(variants)]
+            for label, job, extra in order:
+                _log(f"throughput round {rnd + 1}/{sizes.rounds}: {label}")
+                runs[label].append(run_child(job, {"rows": sizes.rows} | extra, moto.url, moto=moto))
+        _log("throughput: stage split and profile")
+        stages = run_child("stages", {"rows": sizes.rows}, None)
+        profile = run_child("profile", {"rows": sizes.profile_rows}, moto.url, moto=moto)
+        moto_peak = moto.peak_rss
+    rows: list[dict[str, Any]] = []
+    for label, job, _ in variants:
+        got = runs[label]
+        seconds = [r["seconds"] for r in got]
+        med = statistics.median(seconds)
+        rows.append({
+            "variant": label, "job": job, "rows": got[0]["rows"], "size": got[0]["size"],
+            "seconds": med, "min": min(seconds), "max": max(seconds),
+            "rows_per_s": got[0]["rows"] / med, "mib_per_s": got[0]["size"] / MiB / med,
+            "cpu_seconds": statistics.median(r["cpu_seconds"] for r in got),
+            "moto_cpu": statistics.median(r["_machine"]["moto_cpu"] for r in got),
+            "others_cpu": statistics.median(r["_machine"]["others_cpu"] for r in got),
+            "others_share": statistics.median(
+                r["_machine"]["others_cpu"] / r["_machine"]["wall"] for r in got),
+            "md5": got[0].get("md5"), "peak_rss": max(r["peak_rss"] for r in got),
+        })
+    _check_same_bytes(rows)
+    return {"rows": rows, "stages": stages, "profile": profile, "moto_peak_rss": moto_peak,
+            "part_size": part_size, "raw_runs": runs}
+
+
+def _check_same_bytes(rows: list[dict[str, Any]]) -> None:
+    """Every variant must have produced the very same file, or the comparison is void."""
+    sizes = {r["size"] for r in rows}
+    md5s = {r["md5"] for r in rows if r["md5"]}
+    if len(sizes) != 1 or len(md5s) != 1:
+        raise SystemExit(f"the variants did not produce the same bytes: sizes {sizes}, md5 {md5s}")
+
+
+def run_memory(sizes: Sizes, bytes_per_row: float) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    with MotoProcess() as moto:
+        plan = [("pipeline", m) for m in sizes.memory_mib] + [("naive", m) for m in sizes.naive_mib]
+        for job, mib in plan:
+            rows = math.ceil(mib * MiB / bytes_per_row)
+            _log(f"memory: {job} {mib} MiB ({rows:,} rows)")
+            got = run_child(job, {"rows": rows}, moto.url, moto=moto)
+            got.update(target_mib=mib)
+            runs.append(got)
+        moto_peak = moto.peak_rss
+    return {"runs": runs, "moto_peak_rss": moto_peak, "bytes_per_row": bytes_per_row}
+
+
+def run_listing(sizes: Sizes) -> dict[str, Any]:
+    with MotoProcess() as moto:
+        _log(f"listing: {sizes.user_tasks} tasks of one user, then {sizes.others} of others")
+        got = run_child("listing", {"user_tasks": sizes.user_tasks, "others": list(sizes.others)},
+                        moto.url, moto=moto)
+    return got
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="toy sizes: test the harness only")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="markdown report (default docs/benchmarks.md; none with --quick)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is not met")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="do not wait for other processes to quieten down first")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    out = args.out or (None if args.quick else ROOT / "docs" / "benchmarks.md")
+
+    from chalicelib.config import Settings
+
+    part_size = Settings.from_env(_chalice_env()).part_size_bytes
+    results = Results(sizes)
+    t0 = time.monotonic()
+    results.quiet_share = wait_for_quiet(0 if args.no_wait else 120)
+    if "throughput" in args.sections:
+        results.throughput = run_throughput(sizes, part_size)
+        first = results.throughput["rows"][0]
+        bytes_per_row = first["size"] / first["rows"]
+    else:
+        sample = run_child("raw", {"rows": 20_000}, None)
+        bytes_per_row = sample["size"] / sample["rows"]
+    if "memory" in args.sections:
+        results.memory = run_memory(sizes, bytes_per_row)
+    if "listing" in args.sections:
+        results.listing = run_listing(sizes)
+    if "coldstart" in args.sections:
+        _log(f"cold start: {sizes.coldstart_runs} fresh interpreters per statement")
+        results.coldstart = coldstart.measure(sizes.coldstart_runs)
+    results.seconds = time.monotonic() - t0
+
+    print(report.console(results, args.quick))
+    if out is not None:
+        given = sys.argv[1:] if argv is None else argv
+        command = "python -m bench " + " ".join(given) if given else "make bench"
+        out.write_text(report.markdown(results, command, args.quick), encoding="utf-8")
+        _log(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 1 if args.strict and not report.all_met(results) else 0
+
+
+def _chalice_env() -> dict[str, str]:
+    from bench.harness import chalice_env
+
+    return chalice_env()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

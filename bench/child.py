@@ -1,0 +1,411 @@
+"""One measurement in a fresh process: ``python -m bench.child JOB '{json args}'``.
+
+Prints one JSON line with the result. A fresh process per run makes the
+resident-memory high-water mark (``ru_maxrss``) belong to that run alone and
+keeps one variant's garbage or warm caches out of the next one's timing.
+
+Every variant encodes the same rows with the same encoder the worker uses
+(``get_exporter("demo").stream(..., "csv", ...)``), so they differ only in
+what happens to the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import psutil
+
+from chalicelib.adapters import storage
+from chalicelib.adapters.aws import client
+from chalicelib.adapters.tasks_repo import TaskModel, configure
+from chalicelib.clock import now as utcnow
+from chalicelib.config import Settings
+from chalicelib.exporters import BuildContext, RowExporter, get_exporter
+from chalicelib.formats.base import Format
+from chalicelib.services import Downloads, Owner
+from chalicelib.task import Status
+from chalicelib.validation import parse_create
+
+SETTINGS = Settings.from_env()
+Result = dict[str, Any]
+SEED = 0
+
+
+def _rss() -> int:
+    return int(psutil.Process().memory_info().rss)
+
+
+def _peak_rss() -> int:
+    """The process's resident high-water mark in bytes (Linux reports KiB)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _bench_key(job: str) -> str:
+    return f"bench/{job}-{uuid.uuid4().hex}.csv"
+
+
+def _demo(rows: int) -> tuple[RowExporter, dict[str, Any], BuildContext, Format]:
+    exporter = get_exporter("demo")
+    assert isinstance(exporter, RowExporter)
+    params = {"rows": rows, "seed": SEED}
+    ctx = BuildContext(SETTINGS, total_rows=exporter.total_rows(params))
+    return exporter, params, ctx, exporter.format_for("csv")
+
+
+def _demo_chunks(rows: int) -> tuple[Iterator[bytes], BuildContext]:
+    exporter, params, ctx, _ = _demo(rows)
+    return exporter.stream(params, "csv", ctx), ctx
+
+
+def _measured(fn: Callable[[], Result]) -> Result:
+    """Run ``fn`` with the wall clock, CPU time and memory of this process around it."""
+    rss_before = _rss()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - t0
+    result.update(seconds=seconds, cpu_seconds=time.process_time() - cpu0,
+                  rss_before=rss_before, peak_rss=_peak_rss())
+    return result
+
+
+# -- the variants --------------------------------------------------------------
+def job_raw(rows: int) -> Result:
+    """The raw limit: encode and hash, send the bytes nowhere."""
+
+    def run() -> Result:
+        md5, sha256, size = hashlib.md5(usedforsecurity=False), hashlib.sha256(), 0
+        chunks, ctx = _demo_chunks(rows)
+        for chunk in chunks:
+            md5.update(chunk)
+            sha256.update(chunk)
+            size += len(chunk)
+        return {"rows": ctx.rows, "size": size, "md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
+
+    return _measured(run)
+
+
+def _queued_task(rows: int) -> tuple[Any, Any]:
+    """A queued demo task, and the worker's clients made, as in a warm Lambda.
+
+    The other variants create their S3 client before their timer too; the
+    first boto3 client of a process costs a tenth of a second of model loading.
+    """
+    from chalicelib.worker import Worker
+
+    body = {"task_name": "bench", "kind": "demo", "format": "csv",
+            "params": {"rows": rows, "seed": SEED}}
+    task, _ = Downloads(SETTINGS).store_new(Owner("bench-sub", "bench", "acme"),
+                                            parse_create(body), body, None)
+    for service in ("s3", "events"):
+        client(service)
+    return task, Worker(SETTINGS)
+
+
+def job_pipeline(rows: int) -> Result:
+    """The real worker: a queued task claimed and built by Worker.build."""
+    task, worker = _queued_task(rows)
+
+    def run() -> Result:
+        done = worker.build(task.id)
+        if done is None or done.status is not Status.SUCCEEDED:
+            raise RuntimeError(f"the build did not succeed: {done}")
+        return {"rows": int(done.progress.get("rows", 0)), "size": done.size, "md5": done.md5,
+                "sha256": done.sha256, "object_key": done.object_key}
+
+    result = _measured(run)
+    storage.delete_object(SETTINGS.files_bucket, result.pop("object_key"))
+    return result
+
+
+def job_naive(rows: int) -> Result:
+    """The pattern this service replaces: build it all in memory, put it, read it back for md5."""
+    key = _bench_key("naive")
+    s3 = client("s3")
+
+    def run() -> Result:
+        exporter, params, ctx, fmt = _demo(rows)
+        columns, row_iter = exporter.open(params, ctx)
+        all_rows = list(row_iter)
+        body = b"".join(fmt.encode(columns, all_rows, ctx.count_rows))
+        s3.put_object(Bucket=SETTINGS.files_bucket, Key=key, Body=body,
+                      ContentType=fmt.content_type)
+        md5 = hashlib.md5(usedforsecurity=False)
+        stored = s3.get_object(Bucket=SETTINGS.files_bucket, Key=key)["Body"]
+        for chunk in stored.iter_chunks(1 << 20):  # read back in pieces: kind to the naive side
+            md5.update(chunk)
+        return {"rows": ctx.rows, "size": len(body), "md5": md5.hexdigest()}
+
+    result = _measured(run)
+    s3.delete_object(Bucket=SETTINGS.files_bucket, Key=key)
+    return result
+
+
+def job_smart_open(rows: int, part_size: int = 0) -> Result:
+    """The streaming peer: smart_open's S3 writer fed the same chunks (it hashes nothing)."""
+    import smart_open
+
+    key = _bench_key("smart_open")
+    s3 = client("s3")
+    params: dict[str, Any] = {"client": s3}
+    if part_size:
+        params["min_part_size"] = part_size
+
+    def run() -> Result:
+        chunks, ctx = _demo_chunks(rows)
+        with smart_open.open(f"s3://{SETTINGS.files_bucket}/{key}", "wb", transport_params=params,
+                             compression="disable") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        return {"rows": ctx.rows}
+
+    result = _measured(run)
+    head = s3.head_object(Bucket=SETTINGS.files_bucket, Key=key)
+    result["size"] = int(head["ContentLength"])
+    s3.delete_object(Bucket=SETTINGS.files_bucket, Key=key)
+    return result
+
+
+def job_stages(rows: int) -> Result:
+    """Uninstrumented split of the raw limit: generate rows, encode them, hash the bytes."""
+    exporter, params, ctx, fmt = _demo(rows)
+    t0 = time.perf_counter()
+    _, row_iter = exporter.open(params, ctx)
+    for _ in row_iter:
+        pass
+    generate = time.perf_counter() - t0
+
+    chunks_iter, _ = _demo_chunks(rows)
+    t0 = time.perf_counter()
+    chunks = list(chunks_iter)
+    generate_and_encode = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    for chunk in chunks:
+        md5.update(chunk)
+    md5_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for chunk in chunks:
+        sha256.update(chunk)
+    sha_seconds = time.perf_counter() - t0
+
+    # what the uploader's buffering costs: append to a bytearray, copy a part out
+    t0 = time.perf_counter()
+    buffer, part = bytearray(), SETTINGS.part_size_bytes
+    for chunk in chunks:
+        buffer += chunk
+        if len(buffer) >= part:
+            bytes(buffer)
+            buffer.clear()
+    buffering = time.perf_counter() - t0
+    return {"rows": rows, "size": sum(map(len, chunks)), "chunks": len(chunks),
+            "generate": generate, "encode": generate_and_encode - generate,
+            "md5": md5_seconds, "sha256": sha_seconds, "buffering": buffering}
+
+
+# -- profile -------------------------------------------------------------------
+_WAIT = ("recv_into", "sendall", "poll", "connect", "select")
+
+
+def _category(file: str, func: str) -> str | None:
+    """Where a profiled function belongs; None for builtins, which follow their caller."""
+    if file == "~":
+        if "_hashlib.HASH" in func:
+            return "md5 + sha256"
+        if "_socket.socket" in func or "select." in func:
+            return "waiting on the S3/DynamoDB server (socket)"
+        return None
+    path = file.replace(os.sep, "/")
+    for marker, name in (
+        ("chalicelib/exporters/", "row generation (exporter)"),
+        ("chalicelib/formats/", "csv encoding (formats)"),
+        ("/csv.py", "csv encoding (formats)"),
+        ("chalicelib/adapters/storage.py", "upload buffering (storage.py)"),
+        ("/pynamodb/", "pynamodb"),
+        ("/botocore/", "botocore / urllib3 / http.client (request handling)"),
+        ("/urllib3/", "botocore / urllib3 / http.client (request handling)"),
+        ("/http/client.py", "botocore / urllib3 / http.client (request handling)"),
+        ("/socket.py", "botocore / urllib3 / http.client (request handling)"),
+        ("/ssl.py", "botocore / urllib3 / http.client (request handling)"),
+        ("/email/", "botocore / urllib3 / http.client (request handling)"),
+        ("chalicelib/worker.py", "worker loop (worker.py)"),
+    ):
+        if marker in path:
+            return name
+    return "other Python"
+
+
+def job_profile(rows: int, top: int = 18) -> Result:
+    """Worker.build under cProfile: self time by area and the hottest functions."""
+    import cProfile
+    import pstats
+
+    task, worker = _queued_task(rows)
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.enable()
+    done = worker.build(task.id)
+    profiler.disable()
+    wall = time.perf_counter() - t0
+    assert done is not None and done.status is Status.SUCCEEDED and done.object_key
+    storage.delete_object(SETTINGS.files_bucket, done.object_key)
+
+    stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    areas: Counter[str] = Counter()
+    for (file, _line, func), (_cc, _nc, tottime, _ct, callers) in stats.items():
+        area = _category(file, func)
+        if area is not None:
+            areas[area] += tottime
+            continue
+        # a builtin: its time goes to the areas of its callers, in proportion
+        caller_total = sum(c[2] for c in callers.values()) or 1.0
+        for (cfile, _cl, cfunc), c in callers.items():
+            carea = _category(cfile, cfunc) or "other builtins"
+            areas[carea] += tottime * c[2] / caller_total
+    total = sum(areas.values())
+    hottest = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    functions = [
+        {"function": _short(file, line, func), "calls": nc, "self_s": tottime, "cum_s": cumtime}
+        for (file, line, func), (_cc, nc, tottime, cumtime, _callers) in hottest
+    ]
+    return {"rows": rows, "wall_s": wall, "profiled_s": total,
+            "areas": dict(areas.most_common()), "functions": functions}
+
+
+def _short(file: str, line: int, func: str) -> str:
+    if file == "~":
+        return func
+    path = file.replace(os.sep, "/")
+    for root in ("/site-packages/", "/work/main/"):
+        if root in path:
+            path = path.split(root, 1)[1]
+            break
+    else:
+        path = path.rsplit("/", 2)[-1]
+    return f"{path}:{line}({func})"
+
+
+# -- listing -------------------------------------------------------------------
+def job_listing(user_tasks: int, others: list[int], repeats: int = 3) -> Result:
+    """Items DynamoDB reads for a listing page, as the table grows with other users' tasks.
+
+    Counted from the Query responses themselves (ScannedCount, Count) through
+    a botocore hook on PynamoDB's client, so nothing is inferred.
+    """
+    from chalicelib.principal import Principal
+    from chalicelib.validation import ListQuery
+
+    configure(SETTINGS.tasks_table)
+    downloads = Downloads(SETTINGS)
+    calls: Counter[str] = Counter()
+    read = {"scanned": 0, "count": 0}
+
+    def on_response(parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+        read["scanned"] += int(parsed.get("ScannedCount", 0))
+        read["count"] += int(parsed.get("Count", 0))
+
+    dynamodb = TaskModel._get_connection().connection.client
+    dynamodb.meta.events.register("after-call.dynamodb", on_response)
+
+    user = Principal("bench-user-sub", "bench-user", "acme")
+    admin = Principal("bench-admin-sub", "bench-admin", "acme", is_admin=True)
+    _seed(user_tasks, lambda i: ("bench-user-sub", "bench-user", "acme"))
+    seeded = 0
+    states = []
+    for target in others:
+        _seed(target - seeded, lambda i: (f"other-{i % 100:03d}-sub", f"other-{i % 100:03d}",
+                                          "acme" if i % 2 else "globex"), start=seeded)
+        seeded = target
+        first_user = downloads.list(user, ListQuery(limit=20))
+        scenarios: list[tuple[str, Any, Any]] = [
+            ("user, first page", user, ListQuery(limit=20)),
+            ("user, second page (cursor)", user,
+             ListQuery(limit=20, cursor=first_user["next_cursor"])),
+            ("user, status=failed filter", user,
+             ListQuery(limit=20, statuses=frozenset({Status.FAILED}))),
+            ("admin, all tasks", admin, ListQuery(limit=20)),
+            ("admin, tenant=acme", admin, ListQuery(limit=20, tenant="acme")),
+            ("admin, owner=bench-user", admin, ListQuery(limit=20, owner="bench-user-sub")),
+            ("admin, filter matching nothing (bounded, not flat)", admin,
+             ListQuery(limit=20, kind="no-such-kind")),
+        ]
+        rows = []
+        for name, principal, query in scenarios:
+            times = []
+            for _ in range(repeats):
+                calls.clear()
+                read.update(scanned=0, count=0)
+                t0 = time.perf_counter()
+                page = downloads.list(principal, query)
+                times.append(time.perf_counter() - t0)
+            rows.append({"scenario": name, "queries": calls.get("Query", 0),
+                         "other_calls": sum(v for k, v in calls.items() if k != "Query"),
+                         "scanned": read["scanned"], "count": read["count"],
+                         "items": len(page["items"]), "more": page["next_cursor"] is not None,
+                         "ms": sorted(times)[len(times) // 2] * 1000})
+        states.append({"other_tasks": target, "table_items": target + user_tasks, "rows": rows})
+    return {"user_tasks": user_tasks, "states": states}
+
+
+def _seed(n: int, who: Callable[[int], tuple[str, str, str]], start: int = 0) -> None:
+    """Write ``n`` tasks fast with BatchWriteItem, mapped exactly as the repository stores them."""
+    from chalicelib.adapters.tasks_repo import _to_model
+    from chalicelib.ids import new_id
+    from chalicelib.task import Task, TaskError
+
+    cycle = (Status.SUCCEEDED, Status.FAILED, Status.QUEUED, Status.SUCCEEDED, Status.CANCELED)
+    at = utcnow()
+    with TaskModel.batch_write() as batch:
+        for i in range(start, start + n):
+            sub, name, tenant = who(i)
+            status = cycle[i % len(cycle)]
+            task = Task(
+                id=new_id(), owner=sub, owner_name=name, tenant=tenant, task_name=f"報告 {i}",
+                file_name=f"report-{i}.csv", kind="demo", format="csv", params={"rows": 10},
+                status=status, created_at=at, progress={"rows": 10, "bytes": 700},
+            )
+            model = _to_model(task, None)
+            if status is Status.SUCCEEDED:
+                model.size, model.md5, model.sha256 = 700, "0" * 32, "0" * 64
+                model.content_type = "text/csv; charset=utf-8"
+                model.object_key = storage.object_key(tenant, task.id, task.file_name)
+                model.finished_at, model.expires_at = at, at + timedelta(days=7)
+            elif status is Status.FAILED:
+                model.error = TaskError("internal_error", "seeded").to_dict()
+            batch.save(model)
+
+
+def job_provision() -> Result:
+    from local.provision import provision
+
+    return provision(os.environ["AWS_ENDPOINT_URL"])
+
+
+JOBS: dict[str, Callable[..., Result]] = {
+    "raw": job_raw, "pipeline": job_pipeline, "naive": job_naive, "smart_open": job_smart_open,
+    "stages": job_stages, "profile": job_profile, "listing": job_listing,
+    "provision": job_provision,
+}
+
+
+def main(argv: list[str]) -> None:
+    job, args = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
+    configure(SETTINGS.tasks_table)
+    result = JOBS[job](**args)
+    result["job"] = job
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,431 @@
+"""Turn the measurements into the console table and docs/benchmarks.md.
+
+Targets are the ones issue 3 sets; each is judged here from the numbers, so
+the document and the console never disagree with each other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from bench.coldstart import STATEMENTS
+from bench.harness import ROOT
+
+if TYPE_CHECKING:
+    from bench.__main__ import Results
+
+MiB = 1024 * 1024
+RAW_TARGET = 0.8
+MEMORY_TOLERANCE = 0.20
+#: a listing page reads at most limit x SCAN_FACTOR items (chalicelib.services)
+PAGE_LIMIT, SCAN_FACTOR = 20, 10
+BOUNDED = "bounded"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: str
+    met: bool | None  # None: reported only, or not measured in this run
+
+
+# -- judging -------------------------------------------------------------------
+def _by_job(results: Results) -> dict[str, dict[str, Any]]:
+    rows = results.throughput.get("rows", [])
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["job"] == "smart_open":
+            best = found.get("smart_open")
+            if best is None or row["rows_per_s"] > best["rows_per_s"]:
+                found["smart_open"] = row
+        else:
+            found[row["job"]] = row
+    return found
+
+
+def _pipeline_peaks(results: Results) -> list[dict[str, Any]]:
+    return [r for r in results.memory.get("runs", []) if r["job"] == "pipeline"]
+
+
+def targets(results: Results) -> list[Target]:
+    out: list[Target] = []
+    jobs = _by_job(results)
+    if jobs:
+        pipe, raw, peer = jobs["pipeline"], jobs["raw"], jobs["smart_open"]
+        r_raw = pipe["rows_per_s"] / raw["rows_per_s"]
+        r_peer = pipe["rows_per_s"] / peer["rows_per_s"]
+        out.append(Target(f"pipeline ≥ {RAW_TARGET}× the raw limit",
+                          f"{r_raw:.2f}× ({pipe['rows_per_s']:,.0f} vs {raw['rows_per_s']:,.0f} rows/s)",
+                          r_raw >= RAW_TARGET))
+        out.append(Target("pipeline ≥ the streaming peer (smart_open, its faster setting)",
+                          f"{r_peer:.2f}× ({pipe['rows_per_s']:,.0f} vs {peer['rows_per_s']:,.0f} rows/s)",
+                          r_peer >= 1.0))
+    else:
+        out.append(Target("pipeline ≥ 0.8× raw and ≥ smart_open", "not measured", None))
+    peaks = _pipeline_peaks(results)
+    if len(peaks) >= 2:
+        small, large = peaks[0], peaks[-1]
+        spread = max(small["peak_rss"], large["peak_rss"]) / min(small["peak_rss"], large["peak_rss"]) - 1
+        out.append(Target(
+            f"worker peak RSS, {small['target_mib']} MiB vs {large['target_mib']} MiB export, "
+            f"within {MEMORY_TOLERANCE:.0%}",
+            f"{small['peak_rss'] / MiB:.0f} vs {large['peak_rss'] / MiB:.0f} MiB ({spread:+.1%})",
+            spread <= MEMORY_TOLERANCE))
+    else:
+        out.append(Target("memory flat in export size", "not measured", None))
+    states = results.listing.get("states", [])
+    if len(states) >= 2:
+        first, last = states[0], states[-1]
+        flat = all(b["scanned"] <= a["scanned"] for a, b in zip(first["rows"], last["rows"], strict=True)
+                   if BOUNDED not in a["scenario"])
+        bounded = all(r["scanned"] <= PAGE_LIMIT * SCAN_FACTOR for s in states for r in s["rows"])
+        user = [(a, b) for a, b in zip(first["rows"], last["rows"], strict=True)
+                if a["scenario"] == "user, first page"][0]
+        admin = [(a, b) for a, b in zip(first["rows"], last["rows"], strict=True)
+                 if a["scenario"] == "admin, all tasks"][0]
+        out.append(Target(
+            f"listing items read flat ({first['other_tasks']:,} → {last['other_tasks']:,} "
+            "other users' tasks)",
+            f"user first page {user[0]['scanned']} → {user[1]['scanned']}, "
+            f"admin first page {admin[0]['scanned']} → {admin[1]['scanned']}",
+            flat))
+        out.append(Target(
+            f"a filtered page reads ≤ limit × {SCAN_FACTOR} = {PAGE_LIMIT * SCAN_FACTOR} items",
+            "max " + str(max(r["scanned"] for s in states for r in s["rows"])), bounded))
+    else:
+        out.append(Target("listing reads flat", "not measured", None))
+    cold = results.coldstart.get("median_s")
+    if cold:
+        extra = cold["import app"] - cold["import boto3"]
+        out.append(Target("cold start: import app vs import boto3 (reported, no target)",
+                          f"{cold['import app'] * 1000:.0f} vs {cold['import boto3'] * 1000:.0f} ms "
+                          f"(+{extra * 1000:.0f} ms)", None))
+    return out
+
+
+def all_met(results: Results) -> bool:
+    return all(t.met is not False for t in targets(results))
+
+
+def _mark(met: bool | None) -> str:
+    return {True: "met", False: "NOT MET", None: "—"}[met]
+
+
+# -- machine -------------------------------------------------------------------
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.rstrip("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def machine() -> dict[str, str]:
+    model = "?"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                         "?")
+    except OSError:
+        pass
+    versions = []
+    for name in ("boto3", "moto", "pynamodb", "chalice", "smart_open"):
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} missing")
+    dirty = [line[3:] for line in _git("status", "--porcelain", "--", "chalicelib", "app.py").splitlines()]
+    return {
+        "cores (nproc)": f"{len(os.sched_getaffinity(0))} ({model})",
+        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "python": f"{platform.python_version()} ({platform.python_implementation()})",
+        "os": f"{platform.system()} {platform.release()}",
+        "packages": ", ".join(versions),
+        "code measured": f"git {_git('rev-parse', '--short', 'HEAD')}"
+        + (f" plus uncommitted changes in {', '.join(dirty)}" if dirty else " (clean)"),
+    }
+
+
+# -- console -------------------------------------------------------------------
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def _throughput_rows(results: Results) -> list[list[str]]:
+    rows = results.throughput.get("rows", [])
+    if not rows:
+        return []
+    raw = _by_job(results)["raw"]
+    return [[r["variant"], f"{r['rows_per_s']:,.0f}", f"{r['mib_per_s']:.1f}",
+             f"{r['seconds']:.2f} ({r['min']:.2f}–{r['max']:.2f})",
+             f"{r['rows_per_s'] / raw['rows_per_s']:.2f}×", f"{r['cpu_seconds']:.2f}",
+             f"{r['moto_cpu']:.2f}", f"{r['others_share']:.2f}"] for r in rows]
+
+
+THROUGHPUT_HEADER = ["variant", "rows/s", "MiB/s", "seconds: median (min–max)", "vs raw",
+                     "worker CPU s", "moto CPU s", "other load (cores)"]
+
+
+def _memory_rows(results: Results) -> list[list[str]]:
+    return [[("pipeline (Worker.build)" if r["job"] == "pipeline" else "naive build"),
+             f"{r['target_mib']} MiB", f"{r['size'] / MiB:,.1f} MiB", f"{r['rows']:,}",
+             f"{r['rss_before'] / MiB:.0f} MiB", f"{r['peak_rss'] / MiB:.0f} MiB",
+             f"{(r['peak_rss'] - r['rss_before']) / MiB:+.0f} MiB", f"{r['seconds']:.1f}"]
+            for r in results.memory.get("runs", [])]
+
+
+MEMORY_HEADER = ["build", "target", "file size", "rows", "RSS before build", "peak RSS",
+                 "peak − before", "seconds"]
+
+
+def _listing_rows(results: Results) -> tuple[list[str], list[list[str]]]:
+    states = results.listing.get("states", [])
+    if not states:
+        return [], []
+    header = ["page (limit 20)"]
+    for s in states:
+        n = f"{s['other_tasks']:,} others"
+        header += [f"read [{n}]", f"returned [{n}]", f"queries [{n}]", f"ms on moto [{n}]"]
+    rows = []
+    for i, first in enumerate(states[0]["rows"]):
+        row = [first["scenario"]]
+        for s in states:
+            r = s["rows"][i]
+            row += [str(r["scanned"]), str(r["count"]), str(r["queries"]), f"{r['ms']:.0f}"]
+        rows.append(row)
+    return header, rows
+
+
+def console(results: Results, quick: bool) -> str:
+    parts = []
+    if quick:
+        parts.append("QUICK RUN: toy sizes, the figures mean nothing.\n")
+    if results.throughput:
+        parts.append(f"Throughput, {results.sizes.rows:,} demo rows to csv "
+                     f"(median of {results.sizes.rounds}):")
+        parts.append(_table(THROUGHPUT_HEADER, _throughput_rows(results)))
+    if results.memory:
+        parts.append("\nPeak resident memory of a fresh worker process:")
+        parts.append(_table(MEMORY_HEADER, _memory_rows(results)))
+    header, rows = _listing_rows(results)
+    if rows:
+        parts.append("\nDynamoDB items read per listing page:")
+        parts.append(_table(header, rows))
+    if results.coldstart:
+        c = results.coldstart
+        parts.append(f"\nCold start (median of {c['runs']} fresh interpreters):")
+        parts.append(_table(["statement", "median ms", "min ms", "max ms"],
+                            [[k, f"{v * 1000:.0f}", f"{c['min_s'][k] * 1000:.0f}",
+                              f"{c['max_s'][k] * 1000:.0f}"] for k, v in c["median_s"].items()]))
+    parts.append("\nTargets:")
+    parts.append(_table(["target", "measured", "result"],
+                        [[t.name, t.measured, _mark(t.met)] for t in targets(results)]))
+    parts.append(f"\n({results.seconds:.0f} s in all)")
+    return "\n".join(parts)
+
+
+# -- markdown ------------------------------------------------------------------
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _throughput_md(results: Results) -> str:
+    t = results.throughput
+    if not t:
+        return "Not measured in this run.\n"
+    jobs = _by_job(results)
+    pipe, raw = jobs["pipeline"], jobs["raw"]
+    st, prof = t["stages"], t["profile"]
+    n = st["rows"]
+    per_row = [
+        ["generate the demo rows (exporter)", st["generate"]],
+        ["encode them to csv (formats.base.encode_csv)", st["encode"]],
+        ["md5 of the bytes", st["md5"]],
+        ["sha256 of the bytes", st["sha256"]],
+        ["uploader buffering (bytearray append + part copy)", st["buffering"]],
+    ]
+    stage_rows = [[name, f"{sec:.2f}", f"{sec / n * 1e6:.2f}", f"{sec / raw['seconds']:.0%}"]
+                  for name, sec in per_row]
+    extra = pipe["seconds"] - raw["seconds"]
+    prof_total = prof["profiled_s"]
+    area_rows = [[name, f"{sec:.2f}", f"{sec / prof_total:.0%}"] for name, sec in prof["areas"].items()]
+    fn_rows = [[f"`{f['function']}`", f"{f['calls']:,}", f"{f['self_s']:.2f}", f"{f['cum_s']:.2f}"]
+               for f in prof["functions"]]
+    return f"""\
+{pipe['rows']:,} demo rows (`kind: demo`, seed 0) to csv: {pipe['size'] / MiB:.1f} MiB,
+{pipe['size'] / pipe['rows']:.1f} bytes a row. Every variant runs in a fresh process, gets its
+rows from the same exporter and encoder the worker uses, and produced the same bytes (same size
+and, where it computes one, the same md5 `{pipe['md5']}`). Median of {results.sizes.rounds} rounds,
+the order rotated each round, after one warm-up build; the S3/DynamoDB endpoint is a moto server
+in its own process on 127.0.0.1.
+
+- **pipeline**: a queued task claimed and built by the real `Worker.build`: DynamoDB claim and
+  heartbeats, exporter → encoder → `StreamingUpload` (md5 + sha256 as the bytes pass,
+  {t['part_size'] // MiB} MiB multipart parts), completion, the final record and the EventBridge event.
+- **raw limit**: the same chunks, md5 + sha256, sent nowhere.
+- **naive**: all rows in a list, one `b"".join` of the encoded file, one `put_object`, then md5 by
+  reading the object back (in 1 MiB pieces, which spares the naive side a second copy).
+- **smart_open**: `smart_open.open("s3://…", "wb")` on the same boto3 client, fed the same chunks;
+  it computes no checksums. Once with the pipeline's part size and once with its default.
+
+{_md_table(THROUGHPUT_HEADER, _throughput_rows(results))}
+
+"worker CPU s" is the CPU time of the measured process in the measured span; "moto CPU s" what the
+moto server spent meanwhile (in AWS that work is S3's, not the Lambda's); "other load" is the CPU
+used by everything else on the machine during the run, in cores (other people's builds and tests
+on a shared 2-core machine move wall-clock figures).
+
+### Where the time goes
+
+Without a profiler, the raw limit split into its steps ({n:,} rows; share of the raw limit's
+{raw['seconds']:.2f} s):
+
+{_md_table(["step", "seconds", "µs a row", "share of raw"], stage_rows)}
+
+The pipeline took {extra:+.2f} s more than the raw limit for the same rows: the S3 upload (the
+worker waits while each part goes to the server), its DynamoDB writes and the request handling in
+botocore.
+
+`Worker.build` of {prof['rows']:,} rows under cProfile ({prof['wall_s']:.1f} s with the profiler's
+own overhead, which inflates the many small Python calls of the row generator and the encoder
+most); self time by area, builtins charged to their callers:
+
+{_md_table(["area", "self seconds", "share"], area_rows)}
+
+The hottest functions by self time:
+
+{_md_table(["function", "calls", "self s", "cumulative s"], fn_rows)}
+"""
+
+
+def _memory_md(results: Results) -> str:
+    m = results.memory
+    if not m:
+        return "Not measured in this run.\n"
+    return f"""\
+Each build runs in a fresh process (`bench.child`) against a moto server in another process, so
+the stored file lives in the server, not in the measured process. Peak RSS is that process's
+high-water mark (`resource.getrusage(RUSAGE_SELF).ru_maxrss`), which includes the interpreter and
+every imported library; "RSS before build" is the resident size once the imports and the task are
+ready. The naive build is measured at {' and '.join(f'{x} MiB' for x in results.sizes.naive_mib)}
+(its rows alone take several times the file's size), not at 500 MiB.
+
+{_md_table(MEMORY_HEADER, _memory_rows(results))}
+
+Demo rows average {m['bytes_per_row']:.1f} bytes in csv, so the row count is chosen for each
+target size. The moto server's own peak RSS during these runs was {m['moto_peak_rss'] / MiB:,.0f} MiB
+(it spools large objects to temporary files).
+"""
+
+
+def _listing_md(results: Results) -> str:
+    li = results.listing
+    if not li:
+        return "Not measured in this run.\n"
+    header, rows = _listing_rows(results)
+    sizes = " and ".join(f"{s['other_tasks']:,}" for s in li["states"])
+    return f"""\
+One user (`bench-user`) has {li['user_tasks']} tasks; the table then gets {sizes} tasks of 100 other
+users in two tenants (written with `TaskModel.batch_write`, mapped by the repository's own
+`_to_model`, a mix of succeeded, failed, queued and canceled), created after the user's. Each page
+goes through `Downloads.list` as the API calls it. "read" is the sum of `ScannedCount` and
+"returned" the sum of `Count` over the Query responses of that page, counted by a botocore
+`after-call` hook on PynamoDB's client; "queries" is how many Query calls the page made (no other
+DynamoDB call was made by any listing).
+
+{_md_table(header, rows)}
+
+"read" must not grow with the table: every page is a Query on an index partition (`by_owner`,
+`by_tenant`, `by_scope`) sorted by the time-ordered id, reading only what the page needs. A filter
+that matches nothing reads at most limit × {SCAN_FACTOR} = {PAGE_LIMIT * SCAN_FACTOR} items and returns a
+short page with a cursor, so it is bounded rather than flat: with a small table it reads the whole
+partition. The times are moto's, whose Query examines every item of the table in Python; they grow
+with the table here and say nothing about DynamoDB.
+"""
+
+
+def _coldstart_md(results: Results) -> str:
+    c = results.coldstart
+    if not c:
+        return "Not measured in this run.\n"
+    med = c["median_s"]
+    rows = [[f"`python -c '{STATEMENTS[k]}'`",
+             f"{v * 1000:.0f}", f"{c['min_s'][k] * 1000:.0f}", f"{c['max_s'][k] * 1000:.0f}"]
+            for k, v in med.items()]
+    extra = med["import app"] - med["import boto3"]
+    breakdown = [[f"`{b['package']}`", f"{b['self_ms']:.0f}"] for b in c["breakdown"]]
+    return f"""\
+Wall time of fresh `python -c …` processes in the repository root with the deployment's
+environment variables (`.chalice/config.json`) and fake credentials, median of {c['runs']} each,
+interleaved, after one warm-up run of each (so `.pyc` files and the page cache are warm, as on a
+re-used Lambda host; a first-ever start is slower).
+
+{_md_table(["command", "median ms", "min ms", "max ms"], rows)}
+
+`import app` costs {extra * 1000:+.0f} ms over `import boto3`
+({med['import app'] / med['import boto3']:.2f}×). Where `import app` spends it
+(`python -X importtime`, self time summed by top-level package, one run):
+
+{_md_table(["package", "self ms"], breakdown)}
+"""
+
+
+def markdown(results: Results, command: str, quick: bool) -> str:
+    when = dt.datetime.fromtimestamp(results.started, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    info = machine()
+    target_rows = [[t.name, t.measured, _mark(t.met)] for t in targets(results)]
+    quick_note = "\n**Quick run: toy sizes, these figures mean nothing.**\n" if quick else ""
+    return f"""\
+# Benchmarks
+
+Generated by `{command}` on {when}, in {results.seconds / 60:.1f} minutes. Do not edit by hand: run
+`make bench` again (it rewrites this file). The harness is `bench/` (not shipped, not part of
+`make test`).
+{quick_note}
+| machine | |
+|---|---|
+| date | {when} |
+| command | `{command}` (`.venv/bin/python -m bench`) |
+{chr(10).join(f"| {k} | {v} |" for k, v in info.items())}
+| other load before start | {results.quiet_share:.2f} cores busy with other processes |
+
+## Targets (issue 3)
+
+{_md_table(["target", "measured", "result"], target_rows)}
+
+## 1. Throughput of the export pipeline
+
+{_throughput_md(results)}
+## 2. Peak resident memory of a worker process
+
+{_memory_md(results)}
+## 3. Cost of a listing page as the table grows
+
+{_listing_md(results)}
+## 4. Cold start
+
+{_coldstart_md(results)}
+## Caveats
+
+- The moto server runs on the same 2 cores as the worker. Its S3 work (parsing each part,
+  hashing it, writing it to a temporary file, joining the parts on completion) is CPU the
+  measured process waits for; against AWS that time is network transfer instead, so the
+  pipeline and smart_open figures are specific to this setup. The raw limit has no server at all.
+- The machine may be shared with other work; the "other load" column says how much there was
+  during each variant's runs, and all variants are interleaved so they share it alike.
+- Figures are from one run of `make bench`; expect a few percent of noise between runs.
+"""
