@@ -1,0 +1,504 @@
+"""Build the deployable CloudFormation/SAM template: ``python -m tools.package --out DIR``.
+
+``chalice package`` knows the functions, the API and the SQS trigger, but not
+the table, queue, bucket, bus and user pool the code talks to. Those live in
+``infra/resources.json`` (which the local stack provisions as well) and are
+merged in by chalice. What a merge cannot express is done here afterwards:
+
+- every Lambda's resource-name env vars point at the template's resources
+  (``Ref``/``Fn::GetAtt``) instead of the literal defaults from config.json;
+- the build queue trigger targets the template's queue and reports partial
+  batch failures (``ReportBatchItemFailures``);
+- each function logs to its own log group with a retention period, and its
+  role may write to that group only;
+- the literal ARNs of the hand-written IAM policies (which name the default
+  resource names so that they also work for ``chalice deploy``) are rewritten
+  to the real resources, or scoped to the stack's partition/region/account;
+- the Cognito authorizer trusts the pool this stack creates, or the one passed
+  in ``ExistingUserPoolArn``.
+
+Finally the template is checked with cfn-lint; errors make the exit status
+non-zero, warnings are only printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MERGE_TEMPLATE = Path("infra") / "resources.json"
+TEMPLATE_NAME = "sam.json"
+
+# Logical ids declared in infra/resources.json that the wiring below relies on.
+TABLE = "TasksTable"
+BUCKET = "FilesBucket"
+QUEUE = "BuildQueue"
+DLQ = "BuildDeadLetterQueue"
+EVENT_BUS = "EventBus"
+USER_POOL = "UserPool"
+USER_POOL_CONDITION = "CreateUserPool"
+USER_POOL_PARAMETER = "ExistingUserPoolArn"
+LOG_RETENTION_PARAMETER = "LogRetentionDays"
+
+SQS_MAX_VISIBILITY_TIMEOUT = 43200  # 12 hours, the SQS maximum
+VISIBILITY_TIMEOUT_FACTOR = 6  # AWS's advice for a queue that triggers a Lambda
+
+FUNCTION_TYPE = "AWS::Serverless::Function"
+LOG_WRITE_ACTIONS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
+
+ENVIRONMENT: dict[str, Any] = {
+    "TASKS_TABLE": {"Ref": TABLE},
+    "FILES_BUCKET": {"Ref": BUCKET},
+    "BUILD_QUEUE_NAME": {"Fn::GetAtt": [QUEUE, "QueueName"]},
+    "BUILD_QUEUE_URL": {"Ref": QUEUE},
+    "DEAD_LETTER_QUEUE_NAME": {"Fn::GetAtt": [DLQ, "QueueName"]},
+    "DEAD_LETTER_QUEUE_URL": {"Ref": DLQ},
+    "EVENT_BUS_NAME": {"Ref": EVENT_BUS},
+}
+
+USER_POOL_ARN: dict[str, Any] = {
+    "Fn::If": [
+        USER_POOL_CONDITION,
+        {"Fn::GetAtt": [USER_POOL, "Arn"]},
+        {"Ref": USER_POOL_PARAMETER},
+    ]
+}
+
+
+class PackagingError(Exception):
+    """The template cannot be made deployable; the message says why."""
+
+
+def run_chalice_package(project_dir: Path, stage: str, out_dir: Path) -> Path:
+    """Run ``chalice package`` with the merge template; return the template's path.
+
+    It runs in a child process because chalice imports ``app.py`` and changes
+    global state (sys.path, the app module) that the caller should not inherit.
+    """
+    merge_template = (project_dir / MERGE_TEMPLATE).resolve()
+    if not merge_template.is_file():
+        raise PackagingError(f"merge template not found: {merge_template}")
+    env = dict(os.environ)
+    # chalice needs a region to create its session, even though packaging
+    # talks to no AWS service; the template itself is region-agnostic.
+    if not (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")):
+        env["AWS_DEFAULT_REGION"] = "us-east-1"
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from chalice.cli import main; sys.exit(main())",
+        "--project-dir",
+        str(project_dir),
+        "package",
+        "--stage",
+        stage,
+        "--merge-template",
+        str(merge_template),
+        str(out_dir),
+    ]
+    result = subprocess.run(command, cwd=project_dir, env=env, check=False)
+    if result.returncode != 0:
+        raise PackagingError(f"chalice package failed with exit status {result.returncode}")
+    template = out_dir / TEMPLATE_NAME
+    if not template.is_file():
+        raise PackagingError(f"chalice package wrote no {TEMPLATE_NAME} in {out_dir}")
+    return template
+
+
+def post_process(template: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of the merged template wired to its own resources.
+
+    Pure (no I/O) so that the wiring can be tested without running chalice.
+    """
+    template = copy.deepcopy(template)
+    resources: dict[str, Any] = template.get("Resources", {})
+    _check_merged(template)
+    functions = {
+        name: resource for name, resource in resources.items() if resource.get("Type") == FUNCTION_TYPE
+    }
+    if not functions:
+        raise PackagingError("the template has no Lambda functions: is app.py empty?")
+
+    names = _physical_names(resources)
+    triggered = _wire_functions(resources, functions, names)
+    if not triggered:
+        raise PackagingError(f"no function is triggered by the {QUEUE} queue")
+    _check_visibility_timeout(resources, triggered)
+    _check_file_expiry(resources, functions)
+    _rewrite_policies(resources, functions, names)
+    _check_allow_lists(resources, triggered)
+    _wire_authorizers(resources)
+    return template
+
+
+def _check_merged(template: dict[str, Any]) -> None:
+    """Fail early when the merge left half-defined or missing resources."""
+    resources = template.get("Resources", {})
+    typeless = sorted(name for name, res in resources.items() if "Type" not in res)
+    if typeless:
+        raise PackagingError(
+            "infra/resources.json adds properties to resources chalice did not "
+            f"generate: {', '.join(typeless)}"
+        )
+    for name in (TABLE, BUCKET, QUEUE, DLQ, EVENT_BUS, USER_POOL):
+        if name not in resources:
+            raise PackagingError(f"resource {name} missing from the merged template")
+    if USER_POOL_CONDITION not in template.get("Conditions", {}):
+        raise PackagingError(f"condition {USER_POOL_CONDITION} missing")
+    for parameter in (USER_POOL_PARAMETER, LOG_RETENTION_PARAMETER):
+        if parameter not in template.get("Parameters", {}):
+            raise PackagingError(f"parameter {parameter} missing")
+
+
+def _physical_names(resources: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """Map (service, default physical name) to the logical id that replaces it.
+
+    The policy files and config.json name resources by their defaults (the
+    literal names, or the bucket's ``Metadata.LocalName``); this finds which
+    template resource each default stands for.
+    """
+    properties = {
+        "AWS::DynamoDB::Table": ("dynamodb", "TableName"),
+        "AWS::SQS::Queue": ("sqs", "QueueName"),
+        "AWS::S3::Bucket": ("s3", "BucketName"),
+        "AWS::Events::EventBus": ("events", "Name"),
+    }
+    names: dict[tuple[str, str], str] = {}
+    for logical_id, resource in resources.items():
+        kind = properties.get(resource.get("Type", ""))
+        if kind is None:
+            continue
+        service, prop = kind
+        for name in (
+            resource.get("Properties", {}).get(prop),
+            resource.get("Metadata", {}).get("LocalName"),
+        ):
+            if isinstance(name, str):
+                names[(service, name)] = logical_id
+    return names
+
+
+def _wire_functions(
+    resources: dict[str, Any],
+    functions: dict[str, Any],
+    names: dict[tuple[str, str], str],
+) -> list[str]:
+    """Set env vars, log groups and queue triggers; return the queue-triggered functions."""
+    triggered: list[str] = []
+    for logical_id, function in functions.items():
+        props = function.setdefault("Properties", {})
+        variables = props.setdefault("Environment", {}).setdefault("Variables", {})
+        variables.update(copy.deepcopy(ENVIRONMENT))
+
+        log_group = f"{logical_id}LogGroup"
+        resources[log_group] = {
+            "Type": "AWS::Logs::LogGroup",
+            "DeletionPolicy": "Delete",
+            "UpdateReplacePolicy": "Delete",
+            "Properties": {
+                "LogGroupName": {"Fn::Sub": f"/aws/lambda/${{AWS::StackName}}-{logical_id}"},
+                "RetentionInDays": {"Ref": LOG_RETENTION_PARAMETER},
+            },
+        }
+        props["LoggingConfig"] = {"LogGroup": {"Ref": log_group}, "LogFormat": "Text"}
+
+        for event_name, event in props.get("Events", {}).items():
+            if event.get("Type") != "SQS":
+                continue
+            event_props = event.setdefault("Properties", {})
+            queue = _queue_logical_id(event_props.get("Queue"), names)
+            if queue is None:
+                raise PackagingError(
+                    f"{logical_id}.{event_name} reads a queue the template does not "
+                    f"define: {event_props.get('Queue')!r}"
+                )
+            event_props["Queue"] = {"Fn::GetAtt": [queue, "Arn"]}
+            # The worker returns {"batchItemFailures": [...]}: without this the
+            # event source ignores it and retries the whole batch.
+            event_props["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
+            if queue == QUEUE:
+                triggered.append(logical_id)
+    return triggered
+
+
+def _queue_logical_id(queue: Any, names: dict[tuple[str, str], str]) -> str | None:
+    """Find the template queue behind chalice's ``Fn::Sub`` queue ARN (or a plain one)."""
+    if isinstance(queue, dict) and "Fn::GetAtt" in queue:
+        return str(queue["Fn::GetAtt"][0])
+    if isinstance(queue, dict) and isinstance(queue.get("Fn::Sub"), str):
+        queue = queue["Fn::Sub"]
+    if not isinstance(queue, str):
+        return None
+    return names.get(("sqs", queue.rsplit(":", 1)[-1]))
+
+
+def _check_visibility_timeout(resources: dict[str, Any], triggered: list[str]) -> None:
+    """A message must stay hidden while the worker can still be running it."""
+    longest = max(int(resources[name]["Properties"].get("Timeout", 3)) for name in triggered)
+    needed = min(VISIBILITY_TIMEOUT_FACTOR * longest, SQS_MAX_VISIBILITY_TIMEOUT)
+    actual = int(resources[QUEUE]["Properties"].get("VisibilityTimeout", 30))
+    if actual < needed:
+        raise PackagingError(
+            f"{QUEUE} VisibilityTimeout is {actual}s; the worker may run {longest}s, so "
+            f"it must be at least {needed}s"
+        )
+
+
+def _check_file_expiry(resources: dict[str, Any], functions: dict[str, Any]) -> None:
+    """S3 may only expire a file after its task stopped handing out URLs for it."""
+    rules = resources[BUCKET]["Properties"].get("LifecycleConfiguration", {}).get("Rules", [])
+    expiry = [
+        rule["ExpirationInDays"]
+        for rule in rules
+        if rule.get("Status") == "Enabled"
+        and "ExpirationInDays" in rule
+        and "downloads/".startswith(rule.get("Prefix", ""))
+    ]
+    for logical_id, function in functions.items():
+        variables = function["Properties"].get("Environment", {}).get("Variables", {})
+        ttl = variables.get("FILE_TTL_DAYS")
+        if not isinstance(ttl, str) or not expiry:
+            continue
+        if min(expiry) < int(ttl) + 1:
+            raise PackagingError(
+                f"{BUCKET} expires downloads after {min(expiry)} days but {logical_id} "
+                f"keeps them for FILE_TTL_DAYS={ttl}: the lifecycle needs at least {int(ttl) + 1}"
+            )
+
+
+# Allow-lists in the functions' environment and the permission each entry needs
+# in the role: (env var, action, pattern extracting the name from an ARN, hint).
+ALLOW_LISTS = (
+    ("EXPORTABLE_TABLES", "dynamodb:Scan", r":table/([^/]+)", "dynamodb:Scan/Query/DescribeTable"),
+    ("BUNDLE_BUCKETS", "s3:GetObject", r":s3:::([^/]+)/", "s3:GetObject and s3:ListBucket"),
+    ("LOG_GROUPS", "logs:FilterLogEvents", r":log-group:([^:]+)", "logs:FilterLogEvents"),
+)
+
+
+def _check_allow_lists(resources: dict[str, Any], workers: list[str]) -> None:
+    """What a worker may export (its env allow-lists) is exactly what its role may read.
+
+    Only the queue-triggered functions build exports (the API shares the env
+    vars but reads no source). Run after the rewrite, so it sees the ARNs that
+    will be deployed.
+    """
+    for logical_id in workers:
+        props = resources[logical_id]["Properties"]
+        variables = props.get("Environment", {}).get("Variables", {})
+        role_id = props.get("Role", {}).get("Fn::GetAtt", [""])[0]
+        statements = [
+            statement
+            for policy in resources.get(role_id, {}).get("Properties", {}).get("Policies", [])
+            for statement in policy.get("PolicyDocument", {}).get("Statement", [])
+            if statement.get("Effect") == "Allow"
+        ]
+        for variable, action, pattern, hint in ALLOW_LISTS:
+            if variable not in variables:
+                continue
+            wanted = {n.strip() for n in str(variables[variable]).split(",") if n.strip()}
+            granted: set[str] = set()
+            for statement in statements:
+                if action not in _as_list(statement.get("Action")):
+                    continue
+                for resource in _as_list(statement.get("Resource")):
+                    text = resource.get("Fn::Sub", "") if isinstance(resource, dict) else resource
+                    match = re.search(pattern, text) if isinstance(text, str) else None
+                    if match and "${" not in match.group(1):
+                        granted.add(match.group(1))
+            if wanted != granted:
+                raise PackagingError(
+                    f"{logical_id} has {variable}={sorted(wanted)} but its role grants "
+                    f"{action} on {sorted(granted)}: make its policy file grant {hint} "
+                    "on exactly those"
+                )
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _rewrite_policies(
+    resources: dict[str, Any],
+    functions: dict[str, Any],
+    names: dict[tuple[str, str], str],
+) -> None:
+    """Point the roles' literal ARNs at the template's resources."""
+    log_groups: dict[str, list[str]] = {}
+    for logical_id, function in functions.items():
+        role = function.get("Properties", {}).get("Role")
+        if isinstance(role, dict) and "Fn::GetAtt" in role:
+            log_groups.setdefault(role["Fn::GetAtt"][0], []).append(f"{logical_id}LogGroup")
+
+    for role_id, groups in log_groups.items():
+        role = resources.get(role_id, {})
+        if role.get("Type") != "AWS::IAM::Role":
+            continue
+        for policy in role.get("Properties", {}).get("Policies", []):
+            for statement in policy.get("PolicyDocument", {}).get("Statement", []):
+                # Only the function's own logging goes to its log group; reading
+                # other log groups (an export source) keeps its named ARNs.
+                own_logs = set(_as_list(statement.get("Action"))) <= LOG_WRITE_ACTIONS
+                statement["Resource"] = _rewrite_resources(
+                    statement.get("Resource"), names, groups if own_logs else None
+                )
+
+
+def _rewrite_resources(resource: Any, names: dict[tuple[str, str], str], log_groups: list[str] | None) -> Any:
+    """Rewrite one statement's Resource (a string or a list of them).
+
+    With ``log_groups``, log-group ARNs become those groups (the statement is
+    the function's own logging).
+    """
+    items = resource if isinstance(resource, list) else [resource]
+    rewritten: list[Any] = []
+    for item in items:
+        if (
+            log_groups is not None
+            and isinstance(item, str)
+            and item.startswith("arn:")
+            and item.split(":")[2] == "logs"
+        ):
+            # The role's own function log groups (GetAtt Arn ends in ":*", so
+            # it covers their streams too).
+            for group in log_groups:
+                value = {"Fn::GetAtt": [group, "Arn"]}
+                if value not in rewritten:
+                    rewritten.append(value)
+            continue
+        value = _rewrite_arn(item, names)
+        if value not in rewritten:
+            rewritten.append(value)
+    return rewritten if isinstance(resource, list) or len(rewritten) != 1 else rewritten[0]
+
+
+def _rewrite_arn(arn: Any, names: dict[tuple[str, str], str]) -> Any:
+    """One literal ARN to the intrinsic naming the same thing in this stack."""
+    if not isinstance(arn, str) or not arn.startswith("arn:"):
+        return arn
+    parts = arn.split(":", 5)
+    if len(parts) != 6:
+        raise PackagingError(f"not an ARN: {arn}")
+    _, _, service, region, account, rest = parts
+
+    target: str | None = None
+    suffix = ""
+    if service == "dynamodb" and rest.startswith("table/"):
+        table, _, tail = rest[len("table/") :].partition("/")
+        target, suffix = names.get(("dynamodb", table)), f"/{tail}" if tail else ""
+    elif service == "s3":
+        bucket, _, key = rest.partition("/")
+        target, suffix = names.get(("s3", bucket)), f"/{key}" if key else ""
+    elif service == "sqs":
+        target = names.get(("sqs", rest))
+    elif service == "events" and rest.startswith("event-bus/"):
+        target = names.get(("events", rest[len("event-bus/") :]))
+
+    if target is not None:
+        if not suffix:
+            return {"Fn::GetAtt": [target, "Arn"]}
+        return {"Fn::Sub": f"${{{target}.Arn}}{suffix}"}
+    # Something outside the stack (an exportable table, say): same name,
+    # but only in this stack's partition, region and account.
+    region = "${AWS::Region}" if region == "*" else region
+    account = "${AWS::AccountId}" if account == "*" else account
+    return {"Fn::Sub": f"arn:${{AWS::Partition}}:{service}:{region}:{account}:{rest}"}
+
+
+def _wire_authorizers(resources: dict[str, Any]) -> None:
+    """Make every Cognito authorizer trust this stack's pool (or the given one)."""
+    found = 0
+    for resource in resources.values():
+        if resource.get("Type") != "AWS::Serverless::Api":
+            continue
+        body = resource.get("Properties", {}).get("DefinitionBody", {})
+        for definition in body.get("securityDefinitions", {}).values():
+            if definition.get("x-amazon-apigateway-authtype") != "cognito_user_pools":
+                continue
+            authorizer = definition.setdefault("x-amazon-apigateway-authorizer", {})
+            authorizer["providerARNs"] = [copy.deepcopy(USER_POOL_ARN)]
+            found += 1
+    if not found:
+        raise PackagingError("the API has no Cognito user pool authorizer: its routes would be public")
+
+
+def unauthenticated_routes(template: dict[str, Any]) -> list[str]:
+    """Routes without an authorizer, so that the packager can point them out."""
+    routes: list[str] = []
+    for resource in template.get("Resources", {}).values():
+        if resource.get("Type") != "AWS::Serverless::Api":
+            continue
+        paths = resource.get("Properties", {}).get("DefinitionBody", {}).get("paths", {})
+        for path, methods in paths.items():
+            for method, operation in methods.items():
+                if method == "options" or not isinstance(operation, dict):
+                    continue
+                if not operation.get("security"):
+                    routes.append(f"{method.upper()} {path}")
+    return routes
+
+
+def lint(template_path: Path) -> tuple[list[str], list[str]]:
+    """cfn-lint the template; return (errors, warnings) as printable lines."""
+    from cfnlint.api import lint_file  # imported late: it is slow to load
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    for match in lint_file(template_path):
+        line = f"{match.rule.id} {match.message} ({template_path.name}:{match.linenumber})"
+        (errors if match.rule.id.startswith("E") else warnings).append(line)
+    return errors, warnings
+
+
+def package(project_dir: Path, stage: str, out_dir: Path) -> tuple[Path, list[str]]:
+    """Package, wire and lint; return the template path and the lint warnings."""
+    out_dir = out_dir.resolve()
+    template_path = run_chalice_package(project_dir.resolve(), stage, out_dir)
+    template = json.loads(template_path.read_text(encoding="utf-8"))
+    template = post_process(template)
+    template_path.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
+    errors, warnings = lint(template_path)
+    if errors:
+        raise PackagingError("cfn-lint found errors:\n  " + "\n  ".join(errors))
+    return template_path, warnings
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tools.package", description=__doc__)
+    parser.add_argument("--stage", default="prod", help="chalice stage (default: prod)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument(
+        "--project-dir",
+        type=Path,
+        default=PROJECT_ROOT,
+        help="chalice project to package (default: this repository)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    args = _parse_args(argv)
+    try:
+        template_path, warnings = package(args.project_dir, args.stage, args.out)
+    except PackagingError as exc:
+        print(f"package: {exc}", file=sys.stderr)
+        return 1
+    for line in warnings:
+        print(f"cfn-lint warning: {line}", file=sys.stderr)
+    template = json.loads(template_path.read_text(encoding="utf-8"))
+    for route in unauthenticated_routes(template):
+        print(f"note: {route} has no authorizer", file=sys.stderr)
+    print(f"wrote {template_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
