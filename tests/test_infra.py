@@ -1,0 +1,649 @@
+"""The deployment template and the local stack are built from the same definitions.
+
+Two halves: ``tools.package`` must turn ``chalice package`` + ``infra/resources.json``
+into a template that cfn-lint accepts and that wires the functions to the
+stack's own resources; ``local.provision`` must create those same resources on
+a moto server, idempotently.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+
+from local import provision as provision_module
+from local.provision import provision
+from tools import package
+
+ROOT = Path(__file__).resolve().parent.parent
+RESOURCES = json.loads((ROOT / "infra" / "resources.json").read_text(encoding="utf-8"))
+CHALICE_CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text(encoding="utf-8"))
+
+EXPECTED_INDEXES = {
+    "by_owner": ("owner", "id", "ALL"),
+    "by_tenant": ("tenant", "id", "ALL"),
+    "by_scope": ("scope", "id", "ALL"),
+    "active_by_owner": ("active_owner", "id", "KEYS_ONLY"),
+}
+USER_POOL_ARN = {
+    "Fn::If": [
+        "CreateUserPool",
+        {"Fn::GetAtt": ["UserPool", "Arn"]},
+        {"Ref": "ExistingUserPoolArn"},
+    ]
+}
+
+
+@pytest.fixture(autouse=True)
+def fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never reach real AWS, whatever the developer's shell has configured."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _indexes(gsis: list[dict[str, Any]]) -> dict[str, tuple[str, str, str]]:
+    """{index: (hash key, range key, projection)} from template or API shapes."""
+    result = {}
+    for gsi in gsis:
+        keys = {k["KeyType"]: k["AttributeName"] for k in gsi["KeySchema"]}
+        result[gsi["IndexName"]] = (keys["HASH"], keys["RANGE"], gsi["Projection"]["ProjectionType"])
+    return result
+
+
+def _statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        statement
+        for policy in role["Properties"]["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# --------------------------------------------------------------------------
+# tools.package: the real `make package` into a temporary directory
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run ``python -m tools.package --stage prod --out DIR`` once for the module."""
+    out = tmp_path_factory.mktemp("package") / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.delenv("AWS_PROFILE", raising=False)
+        status = package.main(["--stage", "prod", "--out", str(out)])
+    assert status == 0, "tools.package failed; its stderr above says why"
+    path = out / package.TEMPLATE_NAME
+    return {"path": path, "template": json.loads(path.read_text(encoding="utf-8"))}
+
+
+@pytest.mark.packaging
+def test_packaged_template_passes_cfn_lint(packaged: dict[str, Any]) -> None:
+    errors, _warnings = package.lint(packaged["path"])
+    assert errors == []
+    assert (packaged["path"].parent / "deployment.zip").is_file()
+
+
+@pytest.mark.packaging
+def test_packaged_table_has_indexes_ttl_and_protection(packaged: dict[str, Any]) -> None:
+    table = packaged["template"]["Resources"]["TasksTable"]
+    props = table["Properties"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert _indexes(props["GlobalSecondaryIndexes"]) == EXPECTED_INDEXES
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"] == {"SSEEnabled": True}
+    assert table["DeletionPolicy"] == "Retain"
+
+
+@pytest.mark.packaging
+def test_packaged_queue_redrives_to_dlq_and_outlasts_the_worker(packaged: dict[str, Any]) -> None:
+    resources = packaged["template"]["Resources"]
+    queue = resources["BuildQueue"]["Properties"]
+    dlq = resources["BuildDeadLetterQueue"]["Properties"]
+    assert queue["QueueName"] == "download-center-builds"
+    assert dlq["QueueName"] == "download-center-builds-dlq"
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["BuildDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    worker_timeout = resources["BuildWorker"]["Properties"]["Timeout"]
+    assert worker_timeout == CHALICE_CONFIG["lambda_functions"]["build_worker"]["lambda_timeout"]
+    assert min(6 * worker_timeout, 43200) <= queue["VisibilityTimeout"] <= 43200
+    assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+
+
+@pytest.mark.packaging
+def test_packaged_bucket_is_private_encrypted_and_expires_downloads(
+    packaged: dict[str, Any],
+) -> None:
+    resources = packaged["template"]["Resources"]
+    props = resources["FilesBucket"]["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    sse = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert sse == [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    name = props["BucketName"]["Fn::Sub"]
+    assert "${AWS::AccountId}" in name and "${AWS::Region}" in name
+
+    rules = {rule["Id"]: rule for rule in props["LifecycleConfiguration"]["Rules"]}
+    file_ttl_days = int(CHALICE_CONFIG["environment_variables"]["FILE_TTL_DAYS"])
+    assert rules["expire-downloads"]["Prefix"] == "downloads/"
+    assert rules["expire-downloads"]["ExpirationInDays"] == file_ttl_days + 1
+    abort = rules["abort-incomplete-multipart-uploads"]
+    assert abort["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert "Prefix" not in abort  # the whole bucket
+
+    (deny_http,) = [
+        s
+        for s in resources["FilesBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        if s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+    ]
+    assert deny_http["Effect"] == "Deny" and deny_http["Principal"] == "*"
+
+
+@pytest.mark.packaging
+def test_packaged_functions_use_the_stack_resources(packaged: dict[str, Any]) -> None:
+    resources = packaged["template"]["Resources"]
+    functions = {
+        props["Handler"]: props
+        for props in (r["Properties"] for r in resources.values() if r["Type"] == "AWS::Serverless::Function")
+    }
+    assert {"app.app", "app.build_worker"} <= set(functions)
+    for props in functions.values():
+        env = props["Environment"]["Variables"]
+        assert env["TASKS_TABLE"] == {"Ref": "TasksTable"}
+        assert env["FILES_BUCKET"] == {"Ref": "FilesBucket"}
+        assert env["BUILD_QUEUE_URL"] == {"Ref": "BuildQueue"}
+        assert env["DEAD_LETTER_QUEUE_URL"] == {"Ref": "BuildDeadLetterQueue"}
+        assert env["EVENT_BUS_NAME"] == {"Ref": "EventBus"}
+        # config.json's other settings survive the rewrite
+        assert env["FILE_TTL_DAYS"] == CHALICE_CONFIG["environment_variables"]["FILE_TTL_DAYS"]
+        log_group = props["LoggingConfig"]["LogGroup"]["Ref"]
+        assert resources[log_group]["Type"] == "AWS::Logs::LogGroup"
+
+    (trigger,) = functions["app.build_worker"]["Events"].values()
+    assert trigger["Type"] == "SQS"
+    assert trigger["Properties"]["Queue"] == {"Fn::GetAtt": ["BuildQueue", "Arn"]}
+    assert trigger["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert trigger["Properties"]["BatchSize"] == 10
+
+
+@pytest.mark.packaging
+def test_packaged_authorizer_trusts_created_or_given_pool(packaged: dict[str, Any]) -> None:
+    template = packaged["template"]
+    assert template["Parameters"]["ExistingUserPoolArn"]["Default"] == ""
+    assert template["Conditions"]["CreateUserPool"] == {"Fn::Equals": [{"Ref": "ExistingUserPoolArn"}, ""]}
+    resources = template["Resources"]
+    for name in ("UserPool", "UserPoolAdminGroup", "UserPoolClient"):
+        assert resources[name]["Condition"] == "CreateUserPool"
+    assert resources["UserPoolAdminGroup"]["Properties"]["GroupName"] == "admin"
+    schema = resources["UserPool"]["Properties"]["Schema"]
+    assert any(a["Name"] == "tenant" and a["AttributeDataType"] == "String" for a in schema)
+    # users cannot rewrite their own tenant through the app client
+    assert "custom:tenant" not in resources["UserPoolClient"]["Properties"]["WriteAttributes"]
+
+    body = resources["RestAPI"]["Properties"]["DefinitionBody"]
+    cognito = [
+        d
+        for d in body["securityDefinitions"].values()
+        if d.get("x-amazon-apigateway-authtype") == "cognito_user_pools"
+    ]
+    assert cognito, "app.py declares no Cognito authorizer"
+    for definition in cognito:
+        assert definition["x-amazon-apigateway-authorizer"]["providerARNs"] == [USER_POOL_ARN]
+    secured = [op for path in body["paths"].values() for op in path.values() if op.get("security")]
+    assert secured, "no route uses the authorizer"
+
+
+@pytest.mark.packaging
+def test_packaged_gateway_responses_use_the_error_envelope(packaged: dict[str, Any]) -> None:
+    responses = packaged["template"]["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
+    expected = {
+        "UNAUTHORIZED": ("401", "unauthorized"),
+        "ACCESS_DENIED": ("403", "forbidden"),
+        "DEFAULT_4XX": (None, "bad_request"),
+        "DEFAULT_5XX": (None, "internal_error"),
+    }
+    for response_type, (status, code) in expected.items():
+        response = responses[response_type]
+        assert response.get("StatusCode") == status
+        # API Gateway substitutes $context.error.messageString with a JSON string
+        body = response["ResponseTemplates"]["application/json"].replace(
+            "$context.error.messageString", json.dumps('Say "hi"')
+        )
+        assert json.loads(body) == {"error": {"code": code, "message": 'Say "hi"'}}
+
+
+@pytest.mark.packaging
+def test_packaged_policies_name_only_stack_resources(packaged: dict[str, Any]) -> None:
+    resources = packaged["template"]["Resources"]
+    roles = {
+        props["Handler"]: resources[props["Role"]["Fn::GetAtt"][0]]
+        for props in (r["Properties"] for r in resources.values() if r["Type"] == "AWS::Serverless::Function")
+    }
+    for role in roles.values():
+        for statement in _statements(role):
+            for resource in _as_list(statement["Resource"]):
+                assert isinstance(resource, dict), f"literal ARN left: {resource}"
+
+    def granted(handler: str, action: str) -> list[Any]:
+        return [
+            resource
+            for s in _statements(roles[handler])
+            if action in _as_list(s["Action"])
+            for resource in _as_list(s["Resource"])
+        ]
+
+    assert granted("app.build_worker", "sqs:ReceiveMessage") == [{"Fn::GetAtt": ["BuildQueue", "Arn"]}]
+    assert granted("app.build_worker", "sqs:SendMessage") == [{"Fn::GetAtt": ["BuildDeadLetterQueue", "Arn"]}]
+    assert granted("app.app", "sqs:SendMessage") == [{"Fn::GetAtt": ["BuildQueue", "Arn"]}]
+    assert granted("app.app", "s3:GetObject") == [{"Fn::Sub": "${FilesBucket.Arn}/downloads/*"}]
+    assert granted("app.app", "events:PutEvents") == [{"Fn::GetAtt": ["EventBus", "Arn"]}]
+    assert {"Fn::GetAtt": ["TasksTable", "Arn"]} in granted("app.app", "dynamodb:PutItem")
+    assert granted("app.app", "s3:PutObject") == []
+    assert granted("app.app", "dynamodb:Scan") == []
+    assert granted("app.build_worker", "logs:PutLogEvents") == [
+        {"Fn::GetAtt": ["BuildWorkerLogGroup", "Arn"]}
+    ]
+    scan = granted("app.build_worker", "dynamodb:Scan")
+    assert scan and all("table/demo-users" in r["Fn::Sub"] for r in scan)
+    assert all("${AWS::AccountId}" in r["Fn::Sub"] for r in scan)
+
+
+# --------------------------------------------------------------------------
+# tools.package: the wiring and the lint, without chalice
+# --------------------------------------------------------------------------
+
+
+def _chalice_like_template(worker_timeout: int = 900) -> dict[str, Any]:
+    """What ``chalice package --merge-template`` produces, cut down to what matters."""
+    policy = json.loads((ROOT / ".chalice" / "policy-worker.json").read_text(encoding="utf-8"))
+    template = copy.deepcopy(RESOURCES)
+    template["Resources"]["BuildWorkerRole"] = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {"Policies": [{"PolicyName": "p", "PolicyDocument": policy}]},
+    }
+    template["Resources"]["BuildWorker"] = {
+        "Type": "AWS::Serverless::Function",
+        "Properties": {
+            "Handler": "app.build_worker",
+            "Timeout": worker_timeout,
+            "Role": {"Fn::GetAtt": ["BuildWorkerRole", "Arn"]},
+            "Environment": {
+                "Variables": {
+                    "FILES_BUCKET": "download-center-files",
+                    "FILE_TTL_DAYS": "7",
+                    "EXPORTABLE_TABLES": "demo-users",
+                }
+            },
+            "Events": {
+                "BuildWorkerSqsEventSource": {
+                    "Type": "SQS",
+                    "Properties": {
+                        "Queue": {
+                            "Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:"
+                            "${AWS::AccountId}:download-center-builds"
+                        },
+                        "BatchSize": 10,
+                    },
+                }
+            },
+        },
+    }
+    template["Resources"]["RestAPI"]["Type"] = "AWS::Serverless::Api"
+    template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"] = {
+        "securityDefinitions": {
+            "cognito": {
+                "x-amazon-apigateway-authtype": "cognito_user_pools",
+                "x-amazon-apigateway-authorizer": {"providerARNs": ["arn:aws:placeholder"]},
+            }
+        }
+    }
+    return template
+
+
+def test_post_process_wires_a_chalice_template() -> None:
+    original = _chalice_like_template()
+    wired = package.post_process(original)
+    worker = wired["Resources"]["BuildWorker"]["Properties"]
+    assert worker["Environment"]["Variables"]["FILES_BUCKET"] == {"Ref": "FilesBucket"}
+    event = worker["Events"]["BuildWorkerSqsEventSource"]["Properties"]
+    assert event["Queue"] == {"Fn::GetAtt": ["BuildQueue", "Arn"]}
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    authorizer = wired["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["securityDefinitions"][
+        "cognito"
+    ]["x-amazon-apigateway-authorizer"]
+    assert authorizer["providerARNs"] == [USER_POOL_ARN]
+    # the input is not modified: post_process returns a copy
+    original_env = original["Resources"]["BuildWorker"]["Properties"]["Environment"]
+    assert original_env["Variables"]["FILES_BUCKET"] == "download-center-files"
+
+
+def test_post_process_rejects_a_queue_that_hides_messages_too_briefly() -> None:
+    template = _chalice_like_template(worker_timeout=900)
+    template["Resources"]["BuildQueue"]["Properties"]["VisibilityTimeout"] = 900
+    with pytest.raises(package.PackagingError, match="VisibilityTimeout"):
+        package.post_process(template)
+
+
+def test_post_process_rejects_files_expiring_before_their_tasks() -> None:
+    template = _chalice_like_template()
+    env = template["Resources"]["BuildWorker"]["Properties"]["Environment"]["Variables"]
+    env["FILE_TTL_DAYS"] = "30"
+    with pytest.raises(package.PackagingError, match="FILE_TTL_DAYS=30"):
+        package.post_process(template)
+
+
+def test_post_process_rejects_exportable_tables_the_worker_cannot_read() -> None:
+    template = _chalice_like_template()
+    env = template["Resources"]["BuildWorker"]["Properties"]["Environment"]["Variables"]
+    env["EXPORTABLE_TABLES"] = "demo-users,orders"
+    with pytest.raises(package.PackagingError, match="orders"):
+        package.post_process(template)
+
+
+def test_post_process_requires_grants_for_bundle_buckets_and_log_groups() -> None:
+    template = _chalice_like_template()
+    env = template["Resources"]["BuildWorker"]["Properties"]["Environment"]["Variables"]
+    env["BUNDLE_BUCKETS"] = "reports-archive"
+    with pytest.raises(package.PackagingError, match="BUNDLE_BUCKETS"):
+        package.post_process(template)
+
+    env["BUNDLE_BUCKETS"] = ""
+    env["LOG_GROUPS"] = "/app/orders"
+    policy = template["Resources"]["BuildWorkerRole"]["Properties"]["Policies"][0]
+    policy["PolicyDocument"]["Statement"].append(
+        {
+            "Effect": "Allow",
+            "Action": "logs:FilterLogEvents",
+            "Resource": "arn:aws:logs:*:*:log-group:/app/orders:*",
+        }
+    )
+    wired = package.post_process(template)
+    statements = _statements(wired["Resources"]["BuildWorkerRole"])
+    (read_logs,) = [s for s in statements if s["Action"] == "logs:FilterLogEvents"]
+    # a source log group is scoped to the stack's account, not replaced by the
+    # function's own log group
+    assert read_logs["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/app/orders:*"
+    }
+
+
+def test_post_process_rejects_an_api_without_cognito_authorizer() -> None:
+    template = _chalice_like_template()
+    template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"] = {"paths": {}}
+    with pytest.raises(package.PackagingError, match="Cognito"):
+        package.post_process(template)
+
+
+def test_post_process_rejects_a_trigger_on_an_unknown_queue() -> None:
+    template = _chalice_like_template()
+    event = template["Resources"]["BuildWorker"]["Properties"]["Events"]
+    event["BuildWorkerSqsEventSource"]["Properties"]["Queue"] = "arn:aws:sqs:us-east-1:1:other"
+    with pytest.raises(package.PackagingError, match="does not define"):
+        package.post_process(template)
+
+
+def test_lint_reports_template_errors(tmp_path: Path) -> None:
+    broken = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {"Table": {"Type": "AWS::DynamoDB::Table", "Properties": {"BillingMode": "SOMETIMES"}}},
+    }
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken), encoding="utf-8")
+    errors, _warnings = package.lint(path)
+    assert errors, "cfn-lint should reject a table without keys"
+
+
+# --------------------------------------------------------------------------
+# The hand-written IAM policies, as chalice deploy would use them
+# --------------------------------------------------------------------------
+
+
+def _allowed(policy: dict[str, Any], action: str, resource: str) -> bool:
+    """Whether an Allow statement covers the action on the resource (no Deny here)."""
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions = _as_list(statement["Action"])
+        resources = _as_list(statement["Resource"])
+        if any(fnmatch.fnmatchcase(action, a) for a in actions) and any(
+            fnmatch.fnmatchcase(resource, r) for r in resources
+        ):
+            return True
+    return False
+
+
+TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/download-center-tasks"
+DEMO_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/demo-users"
+OBJECT_ARN = "arn:aws:s3:::download-center-files/downloads/acme/01J/report.csv"
+QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:download-center-builds"
+DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:download-center-builds-dlq"
+BUS_ARN = "arn:aws:events:us-east-1:123456789012:event-bus/download-center"
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "api", "worker"),
+    [
+        ("dynamodb:PutItem", TABLE_ARN, True, True),
+        ("dynamodb:ConditionCheckItem", TABLE_ARN, True, True),
+        ("dynamodb:Query", TABLE_ARN + "/index/by_owner", True, True),
+        ("dynamodb:Scan", TABLE_ARN, False, False),
+        ("dynamodb:DeleteTable", TABLE_ARN, False, False),
+        ("dynamodb:Scan", DEMO_ARN, False, True),
+        ("dynamodb:Query", DEMO_ARN + "/index/by_name", False, True),
+        ("dynamodb:PutItem", DEMO_ARN, False, False),
+        ("s3:GetObject", OBJECT_ARN, True, False),
+        ("s3:DeleteObject", OBJECT_ARN, True, True),
+        ("s3:PutObject", OBJECT_ARN, False, True),
+        ("s3:AbortMultipartUpload", OBJECT_ARN, False, True),
+        ("s3:GetObject", "arn:aws:s3:::download-center-files/other/x", False, False),
+        ("sqs:SendMessage", QUEUE_ARN, True, False),
+        ("sqs:ReceiveMessage", QUEUE_ARN, False, True),
+        ("sqs:DeleteMessage", QUEUE_ARN, False, True),
+        ("sqs:SendMessage", DLQ_ARN, False, True),
+        ("sqs:ReceiveMessage", DLQ_ARN, False, False),
+        ("events:PutEvents", BUS_ARN, True, True),
+        ("events:PutEvents", "arn:aws:events:us-east-1:123456789012:event-bus/default", False, False),
+    ],
+)
+def test_policies_grant_least_privilege(action: str, resource: str, api: bool, worker: bool) -> None:
+    chalice_dir = ROOT / ".chalice"
+    api_policy = json.loads((chalice_dir / "policy-api.json").read_text(encoding="utf-8"))
+    worker_policy = json.loads((chalice_dir / "policy-worker.json").read_text(encoding="utf-8"))
+    assert _allowed(api_policy, action, resource) is api
+    assert _allowed(worker_policy, action, resource) is worker
+
+
+def test_chalice_config_points_functions_at_the_policies() -> None:
+    assert CHALICE_CONFIG["autogen_policy"] is False
+    functions = CHALICE_CONFIG["lambda_functions"]
+    assert functions["api_handler"]["iam_policy_file"] == "policy-api.json"
+    assert functions["build_worker"]["iam_policy_file"] == "policy-worker.json"
+
+
+# --------------------------------------------------------------------------
+# local.provision on a real (in-process) moto server
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def moto_endpoint() -> Iterator[str]:
+    """A moto server on a free loopback port, with empty state.
+
+    moto keeps its backends per process, not per server, so the state is reset
+    before (leftovers of other tests) and after (for the tests that follow).
+    """
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    try:
+        yield endpoint
+    finally:
+        requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+        server.stop()
+
+
+def _client(service: str, endpoint: str) -> Any:
+    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1")
+
+
+def test_provision_creates_resources_matching_the_template(moto_endpoint: str) -> None:
+    names = provision(moto_endpoint)
+    resources = RESOURCES["Resources"]
+
+    table_props = resources["TasksTable"]["Properties"]
+    table = _client("dynamodb", moto_endpoint).describe_table(TableName=names["table"])["Table"]
+    assert names["table"] == table_props["TableName"]
+    assert table["KeySchema"] == table_props["KeySchema"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert _indexes(table["GlobalSecondaryIndexes"]) == _indexes(table_props["GlobalSecondaryIndexes"])
+    assert _indexes(table["GlobalSecondaryIndexes"]) == EXPECTED_INDEXES
+    ttl = _client("dynamodb", moto_endpoint).describe_time_to_live(TableName=names["table"])
+    assert ttl["TimeToLiveDescription"] == {"TimeToLiveStatus": "ENABLED", "AttributeName": "ttl"}
+
+    sqs = _client("sqs", moto_endpoint)
+    queue = sqs.get_queue_attributes(QueueUrl=names["queue_url"], AttributeNames=["All"])
+    queue = queue["Attributes"]
+    queue_props = resources["BuildQueue"]["Properties"]
+    assert queue["QueueArn"] == names["queue_arn"]
+    assert int(queue["VisibilityTimeout"]) == queue_props["VisibilityTimeout"]
+    redrive = json.loads(queue["RedrivePolicy"])
+    assert redrive == {
+        "deadLetterTargetArn": names["dlq_arn"],
+        "maxReceiveCount": queue_props["RedrivePolicy"]["maxReceiveCount"],
+    }
+    dlq = sqs.get_queue_attributes(QueueUrl=names["dlq_url"], AttributeNames=["All"])
+    assert dlq["Attributes"]["QueueArn"] == names["dlq_arn"]
+    assert int(dlq["Attributes"]["MessageRetentionPeriod"]) == 14 * 24 * 3600
+
+    s3 = _client("s3", moto_endpoint)
+    bucket_props = resources["FilesBucket"]["Properties"]
+    block = s3.get_public_access_block(Bucket=names["bucket"])["PublicAccessBlockConfiguration"]
+    assert block == bucket_props["PublicAccessBlockConfiguration"]
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=names["bucket"])["Rules"]
+    by_id = {rule["ID"]: rule for rule in rules}
+    assert by_id["expire-downloads"]["Filter"] == {"Prefix": "downloads/"}
+    assert by_id["expire-downloads"]["Expiration"] == {"Days": 8}
+    abort = by_id["abort-incomplete-multipart-uploads"]["AbortIncompleteMultipartUpload"]
+    assert abort == {"DaysAfterInitiation": 1}
+    encryption = s3.get_bucket_encryption(Bucket=names["bucket"])
+    default = encryption["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert default["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+
+    bus = _client("events", moto_endpoint).describe_event_bus(Name=names["event_bus"])
+    assert bus["Name"] == resources["EventBus"]["Properties"]["Name"]
+
+
+def test_provision_is_idempotent(moto_endpoint: str) -> None:
+    first = provision(moto_endpoint)
+    second = provision(moto_endpoint)
+    assert second == first
+    assert _client("dynamodb", moto_endpoint).list_tables()["TableNames"] == [first["table"]]
+    queues = _client("sqs", moto_endpoint).list_queues()["QueueUrls"]
+    assert sorted(queues) == sorted([first["queue_url"], first["dlq_url"]])
+    buckets = _client("s3", moto_endpoint).list_buckets()["Buckets"]
+    assert [b["Name"] for b in buckets] == [first["bucket"]]
+
+
+def test_provision_converges_resources_left_from_an_older_template(moto_endpoint: str) -> None:
+    dynamodb = _client("dynamodb", moto_endpoint)
+    dynamodb.create_table(
+        TableName="download-center-tasks",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    sqs = _client("sqs", moto_endpoint)
+    sqs.create_queue(QueueName="download-center-builds", Attributes={"VisibilityTimeout": "30"})
+
+    names = provision(moto_endpoint)
+
+    table = dynamodb.describe_table(TableName=names["table"])["Table"]
+    assert _indexes(table["GlobalSecondaryIndexes"]) == EXPECTED_INDEXES
+    queue = sqs.get_queue_attributes(QueueUrl=names["queue_url"], AttributeNames=["All"])
+    assert queue["Attributes"]["VisibilityTimeout"] == "5400"
+    assert json.loads(queue["Attributes"]["RedrivePolicy"])["deadLetterTargetArn"] == names["dlq_arn"]
+
+
+def test_provision_names_match_the_app_defaults(moto_endpoint: str) -> None:
+    from chalicelib import config
+
+    names = provision(moto_endpoint)
+    env = CHALICE_CONFIG["environment_variables"]
+    assert names["table"] == config.DEFAULT_TABLE == env["TASKS_TABLE"]
+    assert names["bucket"] == config.DEFAULT_BUCKET == env["FILES_BUCKET"]
+    assert names["queue_url"].endswith("/" + config.DEFAULT_QUEUE)
+    assert env["BUILD_QUEUE_NAME"] == config.DEFAULT_QUEUE
+    assert names["dlq_url"].endswith("/" + config.DEFAULT_DLQ)
+    assert names["event_bus"] == config.DEFAULT_EVENT_BUS == env["EVENT_BUS_NAME"]
+
+
+def test_provision_works_inside_mock_aws() -> None:
+    with mock_aws():
+        names = provision(None)
+        table = boto3.client("dynamodb").describe_table(TableName=names["table"])["Table"]
+    assert _indexes(table["GlobalSecondaryIndexes"]) == EXPECTED_INDEXES
+
+
+def test_provision_refuses_real_aws_without_an_endpoint() -> None:
+    with pytest.raises(provision_module.ProvisionError, match="real AWS"):
+        provision(None)
+
+
+def test_provision_refuses_template_properties_it_cannot_mirror(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template = copy.deepcopy(RESOURCES)
+    template["Resources"]["BuildQueue"]["Properties"]["SomethingNew"] = True
+    monkeypatch.setattr(provision_module, "load_template", lambda: template)
+    with pytest.raises(provision_module.ProvisionError, match="SomethingNew"):
+        provision(moto_endpoint)
+
+
+def test_template_indexes_match_the_task_model() -> None:
+    from chalicelib.adapters.tasks_repo import TaskModel
+
+    schema = TaskModel._get_schema()
+    model_indexes = {
+        index["index_name"]: (
+            next(k["AttributeName"] for k in index["key_schema"] if k["KeyType"] == "HASH"),
+            next(k["AttributeName"] for k in index["key_schema"] if k["KeyType"] == "RANGE"),
+            index["projection"]["ProjectionType"],
+        )
+        for index in schema["global_secondary_indexes"]
+    }
+    table_props = RESOURCES["Resources"]["TasksTable"]["Properties"]
+    assert model_indexes == _indexes(table_props["GlobalSecondaryIndexes"])
+    assert schema["key_schema"] == table_props["KeySchema"]
+    assert {tuple(sorted(d.items())) for d in schema["attribute_definitions"]} == {
+        tuple(sorted(d.items())) for d in table_props["AttributeDefinitions"]
+    }
