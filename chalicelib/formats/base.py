@@ -10,7 +10,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol
 
@@ -20,11 +20,37 @@ RowCounter = Callable[[int], None]
 #: Rows encoded per chunk: large enough to amortise Python overhead, small
 #: enough that a chunk stays far below one upload part.
 BATCH_ROWS = 2000
+#: What Excel needs at the start of a csv to read it as UTF-8 rather than the
+#: local ANSI code page.
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How a writer lays out its output; the defaults give the plain formats.
+
+    Built from a task's params by ``formats.options.write_options``; a writer
+    reads only the fields that apply to it.
+    """
+
+    delimiter: str = ","
+    bom: bool = False
+    #: column -> display label for header rows (csv, xlsx); unknown columns are ignored
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: xlsx rows per sheet, header included; None means Excel's own limit
+    sheet_rows: int | None = None
+
+    def header_row(self, columns: Sequence[str]) -> list[str]:
+        return [self.headers.get(c, c) for c in columns]
+
+
+PLAIN = WriteOptions()
 
 
 class Encoder(Protocol):
     def __call__(
-        self, columns: Sequence[str], rows: Iterable[Row], on_rows: RowCounter
+        self, columns: Sequence[str], rows: Iterable[Row], on_rows: RowCounter,
+        options: WriteOptions = PLAIN,
     ) -> Iterator[bytes]: ...
 
 
@@ -34,6 +60,8 @@ class Format:
     extension: str
     content_type: str
     encode: Encoder
+    #: the output options (``formats.options``) this format accepts in params
+    options: frozenset[str] = frozenset()
 
 
 def _json_default(value: Any) -> Any:
@@ -56,10 +84,13 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def encode_csv(columns: Sequence[str], rows: Iterable[Row], on_rows: RowCounter) -> Iterator[bytes]:
+def encode_csv(
+    columns: Sequence[str], rows: Iterable[Row], on_rows: RowCounter, options: WriteOptions = PLAIN
+) -> Iterator[bytes]:
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(columns)
+    writer = csv.writer(buf, delimiter=options.delimiter, lineterminator="\r\n")
+    writer.writerow(options.header_row(columns))
+    prefix = UTF8_BOM if options.bom else b""
     it = iter(rows)
     while True:
         batch = list(islice(it, BATCH_ROWS))
@@ -67,7 +98,8 @@ def encode_csv(columns: Sequence[str], rows: Iterable[Row], on_rows: RowCounter)
             writer.writerows([_cell(row.get(c)) for c in columns] for row in batch)
         chunk = buf.getvalue()
         if chunk:
-            yield chunk.encode("utf-8")
+            yield prefix + chunk.encode("utf-8")
+            prefix = b""
             buf.seek(0)
             buf.truncate()
         if not batch:
@@ -76,9 +108,13 @@ def encode_csv(columns: Sequence[str], rows: Iterable[Row], on_rows: RowCounter)
 
 
 def encode_jsonl(
-    columns: Sequence[str], rows: Iterable[Row], on_rows: RowCounter
+    columns: Sequence[str], rows: Iterable[Row], on_rows: RowCounter, options: WriteOptions = PLAIN
 ) -> Iterator[bytes]:
-    """One JSON object a line; with ``columns`` the keys follow their order."""
+    """One JSON object a line; with ``columns`` the keys follow their order.
+
+    Keys stay the column names whatever ``headers`` says: jsonl is read by
+    programs, which want stable keys, not display labels.
+    """
     dumps = json.JSONEncoder(ensure_ascii=False, default=_json_default).encode
     it = iter(rows)
     while True:
@@ -94,9 +130,23 @@ def encode_jsonl(
         on_rows(len(batch))
 
 
+def encode_xlsx(
+    columns: Sequence[str], rows: Iterable[Row], on_rows: RowCounter, options: WriteOptions = PLAIN
+) -> Iterator[bytes]:
+    """Imported on first use, so the API's cold start never loads XlsxWriter."""
+    from chalicelib.formats.xlsx import write_xlsx
+
+    return write_xlsx(columns, rows, on_rows, options)
+
+
+XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
 FORMATS: dict[str, Format] = {
-    "csv": Format("csv", ".csv", "text/csv; charset=utf-8", encode_csv),
-    "jsonl": Format("jsonl", ".jsonl", "application/x-ndjson; charset=utf-8", encode_jsonl),
+    "csv": Format("csv", ".csv", "text/csv; charset=utf-8", encode_csv,
+                  frozenset({"delimiter", "bom", "headers", "compression"})),
+    "jsonl": Format("jsonl", ".jsonl", "application/x-ndjson; charset=utf-8", encode_jsonl,
+                    frozenset({"compression"})),
+    "xlsx": Format("xlsx", ".xlsx", XLSX_CONTENT_TYPE, encode_xlsx, frozenset({"headers"})),
 }
 
 
