@@ -173,7 +173,7 @@ class Downloads:
         at = utcnow()
         exporter = get_exporter(req.kind)
         assert exporter is not None
-        ext = exporter.format_for(req.format).extension
+        ext = exporter.output(req.params, req.format).extension
         return Task(
             id=new_id(), owner=owner.sub, owner_name=owner.name, tenant=owner.tenant,
             task_name=req.task_name, file_name=final_file_name(req.file_name, req.task_name, ext, at),

@@ -152,18 +152,27 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
             f"Kind {kind!r} has no format {fmt!r}; it offers {', '.join(exporter.formats)}.",
             code="unknown_format", details=[_detail("format", "is not a format of this kind")])
     params = validate_params(exporter, params)
+    exporter.check(params, fmt)
     return CreateRequest(task_name=task_name, kind=kind, format=fmt,  # type: ignore[arg-type]
                          file_name=file_name, params=params)
 
 
 def final_file_name(file_name: str | None, task_name: str, extension: str, created: datetime) -> str:
-    """Append the format's extension; derive a safe name from the task name if absent."""
+    """Append the format's extension; derive a safe name from the task name if absent.
+
+    A compound extension is completed, not repeated: ``report.csv`` with
+    ``.csv.gz`` becomes ``report.csv.gz``.
+    """
     if file_name is None:
         base = _UNSAFE_FILE_CHARS.sub("_", task_name).strip().lstrip(".") or "export"
         base = base[: MAX_NAME - 32]
         file_name = f"{base}_{created.strftime('%Y%m%d-%H%M%S')}"
-    if not file_name.lower().endswith(extension):
-        file_name += extension
+    lower, ext = file_name.lower(), extension.lower()
+    if not lower.endswith(ext):
+        cut = ext.rfind(".")
+        while cut > 0 and not lower.endswith(ext[:cut]):
+            cut = ext.rfind(".", 0, cut)
+        file_name += extension[cut:] if cut > 0 else extension
     return file_name
 
 

@@ -114,10 +114,10 @@ class Worker:
         exporter = get_exporter(task.kind)
         if exporter is None:
             return self._fail(task, "unknown_kind", f"Kind {task.kind!r} is no longer offered.")
-        fmt = exporter.format_for(task.format)
+        output = exporter.output(task.params, task.format)
         key = storage.object_key(task.tenant, task.id, task.file_name)
         upload = storage.StreamingUpload(
-            self.settings.files_bucket, key, fmt.content_type,
+            self.settings.files_bucket, key, output.content_type,
             storage.content_disposition(task.file_name), self.settings.part_size_bytes,
         )
         ctx = BuildContext(self.settings, total_rows=exporter.total_rows(task.params))
@@ -144,7 +144,7 @@ class Worker:
         done = self.repo.transition(
             task.id, {Status.RUNNING}, Status.SUCCEEDED,
             size=upload.size, md5=upload.md5, sha256=upload.sha256,
-            content_type=fmt.content_type, object_key=key, finished_at=finished,
+            content_type=output.content_type, object_key=key, finished_at=finished,
             expires_at=finished + timedelta(days=self.settings.file_ttl_days),
             ttl=finished + timedelta(days=self.settings.file_ttl_days
                                      + self.settings.record_retention_days),

@@ -2,7 +2,7 @@
 
 An exporter declares its params schema and formats and turns validated
 params into a stream of bytes. Row-shaped kinds only supply columns and rows
-and get every shared format writer for free.
+and get every shared format writer, and the output options, for free.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from chalicelib.config import Settings
+from chalicelib.errors import ValidationError
 from chalicelib.formats.base import FORMATS, Format, Row
+from chalicelib.formats.compression import GZIP_CONTENT_TYPE, GZIP_EXTENSION, gzip_chunks
+from chalicelib.formats.options import GZIP, compression, misfits, with_options, write_options
 
 
 @dataclass
@@ -24,9 +27,18 @@ class BuildContext:
     rows: int = 0
     total_rows: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: xlsx rows per sheet, header included; None is Excel's limit (lowered by tests)
+    sheet_rows: int | None = None
 
     def count_rows(self, n: int) -> None:
         self.rows += n
+
+
+class Output(NamedTuple):
+    """What the stored file is: decided from params and format, at creation and at build alike."""
+
+    extension: str
+    content_type: str
 
 
 class Exporter(ABC):
@@ -46,6 +58,14 @@ class Exporter(ABC):
     def format_for(self, name: str) -> Format:
         return FORMATS[name]
 
+    def output(self, params: dict[str, Any], fmt: str) -> Output:
+        """File name extension and content type; the one place both are decided."""
+        spec = self.format_for(fmt)
+        return Output(spec.extension, spec.content_type)
+
+    def check(self, params: dict[str, Any], fmt: str) -> None:  # noqa: B027 - optional hook
+        """Refuse, with a ValidationError, params that pass the schema but not with this format."""
+
     def total_rows(self, params: dict[str, Any]) -> int | None:
         """The row count when it is known before the build (for ``percent``)."""
         return None
@@ -56,14 +76,42 @@ class Exporter(ABC):
 
 
 class RowExporter(Exporter):
-    """A kind whose output is a table of rows, encoded by a shared writer."""
+    """A kind whose output is a table of rows, encoded by a shared writer.
 
-    formats = ("csv", "jsonl")
+    Its ``params_schema`` is the kind's own plus the output options
+    (``formats.options``), merged when the subclass is defined, so the
+    catalogue and the validator both see one schema.
+    """
+
+    formats = ("csv", "jsonl", "xlsx")
+    params_schema = with_options({"type": "object"})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("params_schema")
+        if own is not None:
+            cls.params_schema = with_options(own)
 
     @abstractmethod
     def open(self, params: dict[str, Any], ctx: BuildContext) -> tuple[Sequence[str], Iterator[Row]]:
         """Return the columns and a lazy iterator of rows."""
 
+    def output(self, params: dict[str, Any], fmt: str) -> Output:
+        plain = super().output(params, fmt)
+        if compression(params) == GZIP:
+            return Output(plain.extension + GZIP_EXTENSION, GZIP_CONTENT_TYPE)
+        return plain
+
+    def check(self, params: dict[str, Any], fmt: str) -> None:
+        details = misfits(params, self.format_for(fmt))
+        if details:
+            raise ValidationError(f"Some params are output options that format {fmt!r} does not take.",
+                                  details=details)
+
     def stream(self, params: dict[str, Any], fmt: str, ctx: BuildContext) -> Iterator[bytes]:
         columns, rows = self.open(params, ctx)
-        yield from self.format_for(fmt).encode(columns, rows, ctx.count_rows)
+        chunks = self.format_for(fmt).encode(columns, rows, ctx.count_rows,
+                                             write_options(params, ctx.sheet_rows))
+        if compression(params) == GZIP:
+            chunks = gzip_chunks(chunks)
+        yield from chunks
