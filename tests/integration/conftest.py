@@ -18,6 +18,8 @@ import pytest
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_SECURITY_TOKEN="testing",
     AWS_SESSION_TOKEN="testing", AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1",
+    BUNDLE_BUCKETS="download-center-sources,download-center-missing",
+    LOG_GROUPS="/download-center/demo,/download-center/missing",
 )
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
@@ -130,17 +132,9 @@ def _cognito_users() -> dict[str, User]:
 
 
 def provision_resources() -> tuple[str, str]:
-    try:
-        from local.provision import provision
-    except ImportError:  # TEMP until provision lands
-        from chalicelib.adapters.tasks_repo import TaskModel
-        TaskModel.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
-        boto3.client("s3").create_bucket(Bucket=SETTINGS.files_bucket)
-        sqs = boto3.client("sqs")
-        dlq = sqs.create_queue(QueueName=SETTINGS.dead_letter_queue_name)["QueueUrl"]
-        q = sqs.create_queue(QueueName=SETTINGS.build_queue_name)["QueueUrl"]
-        boto3.client("events").create_event_bus(Name=SETTINGS.event_bus_name)
-        return q, dlq
+    """The same definitions as the deployment (infra/resources.json), in moto."""
+    from local.provision import provision
+
     names = provision(None)
     return names["queue_url"], names["dlq_url"]
 
