@@ -1,0 +1,200 @@
+"""CloudWatch Logs events of an allow-listed log group, as gzip'd text or jsonl.
+
+Events are read with FilterLogEvents one page at a time (``nextToken``) and
+each page is encoded and fed through one streaming gzip compressor, so memory
+holds one page at most, whatever the time range holds.
+
+The range is half-open, ``start <= timestamp < end``, so consecutive ranges
+(one day, the next day) never repeat an event. It is bounded (``MAX_RANGE``)
+so that one task cannot be asked to scan a log group's whole history.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chalicelib.errors import ExportError, ValidationError
+from chalicelib.exporters.base import BuildContext, Exporter
+from chalicelib.formats.base import Format
+
+MAX_RANGE = timedelta(days=31)
+#: Events a FilterLogEvents page may hold (the API's maximum).
+PAGE_LIMIT = 10_000
+GZIP_LEVEL = 6
+#: ISO 8601 in UTC, to the second or below, with ``Z`` or ``+00:00``.
+UTC_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)$"
+
+
+def _not_rows(*_: Any, **__: Any) -> Iterator[bytes]:
+    raise TypeError("log_archive streams bytes itself; it has no row encoder")
+
+
+FORMATS = {
+    "text": Format(name="text", extension=".log.gz", content_type="application/gzip",
+                   encode=_not_rows),
+    "jsonl": Format(name="jsonl", extension=".jsonl.gz", content_type="application/gzip",
+                    encode=_not_rows),
+}
+
+
+def iso_ms(millis: int) -> str:
+    """Epoch milliseconds as ISO 8601 UTC with milliseconds and ``Z``."""
+    at = datetime.fromtimestamp(millis / 1000, UTC)
+    return f"{at:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
+
+
+def _parse_utc(value: str) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at if at.utcoffset() == timedelta(0) else None
+
+
+def range_problem(params: dict[str, Any]) -> tuple[str, str] | None:
+    """The first thing wrong with ``start``/``end`` as (field, issue), or None."""
+    start, end = _parse_utc(params["start"]), _parse_utc(params["end"])
+    if start is None:
+        return "start", "must be an ISO 8601 time in UTC (ending in Z)"
+    if end is None:
+        return "end", "must be an ISO 8601 time in UTC (ending in Z)"
+    if end <= start:
+        return "end", "must be later than start"
+    if end - start > MAX_RANGE:
+        return "end", f"must be at most {MAX_RANGE.days} days after start; split the export"
+    return None
+
+
+def time_range(params: dict[str, Any]) -> tuple[int, int]:
+    """``start`` and ``end`` as epoch milliseconds, checked: end > start, at most MAX_RANGE."""
+    problem = range_problem(params)
+    if problem:
+        raise ExportError("invalid_time_range", f"{problem[0]} {problem[1]}.")
+    start, end = _parse_utc(params["start"]), _parse_utc(params["end"])
+    assert start is not None and end is not None
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+def encode_text(events: list[dict[str, Any]]) -> bytes:
+    """``<iso timestamp> <stream> <message>`` a line; the message as logged (jsonl is lossless)."""
+    return "".join(
+        f"{iso_ms(e['timestamp'])} {e.get('logStreamName', '')} {e.get('message', '').rstrip(chr(10))}\n"
+        for e in events
+    ).encode("utf-8")
+
+
+def encode_jsonl(events: list[dict[str, Any]]) -> bytes:
+    dumps = json.JSONEncoder(ensure_ascii=False).encode
+    return "".join(
+        dumps({"timestamp": iso_ms(e["timestamp"]), "stream": e.get("logStreamName"),
+               "message": e.get("message"),
+               "ingestion_time": iso_ms(e["ingestionTime"]) if "ingestionTime" in e else None}) + "\n"
+        for e in events
+    ).encode("utf-8")
+
+
+ENCODERS = {"text": encode_text, "jsonl": encode_jsonl}
+
+
+def gzip_stream(chunks: Iterable[bytes], level: int = GZIP_LEVEL) -> Iterator[bytes]:
+    """One gzip member over all chunks; the compressor holds only its window.
+
+    It yields once per input chunk, if only ``b""``: the worker checks for a
+    cancel and its time budget between chunks, even while pages compress to
+    nothing yet or a sparse filter returns empty pages.
+    """
+    z = zlib.compressobj(level, zlib.DEFLATED, 31)
+    for chunk in chunks:
+        yield z.compress(chunk)
+    yield z.flush()
+
+
+class LogArchiveExporter(Exporter):
+    kind = "log_archive"
+    title = "CloudWatch Logs archive (gzip'd text or jsonl)"
+    formats = ("text", "jsonl")
+    params_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["log_group", "start", "end"],
+        "properties": {
+            "log_group": {"type": "string", "minLength": 1, "maxLength": 512,
+                          "pattern": "^[.\\-_/#A-Za-z0-9]+$"},
+            "start": {"type": "string", "pattern": UTC_TIMESTAMP,
+                      "description": "ISO 8601 UTC, inclusive"},
+            "end": {"type": "string", "pattern": UTC_TIMESTAMP,
+                    "description": f"ISO 8601 UTC, exclusive; at most {MAX_RANGE.days} days after start"},
+            "filter_pattern": {"type": "string", "maxLength": 1024,
+                               "description": "CloudWatch Logs filter pattern syntax"},
+            "log_streams": {"type": "array", "minItems": 1, "maxItems": 100, "uniqueItems": True,
+                            "items": {"type": "string", "minLength": 1, "maxLength": 512,
+                                      "pattern": "^[^:*]+$"}},
+        },
+    }
+
+    def format_for(self, name: str) -> Format:
+        return FORMATS[name]
+
+    def check(self, params: dict[str, Any], fmt: str) -> None:
+        """A bad time range is a 400 at creation (the schema cannot compare two fields)."""
+        problem = range_problem(params)
+        if problem:
+            raise ValidationError("Invalid params.",
+                                  details=[{"field": f"params.{problem[0]}", "issue": problem[1]}])
+
+    def stream(self, params: dict[str, Any], fmt: str, ctx: BuildContext) -> Iterator[bytes]:
+        group = params["log_group"]
+        if group not in ctx.settings.log_groups:
+            raise ExportError("log_group_not_allowed",
+                              f"Log group {group!r} is not on this deployment's log allow-list.")
+        start_ms, end_ms = time_range(params)
+        kwargs: dict[str, Any] = {"logGroupName": group, "startTime": start_ms,
+                                  "endTime": end_ms - 1, "limit": PAGE_LIMIT}
+        if params.get("filter_pattern"):
+            kwargs["filterPattern"] = params["filter_pattern"]
+        if params.get("log_streams"):
+            kwargs["logStreamNames"] = list(params["log_streams"])
+        encode = ENCODERS[fmt]
+
+        def pages() -> Iterator[bytes]:
+            for events in self._pages(kwargs):
+                ctx.count_rows(len(events))
+                yield encode(events) if events else b""
+
+        yield from gzip_stream(pages())
+
+    @staticmethod
+    def _pages(kwargs: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+        from botocore.exceptions import ClientError
+
+        from chalicelib.adapters.aws import client
+
+        logs, kwargs, group = client("logs"), dict(kwargs), kwargs["logGroupName"]
+        while True:
+            try:
+                page = logs.filter_log_events(**kwargs)
+            except ClientError as exc:
+                err = exc.response.get("Error", {})
+                code, message = err.get("Code", ""), err.get("Message", "")
+                if code == "ResourceNotFoundException":
+                    if "stream" in message.lower():
+                        raise ExportError("log_stream_not_found",
+                                          f"A log stream of {group!r} does not exist: {message}") from exc
+                    raise ExportError("log_group_not_found",
+                                      f"Log group {group!r} does not exist.") from exc
+                if code == "InvalidParameterException":
+                    raise ExportError("invalid_filter_pattern",
+                                      f"CloudWatch Logs rejected the request: {message}") from exc
+                if code == "AccessDeniedException":
+                    raise ExportError("access_denied",
+                                      f"This deployment may not read log group {group!r}.") from exc
+                raise
+            yield page.get("events", [])
+            token = page.get("nextToken")
+            if not token:  # an empty page with a token only means "keep searching"
+                return
+            kwargs["nextToken"] = token
