@@ -96,11 +96,10 @@ def check_file_name(value: Any, details: list[dict[str, str]]) -> str | None:
 
 
 @cache
-def _compiled(kind: str) -> Any:
+def _compiled(exporter: Exporter) -> Any:
+    """One compiled validator per exporter object (a re-registered kind gets its own)."""
     import fastjsonschema
 
-    exporter = get_exporter(kind)
-    assert exporter is not None
     return fastjsonschema.compile(exporter.params_schema)
 
 
@@ -111,7 +110,7 @@ def validate_params(exporter: Exporter, params: Any) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ValidationError("Invalid params.", details=[_detail("params", "must be an object")])
     try:
-        return dict(_compiled(exporter.kind)(dict(params)))
+        return dict(_compiled(exporter)(dict(params)))
     except fastjsonschema.JsonSchemaValueException as exc:
         field = str(exc.name or "data").replace("data", "params", 1)
         message = exc.message.replace("data", "params", 1)

@@ -122,7 +122,11 @@ class DynamoDBTableExporter(RowExporter):
             scan_kwargs["ExpressionAttributeNames"] = names
         segments = int(params.get("segments") or ctx.settings.scan_segments)
         pages = self._pages(table_name, scan_kwargs, segments)
-        first = next(pages, [])
+        first: list[dict[str, Any]] = []
+        for page in pages:  # a filtered scan can return empty pages before the first match
+            if page:
+                first = page
+                break
         if not columns:
             seen: dict[str, None] = {}
             for item in first[:SAMPLE_ITEMS]:
