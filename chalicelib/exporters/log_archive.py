@@ -12,14 +12,14 @@ so that one task cannot be asked to scan a log group's whole history.
 from __future__ import annotations
 
 import json
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.errors import ExportError, ValidationError
 from chalicelib.exporters.base import BuildContext, Exporter
 from chalicelib.formats.base import Format
+from chalicelib.formats.compression import gzip_chunks
 
 MAX_RANGE = timedelta(days=31)
 #: Events a FilterLogEvents page may hold (the API's maximum).
@@ -100,19 +100,6 @@ def encode_jsonl(events: list[dict[str, Any]]) -> bytes:
 ENCODERS = {"text": encode_text, "jsonl": encode_jsonl}
 
 
-def gzip_stream(chunks: Iterable[bytes], level: int = GZIP_LEVEL) -> Iterator[bytes]:
-    """One gzip member over all chunks; the compressor holds only its window.
-
-    It yields once per input chunk, if only ``b""``: the worker checks for a
-    cancel and its time budget between chunks, even while pages compress to
-    nothing yet or a sparse filter returns empty pages.
-    """
-    z = zlib.compressobj(level, zlib.DEFLATED, 31)
-    for chunk in chunks:
-        yield z.compress(chunk)
-    yield z.flush()
-
-
 class LogArchiveExporter(Exporter):
     kind = "log_archive"
     title = "CloudWatch Logs archive (gzip'd text or jsonl)"
@@ -165,7 +152,7 @@ class LogArchiveExporter(Exporter):
                 ctx.count_rows(len(events))
                 yield encode(events) if events else b""
 
-        yield from gzip_stream(pages())
+        yield from gzip_chunks(pages())
 
     @staticmethod
     def _pages(kwargs: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
