@@ -12,8 +12,11 @@ from typing import Any
 from urllib.parse import quote
 
 from chalicelib.adapters.aws import client
+from chalicelib.errors import ExportError
 
 MIN_PART_SIZE = 5 * 1024 * 1024
+#: S3's cap on parts per upload: with the part size it bounds the file size.
+MAX_PARTS = 10_000
 
 
 def content_disposition(file_name: str) -> str:
@@ -71,6 +74,13 @@ class StreamingUpload:
                 ContentDisposition=self.disposition,
             )["UploadId"]
         number = len(self._parts) + 1
+        if number > MAX_PARTS:
+            limit_gib = MAX_PARTS * self.part_size / 2**30
+            raise ExportError(
+                "too_large",
+                f"The file is larger than this deployment's limit ({limit_gib:.0f} GiB); "
+                "narrow the export or ask an operator to raise PART_SIZE_MB.",
+            )
         body = bytes(self._buffer)
         self._buffer.clear()
         etag = self._s3.upload_part(

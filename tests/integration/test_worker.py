@@ -331,3 +331,17 @@ def test_time_budget_ends_the_task_cleanly(stack):
     s3 = boto3.client("s3")
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_a_file_past_the_part_limit_fails_too_large_and_leaves_nothing(stack, monkeypatch):
+    from chalicelib.adapters import storage
+
+    monkeypatch.setattr(storage, "MAX_PARTS", 2)
+    created = stack.create(params={"rows": 200_000})  # ~14 MB: a third 5 MiB part is needed
+    stack.run_worker(fast_worker(part_size_bytes=5 * 1024 * 1024))
+    task = stack.get(created["id"])
+    assert task["status"] == "failed" and task["error"]["code"] == "too_large"
+    assert "PART_SIZE_MB" in task["error"]["message"]
+    s3 = boto3.client("s3")
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
