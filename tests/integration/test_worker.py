@@ -297,7 +297,9 @@ def test_download_request_creates_the_task_once_per_key(stack):
 def test_cancel_while_running_aborts_the_upload_and_leaves_no_object(stack):
     created = stack.create(params={"rows": 5_000_000})
     records = stack.drain()
-    worker = fast_worker(progress_interval_seconds=0.2, part_size_bytes=5 * 1024 * 1024)
+    # the deployment's own interval (2 s): the claim is "notices within 5 s"
+    worker = fast_worker(part_size_bytes=5 * 1024 * 1024)
+    assert worker.settings.progress_interval_seconds == 2
     thread = threading.Thread(target=worker.handle_batch, args=(records,))
     thread.start()
     deadline = time.monotonic() + 30
@@ -345,3 +347,29 @@ def test_a_file_past_the_part_limit_fails_too_large_and_leaves_nothing(stack, mo
     s3 = boto3.client("s3")
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_progress_is_visible_while_running_and_its_writes_are_throttled(stack):
+    from chalicelib.adapters.tasks_repo import TaskModel
+
+    created = stack.create(params={"rows": 1_000_000})
+    records = stack.drain()
+    worker = fast_worker(progress_interval_seconds=0.5)
+    writes: list[float] = []
+    TaskModel._get_connection().connection.client.meta.events.register(
+        "before-parameter-build.dynamodb.UpdateItem", lambda **_: writes.append(time.monotonic()))
+    started = time.monotonic()
+    thread = threading.Thread(target=worker.handle_batch, args=(records,))
+    thread.start()
+    samples = []
+    while thread.is_alive():
+        samples.append(stack.get(created["id"])["progress"])
+        time.sleep(0.1)
+    elapsed = time.monotonic() - started
+    running = [p for p in samples if 0 < p.get("rows", 0) < 1_000_000]
+    assert len(running) >= 2, samples
+    assert all(p["total"] == 1_000_000 and 0 < p["percent"] < 100 and p["bytes"] > 0 for p in running)
+    assert [p["rows"] for p in running] == sorted(p["rows"] for p in running)
+    assert stack.get(created["id"])["progress"]["percent"] == 100.0
+    # one write per interval at most, plus the claim and the final state
+    assert len(writes) <= elapsed / 0.5 + 3
