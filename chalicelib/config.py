@@ -48,6 +48,8 @@ class Settings:
     time_budget_margin_seconds: float = 30.0
     idempotency_ttl_hours: int = 24
     scan_segments: int = 4
+    #: a running task whose heartbeat is older than this is taken over on redelivery
+    stale_after_seconds: int = 300
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -73,4 +75,5 @@ class Settings:
             time_budget_margin_seconds=float(e.get("TIME_BUDGET_MARGIN_SECONDS", "30")),
             idempotency_ttl_hours=int(e.get("IDEMPOTENCY_TTL_HOURS", "24")),
             scan_segments=int(e.get("SCAN_SEGMENTS", "4")),
+            stale_after_seconds=int(e.get("STALE_AFTER_SECONDS", "300")),
         )

@@ -107,6 +107,12 @@ class Worker:
             progress={"rows": 0, "bytes": 0},
         )
         if task is None:
+            stale_before = started - timedelta(seconds=self.settings.stale_after_seconds)
+            task = self.repo.reclaim_stale(task_id, stale_before, started)
+            if task is not None:
+                log.warning("task %s was running without a heartbeat since before %s: "
+                            "its build died; building it again", task_id, stale_before.isoformat())
+        if task is None:
             current = self.repo.get(task_id)
             log.info("task %s not claimed (status %s): duplicate or late delivery", task_id,
                      current.status.value if current else "missing")

@@ -290,6 +290,25 @@ class TaskRepository:
             raise
         return _to_task(model)
 
+    def reclaim_stale(self, task_id: str, stale_before: datetime, now: datetime) -> Task | None:
+        """Take over a ``running`` task whose build stopped beating (its Lambda died).
+
+        The condition names the old heartbeat, so of two redeliveries only one wins.
+        """
+        model = TaskModel(task_id)
+        try:
+            model.update(
+                actions=[TaskModel.heartbeat_at.set(now), TaskModel.started_at.set(now),
+                         TaskModel.progress.set({"rows": 0, "bytes": 0})],
+                condition=(TaskModel.status == Status.RUNNING.value)
+                & (TaskModel.heartbeat_at < stale_before),
+            )
+        except UpdateError as exc:
+            if _failed_condition(exc):
+                return None
+            raise
+        return _to_task(model)
+
     def heartbeat(self, task_id: str, progress: dict[str, Any], now: datetime) -> Status | None:
         """Record progress and return the current status in one write.
 
