@@ -17,6 +17,8 @@ unless ``--out`` is given.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import statistics
 import sys
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import coldstart, report
-from bench.harness import ROOT, MotoProcess, run_child, wait_for_quiet
+from bench.harness import ROOT, MotoProcess, Patience, run_child
 
 MiB = 1024 * 1024
 SECTIONS = ("throughput", "memory", "listing", "coldstart")
@@ -71,13 +73,14 @@ class Results:
     listing: dict[str, Any] = field(default_factory=dict)
     coldstart: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    retries: int = 0
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_throughput(sizes: Sizes, part_size: int) -> dict[str, Any]:
+def run_throughput(sizes: Sizes, part_size: int, patience: Patience) -> dict[str, Any]:
     variants = _variants(part_size)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in variants}
     with MotoProcess() as moto:
@@ -89,10 +92,10 @@ def run_throughput(sizes: Sizes, part_size: int) -> dict[str, Any]:
             order = variants[rnd % len(variants):] + variants[:rnd % len(variants)]
             for label, job, extra in order:
                 _log(f"throughput round {rnd + 1}/{sizes.rounds}: {label}")
-                runs[label].append(run_child(job, {"rows": sizes.rows} | extra, moto.url, moto=moto))
+                runs[label].append(patience.run(job, {"rows": sizes.rows} | extra, moto.url, moto))
         _log("throughput: stage split and profile")
-        stages = run_child("stages", {"rows": sizes.rows}, None)
-        profile = run_child("profile", {"rows": sizes.profile_rows}, moto.url, moto=moto)
+        stages = patience.run("stages", {"rows": sizes.rows}, None)
+        profile = patience.run("profile", {"rows": sizes.profile_rows}, moto.url, moto)
         moto_peak = moto.peak_rss
     rows: list[dict[str, Any]] = []
     for label, job, _ in variants:
@@ -108,6 +111,8 @@ def run_throughput(sizes: Sizes, part_size: int) -> dict[str, Any]:
             "others_cpu": statistics.median(r["_machine"]["others_cpu"] for r in got),
             "others_share": statistics.median(
                 r["_machine"]["others_cpu"] / r["_machine"]["wall"] for r in got),
+            "cpu_rows_per_s": statistics.median(
+                r["rows"] / (r["cpu_seconds"] + r["_machine"]["moto_cpu"]) for r in got),
             "md5": got[0].get("md5"), "peak_rss": max(r["peak_rss"] for r in got),
         })
     _check_same_bytes(rows)
@@ -123,14 +128,14 @@ def _check_same_bytes(rows: list[dict[str, Any]]) -> None:
         raise SystemExit(f"the variants did not produce the same bytes: sizes {sizes}, md5 {md5s}")
 
 
-def run_memory(sizes: Sizes, bytes_per_row: float) -> dict[str, Any]:
+def run_memory(sizes: Sizes, bytes_per_row: float, patience: Patience) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     with MotoProcess() as moto:
         plan = [("pipeline", m) for m in sizes.memory_mib] + [("naive", m) for m in sizes.naive_mib]
         for job, mib in plan:
             rows = math.ceil(mib * MiB / bytes_per_row)
             _log(f"memory: {job} {mib} MiB ({rows:,} rows)")
-            got = run_child(job, {"rows": rows}, moto.url, moto=moto)
+            got = patience.run(job, {"rows": rows}, moto.url, moto, tries=1)
             got.update(target_mib=mib)
             runs.append(got)
         moto_peak = moto.peak_rss
@@ -164,23 +169,29 @@ def main(argv: list[str] | None = None) -> int:
     part_size = Settings.from_env(_chalice_env()).part_size_bytes
     results = Results(sizes)
     t0 = time.monotonic()
-    results.quiet_share = wait_for_quiet(0 if args.no_wait else 120)
+    patience = Patience(0 if args.no_wait else 150)
+    results.quiet_share = patience.wait()
     if "throughput" in args.sections:
-        results.throughput = run_throughput(sizes, part_size)
+        results.throughput = run_throughput(sizes, part_size, patience)
         first = results.throughput["rows"][0]
         bytes_per_row = first["size"] / first["rows"]
     else:
         sample = run_child("raw", {"rows": 20_000}, None)
         bytes_per_row = sample["size"] / sample["rows"]
     if "memory" in args.sections:
-        results.memory = run_memory(sizes, bytes_per_row)
+        results.memory = run_memory(sizes, bytes_per_row, patience)
     if "listing" in args.sections:
         results.listing = run_listing(sizes)
     if "coldstart" in args.sections:
+        patience.wait()
         _log(f"cold start: {sizes.coldstart_runs} fresh interpreters per statement")
         results.coldstart = coldstart.measure(sizes.coldstart_runs)
     results.seconds = time.monotonic() - t0
+    results.retries = patience.retries
 
+    dump = ROOT / ".local" / "bench" / ("results-quick.json" if args.quick else "results.json")
+    dump.parent.mkdir(parents=True, exist_ok=True)
+    dump.write_text(json.dumps(dataclasses.asdict(results), indent=1, default=str), encoding="utf-8")
     print(report.console(results, args.quick))
     if out is not None:
         given = sys.argv[1:] if argv is None else argv

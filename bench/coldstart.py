@@ -30,8 +30,8 @@ def _once(statement: str) -> float:
     return time.perf_counter() - t0
 
 
-def import_breakdown(statement: str = "import app", top: int = 10) -> list[dict[str, Any]]:
-    """Import self-time summed by top-level package, from ``python -X importtime``."""
+def _self_ms_by_package(statement: str) -> dict[str, float]:
+    """Import self-time summed by top-level package, from one ``python -X importtime``."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", statement], check=True,
                           cwd=ROOT, env=child_env(None), capture_output=True, text=True)
     by_package: dict[str, float] = {}
@@ -40,8 +40,26 @@ def import_breakdown(statement: str = "import app", top: int = 10) -> list[dict[
         if m:
             package = m.group(2).split(".")[0]
             by_package[package] = by_package.get(package, 0.0) + int(m.group(1)) / 1000
-    rows = [{"package": k, "self_ms": v} for k, v in by_package.items()]
-    rows.sort(key=lambda r: r["self_ms"], reverse=True)
+    return by_package
+
+
+def import_breakdown(runs: int = 5, top: int = 12) -> list[dict[str, Any]]:
+    """What ``import app`` loads beyond ``import boto3``, package by package (median of runs)."""
+    samples: dict[str, dict[str, list[float]]] = {"app": {}, "boto3": {}}
+    for _ in range(runs):
+        for name, statement in (("app", "import app"), ("boto3", "import boto3")):
+            for package, ms in _self_ms_by_package(statement).items():
+                samples[name].setdefault(package, []).append(ms)
+
+    def median(name: str, package: str) -> float:
+        values = samples[name].get(package, [])
+        return statistics.median(values + [0.0] * (runs - len(values))) if values else 0.0
+
+    rows = [{"package": p, "app_ms": median("app", p), "boto3_ms": median("boto3", p)}
+            for p in samples["app"]]
+    for row in rows:
+        row["added_ms"] = row["app_ms"] - row["boto3_ms"]
+    rows.sort(key=lambda r: r["added_ms"], reverse=True)
     return rows[:top]
 
 

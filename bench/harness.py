@@ -183,6 +183,46 @@ def run_child(
     return result
 
 
+class Patience:
+    """A budget of seconds the whole benchmark may spend waiting for a quiet machine.
+
+    The measured work is serial (the worker waits while the server works), so
+    it needs about one free core of the two. A run that saw more than
+    ``threshold`` cores of other load (someone's test suite, say) is repeated
+    once the machine is quieter, while the budget lasts, so ``make bench``
+    stays within its ten minutes however busy the machine is.
+    """
+
+    def __init__(self, budget: float, threshold: float = 0.8) -> None:
+        self.left = budget
+        self.threshold = threshold
+        self.retries = 0
+
+    def wait(self) -> float:
+        t0 = time.monotonic()
+        share = wait_for_quiet(max(0.0, self.left), self.threshold)
+        self.left -= time.monotonic() - t0
+        return share
+
+    def run(self, job: str, args: Mapping[str, Any], endpoint: str | None,
+            moto: MotoProcess | None = None, tries: int = 3) -> dict[str, Any]:
+        """``run_child``, repeated (up to ``tries``) while other load disturbed it; the calmest run."""
+        best: dict[str, Any] | None = None
+        for attempt in range(tries):
+            if attempt:
+                self.retries += 1
+                self.wait()
+            got = run_child(job, args, endpoint, moto=moto)
+            share = got["_machine"]["others_cpu"] / max(got["_machine"]["wall"], 1e-9)
+            got["_machine"]["others_share"] = share
+            if best is None or share < best["_machine"]["others_share"]:
+                best = got
+            if share <= self.threshold or self.left <= 0:
+                break
+        assert best is not None
+        return best
+
+
 def wait_for_quiet(max_wait: float, threshold: float = 0.25, window: float = 3.0) -> float:
     """Wait (up to ``max_wait`` s) until other processes use under ``threshold`` of a core.
 
