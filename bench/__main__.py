@@ -37,7 +37,7 @@ SECTIONS = ("throughput", "memory", "listing", "coldstart")
 @dataclass(frozen=True)
 class Sizes:
     rows: int = 1_000_000
-    rounds: int = 3
+    rounds: int = 5
     memory_mib: tuple[int, ...] = (10, 500)
     naive_mib: tuple[int, ...] = (10, 100)
     user_tasks: int = 50
@@ -95,6 +95,8 @@ def run_throughput(sizes: Sizes, part_size: int, patience: Patience) -> dict[str
                 runs[label].append(patience.run(job, {"rows": sizes.rows} | extra, moto.url, moto))
         _log("throughput: stage split and profile")
         stages = patience.run("stages", {"rows": sizes.rows}, None)
+        upload_only = patience.run("upload_only", {"rows": sizes.rows, "rounds": sizes.rounds},
+                                   moto.url, moto)
         profile = patience.run("profile", {"rows": sizes.profile_rows}, moto.url, moto)
         moto_peak = moto.peak_rss
     rows: list[dict[str, Any]] = []
@@ -116,8 +118,8 @@ def run_throughput(sizes: Sizes, part_size: int, patience: Patience) -> dict[str
             "md5": got[0].get("md5"), "peak_rss": max(r["peak_rss"] for r in got),
         })
     _check_same_bytes(rows)
-    return {"rows": rows, "stages": stages, "profile": profile, "moto_peak_rss": moto_peak,
-            "part_size": part_size, "raw_runs": runs}
+    return {"rows": rows, "stages": stages, "upload_only": upload_only, "profile": profile,
+            "moto_peak_rss": moto_peak, "part_size": part_size, "raw_runs": runs}
 
 
 def _check_same_bytes(rows: list[dict[str, Any]]) -> None:

@@ -213,6 +213,60 @@ def job_stages(rows: int) -> Result:
             "md5": md5_seconds, "sha256": sha_seconds, "buffering": buffering}
 
 
+def job_upload_only(rows: int, rounds: int = 3) -> Result:
+    """The upload side alone, on chunks encoded beforehand: StreamingUpload vs smart_open vs hashing.
+
+    Taking the encoder out shows what each writer itself costs the worker,
+    which the end-to-end figures blur with the encoder's much larger share.
+    """
+    import statistics
+
+    import smart_open
+
+    s3 = client("s3")
+    chunks, _ = _demo_chunks(rows)
+    data = list(chunks)
+    part = SETTINGS.part_size_bytes
+
+    def streaming_upload() -> None:
+        key = _bench_key("upload")
+        up = storage.StreamingUpload(SETTINGS.files_bucket, key, "text/csv", "attachment", part)
+        for chunk in data:
+            up.write(chunk)
+        up.complete()
+        s3.delete_object(Bucket=SETTINGS.files_bucket, Key=key)
+
+    def smart_open_writer() -> None:
+        key = _bench_key("upload")
+        with smart_open.open(f"s3://{SETTINGS.files_bucket}/{key}", "wb", compression="disable",
+                             transport_params={"client": s3, "min_part_size": part}) as out:
+            for chunk in data:
+                out.write(chunk)
+        s3.delete_object(Bucket=SETTINGS.files_bucket, Key=key)
+
+    def md5_and_sha256() -> None:
+        md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        for chunk in data:
+            md5.update(chunk)
+            sha256.update(chunk)
+
+    writers = {"StreamingUpload (md5 + sha256 inline)": streaming_upload,
+               "smart_open writer": smart_open_writer, "md5 + sha256 only, no upload": md5_and_sha256}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in writers}
+    streaming_upload()  # warm both paths once
+    smart_open_writer()
+    for _ in range(rounds):
+        for name, fn in writers.items():
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            fn()  # the delete is inside: small, and the same for both writers
+            samples[name].append((time.perf_counter() - t0, time.process_time() - cpu0))
+    return {"rows": rows, "size": sum(map(len, data)), "chunks": len(data), "rounds": rounds,
+            "writers": {name: {"seconds": statistics.median(w for w, _ in v),
+                               "cpu_seconds": statistics.median(c for _, c in v),
+                               "min": min(w for w, _ in v), "max": max(w for w, _ in v)}
+                        for name, v in samples.items()}}
+
+
 # -- profile -------------------------------------------------------------------
 _WAIT = ("recv_into", "sendall", "poll", "connect", "select")
 
@@ -394,7 +448,7 @@ def job_provision() -> Result:
 
 JOBS: dict[str, Callable[..., Result]] = {
     "raw": job_raw, "pipeline": job_pipeline, "naive": job_naive, "smart_open": job_smart_open,
-    "stages": job_stages, "profile": job_profile, "listing": job_listing,
+    "stages": job_stages, "upload_only": job_upload_only, "profile": job_profile, "listing": job_listing,
     "provision": job_provision,
 }
 

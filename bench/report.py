@@ -303,6 +303,11 @@ to 100%):
 
 {_gap_text(results)}
 
+The upload side alone, on the same {_mib(t['upload_only']['size'])} encoded beforehand (median of
+{t['upload_only']['rounds']}, interleaved; the encoder is out of the picture):
+
+{_md_table(["writer", "seconds", "(min–max)", "worker CPU s"], _upload_rows(results))}
+
 `Worker.build` of {prof['rows']:,} rows under cProfile ({prof['wall_s']:.1f} s with the profiler's
 own overhead, which inflates the many small Python calls of the row generator and the encoder
 most); self time by area, builtins charged to their callers:
@@ -331,6 +336,16 @@ Against the faster smart_open setting the pipeline took {pipe['seconds'] - peer[
 ({pipe['cpu_seconds'] - peer['cpu_seconds']:+.2f} s of worker CPU): both upload the same parts with
 the same client, but only the pipeline computes md5 and sha256 ({hashing:.2f} s for these bytes,
 measured above) and keeps the task record up to date."""
+
+
+def _mib(size: int) -> str:
+    return f"{size / MiB:.1f} MiB"
+
+
+def _upload_rows(results: Results) -> list[list[str]]:
+    writers = results.throughput["upload_only"]["writers"]
+    return [[name, f"{w['seconds']:.2f}", f"{w['min']:.2f}–{w['max']:.2f}", f"{w['cpu_seconds']:.2f}"]
+            for name, w in writers.items()]
 
 
 def _memory_md(results: Results) -> str:
