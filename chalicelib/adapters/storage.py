@@ -7,6 +7,7 @@ over the bytes as they pass, so nothing is read back after the upload.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -33,7 +34,9 @@ class StreamingUpload:
     """Write bytes in; parts of ``part_size`` go to S3 as they fill.
 
     A file smaller than one part is stored with a single PutObject; the
-    multipart upload is only opened once a first part is full.
+    multipart upload is only opened once a first part is full. One part is
+    in flight on a background thread while the next one fills, so encoding
+    does not wait for the network; memory is those two parts at most.
     """
 
     def __init__(
@@ -49,6 +52,8 @@ class StreamingUpload:
         self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
+        self._sender: ThreadPoolExecutor | None = None
+        self._in_flight: Future[dict[str, Any]] | None = None
         self._s3 = client("s3")
 
     @property
@@ -73,6 +78,8 @@ class StreamingUpload:
                 Bucket=self.bucket, Key=self.key, ContentType=self.content_type,
                 ContentDisposition=self.disposition,
             )["UploadId"]
+            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+        self._wait_in_flight()
         number = len(self._parts) + 1
         if number > MAX_PARTS:
             limit_gib = MAX_PARTS * self.part_size / 2**30
@@ -81,13 +88,27 @@ class StreamingUpload:
                 f"The file is larger than this deployment's limit ({limit_gib:.0f} GiB); "
                 "narrow the export or ask an operator to raise PART_SIZE_MB.",
             )
-        body = bytes(self._buffer)
-        self._buffer.clear()
+        body, self._buffer = self._buffer, bytearray()  # hand the part over, no copy
+        assert self._sender is not None
+        self._in_flight = self._sender.submit(self._send_part, number, body)
+
+    def _send_part(self, number: int, body: bytearray) -> dict[str, Any]:
         etag = self._s3.upload_part(
             Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
             PartNumber=number, Body=body,
         )["ETag"]
-        self._parts.append({"ETag": etag, "PartNumber": number})
+        return {"ETag": etag, "PartNumber": number}
+
+    def _wait_in_flight(self) -> None:
+        """Wait for the part on the wire; its error, if any, is raised here."""
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            self._parts.append(future.result())
+
+    def _stop_sender(self) -> None:
+        if self._sender is not None:
+            self._sender.shutdown(wait=True)
+            self._sender = None
 
     def complete(self) -> None:
         if self._upload_id is None:
@@ -99,6 +120,8 @@ class StreamingUpload:
             return
         if self._buffer:
             self._flush_part()
+        self._wait_in_flight()
+        self._stop_sender()
         self._s3.complete_multipart_upload(
             Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
             MultipartUpload={"Parts": self._parts},
@@ -107,6 +130,8 @@ class StreamingUpload:
     def abort(self) -> None:
         """Leave nothing behind: no open upload, no object."""
         self._buffer.clear()
+        self._in_flight = None
+        self._stop_sender()  # let a part on the wire land first, so abort removes it too
         if self._upload_id is not None:
             self._s3.abort_multipart_upload(
                 Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
