@@ -193,6 +193,8 @@ def test_packaged_functions_use_the_stack_resources(packaged: dict[str, Any]) ->
     assert trigger["Properties"]["Queue"] == {"Fn::GetAtt": ["BuildQueue", "Arn"]}
     assert trigger["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert trigger["Properties"]["BatchSize"] == 10
+    assert functions["app.build_worker"]["EphemeralStorage"] == {"Size": {"Ref": "WorkerEphemeralStorageMB"}}
+    assert packaged["template"]["Parameters"]["WorkerEphemeralStorageMB"]["Default"] == 2048
 
 
 @pytest.mark.packaging

@@ -131,6 +131,7 @@ def post_process(template: dict[str, Any]) -> dict[str, Any]:
     triggered = _wire_functions(resources, functions, names)
     if not triggered:
         raise PackagingError(f"no function is triggered by the {QUEUE} queue")
+    _give_workers_disk(template, functions, triggered)
     _check_visibility_timeout(resources, triggered)
     _check_file_expiry(resources, functions)
     _rewrite_policies(resources, functions, names)
@@ -227,6 +228,22 @@ def _wire_functions(
             if queue == QUEUE:
                 triggered.append(logical_id)
     return triggered
+
+
+WORKER_STORAGE_PARAMETER = "WorkerEphemeralStorageMB"
+
+
+def _give_workers_disk(template: dict[str, Any], functions: dict[str, Any], workers: list[str]) -> None:
+    """xlsx builds spill sheet data to /tmp: the worker gets more than Lambda's 512 MB default.
+
+    Chalice's config has no setting for it, so the template carries it as a parameter.
+    """
+    template.setdefault("Parameters", {})[WORKER_STORAGE_PARAMETER] = {
+        "Type": "Number", "Default": 2048, "MinValue": 512, "MaxValue": 10240,
+        "Description": "The build worker's /tmp in MB (xlsx exports need about the workbook's size).",
+    }
+    for name in workers:
+        functions[name]["Properties"]["EphemeralStorage"] = {"Size": {"Ref": WORKER_STORAGE_PARAMETER}}
 
 
 def _queue_logical_id(queue: Any, names: dict[tuple[str, str], str]) -> str | None:
