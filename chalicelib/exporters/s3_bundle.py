@@ -1,27 +1,16 @@
 """A zip of S3 objects (given as keys and/or a prefix) from allow-listed buckets.
 
-The archive is streamed by zipstream-ng (pure Python, no dependencies): each
-object is read with GetObject in chunks and deflated into the zip as it
-arrives, so neither the archive nor an object is ever held whole in memory or
-on disk. Names are UTF-8 (flagged as such when not plain ASCII). A
+The archive is streamed: each object is read with GetObject in chunks and
+deflated into the zip as it arrives, so neither the archive nor an object is
+ever held whole in memory or on disk. Every entry is written in ZIP64 form, so
+the archive may pass 4 GiB and 65,535 entries; names are UTF-8. A
 ``MANIFEST.csv`` comes last, because an entry's size and sha256 are only known
 once it has been streamed.
 
-ZIP64 is written where it is needed, so the archive may pass 4 GiB and 65,535
-entries (zipstream-ng, like zipfile, switches at 2 GiB to be safe with readers
-that use signed sizes): an entry whose size is known up front (S3's
-ContentLength, the manifest's) gets a ZIP64 local header and data descriptor
-only if it may pass that, an entry of unknown size always gets them; the
-central directory carries ZIP64 sizes and offsets past it, and the ZIP64 end
-records come with 65,535 entries or more or a central directory past it.
-Entries are dated when they are written and stored with mode 0600:
-zipstream-ng takes neither a date nor a mode for streamed data.
-
 What does grow with the number of entries (not their bytes): the zip's central
-directory, which every zip writer must keep until the end (about 450 bytes an
-entry, plus its name), and the set of entry names used to keep them unique.
-``MAX_ENTRIES`` bounds both; the manifest itself spills to a temporary file
-past a few MiB.
+directory, which every zip writer must keep until the end (about 200 bytes an
+entry), and the set of entry names used to keep them unique. ``MAX_ENTRIES``
+bounds both; the manifest itself spills to a temporary file past a few MiB.
 """
 
 from __future__ import annotations
@@ -30,8 +19,10 @@ import csv
 import hashlib
 import io
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from chalicelib.errors import ExportError
@@ -42,10 +33,9 @@ MANIFEST_NAME = "MANIFEST.csv"
 MANIFEST_COLUMNS = ("name", "key", "size", "sha256", "status")
 #: Bytes asked of each GetObject body at a time.
 READ_CHUNK = 1024 * 1024
-#: Size of the chunks handed to the uploader (the zip is re-cut to it). Empty
-#: chunks come between them, so that the worker gets control back (cancel, time
-#: budget) after every ``READ_CHUNK`` read, however well the object compresses:
-#: a few tens of milliseconds of deflate at most.
+#: Size of the chunks handed to the uploader (stream-zip evens them out). Small
+#: enough that even very compressible objects hand control back to the worker
+#: (cancel, time budget) every fraction of a second.
 ZIP_CHUNK = 64 * 1024
 #: The manifest stays in memory up to this size, then rolls over to /tmp.
 MANIFEST_SPOOL_BYTES = 4 * 1024 * 1024
@@ -56,6 +46,7 @@ MAX_KEYS = 1000
 LIST_PAGE_SIZE = 1000
 #: Deflate level: 6 is zlib's own default, far faster than 9 for a few % of size.
 DEFLATE_LEVEL = 6
+_FILE_MODE = stat.S_IFREG | 0o644
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SEPARATORS = re.compile(r"[/\\]+")
 _DRIVE = re.compile(r"^[A-Za-z]:$")
@@ -67,10 +58,9 @@ def _not_rows(*_: Any, **__: Any) -> Iterator[bytes]:
 
 ZIP = Format(name="zip", extension=".zip", content_type="application/zip", encode=_not_rows)
 
-#: One bundle member: entry name, object key, its size if known up front (decides
-#: whether it needs ZIP64 headers) and its bytes (``None`` for a missing object
-#: listed as skipped in the manifest).
-Entry = tuple[str, str, int | None, Iterable[bytes] | None]
+#: One bundle member: entry name, object key, modification time and its bytes
+#: (``None`` for a missing object listed as skipped in the manifest).
+Entry = tuple[str, str, datetime | None, Iterable[bytes] | None]
 
 
 def safe_entry_name(name: str) -> str:
@@ -127,21 +117,13 @@ class Manifest:
     def add(self, name: str, key: str, size: int | None, sha256: str, status: str) -> None:
         self._write((name, key, "" if size is None else size, sha256, status))
 
-    @property
-    def size(self) -> int:
-        """Bytes written so far (the whole manifest once every entry is in)."""
-        return self._file.tell()
-
     def chunks(self) -> Iterator[bytes]:
         self._file.seek(0)
         try:
             while chunk := self._file.read(READ_CHUNK):
                 yield chunk
         finally:
-            self.close()
-
-    def close(self) -> None:
-        self._file.close()
+            self._file.close()
 
 
 def _hashed(chunks: Iterable[bytes], done: Callable[[int, str], None]) -> Iterator[bytes]:
@@ -153,50 +135,27 @@ def _hashed(chunks: Iterable[bytes], done: Callable[[int, str], None]) -> Iterat
     done(size, digest.hexdigest())
 
 
-def _even(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """``pieces`` re-cut into chunks of ``size`` bytes (the last one may be shorter).
-
-    Every piece gives at least one chunk, an empty one while fewer than
-    ``size`` bytes are waiting. The zip writer makes a piece of each header,
-    each central directory record and each chunk of an object it deflates
-    (often nothing yet, for compressible data), so the consumer gets control
-    back after every chunk read, however well the data compresses.
-    """
-    buf = bytearray()
-    for piece in pieces:
-        buf += piece
-        if len(buf) < size:
-            yield b""
-            continue
-        end = len(buf) - len(buf) % size
-        with memoryview(buf) as view:
-            for at in range(0, end, size):
-                yield bytes(view[at:at + size])
-        del buf[:end]
-    if buf:
-        yield bytes(buf)
-
-
 def stream_bundle(
     entries: Iterable[Entry], on_entry: Callable[[], None] = lambda: None,
     chunk_size: int = ZIP_CHUNK, max_entries: int = MAX_ENTRIES,
 ) -> Iterator[bytes]:
-    """The zip of ``entries`` then ``MANIFEST.csv``, as chunks of at most ``chunk_size`` bytes.
+    """The ZIP64 archive of ``entries`` then ``MANIFEST.csv``, as byte chunks.
 
     No S3 here, so the archive's structure can be tested on in-memory members.
     An entry is pulled only after the previous one was fully written, so at
     most one source is open at a time.
     """
-    # Imported here: only a bundle build needs it (it loads zipfile and its compressors).
-    from zipstream import ZIP_DEFLATED, ZipStream
+    import zlib
 
-    archive = ZipStream(compress_type=ZIP_DEFLATED, compress_level=DEFLATE_LEVEL)
+    from stream_zip import ZIP_64, stream_zip  # imported here: it loads a crypto library
+
     manifest = Manifest()
     used = {MANIFEST_NAME}
+    built_at = datetime.now(UTC).replace(microsecond=0)
 
-    def pieces() -> Iterator[bytes]:
+    def members() -> Iterator[tuple[str, datetime, int, Any, Iterable[bytes]]]:
         count = 0
-        for name, key, size_hint, chunks in entries:
+        for name, key, modified, chunks in entries:
             count += 1
             if count > max_entries:
                 raise ExportError("too_many_objects",
@@ -211,16 +170,11 @@ def stream_bundle(
             def record(size: int, sha256: str, name: str = name, key: str = key) -> None:
                 manifest.add(name, key, size, sha256, "ok")
 
-            # A size hint spares a small entry the ZIP64 headers an unknown size needs.
-            archive.add(_hashed(chunks, record), name, size=size_hint)
-            yield from archive.file()
-        archive.add(manifest.chunks(), MANIFEST_NAME, size=manifest.size)
-        yield from archive.finalize()
+            yield name, modified or built_at, _FILE_MODE, ZIP_64, _hashed(chunks, record)
+        yield MANIFEST_NAME, built_at, _FILE_MODE, ZIP_64, manifest.chunks()
 
-    try:
-        yield from _even(pieces(), chunk_size)
-    finally:
-        manifest.close()  # already closed unless the build stopped before the manifest
+    yield from stream_zip(members(), chunk_size=chunk_size,
+                          get_compressobj=lambda: zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15))
 
 
 def _error_code(exc: Exception) -> tuple[str, str]:
@@ -319,7 +273,7 @@ class S3BundleExporter(Exporter):
             if err is None:
                 raise
             raise err from exc
-        return name, key, obj.get("ContentLength"), self._body(obj["Body"])
+        return name, key, obj.get("LastModified"), self._body(obj["Body"])
 
     @staticmethod
     def _body(body: Any) -> Iterator[bytes]:
