@@ -31,6 +31,8 @@ from bench import coldstart, report
 from bench.harness import ROOT, MotoProcess, Patience, run_child
 
 MiB = 1024 * 1024
+DOCS = ROOT / "docs" / "benchmarks.md"
+RESULTS = ROOT / ".local" / "bench" / "results.json"
 SECTIONS = ("throughput", "memory", "listing", "coldstart")
 
 
@@ -74,6 +76,17 @@ class Results:
     coldstart: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     retries: int = 0
+    command: str = "make bench"
+    quick: bool = False
+    #: machine and code facts, taken when the run starts (see report.machine)
+    machine: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Results:
+        """A saved run, for --render."""
+        data = json.loads(path.read_text(encoding="utf-8"))
+        sizes = Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("sizes").items()})
+        return cls(sizes=sizes, **data)
 
 
 def _log(message: str) -> None:
@@ -162,14 +175,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is not met")
     parser.add_argument("--no-wait", action="store_true",
                         help="do not wait for other processes to quieten down first")
+    parser.add_argument("--render", type=Path, nargs="?", const=RESULTS, default=None,
+                        metavar="RESULTS_JSON",
+                        help=f"measure nothing: write the report again from a saved run "
+                             f"(default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        results = Results.load(args.render)
+        return _report(results, args.out or (None if results.quick else DOCS), args.strict)
     sizes = QUICK if args.quick else FULL
-    out = args.out or (None if args.quick else ROOT / "docs" / "benchmarks.md")
+    out = args.out or (None if args.quick else DOCS)
+    given = sys.argv[1:] if argv is None else argv
 
     from chalicelib.config import Settings
 
     part_size = Settings.from_env(_chalice_env()).part_size_bytes
-    results = Results(sizes)
+    results = Results(sizes, quick=args.quick, machine=report.machine(),
+                      command="python -m bench " + " ".join(given) if given else "make bench")
     t0 = time.monotonic()
     patience = Patience(0 if args.no_wait else 150)
     results.quiet_share = patience.wait()
@@ -191,16 +213,19 @@ def main(argv: list[str] | None = None) -> int:
     results.seconds = time.monotonic() - t0
     results.retries = patience.retries
 
-    dump = ROOT / ".local" / "bench" / ("results-quick.json" if args.quick else "results.json")
+    dump = RESULTS.with_name("results-quick.json") if args.quick else RESULTS
     dump.parent.mkdir(parents=True, exist_ok=True)
     dump.write_text(json.dumps(dataclasses.asdict(results), indent=1, default=str), encoding="utf-8")
-    print(report.console(results, args.quick))
+    _log(f"saved the raw results to {dump.relative_to(ROOT)}")
+    return _report(results, out, args.strict)
+
+
+def _report(results: Results, out: Path | None, strict: bool) -> int:
+    print(report.console(results, results.quick))
     if out is not None:
-        given = sys.argv[1:] if argv is None else argv
-        command = "python -m bench " + " ".join(given) if given else "make bench"
-        out.write_text(report.markdown(results, command, args.quick), encoding="utf-8")
+        out.write_text(report.markdown(results), encoding="utf-8")
         _log(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    return 1 if args.strict and not report.all_met(results) else 0
+    return 1 if strict and not report.all_met(results) else 0
 
 
 def _chalice_env() -> dict[str, str]:

@@ -199,18 +199,9 @@ def job_stages(rows: int) -> Result:
         sha256.update(chunk)
     sha_seconds = time.perf_counter() - t0
 
-    # what the uploader's buffering costs: append to a bytearray, copy a part out
-    t0 = time.perf_counter()
-    buffer, part = bytearray(), SETTINGS.part_size_bytes
-    for chunk in chunks:
-        buffer += chunk
-        if len(buffer) >= part:
-            bytes(buffer)
-            buffer.clear()
-    buffering = time.perf_counter() - t0
     return {"rows": rows, "size": sum(map(len, chunks)), "chunks": len(chunks),
             "generate": generate, "encode": generate_and_encode - generate,
-            "md5": md5_seconds, "sha256": sha_seconds, "buffering": buffering}
+            "md5": md5_seconds, "sha256": sha_seconds}
 
 
 def job_upload_only(rows: int, rounds: int = 3) -> Result:
@@ -268,7 +259,6 @@ def job_upload_only(rows: int, rounds: int = 3) -> Result:
 
 
 # -- profile -------------------------------------------------------------------
-_WAIT = ("recv_into", "sendall", "poll", "connect", "select")
 
 
 def _category(file: str, func: str) -> str | None:
@@ -278,13 +268,15 @@ def _category(file: str, func: str) -> str | None:
             return "md5 + sha256"
         if "_socket.socket" in func or "select." in func:
             return "waiting on the S3/DynamoDB server (socket)"
+        if "_thread.lock" in func or "SimpleQueue" in func:
+            return "waiting on a lock (a part in flight, or idle)"
         return None
     path = file.replace(os.sep, "/")
     for marker, name in (
         ("chalicelib/exporters/", "row generation (exporter)"),
         ("chalicelib/formats/", "csv encoding (formats)"),
         ("/csv.py", "csv encoding (formats)"),
-        ("chalicelib/adapters/storage.py", "upload buffering (storage.py)"),
+        ("chalicelib/adapters/storage.py", "uploader (storage.py)"),
         ("/pynamodb/", "pynamodb"),
         ("/botocore/", "botocore / urllib3 / http.client (request handling)"),
         ("/urllib3/", "botocore / urllib3 / http.client (request handling)"),
@@ -293,47 +285,86 @@ def _category(file: str, func: str) -> str | None:
         ("/ssl.py", "botocore / urllib3 / http.client (request handling)"),
         ("/email/", "botocore / urllib3 / http.client (request handling)"),
         ("chalicelib/worker.py", "worker loop (worker.py)"),
+        ("/concurrent/futures/", "thread pool (concurrent.futures, threading)"),
+        ("/threading.py", "thread pool (concurrent.futures, threading)"),
     ):
         if marker in path:
             return name
     return "other Python"
 
 
-def job_profile(rows: int, top: int = 18) -> Result:
-    """Worker.build under cProfile: self time by area and the hottest functions."""
-    import cProfile
-    import pstats
-
-    task, worker = _queued_task(rows)
-    profiler = cProfile.Profile()
-    t0 = time.perf_counter()
-    profiler.enable()
-    done = worker.build(task.id)
-    profiler.disable()
-    wall = time.perf_counter() - t0
-    assert done is not None and done.status is Status.SUCCEEDED and done.object_key
-    storage.delete_object(SETTINGS.files_bucket, done.object_key)
-
-    stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+def _areas(stats: dict[Any, Any]) -> Counter[str]:
+    """Self time by area; a builtin's time goes to its callers' areas, in proportion."""
     areas: Counter[str] = Counter()
     for (file, _line, func), (_cc, _nc, tottime, _ct, callers) in stats.items():
         area = _category(file, func)
         if area is not None:
             areas[area] += tottime
             continue
-        # a builtin: its time goes to the areas of its callers, in proportion
         caller_total = sum(c[2] for c in callers.values()) or 1.0
         for (cfile, _cl, cfunc), c in callers.items():
             carea = _category(cfile, cfunc) or "other builtins"
             areas[carea] += tottime * c[2] / caller_total
-    total = sum(areas.values())
+    return areas
+
+
+def _hottest(stats: dict[Any, Any], top: int) -> list[dict[str, Any]]:
     hottest = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
-    functions = [
-        {"function": _short(file, line, func), "calls": nc, "self_s": tottime, "cum_s": cumtime}
-        for (file, line, func), (_cc, nc, tottime, cumtime, _callers) in hottest
-    ]
-    return {"rows": rows, "wall_s": wall, "profiled_s": total,
-            "areas": dict(areas.most_common()), "functions": functions}
+    return [{"function": _short(file, line, func), "calls": nc, "self_s": tottime, "cum_s": cumtime}
+            for (file, line, func), (_cc, nc, tottime, cumtime, _callers) in hottest]
+
+
+def job_profile(rows: int, top: int = 18) -> Result:
+    """Worker.build under cProfile, every thread: self time by area and the hottest functions.
+
+    cProfile sees only the thread that enables it, so threads started during
+    the build (an uploader, say) get a profiler of their own through
+    ``Thread.run``; their figures are kept apart from the main thread's
+    because the two run at the same time.
+    """
+    import cProfile
+    import pstats
+    import threading
+
+    task, worker = _queued_task(rows)
+    background: list[cProfile.Profile] = []
+    original_run = threading.Thread.run
+
+    def profiled_run(self: threading.Thread) -> None:
+        profile = cProfile.Profile()
+        background.append(profile)
+        profile.enable()
+        try:
+            original_run(self)
+        finally:
+            profile.disable()
+
+    threading.Thread.run = profiled_run  # type: ignore[method-assign]
+    main = cProfile.Profile()
+    t0 = time.perf_counter()
+    main.enable()
+    done = worker.build(task.id)
+    main.disable()
+    wall = time.perf_counter() - t0
+    threading.Thread.run = original_run  # type: ignore[method-assign]
+    assert done is not None and done.status is Status.SUCCEEDED and done.object_key
+    storage.delete_object(SETTINGS.files_bucket, done.object_key)
+
+    main_stats: dict[Any, Any] = pstats.Stats(main).stats  # type: ignore[attr-defined]
+    main_areas = _areas(main_stats)
+    other_stats: dict[Any, Any] = {}
+    if background:
+        merged = pstats.Stats(background[0])
+        for profile in background[1:]:
+            merged.add(profile)
+        other_stats = merged.stats  # type: ignore[attr-defined]
+    other_areas = _areas(other_stats)
+    names = sorted(set(main_areas) | set(other_areas), key=lambda a: -main_areas[a] - other_areas[a])
+    return {"rows": rows, "wall_s": wall, "threads": 1 + len(background),
+            "profiled_s": sum(main_areas.values()),
+            "areas": {a: main_areas[a] for a in names},
+            "background_areas": {a: other_areas[a] for a in names},
+            "functions": _hottest(main_stats, top), "background_functions": _hottest(other_stats, 6)}
 
 
 def _short(file: str, line: int, func: str) -> str:
