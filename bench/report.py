@@ -457,15 +457,19 @@ def _missed_text(results: Results) -> str:
     if pipe["rows_per_s"] < peer["rows_per_s"]:
         w = results.throughput["upload_only"]["writers"]
         su, so = w["StreamingUpload (md5 + sha256 inline)"], w["smart_open writer"]
+        threads = results.throughput["profile"].get("threads", 1)
+        side_by_side = (", the encoder and the uploader's thread sharing two cores with the moto server"
+                        if threads > 1 else "")
         lines.append(
             f"The pipeline is {1 - pipe['rows_per_s'] / peer['rows_per_s']:.0%} short of smart_open "
-            f"({pipe['seconds'] - peer['seconds']:.2f} s slower on {pipe['rows']:,} rows). On the same bytes "
-            f"without the encoder, `StreamingUpload` costs the worker {su['cpu_seconds']:.2f} s of CPU "
-            f"against smart_open's {so['cpu_seconds']:.2f} s, and md5 + sha256 alone take "
+            f"({pipe['seconds'] - peer['seconds']:.2f} s slower on {pipe['rows']:,} rows, "
+            f"{pipe['cpu_seconds'] - peer['cpu_seconds']:+.2f} s of worker CPU). On the same bytes without "
+            f"the encoder, `StreamingUpload` costs the worker {su['cpu_seconds']:.2f} s of CPU against "
+            f"smart_open's {so['cpu_seconds']:.2f} s; md5 + sha256 alone take "
             f"{w['md5 + sha256 only, no upload']['cpu_seconds']:.2f} s: the checksums the service "
-            "records, which smart_open does not compute, are most of the worker's extra work; the rest "
-            "of the gap is the task's DynamoDB and EventBridge calls and run-to-run noise (compare "
-            "the min–max spreads).")
+            "records, which smart_open does not compute. The rest of the end-to-end difference is the "
+            f"task's DynamoDB and EventBridge calls{side_by_side}, and run-to-run noise (compare the "
+            "min–max spreads).")
     return "\n" + "\n\n".join(lines) + "\n" if lines else ""
 
 
