@@ -241,7 +241,7 @@ def job_upload_only(rows: int, rounds: int = 3) -> Result:
             md5.update(chunk)
             sha256.update(chunk)
 
-    writers = {"StreamingUpload (md5 + sha256 inline)": streaming_upload,
+    writers = {"StreamingUpload (computes md5 + sha256)": streaming_upload,
                "smart_open writer": smart_open_writer, "md5 + sha256 only, no upload": md5_and_sha256}
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in writers}
     streaming_upload()  # warm both paths once

@@ -456,7 +456,8 @@ def _missed_text(results: Results) -> str:
                      "server is serial with the encoding (see \"Where the time goes\").")
     if pipe["rows_per_s"] < peer["rows_per_s"]:
         w = results.throughput["upload_only"]["writers"]
-        su, so = w["StreamingUpload (md5 + sha256 inline)"], w["smart_open writer"]
+        su = next(v for k, v in w.items() if k.startswith("StreamingUpload"))
+        so = w["smart_open writer"]
         threads = results.throughput["profile"].get("threads", 1)
         side_by_side = (", the encoder and the uploader's thread sharing two cores with the moto server"
                         if threads > 1 else "")
@@ -525,9 +526,9 @@ run's saved results without measuring). The harness is `bench/` (not shipped, no
 {_coldstart_md(results)}
 ## Caveats
 
-- The moto server runs on the same 2 cores as the worker. Its S3 work (parsing each part,
-  hashing it, writing it to a temporary file, joining the parts on completion) is CPU the
-  measured process waits for; against AWS that time is network transfer instead, so the
+- The moto server runs on the same 2 cores as the worker. Its S3 work (receiving each part,
+  checksumming and storing it, joining the parts on completion) is CPU the measured process
+  waits for or competes with; against AWS that time is network transfer instead, so the
   pipeline and smart_open figures are specific to this setup. The raw limit has no server at all.
 - The machine may be shared with other work; the "other load" column says how much there was
   during each variant's runs, and all variants are interleaved so they share it alike.
