@@ -35,8 +35,10 @@ class StreamingUpload:
 
     A file smaller than one part is stored with a single PutObject; the
     multipart upload is only opened once a first part is full. One part is
-    in flight on a background thread while the next one fills, so encoding
-    does not wait for the network; memory is those two parts at most.
+    hashed and sent on a background thread while the next one fills, so
+    encoding waits neither for the network nor for the checksums; memory is
+    those two parts at most. ``md5`` and ``sha256`` are final after
+    ``complete()``.
     """
 
     def __init__(
@@ -65,12 +67,16 @@ class StreamingUpload:
         return self._sha256.hexdigest()
 
     def write(self, chunk: bytes) -> None:
-        self._md5.update(chunk)
-        self._sha256.update(chunk)
         self.size += len(chunk)
         self._buffer += chunk
         if len(self._buffer) >= self.part_size:
             self._flush_part()
+
+    def _hash(self, data: bytes | bytearray) -> None:
+        # hashlib releases the GIL on large buffers: on the sender thread this
+        # runs beside the encoding instead of after it
+        self._md5.update(data)
+        self._sha256.update(data)
 
     def _flush_part(self) -> None:
         if self._upload_id is None:
@@ -93,6 +99,8 @@ class StreamingUpload:
         self._in_flight = self._sender.submit(self._send_part, number, body)
 
     def _send_part(self, number: int, body: bytearray) -> dict[str, Any]:
+        """On the sender thread, parts in order: hash, then upload."""
+        self._hash(body)
         etag = self._s3.upload_part(
             Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
             PartNumber=number, Body=body,
@@ -112,6 +120,7 @@ class StreamingUpload:
 
     def complete(self) -> None:
         if self._upload_id is None:
+            self._hash(self._buffer)
             self._s3.put_object(
                 Bucket=self.bucket, Key=self.key, Body=bytes(self._buffer),
                 ContentType=self.content_type, ContentDisposition=self.disposition,
