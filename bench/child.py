@@ -445,7 +445,7 @@ def job_listing(user_tasks: int, others: list[int], repeats: int = 3) -> Result:
 
 def _seed(n: int, who: Callable[[int], tuple[str, str, str]], start: int = 0) -> None:
     """Write ``n`` tasks fast with BatchWriteItem, mapped exactly as the repository stores them."""
-    from chalicelib.adapters.tasks_repo import _to_model
+    from chalicelib.adapters.tasks_repo import to_model
     from chalicelib.ids import new_id
     from chalicelib.task import Task, TaskError
 
@@ -460,7 +460,7 @@ def _seed(n: int, who: Callable[[int], tuple[str, str, str]], start: int = 0) ->
                 file_name=f"report-{i}.csv", kind="demo", format="csv", params={"rows": 10},
                 status=status, created_at=at, progress={"rows": 10, "bytes": 700},
             )
-            model = _to_model(task, None)
+            model = to_model(task, None)
             if status is Status.SUCCEEDED:
                 model.size, model.md5, model.sha256 = 700, "0" * 32, "0" * 64
                 model.content_type = "text/csv; charset=utf-8"

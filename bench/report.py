@@ -389,7 +389,7 @@ def _listing_md(results: Results) -> str:
     return f"""\
 One user (`bench-user`) has {li['user_tasks']} tasks; the table then gets {sizes} tasks of 100 other
 users in two tenants (written with `TaskModel.batch_write`, mapped by the repository's own
-`_to_model`, a mix of succeeded, failed, queued and canceled), created after the user's. Each page
+`to_model`, a mix of succeeded, failed, queued and canceled), created after the user's. Each page
 goes through `Downloads.list` as the API calls it. "read" is the sum of `ScannedCount` and
 "returned" the sum of `Count` over the Query responses of that page, counted by a botocore
 `after-call` hook on PynamoDB's client; "queries" is how many Query calls the page made (no other

@@ -144,7 +144,7 @@ def configure(table_name: str, region: str | None = None) -> None:
         index._connection = None  # type: ignore[attr-defined]
 
 
-def _to_task(m: TaskModel) -> Task:
+def to_task(m: TaskModel) -> Task:
     err = m.error
     return Task(
         id=m.id, owner=m.owner, owner_name=m.owner_name, tenant=m.tenant,
@@ -159,7 +159,7 @@ def _to_task(m: TaskModel) -> Task:
     )
 
 
-def _to_model(t: Task, ttl: datetime | None) -> TaskModel:
+def to_model(t: Task, ttl: datetime | None) -> TaskModel:
     return TaskModel(
         t.id, owner=t.owner, owner_name=t.owner_name, tenant=t.tenant, scope=ALL_SCOPE,
         active_owner=t.owner if t.status in ACTIVE else None, task_name=t.task_name,
@@ -191,12 +191,12 @@ _SETTABLE = {
 class TaskRepository:
     def get(self, task_id: str) -> Task | None:
         try:
-            return _to_task(TaskModel.get(task_id, consistent_read=True))
+            return to_task(TaskModel.get(task_id, consistent_read=True))
         except DoesNotExist:
             return None
 
     def add(self, task: Task, ttl: datetime | None = None) -> None:
-        _to_model(task, ttl).save(condition=TaskModel.id.does_not_exist())
+        to_model(task, ttl).save(condition=TaskModel.id.does_not_exist())
 
     def add_idempotent(
         self, task: Task, key_id: str, body_hash: str, now: datetime, key_ttl: timedelta
@@ -214,7 +214,7 @@ class TaskRepository:
             try:
                 with TransactWrite(connection=TaskModel._get_connection().connection) as tx:
                     tx.save(record, condition=IdempotencyModel.id.does_not_exist())
-                    tx.save(_to_model(task, None), condition=TaskModel.id.does_not_exist())
+                    tx.save(to_model(task, None), condition=TaskModel.id.does_not_exist())
                 return task, True
             except TransactWriteError as exc:
                 reasons = [r.code if r else None for r in (exc.cancellation_reasons or [])]
@@ -288,7 +288,7 @@ class TaskRepository:
             if _failed_condition(exc):
                 return None
             raise
-        return _to_task(model)
+        return to_task(model)
 
     def reclaim_stale(self, task_id: str, stale_before: datetime, now: datetime) -> Task | None:
         """Take over a ``running`` task whose build stopped beating (its Lambda died).
@@ -307,7 +307,7 @@ class TaskRepository:
             if _failed_condition(exc):
                 return None
             raise
-        return _to_task(model)
+        return to_task(model)
 
     def heartbeat(self, task_id: str, progress: dict[str, Any], now: datetime) -> Status | None:
         """Record progress and return the current status in one write.
@@ -376,7 +376,7 @@ class TaskRepository:
         for page in pages:
             items = page.get("Items", [])
             for pos, raw in enumerate(items):
-                tasks.append(_to_task(TaskModel.from_raw_data(raw)))
+                tasks.append(to_task(TaskModel.from_raw_data(raw)))
                 if len(tasks) == limit:
                     more = pos < len(items) - 1 or pages.last_evaluated_key is not None
                     last_key = {"id": raw["id"], hash_name: raw[hash_name]} if more else None
@@ -384,8 +384,10 @@ class TaskRepository:
             last_key = pages.last_evaluated_key
             if last_key is None or pages.total_scanned_count >= max_scanned:
                 break
-            # ask only for what is still missing, so reads track the page size
-            pages.page_size = limit - len(tasks)
+            # a selective filter: read larger pages (still within max_scanned), so
+            # the round trips grow with the log of the bound, not with it
+            pages.page_size = max(1, min(max_scanned - pages.total_scanned_count,
+                                         2 * (pages.page_size or limit)))
         return Page(tasks, last_key, pages.total_scanned_count)
 
 

@@ -84,6 +84,10 @@ def _cell(value: Any) -> Any:
     return value
 
 
+#: Values csv writes as they are (it writes None as ""): no per-cell call for them.
+_CSV_NATIVE = frozenset({str, int, float, type(None)})
+
+
 def encode_csv(
     columns: Sequence[str], rows: Iterable[Row], on_rows: RowCounter, options: WriteOptions = PLAIN
 ) -> Iterator[bytes]:
@@ -95,7 +99,10 @@ def encode_csv(
     while True:
         batch = list(islice(it, BATCH_ROWS))
         if batch:
-            writer.writerows([_cell(row.get(c)) for c in columns] for row in batch)
+            writer.writerows(
+                [v if type(v) in _CSV_NATIVE else _cell(v) for v in map(row.get, columns)]
+                for row in batch
+            )
         chunk = buf.getvalue()
         if chunk:
             yield prefix + chunk.encode("utf-8")
