@@ -30,7 +30,7 @@ from chalicelib.exporters import REGISTRY, get_exporter
 from chalicelib.ids import highest_id_at, lowest_id_at, new_id
 from chalicelib.messages import BUILD
 from chalicelib.principal import Principal
-from chalicelib.task import ACTIVE, DELETABLE, Status, Task, TaskError
+from chalicelib.task import DELETABLE, Status, Task, TaskError
 from chalicelib.validation import CreateRequest, ListQuery, final_file_name
 
 log = logging.getLogger(__name__)
@@ -294,4 +294,4 @@ def publish_terminal(settings: Settings, task: Task) -> None:
         log.exception("could not publish the %s event of task %s", task.status.value, task.id)
 
 
-__all__ = ["ACTIVE", "Downloads", "Owner", "ServiceUnavailable", "publish_terminal"]
+__all__ = ["Downloads", "Owner", "ServiceUnavailable", "publish_terminal"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from chalicelib.config import Settings
@@ -26,7 +26,6 @@ class BuildContext:
     settings: Settings
     rows: int = 0
     total_rows: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     #: xlsx rows per sheet, header included; None is Excel's limit (lowered by tests)
     sheet_rows: int | None = None
 
