@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any
 
 
-def _region() -> str:
+def region_name() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
@@ -25,14 +25,14 @@ def client(service: str) -> Any:
         signature_version="s3v4" if service == "s3" else None,
         s3={"addressing_style": "path"} if os.environ.get("AWS_ENDPOINT_URL") else None,
     )
-    return boto3.session.Session().client(service, region_name=_region(), config=config)
+    return boto3.session.Session().client(service, region_name=region_name(), config=config)
 
 
 @cache
 def resource(service: str) -> Any:
     import boto3
 
-    return boto3.session.Session().resource(service, region_name=_region())
+    return boto3.session.Session().resource(service, region_name=region_name())
 
 
 def reset() -> None:

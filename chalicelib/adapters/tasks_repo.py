@@ -8,7 +8,6 @@ partition a principal may see and sorted by the time-ordered id.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,10 +20,11 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
+from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
+from chalicelib.adapters.aws import region_name
 from chalicelib.config import DEFAULT_TABLE
 from chalicelib.task import ACTIVE, Status, Task, TaskError
 
@@ -32,13 +32,9 @@ ALL_SCOPE = "all"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
-def _region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-
-
 class _Meta:
     table_name = os.environ.get("TASKS_TABLE", DEFAULT_TABLE)
-    region = _region()
+    region = region_name()
 
 
 class ByOwner(GlobalSecondaryIndex["TaskModel"]):
@@ -138,7 +134,7 @@ def configure(table_name: str, region: str | None = None) -> None:
     """Point the models at a table (tests and the local stack use their own)."""
     for model in (TaskModel, IdempotencyModel):
         model.Meta.table_name = table_name
-        model.Meta.region = region or _region()
+        model.Meta.region = region or region_name()
         model._connection = None
     for index in (ByOwner, ByTenant, ByScope, ActiveByOwner):
         index._connection = None  # type: ignore[attr-defined]
@@ -370,7 +366,7 @@ class TaskRepository:
             scan_index_forward=False, page_size=limit, last_evaluated_key=start_key,
         )
         pages = result.page_iter
-        hash_name = _INDEX_HASH[index]
+        hash_name = INDEX_HASH[index]
         tasks: list[Task] = []
         last_key: dict[str, Any] | None = None
         for page in pages:
@@ -391,8 +387,7 @@ class TaskRepository:
         return Page(tasks, last_key, pages.total_scanned_count)
 
 
-_INDEX_HASH = {"by_owner": "owner", "by_tenant": "tenant", "by_scope": "scope"}
-INDEX_HASH = _INDEX_HASH
+INDEX_HASH = {"by_owner": "owner", "by_tenant": "tenant", "by_scope": "scope"}
 
 
 class KeyExists(Exception):
@@ -402,9 +397,5 @@ class KeyExists(Exception):
         self.task = task
 
 
-def encode_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-__all__ = ["INDEX_HASH", "KeyExists", "Page", "PutError", "TaskModel", "TaskRepository",
-           "configure", "encode_json"]
+__all__ = ["INDEX_HASH", "KeyExists", "Page", "TaskModel", "TaskRepository", "configure", "to_model",
+           "to_task"]

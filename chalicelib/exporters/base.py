@@ -109,7 +109,9 @@ class RowExporter(Exporter):
 
     def stream(self, params: dict[str, Any], fmt: str, ctx: BuildContext) -> Iterator[bytes]:
         columns, rows = self.open(params, ctx)
-        chunks = self.format_for(fmt).encode(columns, rows, ctx.count_rows,
+        encode = self.format_for(fmt).encode
+        assert encode is not None, f"{fmt} is not a row format"
+        chunks = encode(columns, rows, ctx.count_rows,
                                              write_options(params, ctx.sheet_rows))
         if compression(params) == GZIP:
             chunks = gzip_chunks(chunks)

@@ -24,20 +24,14 @@ from chalicelib.formats.compression import gzip_chunks
 MAX_RANGE = timedelta(days=31)
 #: Events a FilterLogEvents page may hold (the API's maximum).
 PAGE_LIMIT = 10_000
-GZIP_LEVEL = 6
 #: ISO 8601 in UTC, to the second or below, with ``Z`` or ``+00:00``.
 UTC_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)$"
 
 
-def _not_rows(*_: Any, **__: Any) -> Iterator[bytes]:
-    raise TypeError("log_archive streams bytes itself; it has no row encoder")
-
 
 FORMATS = {
-    "text": Format(name="text", extension=".log.gz", content_type="application/gzip",
-                   encode=_not_rows),
-    "jsonl": Format(name="jsonl", extension=".jsonl.gz", content_type="application/gzip",
-                    encode=_not_rows),
+    "text": Format(name="text", extension=".log.gz", content_type="application/gzip"),
+    "jsonl": Format(name="jsonl", extension=".jsonl.gz", content_type="application/gzip"),
 }
 
 

@@ -52,11 +52,8 @@ _SEPARATORS = re.compile(r"[/\\]+")
 _DRIVE = re.compile(r"^[A-Za-z]:$")
 
 
-def _not_rows(*_: Any, **__: Any) -> Iterator[bytes]:
-    raise TypeError("s3_bundle streams bytes itself; it has no row encoder")
 
-
-ZIP = Format(name="zip", extension=".zip", content_type="application/zip", encode=_not_rows)
+ZIP = Format(name="zip", extension=".zip", content_type="application/zip")
 
 #: One bundle member: entry name, object key, modification time and its bytes
 #: (``None`` for a missing object listed as skipped in the manifest).

@@ -59,7 +59,8 @@ class Format:
     name: str
     extension: str
     content_type: str
-    encode: Encoder
+    #: rows → bytes; None for the formats of byte kinds (zip, log archives)
+    encode: Encoder | None = None
     #: the output options (``formats.options``) this format accepts in params
     options: frozenset[str] = frozenset()
 
