@@ -39,7 +39,7 @@ SECTIONS = ("throughput", "memory", "listing", "coldstart")
 @dataclass(frozen=True)
 class Sizes:
     rows: int = 1_000_000
-    rounds: int = 5
+    rounds: int = 7
     memory_mib: tuple[int, ...] = (10, 500)
     naive_mib: tuple[int, ...] = (10, 100)
     user_tasks: int = 50
@@ -113,10 +113,16 @@ def run_throughput(sizes: Sizes, part_size: int, patience: Patience) -> dict[str
         profile = patience.run("profile", {"rows": sizes.profile_rows}, moto.url, moto)
         moto_peak = moto.peak_rss
     rows: list[dict[str, Any]] = []
+    pipeline_s = [r["seconds"] for r in runs[variants[0][0]]]
+    raw_s = [r["seconds"] for r in runs[variants[1][0]]]
     for label, job, _ in variants:
         got = runs[label]
         seconds = [r["seconds"] for r in got]
         med = statistics.median(seconds)
+        # paired within each round: the runs of one round are seconds apart, so a machine
+        # that drifts faster or slower between rounds moves both sides of each ratio alike
+        paired_vs_raw = [raw / own for raw, own in zip(raw_s, seconds, strict=True)]
+        pipeline_speedup = [own / pipe for pipe, own in zip(pipeline_s, seconds, strict=True)]
         rows.append({
             "variant": label, "job": job, "rows": got[0]["rows"], "size": got[0]["size"],
             "seconds": med, "min": min(seconds), "max": max(seconds),
@@ -129,6 +135,9 @@ def run_throughput(sizes: Sizes, part_size: int, patience: Patience) -> dict[str
             "cpu_rows_per_s": statistics.median(
                 r["rows"] / (r["cpu_seconds"] + r["_machine"]["moto_cpu"]) for r in got),
             "md5": got[0].get("md5"), "peak_rss": max(r["peak_rss"] for r in got),
+            "paired_vs_raw": statistics.median(paired_vs_raw),
+            "pipeline_speedup": statistics.median(pipeline_speedup),
+            "pipeline_faster_rounds": sum(pipe < own for pipe, own in zip(pipeline_s, seconds, strict=True)),
         })
     _check_same_bytes(rows)
     return {"rows": rows, "stages": stages, "upload_only": upload_only, "profile": profile,
