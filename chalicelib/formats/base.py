@@ -11,7 +11,9 @@ import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from functools import lru_cache
+from itertools import chain, islice
+from operator import itemgetter
 from typing import Any, Protocol
 
 Row = Mapping[str, Any]
@@ -87,6 +89,34 @@ def _cell(value: Any) -> Any:
 
 #: Values csv writes as they are (it writes None as ""): no per-cell call for them.
 _CSV_NATIVE = frozenset({str, int, float, type(None)})
+#: Types whose values ``_cell`` changes; a batch with none of them is written as it is.
+_CONVERTED = (bool, dict, list, set, frozenset, bytes, bytearray)
+
+
+@lru_cache(maxsize=256)
+def _needs_cell(kind: type) -> bool:
+    return issubclass(kind, _CONVERTED)
+
+
+def _csv_records(columns: Sequence[str], batch: list[Row]) -> Iterable[Sequence[Any]]:
+    """The batch's cells in column order, converted only where ``_cell`` would change them.
+
+    The common batch (every row has every column, plain scalars such as
+    str, int, float, Decimal or dates) is picked and checked in C, with no
+    Python call per row; any other batch takes the per-cell path.
+    """
+    pick = itemgetter(*columns)
+    try:
+        records = list(map(pick, batch))
+    except KeyError:  # a row without some column: row.get gives None, which csv writes as ""
+        records = None
+    if records is not None:
+        if len(columns) == 1:
+            records = [(value,) for value in records]
+        if not any(map(_needs_cell, set(map(type, chain.from_iterable(records))))):
+            return records
+    return ([v if type(v) in _CSV_NATIVE else _cell(v) for v in map(row.get, columns)]
+            for row in batch)
 
 
 def encode_csv(
@@ -99,11 +129,10 @@ def encode_csv(
     it = iter(rows)
     while True:
         batch = list(islice(it, BATCH_ROWS))
-        if batch:
-            writer.writerows(
-                [v if type(v) in _CSV_NATIVE else _cell(v) for v in map(row.get, columns)]
-                for row in batch
-            )
+        if batch and columns:
+            writer.writerows(_csv_records(columns, batch))
+        elif batch:
+            writer.writerows([[]] * len(batch))
         chunk = buf.getvalue()
         if chunk:
             yield prefix + chunk.encode("utf-8")

@@ -93,3 +93,53 @@ def test_parallel_pages_raises_a_segment_error():
 
     with pytest.raises(ValueError, match="segment broke"):
         list(parallel_pages([bad]))
+
+
+def _per_cell_reference(columns, rows):
+    """What the csv writer must produce: every cell through the documented conversions."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, (dict, list)):
+                value = json.dumps(value, ensure_ascii=False, sort_keys=True)
+            cells.append(value)
+        writer.writerow(cells)
+    return out.getvalue().encode("utf-8")
+
+
+def test_csv_batches_of_plain_scalars_and_batches_needing_conversion_agree():
+    from datetime import date
+    from decimal import Decimal
+
+    from chalicelib.formats.base import BATCH_ROWS
+
+    plain = [{"id": i, "amount": Decimal("1.10") * i, "day": date(2026, 1, 1 + i % 28), "name": f"Zoë {i}",
+              "score": i / 3} for i in range(BATCH_ROWS)]
+    # a second batch where one row lacks a column, a third with a bool and a map
+    sparse = [dict(r, id=r["id"] + BATCH_ROWS) for r in plain]
+    del sparse[7]["name"]
+    converted = [dict(r, id=r["id"] + 2 * BATCH_ROWS) for r in plain]
+    converted[-1]["score"], converted[-2]["name"] = True, {"k": ["ü", None]}
+    rows = plain + sparse + converted + [{"id": None, "name": "", "amount": 0, "day": None, "score": -0.0}]
+    columns = ["id", "name", "amount", "day", "score"]
+    data, n = encode("csv", columns, rows)
+    assert n == len(rows)
+    assert data == _per_cell_reference(columns, rows)
+    parsed = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+    assert parsed[1] == ["0", "Zoë 0", "0.00", "2026-01-01", "0.0"]
+    assert parsed[BATCH_ROWS + 8][1] == ""
+    assert parsed[3 * BATCH_ROWS][4] == "true"
+    assert parsed[3 * BATCH_ROWS - 1][1] == '{"k": ["ü", null]}'
+
+
+def test_csv_with_a_single_column_writes_one_cell_a_row():
+    rows = [{"v": "a,b"}, {"v": 2}, {"other": 1}, {"v": False}]
+    data, _ = encode("csv", ["v"], rows)
+    assert data == _per_cell_reference(["v"], rows)
+    assert data.decode("utf-8").split("\r\n") == ["v", '"a,b"', "2", '""', "false", ""]
