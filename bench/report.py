@@ -309,8 +309,9 @@ The hottest functions of the other threads ({prof['threads'] - 1} started during
 {pipe['size'] / pipe['rows']:.1f} bytes a row. Every variant runs in a fresh process, gets its
 rows from the same exporter and encoder the worker uses, and produced the same bytes (same size
 and, where it computes one, the same md5 `{pipe['md5']}`). {results.sizes.rounds} rounds, each
-running every variant once in an order rotated each round, after one warm-up build; the
-S3/DynamoDB endpoint is a moto server in its own process on 127.0.0.1.
+running every variant once in an order rotated each round (the pipeline and smart_open at its
+default back to back, in alternating order), after one warm-up build; the S3/DynamoDB endpoint
+is a moto server in its own process on 127.0.0.1.
 
 - **pipeline**: a queued task claimed and built by the real `Worker.build`: DynamoDB claim and
   heartbeats, exporter → encoder → `StreamingUpload` (md5 + sha256 as the bytes pass,
