@@ -36,8 +36,10 @@ class StreamingUpload:
     A file smaller than one part is stored with a single PutObject; the
     multipart upload is only opened once a first part is full. One part is
     hashed and sent on a background thread while the next one fills, so
-    encoding waits neither for the network nor for the checksums; memory is
-    those two parts at most. ``md5`` and ``sha256`` are final after
+    encoding waits neither for the network nor for the checksums. The two
+    buffers of exactly ``part_size`` take turns, filling and on the wire:
+    allocated once, never grown by copying, so memory is those two parts
+    whatever the file's size. ``md5`` and ``sha256`` are final after
     ``complete()``.
     """
 
@@ -51,11 +53,14 @@ class StreamingUpload:
         self.size = 0
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._sha256 = hashlib.sha256()
-        self._buffer = bytearray()
+        self._buffer: bytearray | None = None
+        self._filled = 0
+        #: the buffer of the part last sent, back once its upload is done
+        self._spare: bytearray | None = None
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._sender: ThreadPoolExecutor | None = None
-        self._in_flight: Future[dict[str, Any]] | None = None
+        self._in_flight: tuple[Future[dict[str, Any]], bytearray] | None = None
         self._s3 = client("s3")
 
     @property
@@ -68,9 +73,23 @@ class StreamingUpload:
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        self._buffer += chunk
-        if len(self._buffer) >= self.part_size:
-            self._flush_part()
+        view = memoryview(chunk)
+        while view:
+            if self._buffer is None:
+                self._buffer = bytearray(self.part_size)
+            piece = view[:self.part_size - self._filled]
+            end = self._filled + len(piece)
+            self._buffer[self._filled:end] = piece
+            self._filled, view = end, view[len(piece):]
+            if end == self.part_size:
+                self._flush_part()
+
+    def _take_buffer(self) -> bytearray:
+        """The part filled so far, trimmed to its bytes; the next part fills the spare."""
+        body = self._buffer if self._buffer is not None else bytearray()
+        del body[self._filled:]  # in place: nothing to trim unless it is the last part
+        self._buffer, self._spare, self._filled = self._spare, None, 0
+        return body
 
     def _hash(self, data: bytes | bytearray) -> None:
         # hashlib releases the GIL on large buffers: on the sender thread this
@@ -94,9 +113,9 @@ class StreamingUpload:
                 f"The file is larger than this deployment's limit ({limit_gib:.0f} GiB); "
                 "narrow the export or ask an operator to raise PART_SIZE_MB.",
             )
-        body, self._buffer = self._buffer, bytearray()  # hand the part over, no copy
+        body = self._take_buffer()  # handed over, not copied
         assert self._sender is not None
-        self._in_flight = self._sender.submit(self._send_part, number, body)
+        self._in_flight = (self._sender.submit(self._send_part, number, body), body)
 
     def _send_part(self, number: int, body: bytearray) -> dict[str, Any]:
         """On the sender thread, parts in order: hash, then upload."""
@@ -110,8 +129,9 @@ class StreamingUpload:
     def _wait_in_flight(self) -> None:
         """Wait for the part on the wire; its error, if any, is raised here."""
         if self._in_flight is not None:
-            future, self._in_flight = self._in_flight, None
+            (future, body), self._in_flight = self._in_flight, None
             self._parts.append(future.result())
+            self._spare = body
 
     def _stop_sender(self) -> None:
         if self._sender is not None:
@@ -120,14 +140,14 @@ class StreamingUpload:
 
     def complete(self) -> None:
         if self._upload_id is None:
-            self._hash(self._buffer)
+            body = self._take_buffer()
+            self._hash(body)
             self._s3.put_object(
-                Bucket=self.bucket, Key=self.key, Body=bytes(self._buffer),
+                Bucket=self.bucket, Key=self.key, Body=bytes(body),
                 ContentType=self.content_type, ContentDisposition=self.disposition,
             )
-            self._buffer.clear()
             return
-        if self._buffer:
+        if self._filled:
             self._flush_part()
         self._wait_in_flight()
         self._stop_sender()
@@ -138,7 +158,7 @@ class StreamingUpload:
 
     def abort(self) -> None:
         """Leave nothing behind: no open upload, no object."""
-        self._buffer.clear()
+        self._buffer, self._spare, self._filled = None, None, 0
         self._in_flight = None
         self._stop_sender()  # let a part on the wire land first, so abort removes it too
         if self._upload_id is not None:

@@ -1,0 +1,60 @@
+"""StreamingUpload against in-process moto: parts, checksums and the stored bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import boto3
+import pytest
+
+from chalicelib.adapters.storage import MIN_PART_SIZE, StreamingUpload
+
+BUCKET = "download-center-files"
+PART = MIN_PART_SIZE
+
+
+def upload(data: bytes, chunk_size: int, key: str = "t/file.bin") -> StreamingUpload:
+    up = StreamingUpload(BUCKET, key, "application/octet-stream", "attachment", PART)
+    for start in range(0, len(data), chunk_size):
+        up.write(data[start:start + chunk_size])
+    up.complete()
+    return up
+
+
+def stored(key: str = "t/file.bin") -> tuple[bytes, str, list[int]]:
+    s3 = boto3.client("s3")
+    obj = s3.get_object(Bucket=BUCKET, Key=key)
+    etag = obj["ETag"].strip('"')
+    count = int(etag.rsplit("-", 1)[1]) if "-" in etag else 0
+    parts = [s3.head_object(Bucket=BUCKET, Key=key, PartNumber=n)["ContentLength"]
+             for n in range(1, count + 1)]
+    return obj["Body"].read(), etag, parts
+
+
+@pytest.mark.parametrize("chunk_size", [777_777, PART, PART + 1, 3 * PART])
+def test_parts_are_exactly_the_part_size_whatever_the_chunks(stack, chunk_size):
+    data = os.urandom(PART // 2) * 5  # two and a half parts
+    up = upload(data, chunk_size)
+    body, etag, parts = stored()
+    assert body == data and up.size == len(data)
+    assert parts == [PART, PART, PART // 2] and etag.endswith("-3")
+    assert up.md5 == hashlib.md5(data).hexdigest() and up.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_of_whole_parts_ends_without_an_empty_part(stack):
+    data = os.urandom(2 * PART)
+    up = upload(data, 1 << 20)
+    body, etag, parts = stored()
+    assert body == data and parts == [PART, PART] and etag.endswith("-2")
+    assert up.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_under_one_part_is_one_put_and_an_empty_one_is_stored_too(stack):
+    data = "Zoë,王\r\n".encode() * 1000
+    up = upload(data, 333, key="t/small.csv")
+    body, etag, parts = stored("t/small.csv")
+    assert body == data and "-" not in etag and parts == []
+    assert up.md5 == hashlib.md5(data).hexdigest() == etag
+    empty = upload(b"", 1, key="t/empty.csv")
+    assert stored("t/empty.csv")[0] == b"" and empty.sha256 == hashlib.sha256(b"").hexdigest()
