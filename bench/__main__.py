@@ -72,7 +72,7 @@ def _round_order(variants: list[Variant], rnd: int) -> list[Variant]:
     """The order of one round: rotated, so no variant always runs first or last.
 
     The pipeline and smart_open at its default run back to back, first one
-    then the other, so the ratio the closest target is judged on compares
+    then the other, so the ratio the peer target is judged on compares
     runs seconds apart.
     """
     pipeline, raw, naive, peer_same_parts, peer_default = variants
@@ -130,7 +130,7 @@ def run_throughput(sizes: Sizes, part_size: int, patience: Patience) -> dict[str
     rows: list[dict[str, Any]] = []
     pipeline_s = [r["seconds"] for r in runs[variants[0][0]]]
     raw_s = [r["seconds"] for r in runs[variants[1][0]]]
-    for label, job, _ in variants:
+    for label, job, extra in variants:
         got = runs[label]
         seconds = [r["seconds"] for r in got]
         med = statistics.median(seconds)
@@ -139,7 +139,8 @@ def run_throughput(sizes: Sizes, part_size: int, patience: Patience) -> dict[str
         paired_vs_raw = [raw / own for raw, own in zip(raw_s, seconds, strict=True)]
         pipeline_speedup = [own / pipe for pipe, own in zip(pipeline_s, seconds, strict=True)]
         rows.append({
-            "variant": label, "job": job, "rows": got[0]["rows"], "size": got[0]["size"],
+            "variant": label, "job": job, "part_size": extra.get("part_size"),
+            "rows": got[0]["rows"], "size": got[0]["size"],
             "seconds": med, "min": min(seconds), "max": max(seconds),
             "rows_per_s": got[0]["rows"] / med, "mib_per_s": got[0]["size"] / MiB / med,
             "cpu_seconds": statistics.median(r["cpu_seconds"] for r in got),
