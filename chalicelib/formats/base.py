@@ -10,6 +10,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain, islice
@@ -101,15 +102,17 @@ def _needs_cell(kind: type) -> bool:
 def _csv_records(columns: Sequence[str], batch: list[Row]) -> Iterable[Sequence[Any]]:
     """The batch's cells in column order, converted only where ``_cell`` would change them.
 
-    The common batch (every row has every column, plain scalars such as
-    str, int, float, Decimal or dates) is picked and checked in C, with no
-    Python call per row; any other batch takes the per-cell path.
+    The common batch (plain dicts that have every column, holding scalars
+    such as str, int, float, Decimal or dates) is picked and checked in C,
+    with no Python call per row; any other batch takes the per-cell path.
+    Other mappings go that way too: a defaultdict would answer a missing
+    column with its default where ``row.get`` gives None.
     """
-    pick = itemgetter(*columns)
-    try:
-        records = list(map(pick, batch))
-    except KeyError:  # a row without some column: row.get gives None, which csv writes as ""
-        records = None
+    records: list[Any] | None = None
+    if set(map(type, batch)) == {dict}:
+        # a row without some column: row.get gives None, which csv writes as ""
+        with suppress(KeyError):
+            records = list(map(itemgetter(*columns), batch))
     if records is not None:
         if len(columns) == 1:
             records = [(value,) for value in records]

@@ -143,3 +143,12 @@ def test_csv_with_a_single_column_writes_one_cell_a_row():
     data, _ = encode("csv", ["v"], rows)
     assert data == _per_cell_reference(["v"], rows)
     assert data.decode("utf-8").split("\r\n") == ["v", '"a,b"', "2", '""', "false", ""]
+
+
+def test_csv_rows_that_are_other_mappings_read_missing_columns_as_empty():
+    from collections import defaultdict
+
+    rows = [defaultdict(int, {"a": 1}), defaultdict(int, {"a": 2, "b": 3})]
+    data, _ = encode("csv", ["a", "b"], rows)
+    assert data == b"a,b\r\n1,\r\n2,3\r\n"
+    assert all("b" not in row for row in rows[:1])
