@@ -74,9 +74,13 @@ def _by_job(results: Results) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _rounds_text(row: dict[str, Any], rounds: int) -> str:
+ROUNDS_WON = ", pipeline faster in {} of {} rounds"
+
+
+def _rounds_won(row: dict[str, Any], rounds: int, template: str = ROUNDS_WON) -> str:
+    """The rounds the pipeline won against ``row``, or nothing for runs saved before they were counted."""
     faster = row.get("pipeline_faster_rounds")
-    return f", pipeline faster in {faster} of {rounds} rounds" if faster is not None else ""
+    return template.format(faster, rounds) if faster is not None else ""
 
 
 def _pipeline_peaks(results: Results) -> list[dict[str, Any]]:
@@ -95,7 +99,7 @@ def targets(results: Results) -> list[Target]:
                           f"{raw['rows_per_s']:,.0f})", r_raw >= RAW_TARGET))
         out.append(Target("pipeline ≥ the streaming peer (smart_open at its defaults)",
                           f"{r_peer:.2f}× (median rows/s {pipe['rows_per_s']:,.0f} vs "
-                          f"{peer['rows_per_s']:,.0f}{_rounds_text(peer, rounds)})", r_peer >= 1.0))
+                          f"{peer['rows_per_s']:,.0f}{_rounds_won(peer, rounds)})", r_peer >= 1.0))
         same = jobs.get("smart_open_same_parts")
         if same is not None:
             out.append(Target(
@@ -103,7 +107,7 @@ def targets(results: Results) -> list[Target]:
                 f"{results.throughput['part_size'] // MiB} MiB parts "
                 "(reported, no target)",
                 f"{pipeline_vs(same, pipe):.2f}× (median rows/s {same['rows_per_s']:,.0f}"
-                f"{_rounds_text(same, rounds)})", None))
+                f"{_rounds_won(same, rounds)})", None))
     else:
         out.append(Target("pipeline ≥ 0.8× raw and ≥ smart_open", "not measured", None))
     peaks = _pipeline_peaks(results)
@@ -204,20 +208,15 @@ def _throughput_rows(results: Results) -> list[list[str]]:
     if not rows:
         return []
     jobs = _by_job(results)
-    raw, pipe = jobs["raw"], jobs["pipeline"]
+    raw, pipe, rounds = jobs["raw"], jobs["pipeline"], results.sizes.rounds
     return [[r["variant"], f"{r['rows_per_s']:,.0f}", f"{r['mib_per_s']:.1f}",
              f"{r['seconds']:.2f} ({r['min']:.2f}–{r['max']:.2f})",
              f"{vs_raw(r, raw):.2f}×",
-             "—" if r is pipe else f"{pipeline_vs(r, pipe):.2f}×{_wins(r, results.sizes.rounds)}",
+             "—" if r is pipe else f"{pipeline_vs(r, pipe):.2f}×" + _rounds_won(r, rounds, " ({}/{})"),
              f"{r['cpu_seconds']:.2f}",
              f"{r['moto_cpu']:.2f}", f"{r['cpu_rows_per_s']:,.0f}",
              f"{r['cpu_rows_per_s'] / raw['cpu_rows_per_s']:.2f}×", f"{r['others_share']:.2f}"]
             for r in rows]
-
-
-def _wins(row: dict[str, Any], rounds: int) -> str:
-    faster = row.get("pipeline_faster_rounds")
-    return f" ({faster}/{rounds})" if faster is not None else ""
 
 
 THROUGHPUT_HEADER = ["variant", "rows/s", "MiB/s", "seconds: median (min–max)", "vs raw",
