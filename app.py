@@ -12,12 +12,13 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from chalice import Chalice, CognitoUserPoolAuthorizer, Response
+from chalice import Chalice, CognitoUserPoolAuthorizer, Rate, Response
 
 from chalicelib.config import Settings
 from chalicelib.errors import ApiError
 from chalicelib.principal import Principal
 from chalicelib.services import Downloads
+from chalicelib.sweeper import Sweeper
 from chalicelib.validation import (
     parse_create,
     parse_json_body,
@@ -153,10 +154,17 @@ def delete_download(task_id: str) -> Response:
     return Response(body="", status_code=204)
 
 
-@app.on_sqs_message(queue=settings.build_queue_name, batch_size=10)
+# One message an invocation: every build starts with a whole invocation's time
+# budget, instead of the later builds of a batch inheriting what the first left.
+@app.on_sqs_message(queue=settings.build_queue_name, batch_size=1)
 def build_worker(event: Any) -> dict[str, Any]:
     context = event.context
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     records = [record.to_dict() for record in event]
     return worker.handle_batch(records, remaining) if remaining else worker.handle_batch(records)
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def sweeper(event: Any) -> None:
+    Sweeper(settings, worker.repo).sweep()
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
+
+from chalicelib.task import Lifetimes
 
 DEFAULT_TABLE = "download-center-tasks"
 DEFAULT_BUCKET = "download-center-files"
@@ -48,8 +51,24 @@ class Settings:
     time_budget_margin_seconds: float = 30.0
     idempotency_ttl_hours: int = 24
     scan_segments: int = 4
-    #: a running task whose heartbeat is older than this is taken over on redelivery
+    #: a build whose heartbeat is older than this is dead: the sweeper requeues, fails or cancels it
     stale_after_seconds: int = 300
+    #: a queued task not claimed after this long gets its build message again (doubling each time)
+    resend_after_seconds: int = 300
+    #: a queued task that has not started after this long fails ``not_started``
+    queued_expiry_hours: int = 24
+    #: claims of one attempt before a task whose builds keep dying fails ``worker_lost``
+    max_build_claims: int = 3
+    #: how often the local stack runs the sweeper (the deployment's schedule is in app.py)
+    sweep_interval_seconds: float = 60.0
+
+    def lifetimes(self) -> Lifetimes:
+        return Lifetimes(
+            file_ttl=timedelta(days=self.file_ttl_days),
+            record_retention=timedelta(days=self.record_retention_days),
+            stale_after=timedelta(seconds=self.stale_after_seconds),
+            resend_after=timedelta(seconds=self.resend_after_seconds),
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,4 +95,8 @@ class Settings:
             idempotency_ttl_hours=int(e.get("IDEMPOTENCY_TTL_HOURS", "24")),
             scan_segments=int(e.get("SCAN_SEGMENTS", "4")),
             stale_after_seconds=int(e.get("STALE_AFTER_SECONDS", "300")),
+            resend_after_seconds=int(e.get("RESEND_AFTER_SECONDS", "300")),
+            queued_expiry_hours=int(e.get("QUEUED_EXPIRY_HOURS", "24")),
+            max_build_claims=int(e.get("MAX_BUILD_CLAIMS", "3")),
+            sweep_interval_seconds=float(e.get("SWEEP_INTERVAL_SECONDS", "60")),
         )

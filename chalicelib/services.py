@@ -15,7 +15,14 @@ from typing import Any
 
 from chalicelib import cursor as cursors
 from chalicelib.adapters import events, queue, storage
-from chalicelib.adapters.tasks_repo import INDEX_HASH, KeyExists, TaskModel, TaskRepository
+from chalicelib.adapters.tasks_repo import (
+    INDEX_HASH,
+    IdempotencyRecord,
+    KeyExists,
+    QuotaExceeded,
+    TaskModel,
+    TaskRepository,
+)
 from chalicelib.clock import now as utcnow
 from chalicelib.config import Settings
 from chalicelib.errors import (
@@ -27,10 +34,23 @@ from chalicelib.errors import (
     TooManyActiveTasks,
 )
 from chalicelib.exporters import REGISTRY, get_exporter
-from chalicelib.ids import highest_id_at, lowest_id_at, new_id
+from chalicelib.ids import highest_id_at, is_valid, lowest_id_at, new_id
 from chalicelib.messages import BUILD
 from chalicelib.principal import Principal
-from chalicelib.task import DELETABLE, Status, Task, TaskError
+from chalicelib.task import (
+    ABANDON,
+    BUILDING,
+    CANCEL_QUEUED,
+    DELETABLE,
+    FAIL_QUEUED,
+    REQUEST_CANCEL,
+    RETRY,
+    TERMINAL,
+    ZERO_PROGRESS,
+    Status,
+    Task,
+    TaskError,
+)
 from chalicelib.validation import CreateRequest, ListQuery, final_file_name
 
 log = logging.getLogger(__name__)
@@ -67,7 +87,8 @@ def event_detail(task: Task, at: datetime) -> dict[str, Any]:
 class Downloads:
     def __init__(self, settings: Settings, repo: TaskRepository | None = None) -> None:
         self.settings = settings
-        self.repo = repo or TaskRepository()
+        self.lifetimes = settings.lifetimes()
+        self.repo = repo or TaskRepository(self.lifetimes)
 
     # -- reading -------------------------------------------------------------
     def kinds(self) -> dict[str, Any]:
@@ -84,7 +105,7 @@ class Downloads:
         return task.to_resource(at, url, url_expires)
 
     def _visible(self, principal: Principal, task_id: str) -> Task:
-        task = self.repo.get(task_id) if 0 < len(task_id) <= 64 else None
+        task = self.repo.get(task_id) if is_valid(task_id) else None
         if task is None or not principal.can_see(task.owner):
             raise NotFound(f"No download {task_id!r}.")
         return task
@@ -162,13 +183,6 @@ class Downloads:
         return result
 
     # -- writing -------------------------------------------------------------
-    def _check_quota(self, owner: str) -> None:
-        cap = self.settings.max_active_tasks
-        if self.repo.count_active(owner, cap) >= cap:
-            raise TooManyActiveTasks(
-                f"You have {cap} active downloads; wait for one to finish or cancel one."
-            )
-
     def new_task(self, owner: Owner, req: CreateRequest, idempotency_key: str | None) -> Task:
         at = utcnow()
         exporter = get_exporter(req.kind)
@@ -178,48 +192,70 @@ class Downloads:
             id=new_id(), owner=owner.sub, owner_name=owner.name, tenant=owner.tenant,
             task_name=req.task_name, file_name=final_file_name(req.file_name, req.task_name, ext, at),
             kind=req.kind, format=req.format, params=req.params, status=Status.QUEUED,
-            created_at=at, attempts=1, progress={"rows": 0, "bytes": 0},
+            created_at=at, attempts=1, progress=dict(ZERO_PROGRESS),
             idempotency_key=idempotency_key,
         )
+
+    def _too_many(self) -> TooManyActiveTasks:
+        cap = self.settings.max_active_tasks
+        return TooManyActiveTasks(
+            f"You have {cap} active downloads; wait for one to finish or cancel one.")
 
     def store_new(
         self, owner: Owner, req: CreateRequest, body: dict[str, Any], idempotency_key: str | None
     ) -> tuple[Task, bool]:
-        """Store a queued task, or return the one this idempotency key made."""
+        """Store a queued task, or return the one this idempotency key made.
+
+        The task, its key and its quota slot are one transaction, so a cap
+        holds under any number of parallel creates, and a repeat takes no slot.
+        """
         task = self.new_task(owner, req, idempotency_key)
-        if idempotency_key is None:
-            self._check_quota(owner.sub)
-            self.repo.add(task)
-            return task, True
-        key_id = "idem#" + owner.sub + "#" + hashlib.sha256(idempotency_key.encode()).hexdigest()
-        digest = body_hash(body)
+        key = None
+        if idempotency_key is not None:
+            key = IdempotencyRecord(
+                "idem#" + owner.sub + "#" + hashlib.sha256(idempotency_key.encode()).hexdigest(),
+                body_hash(body), timedelta(hours=self.settings.idempotency_ttl_hours))
         try:
-            existing = self.repo.live_key(  # a repeat needs no quota
-                key_id, task.created_at, timedelta(hours=self.settings.idempotency_ttl_hours))
-            if existing is None:
-                self._check_quota(owner.sub)
-            return self.repo.add_idempotent(
-                task, key_id, digest, task.created_at,
-                timedelta(hours=self.settings.idempotency_ttl_hours),
-            )
+            return self.repo.add(task, self.settings.max_active_tasks, key)
+        except QuotaExceeded:
+            raise self._too_many() from None
         except KeyExists as exc:
-            if exc.body_hash != digest:
+            if key is None or exc.body_hash != key.body_hash:
                 raise IdempotencyConflict(
                     "This Idempotency-Key was used with a different request body."
                 ) from None
             return exc.task, False
 
-    def enqueue(self, task: Task) -> None:
+    def send_build(self, task: Task) -> None:
+        url = queue.queue_url(self.settings.build_queue_name, self.settings.build_queue_url)
+        queue.send(url, {"type": BUILD, "version": 1, "task_id": task.id})
+
+    def enqueue(self, task: Task) -> Task:
+        """Send the build message; if the queue cannot take it, the task fails ``enqueue_failed``.
+
+        A client that sees the 503 may try again with the same Idempotency-Key,
+        which queues that task again, so nothing runs behind its back and
+        nothing is lost.
+        """
         try:
-            url = queue.queue_url(self.settings.build_queue_name, self.settings.build_queue_url)
-            queue.send(url, {"type": BUILD, "version": 1, "task_id": task.id})
+            self.send_build(task)
+            return task
         except Exception:
             log.exception("could not enqueue task %s", task.id)
-            self.repo.transition(
-                task.id, {Status.QUEUED}, Status.FAILED, finished_at=utcnow(),
-                error=TaskError("enqueue_failed", "The build could not be queued; retry it."),
-            )
+            done = self.repo.apply(
+                FAIL_QUEUED, task, utcnow(),
+                error=TaskError("enqueue_failed", "The build could not be queued; retry it."))
+            if done is not None:
+                publish_terminal(self.settings, self.repo, done)
             raise ServiceUnavailable("The build queue is unavailable; try again.") from None
+
+    def _replayed(self, task: Task) -> Task:
+        """A repeat of a create: make sure the first one's build is on its way."""
+        if task.status is Status.QUEUED:
+            return self.enqueue(task)  # its message may have been lost; builds are idempotent
+        if task.status is Status.FAILED and task.error and task.error.code == "enqueue_failed":
+            return self._requeue(task)
+        return task
 
     def create(
         self, principal: Principal, req: CreateRequest, body: dict[str, Any],
@@ -227,71 +263,81 @@ class Downloads:
     ) -> tuple[dict[str, Any], bool]:
         owner = Owner(principal.sub, principal.username, principal.tenant)
         task, is_new = self.store_new(owner, req, body, idempotency_key)
-        if is_new:
-            self.enqueue(task)
+        task = self.enqueue(task) if is_new else self._replayed(task)
         return self.resource(task), is_new
+
+    def _stale_before(self, at: datetime) -> datetime:
+        return at - timedelta(seconds=self.settings.stale_after_seconds)
 
     def cancel(self, principal: Principal, task_id: str) -> dict[str, Any]:
         task = self._visible(principal, task_id)
         for _ in range(3):
             at = utcnow()
             if task.status is Status.QUEUED:
-                done = self.repo.transition(
-                    task.id, {Status.QUEUED}, Status.CANCELED, finished_at=at,
-                    ttl=at + timedelta(days=self.settings.record_retention_days),
-                )
-                if done:
-                    publish_terminal(self.settings, done)
-                    return self.resource(done)
+                done = self.repo.apply(CANCEL_QUEUED, task, at)
+            elif task.status in BUILDING and task.is_stale(at, self.lifetimes.stale_after):
+                done = self.repo.apply(ABANDON, task, at, stale_before=self._stale_before(at))
+                if done:  # its build is dead: nobody else will clean up after it
+                    storage.clear_task(self.settings.files_bucket,
+                                       storage.task_prefix(task.tenant, task.id))
             elif task.status is Status.RUNNING:
-                done = self.repo.transition(task.id, {Status.RUNNING}, Status.CANCELING)
-                if done:
-                    return self.resource(done)
+                done = self.repo.apply(REQUEST_CANCEL, task, at)
             elif task.status is Status.CANCELING:
                 return self.resource(task)
             else:
                 raise InvalidState(f"The download is already {task.effective_status(at).value}.")
+            if done:
+                if done.status in TERMINAL:
+                    publish_terminal(self.settings, self.repo, done)
+                return self.resource(done)
             task = self._visible(principal, task_id)  # it moved meanwhile: look again
         raise InvalidState("The download is changing state; try again.")
 
+    def _requeue(self, task: Task) -> Task:
+        try:
+            done = self.repo.apply(RETRY, task, utcnow(), cap=self.settings.max_active_tasks)
+        except QuotaExceeded:
+            raise self._too_many() from None
+        if done is None:
+            raise InvalidState("The download changed state meanwhile; reload it.")
+        return self.enqueue(done)
+
     def retry(self, principal: Principal, task_id: str) -> dict[str, Any]:
         task = self._visible(principal, task_id)
-        if task.status not in (Status.FAILED, Status.CANCELED):
+        if task.status not in RETRY.sources:
             raise InvalidState(
                 f"Only failed or canceled downloads can be retried; this one is "
                 f"{task.effective_status(utcnow()).value}."
             )
-        self._check_quota(task.owner)
-        done = self.repo.transition(
-            task.id, {task.status}, Status.QUEUED, owner=task.owner,
-            attempts=task.attempts + 1, progress={"rows": 0, "bytes": 0},
-            clear=("error", "started_at", "finished_at", "expires_at", "size", "md5", "sha256",
-                   "content_type", "object_key", "ttl"),
-        )
-        if done is None:
-            raise InvalidState("The download changed state meanwhile; reload it.")
-        self.enqueue(done)
-        return self.resource(done)
+        return self.resource(self._requeue(task))
 
     def delete(self, principal: Principal, task_id: str) -> None:
         task = self._visible(principal, task_id)
         if task.status not in DELETABLE:
             raise InvalidState(f"The download is {task.status.value}; cancel it first.")
-        if task.object_key:
-            storage.delete_object(self.settings.files_bucket, task.object_key)
-        if not self.repo.delete(task.id, DELETABLE):
+        if not self.repo.delete(task):
             if self.repo.get(task.id) is None:
                 return
             raise InvalidState("The download started meanwhile; cancel it first.")
+        if task.object_key:
+            storage.delete_object(self.settings.files_bucket, task.object_key)
 
 
-def publish_terminal(settings: Settings, task: Task) -> None:
-    """Tell the world a task ended; a failure here never changes the task."""
+def publish_terminal(settings: Settings, repo: TaskRepository, task: Task) -> bool:
+    """Tell the world a task ended, then stop watching it; a failure never changes the task.
+
+    The terminal write left the event pending (``due_at``): if publishing
+    fails here, or the process dies first, the sweeper publishes it later.
+    """
     try:
         events.publish(settings.event_bus_name, f"download.{task.status.value}",
                        event_detail(task, utcnow()))
     except Exception:
-        log.exception("could not publish the %s event of task %s", task.status.value, task.id)
+        log.exception("could not publish the %s event of task %s; the sweeper will",
+                      task.status.value, task.id)
+        return False
+    repo.event_sent(task)
+    return True
 
 
 __all__ = ["Downloads", "Owner", "ServiceUnavailable", "publish_terminal"]

@@ -1,13 +1,17 @@
 """The task and its lifecycle, as plain Python (no AWS here).
 
-The repository enforces these transitions with conditional writes; this
-module is the single place that says which ones exist.
+``MACHINE`` is the single truth about how a task's status may change: a list
+of named transitions, each with the statuses it may start from, the one it
+ends in and the guard its conditional write carries. The repository turns a
+transition into its DynamoDB condition and writes; ``TRANSITIONS`` (the
+status graph the contract documents) and the quota effect of every move are
+derived from it, so the code and the table cannot disagree.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -24,20 +28,80 @@ class Status(StrEnum):
     EXPIRED = "expired"  # derived: a succeeded task whose file has expired
 
 
-#: Stored transitions (``expired`` is derived on read, never stored).
-TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELED}),
-    Status.RUNNING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELING}),
-    Status.CANCELING: frozenset({Status.CANCELED, Status.FAILED}),
-    Status.FAILED: frozenset({Status.QUEUED}),
-    Status.CANCELED: frozenset({Status.QUEUED}),
-    Status.SUCCEEDED: frozenset(),
-}
-
 ACTIVE = frozenset({Status.QUEUED, Status.RUNNING, Status.CANCELING})
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
+#: Statuses in which a build holds the task's lease and beats.
+BUILDING = frozenset({Status.RUNNING, Status.CANCELING})
 #: Tasks that may be deleted: anything that is not being built right now.
 DELETABLE = frozenset({Status.QUEUED, Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
+ZERO_PROGRESS: dict[str, Any] = {"rows": 0, "bytes": 0}
+
+
+class Guard(StrEnum):
+    """What a transition's conditional write checks besides the source status."""
+
+    #: the status alone
+    STATUS = "status"
+    #: and that the writer holds the current lease (the fencing token of a build)
+    LEASE = "lease"
+    #: and that the build's heartbeat is older than the staleness cutoff (its worker died)
+    STALE = "stale"
+
+
+@dataclass(frozen=True)
+class Transition:
+    name: str
+    sources: frozenset[Status]
+    target: Status
+    guard: Guard = Guard.STATUS
+
+    def __post_init__(self) -> None:
+        sides = {s in ACTIVE for s in self.sources}
+        if len(sides) != 1:
+            raise ValueError(f"{self.name}: sources must all be active or all be inactive")
+
+    @property
+    def quota(self) -> int:
+        """+1 when the move takes an active-task slot, -1 when it gives one back."""
+        was_active = next(iter(self.sources)) in ACTIVE
+        is_active = self.target in ACTIVE
+        return int(is_active) - int(was_active)
+
+
+def _t(name: str, sources: set[Status], target: Status, guard: Guard = Guard.STATUS) -> Transition:
+    return Transition(name, frozenset(sources), target, guard)
+
+
+S = Status
+#: A worker takes a queued task; the condition names the lease it read, so two claims cannot both win.
+CLAIM = _t("claim", {S.QUEUED}, S.RUNNING, Guard.LEASE)
+#: The owner asks a running build to stop; the build acknowledges at its next heartbeat.
+REQUEST_CANCEL = _t("request_cancel", {S.RUNNING}, S.CANCELING)
+CANCEL_QUEUED = _t("cancel_queued", {S.QUEUED}, S.CANCELED)
+SUCCEED = _t("succeed", {S.RUNNING}, S.SUCCEEDED, Guard.LEASE)
+FAIL = _t("fail", {S.RUNNING, S.CANCELING}, S.FAILED, Guard.LEASE)
+ACKNOWLEDGE_CANCEL = _t("acknowledge_cancel", {S.CANCELING}, S.CANCELED, Guard.LEASE)
+#: A queued task that never started: its message could not be sent, or it waited too long.
+FAIL_QUEUED = _t("fail_queued", {S.QUEUED}, S.FAILED)
+#: The sweeper puts a task whose build died back in the queue.
+REQUEUE = _t("requeue", {S.RUNNING}, S.QUEUED, Guard.STALE)
+#: A cancel whose build is dead already: nobody is left to acknowledge it.
+ABANDON = _t("abandon", {S.RUNNING, S.CANCELING}, S.CANCELED, Guard.STALE)
+#: The sweeper gives up on a task whose builds keep dying.
+LOSE = _t("lose", {S.RUNNING}, S.FAILED, Guard.STALE)
+RETRY = _t("retry", {S.FAILED, S.CANCELED}, S.QUEUED)
+
+MACHINE: tuple[Transition, ...] = (
+    CLAIM, REQUEST_CANCEL, CANCEL_QUEUED, SUCCEED, FAIL, ACKNOWLEDGE_CANCEL, FAIL_QUEUED,
+    REQUEUE, ABANDON, LOSE, RETRY,
+)
+del S
+
+#: The status graph (``expired`` is derived on read, never stored), derived from the machine.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    src: frozenset(t.target for t in MACHINE if src in t.sources)
+    for src in Status if src is not Status.EXPIRED
+}
 
 
 def can_transition(src: Status, dst: Status) -> bool:
@@ -47,6 +111,20 @@ def can_transition(src: Status, dst: Status) -> bool:
 def sources_of(dst: Status) -> frozenset[Status]:
     """Every stored status from which ``dst`` may be reached."""
     return frozenset(src for src, targets in TRANSITIONS.items() if dst in targets)
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    """How long things last; the deployment's settings give the values."""
+
+    file_ttl: timedelta = timedelta(days=7)
+    record_retention: timedelta = timedelta(days=30)
+    #: a build whose heartbeat is older than this is dead
+    stale_after: timedelta = timedelta(seconds=300)
+    #: a queued task not claimed after this long gets its build message again
+    resend_after: timedelta = timedelta(seconds=300)
+    #: a finished task whose event is not out after this long gets it from the sweeper
+    event_grace: timedelta = timedelta(seconds=120)
 
 
 @dataclass(frozen=True)
@@ -83,6 +161,14 @@ class Task:
     finished_at: datetime | None = None
     expires_at: datetime | None = None
     idempotency_key: str | None = None
+    #: the fencing token: bumped by every claim, named by every write of that build
+    lease: int = 0
+    #: claims since the task was last queued by its owner (bounds rebuilds of a dying build)
+    claims: int = 0
+    heartbeat_at: datetime | None = None
+    queued_at: datetime | None = None
+    #: when the sweeper should look at the task (None: nothing left to watch)
+    due_at: datetime | None = None
 
     def effective_status(self, now: datetime) -> Status:
         if self.status is Status.SUCCEEDED and self.expires_at and self.expires_at <= now:
@@ -91,6 +177,11 @@ class Task:
 
     def with_status(self, status: Status, **changes: Any) -> Task:
         return replace(self, status=status, **changes)
+
+    def is_stale(self, now: datetime, stale_after: timedelta) -> bool:
+        """Whether the build holding this task has stopped beating."""
+        return self.status in BUILDING and (
+            self.heartbeat_at is None or self.heartbeat_at < now - stale_after)
 
     def to_resource(
         self, now: datetime, url: str | None = None, url_expires_at: datetime | None = None
@@ -123,3 +214,44 @@ class Task:
             "finished_at": iso(self.finished_at),
             "expires_at": iso(self.expires_at),
         }
+
+
+#: Fields a transition's effects may set (None removes the attribute).
+EFFECT_FIELDS = frozenset({
+    "lease", "claims", "attempts", "progress", "started_at", "finished_at", "expires_at",
+    "heartbeat_at", "queued_at", "due_at", "ttl", "error", "size", "md5", "sha256",
+    "content_type", "object_key",
+})
+#: What a build or an earlier attempt left on the task, cleared when it is queued again.
+_RESULT_FIELDS = ("error", "started_at", "finished_at", "expires_at", "size", "md5", "sha256",
+                  "content_type", "object_key", "ttl", "heartbeat_at")
+
+
+def due_after(status: Status, now: datetime, life: Lifetimes) -> datetime:
+    """When the sweeper should next look at a task that just entered ``status``."""
+    if status is Status.QUEUED:
+        return now + life.resend_after
+    if status in BUILDING:
+        return now + life.stale_after
+    return now + life.event_grace  # its terminal event is still to go out
+
+
+def effects(t: Transition, task: Task, now: datetime, life: Lifetimes) -> dict[str, Any]:
+    """Every field a transition writes besides the status, derived from the lifecycle.
+
+    Terminal states always get ``finished_at``, their TTL and a pending event
+    (``due_at``), whichever path got them there.
+    """
+    out: dict[str, Any] = {"due_at": due_after(t.target, now, life)}
+    if t is CLAIM:
+        out.update(lease=task.lease + 1, claims=task.claims + 1, started_at=now,
+                   heartbeat_at=now, progress=dict(ZERO_PROGRESS))
+    if t.target is Status.QUEUED:
+        out.update(dict.fromkeys(_RESULT_FIELDS), queued_at=now, progress=dict(ZERO_PROGRESS))
+    if t is RETRY:
+        out.update(attempts=task.attempts + 1, claims=0)
+    if t.target in TERMINAL:
+        out.update(finished_at=now, ttl=now + life.record_retention)
+    if t.target is Status.SUCCEEDED:
+        out.update(expires_at=now + life.file_ttl, ttl=now + life.file_ttl + life.record_retention)
+    return out

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable
-from datetime import timedelta
 from typing import Any
 
 from chalicelib.adapters import queue, storage
@@ -21,21 +19,14 @@ from chalicelib.clock import now as utcnow
 from chalicelib.config import Settings
 from chalicelib.errors import ExportError
 from chalicelib.exporters import BuildContext, get_exporter
+from chalicelib.heartbeat import Canceled, Heartbeat, LeaseLost, OutOfTime
 from chalicelib.messages import InvalidMessage, RequestMessage, parse
 from chalicelib.services import Downloads, Owner, publish_terminal
-from chalicelib.task import Status, Task, TaskError
+from chalicelib.task import ACKNOWLEDGE_CANCEL, CLAIM, FAIL, SUCCEED, Status, Task, TaskError
 
 log = logging.getLogger(__name__)
 
 RemainingMs = Callable[[], int]
-
-
-class _Canceled(Exception):
-    pass
-
-
-class _OutOfTime(Exception):
-    pass
 
 
 def _no_deadline() -> int:
@@ -45,7 +36,7 @@ def _no_deadline() -> int:
 class Worker:
     def __init__(self, settings: Settings, repo: TaskRepository | None = None) -> None:
         self.settings = settings
-        self.repo = repo or TaskRepository()
+        self.repo = repo or TaskRepository(settings.lifetimes())
         self.downloads = Downloads(settings, self.repo)
 
     # -- batch -----------------------------------------------------------------
@@ -101,39 +92,59 @@ class Worker:
 
     # -- build -----------------------------------------------------------------
     def build(self, task_id: str, remaining_ms: RemainingMs = _no_deadline) -> Task | None:
-        started = utcnow()
-        task = self.repo.transition(
-            task_id, {Status.QUEUED}, Status.RUNNING, started_at=started, heartbeat_at=started,
-            progress={"rows": 0, "bytes": 0},
-        )
-        if task is None:
-            stale_before = started - timedelta(seconds=self.settings.stale_after_seconds)
-            task = self.repo.reclaim_stale(task_id, stale_before, started)
-            if task is not None:
-                log.warning("task %s was running without a heartbeat since before %s: "
-                            "its build died; building it again", task_id, stale_before.isoformat())
-        if task is None:
+        """Claim a queued task and build it; a late or duplicate delivery does nothing."""
+        task = self.repo.get(task_id)
+        claimed = self.repo.apply(CLAIM, task, utcnow()) if task and task.status is Status.QUEUED \
+            else None
+        if claimed is None:
             current = self.repo.get(task_id)
             log.info("task %s not claimed (status %s): duplicate or late delivery", task_id,
                      current.status.value if current else "missing")
             return current
+        try:
+            return self._build(claimed, remaining_ms)
+        except Exception:  # whatever happens after the claim ends the task with a code
+            log.exception("build of task %s failed unexpectedly", task_id)
+            return self._fail(claimed, "internal_error",
+                              "The export failed because of an internal error.")
+
+    def _build(self, task: Task, remaining_ms: RemainingMs) -> Task | None:
         exporter = get_exporter(task.kind)
         if exporter is None:
             return self._fail(task, "unknown_kind", f"Kind {task.kind!r} is no longer offered.")
-        output = exporter.output(task.params, task.format)
-        key = storage.object_key(task.tenant, task.id, task.file_name)
-        upload = storage.StreamingUpload(
-            self.settings.files_bucket, key, output.content_type,
-            storage.content_disposition(task.file_name), self.settings.part_size_bytes,
-        )
-        ctx = BuildContext(self.settings, total_rows=exporter.total_rows(task.params))
+        key = storage.object_key(task.tenant, task.id, task.lease, task.file_name)
+        ctx = BuildContext(self.settings)
+        upload: storage.StreamingUpload | None = None
+
+        def beat() -> Status | None:
+            return self.repo.heartbeat(task, self._progress(ctx, upload.size if upload else 0),
+                                       utcnow())
+
+        heart = Heartbeat(beat, self.settings.progress_interval_seconds, remaining_ms,
+                          self.settings.time_budget_margin_seconds * 1000)
+        ctx.check = heart.check
         try:
-            self._stream(task, exporter.stream(task.params, task.format, ctx), upload, ctx,
-                         remaining_ms)
-        except _Canceled:
+            with heart:
+                output = exporter.output(task.params, task.format)
+                upload = storage.StreamingUpload(
+                    self.settings.files_bucket, key, output.content_type,
+                    storage.content_disposition(task.file_name), self.settings.part_size_bytes,
+                )
+                ctx.total_rows = exporter.total_rows(task.params)
+                for chunk in exporter.stream(task.params, task.format, ctx):
+                    upload.write(chunk)
+                    heart.check()
+                heart.beat_now()  # still ours, and not canceled, before the object appears?
+                heart.check()
+                upload.complete()
+        except Canceled:
             self._abort(upload)
-            return self._canceled(task)
-        except _OutOfTime:
+            return self._acknowledge_cancel(task)
+        except LeaseLost:
+            self._abort(upload)
+            log.warning("task %s: lease %d lost to another build; stopped", task.id, task.lease)
+            return None
+        except OutOfTime:
             self._abort(upload)
             return self._fail(task, "timeout",
                               "The export did not finish within the worker's time limit; "
@@ -142,47 +153,23 @@ class Worker:
             self._abort(upload)
             return self._fail(task, exc.code, exc.message)
         except Exception:
-            log.exception("build of task %s failed unexpectedly", task.id)
             self._abort(upload)
-            return self._fail(task, "internal_error",
-                              "The export failed because of an internal error.")
-        finished = utcnow()
-        done = self.repo.transition(
-            task.id, {Status.RUNNING}, Status.SUCCEEDED,
-            size=upload.size, md5=upload.md5, sha256=upload.sha256,
-            content_type=output.content_type, object_key=key, finished_at=finished,
-            expires_at=finished + timedelta(days=self.settings.file_ttl_days),
-            ttl=finished + timedelta(days=self.settings.file_ttl_days
-                                     + self.settings.record_retention_days),
+            raise
+        assert upload is not None
+        done = self.repo.apply(
+            SUCCEED, task, utcnow(), size=upload.size, md5=upload.md5, sha256=upload.sha256,
+            content_type=output.content_type, object_key=key,
             progress=self._progress(ctx, upload.size, final=True),
         )
-        if done is None:  # canceled while the last part went up
-            storage.delete_object(self.settings.files_bucket, key)
-            return self._canceled(task)
+        if done is None:  # canceled, or superseded, while the last part went up
+            storage.delete_object(self.settings.files_bucket, key)  # ours, and only ours
+            return self._acknowledge_cancel(task)
         log.info("task %s succeeded: %d rows, %d bytes", task.id, ctx.rows, upload.size)
-        publish_terminal(self.settings, done)
+        if task.lease > 1:  # earlier builds of this task died: leave only the winner's file
+            storage.clear_task(self.settings.files_bucket, storage.task_prefix(task.tenant, task.id),
+                               keep=key)
+        publish_terminal(self.settings, self.repo, done)
         return done
-
-    def _stream(
-        self, task: Task, chunks: Iterable[bytes], upload: storage.StreamingUpload,
-        ctx: BuildContext, remaining_ms: RemainingMs,
-    ) -> None:
-        interval = self.settings.progress_interval_seconds
-        margin_ms = self.settings.time_budget_margin_seconds * 1000
-        next_check = time.monotonic() + interval
-        for chunk in chunks:
-            upload.write(chunk)
-            if time.monotonic() >= next_check:
-                status = self.repo.heartbeat(task.id, self._progress(ctx, upload.size), utcnow())
-                if status is not Status.RUNNING:
-                    raise _Canceled()
-                if remaining_ms() < margin_ms:
-                    raise _OutOfTime()
-                next_check = time.monotonic() + interval
-        current = self.repo.get(task.id)
-        if current is None or current.status is not Status.RUNNING:
-            raise _Canceled()
-        upload.complete()
 
     @staticmethod
     def _progress(ctx: BuildContext, size: int, final: bool = False) -> dict[str, Any]:
@@ -194,31 +181,24 @@ class Worker:
         return progress
 
     @staticmethod
-    def _abort(upload: storage.StreamingUpload) -> None:
+    def _abort(upload: storage.StreamingUpload | None) -> None:
+        if upload is None:
+            return
         try:
             upload.abort()
         except Exception:
             log.exception("could not abort the upload of %s", upload.key)
 
     def _fail(self, task: Task, code: str, message: str) -> Task | None:
-        at = utcnow()
-        done = self.repo.transition(
-            task.id, {Status.RUNNING, Status.CANCELING}, Status.FAILED,
-            error=TaskError(code, message), finished_at=at,
-            ttl=at + timedelta(days=self.settings.record_retention_days),
-        )
+        done = self.repo.apply(FAIL, task, utcnow(), error=TaskError(code, message))
         if done:
             log.warning("task %s failed: %s", task.id, json.dumps({"code": code}))
-            publish_terminal(self.settings, done)
+            publish_terminal(self.settings, self.repo, done)
         return done
 
-    def _canceled(self, task: Task) -> Task | None:
-        at = utcnow()
-        done = self.repo.transition(
-            task.id, {Status.CANCELING, Status.RUNNING}, Status.CANCELED, finished_at=at,
-            ttl=at + timedelta(days=self.settings.record_retention_days),
-        )
+    def _acknowledge_cancel(self, task: Task) -> Task | None:
+        done = self.repo.apply(ACKNOWLEDGE_CANCEL, task, utcnow())
         if done:
             log.info("task %s canceled while running", task.id)
-            publish_terminal(self.settings, done)
+            publish_terminal(self.settings, self.repo, done)
         return done

@@ -33,7 +33,7 @@ EXPECTED_INDEXES = {
     "by_owner": ("owner", "id", "ALL"),
     "by_tenant": ("tenant", "id", "ALL"),
     "by_scope": ("scope", "id", "ALL"),
-    "active_by_owner": ("active_owner", "id", "KEYS_ONLY"),
+    "by_due": ("sweep", "due_at", "KEYS_ONLY"),
 }
 USER_POOL_ARN = {
     "Fn::If": [
@@ -192,7 +192,8 @@ def test_packaged_functions_use_the_stack_resources(packaged: dict[str, Any]) ->
     assert trigger["Type"] == "SQS"
     assert trigger["Properties"]["Queue"] == {"Fn::GetAtt": ["BuildQueue", "Arn"]}
     assert trigger["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert trigger["Properties"]["BatchSize"] == 10
+    # one build an invocation: each starts with the whole time budget
+    assert trigger["Properties"]["BatchSize"] == 1
     assert functions["app.build_worker"]["EphemeralStorage"] == {"Size": {"Ref": "WorkerEphemeralStorageMB"}}
     assert packaged["template"]["Parameters"]["WorkerEphemeralStorageMB"]["Default"] == 2048
 
@@ -450,37 +451,50 @@ DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:download-center-builds-dlq"
 BUS_ARN = "arn:aws:events:us-east-1:123456789012:event-bus/download-center"
 
 
+BUCKET_ARN = "arn:aws:s3:::download-center-files"
+
+
 @pytest.mark.parametrize(
-    ("action", "resource", "api", "worker"),
+    ("action", "resource", "api", "worker", "sweeper"),
     [
-        ("dynamodb:PutItem", TABLE_ARN, True, True),
-        ("dynamodb:ConditionCheckItem", TABLE_ARN, True, True),
-        ("dynamodb:Query", TABLE_ARN + "/index/by_owner", True, True),
-        ("dynamodb:Scan", TABLE_ARN, False, False),
-        ("dynamodb:DeleteTable", TABLE_ARN, False, False),
-        ("dynamodb:Scan", DEMO_ARN, False, True),
-        ("dynamodb:Query", DEMO_ARN + "/index/by_name", False, True),
-        ("dynamodb:PutItem", DEMO_ARN, False, False),
-        ("s3:GetObject", OBJECT_ARN, True, False),
-        ("s3:DeleteObject", OBJECT_ARN, True, True),
-        ("s3:PutObject", OBJECT_ARN, False, True),
-        ("s3:AbortMultipartUpload", OBJECT_ARN, False, True),
-        ("s3:GetObject", "arn:aws:s3:::download-center-files/other/x", False, False),
-        ("sqs:SendMessage", QUEUE_ARN, True, False),
-        ("sqs:ReceiveMessage", QUEUE_ARN, False, True),
-        ("sqs:DeleteMessage", QUEUE_ARN, False, True),
-        ("sqs:SendMessage", DLQ_ARN, False, True),
-        ("sqs:ReceiveMessage", DLQ_ARN, False, False),
-        ("events:PutEvents", BUS_ARN, True, True),
-        ("events:PutEvents", "arn:aws:events:us-east-1:123456789012:event-bus/default", False, False),
+        ("dynamodb:PutItem", TABLE_ARN, True, True, False),
+        ("dynamodb:UpdateItem", TABLE_ARN, True, True, True),
+        ("dynamodb:ConditionCheckItem", TABLE_ARN, True, True, True),
+        ("dynamodb:DeleteItem", TABLE_ARN, True, True, False),
+        ("dynamodb:Query", TABLE_ARN + "/index/by_owner", True, False, False),
+        ("dynamodb:Query", TABLE_ARN + "/index/by_due", False, False, True),
+        ("dynamodb:Scan", TABLE_ARN, False, False, False),
+        ("dynamodb:DeleteTable", TABLE_ARN, False, False, False),
+        ("dynamodb:Scan", DEMO_ARN, False, True, False),
+        ("dynamodb:Query", DEMO_ARN + "/index/by_name", False, True, False),
+        ("dynamodb:PutItem", DEMO_ARN, False, False, False),
+        ("s3:GetObject", OBJECT_ARN, True, False, False),
+        ("s3:DeleteObject", OBJECT_ARN, True, True, True),
+        ("s3:PutObject", OBJECT_ARN, False, True, False),
+        ("s3:AbortMultipartUpload", OBJECT_ARN, True, True, True),
+        ("s3:ListBucketMultipartUploads", BUCKET_ARN, True, True, True),
+        ("s3:ListBucket", BUCKET_ARN, True, True, True),
+        ("s3:GetObject", "arn:aws:s3:::download-center-files/other/x", False, False, False),
+        ("sqs:SendMessage", QUEUE_ARN, True, False, True),
+        ("sqs:ReceiveMessage", QUEUE_ARN, False, True, False),
+        ("sqs:DeleteMessage", QUEUE_ARN, False, True, False),
+        ("sqs:SendMessage", DLQ_ARN, False, True, False),
+        ("sqs:ReceiveMessage", DLQ_ARN, False, False, False),
+        ("events:PutEvents", BUS_ARN, True, True, True),
+        ("events:PutEvents", "arn:aws:events:us-east-1:123456789012:event-bus/default", False, False, False),
     ],
 )
-def test_policies_grant_least_privilege(action: str, resource: str, api: bool, worker: bool) -> None:
+def test_policies_grant_least_privilege(
+    action: str, resource: str, api: bool, worker: bool, sweeper: bool
+) -> None:
     chalice_dir = ROOT / ".chalice"
-    api_policy = json.loads((chalice_dir / "policy-api.json").read_text(encoding="utf-8"))
-    worker_policy = json.loads((chalice_dir / "policy-worker.json").read_text(encoding="utf-8"))
-    assert _allowed(api_policy, action, resource) is api
-    assert _allowed(worker_policy, action, resource) is worker
+
+    def policy(name: str) -> dict[str, Any]:
+        return json.loads((chalice_dir / f"policy-{name}.json").read_text(encoding="utf-8"))
+
+    assert _allowed(policy("api"), action, resource) is api
+    assert _allowed(policy("worker"), action, resource) is worker
+    assert _allowed(policy("sweeper"), action, resource) is sweeper
 
 
 def test_chalice_config_points_functions_at_the_policies() -> None:
@@ -488,6 +502,7 @@ def test_chalice_config_points_functions_at_the_policies() -> None:
     functions = CHALICE_CONFIG["lambda_functions"]
     assert functions["api_handler"]["iam_policy_file"] == "policy-api.json"
     assert functions["build_worker"]["iam_policy_file"] == "policy-worker.json"
+    assert functions["sweeper"]["iam_policy_file"] == "policy-sweeper.json"
 
 
 # --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ over the bytes as they pass, so nothing is read back after the upload.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,8 +27,23 @@ def content_disposition(file_name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
 
 
-def object_key(tenant: str, task_id: str, file_name: str) -> str:
-    return f"downloads/{tenant}/{task_id}/{file_name}"
+def task_prefix(tenant: str, task_id: str) -> str:
+    """Where every build of one task writes: an operator finds a task's files here."""
+    return f"downloads/{tenant}/{task_id}/"
+
+
+def object_key(tenant: str, task_id: str, lease: int, file_name: str) -> str:
+    """One key per build (its lease), so a superseded build can only overwrite or delete its own."""
+    return f"{task_prefix(tenant, task_id)}{lease}/{file_name}"
+
+
+def parse_object_key(key: str) -> tuple[str, int] | None:
+    """(task id, lease) of a key made by ``object_key``; None for any other key."""
+    head, _, rest = key.partition("/")
+    parts = rest.rsplit("/", 3)
+    if head != "downloads" or len(parts) != 4 or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2])
 
 
 class StreamingUpload:
@@ -187,3 +203,49 @@ def presign_get(
 
 def delete_object(bucket: str, key: str) -> None:
     client("s3").delete_object(Bucket=bucket, Key=key)
+
+
+def open_uploads(bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """(key, upload id) of every multipart upload in progress under ``prefix``."""
+    s3 = client("s3")
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = s3.list_multipart_uploads(**kwargs)
+        for upload in page.get("Uploads", []):
+            yield upload["Key"], upload["UploadId"]
+        if not page.get("IsTruncated"):
+            return
+        kwargs.update(KeyMarker=page["NextKeyMarker"], UploadIdMarker=page["NextUploadIdMarker"])
+
+
+def abort_upload(bucket: str, key: str, upload_id: str) -> None:
+    client("s3").abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+
+def keys_under(bucket: str, prefix: str) -> Iterator[str]:
+    s3 = client("s3")
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = s3.list_objects_v2(**kwargs)
+        for obj in page.get("Contents", []):
+            yield obj["Key"]
+        if not page.get("IsTruncated"):
+            return
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def clear_task(bucket: str, prefix: str, keep: str | None = None) -> int:
+    """Abort the uploads and delete the objects under a task's prefix, but ``keep``.
+
+    For a task no build may still finish: what is left there belongs to builds
+    that died or were superseded. Returns how many things it removed.
+    """
+    removed = 0
+    for key, upload_id in list(open_uploads(bucket, prefix)):
+        abort_upload(bucket, key, upload_id)
+        removed += 1
+    for key in list(keys_under(bucket, prefix)):
+        if key != keep:
+            delete_object(bucket, key)
+            removed += 1
+    return removed

@@ -1,16 +1,21 @@
 """Task storage in DynamoDB through PynamoDB.
 
-Every status change is a conditional update naming the statuses it may come
-from, so duplicate or concurrent deliveries cannot run a build twice or
-overwrite a terminal state. Listings are Queries on indexes keyed by the
-partition a principal may see and sorted by the time-ordered id.
+Every status change is one of the named transitions of ``chalicelib.task``;
+this module turns it into a conditional write (the source statuses, plus the
+lease or the staleness its guard names) and, when the move takes or gives
+back an active-task slot, updates the owner's counter in the same
+transaction, so the quota holds under any concurrency. Listings are Queries
+on indexes keyed by the partition a principal may see and sorted by the
+time-ordered id; the sweeper reads a sparse index of the tasks it must watch.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pynamodb.attributes import (
@@ -20,16 +25,35 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
+from pynamodb.exceptions import DeleteError, DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 from chalicelib.adapters.aws import region_name
 from chalicelib.config import DEFAULT_TABLE
-from chalicelib.task import ACTIVE, Status, Task, TaskError
+from chalicelib.task import (
+    ACTIVE,
+    BUILDING,
+    DELETABLE,
+    EFFECT_FIELDS,
+    Guard,
+    Lifetimes,
+    Status,
+    Task,
+    TaskError,
+    Transition,
+    due_after,
+    effects,
+)
 
 ALL_SCOPE = "all"
+#: The one partition of the sweeper's index: every task with something left to watch.
+SWEEP_PARTITION = "due"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+_TX_CONDITION = ("ConditionalCheckFailed", _CONDITION_FAILED)
+_TX_CONFLICT = "TransactionConflict"
+#: Attempts at a transaction that real DynamoDB cancels for a concurrent one.
+_TX_TRIES = 4
 
 
 class _Meta:
@@ -64,15 +88,15 @@ class ByScope(GlobalSecondaryIndex["TaskModel"]):
     id = UnicodeAttribute(range_key=True)
 
 
-class ActiveByOwner(GlobalSecondaryIndex["TaskModel"]):
-    """Sparse: only tasks that are queued, running or canceling are in it."""
+class ByDue(GlobalSecondaryIndex["TaskModel"]):
+    """Sparse: the tasks the sweeper watches (active, or finished with their event pending)."""
 
     class Meta:
-        index_name = "active_by_owner"
+        index_name = "by_due"
         projection = KeysOnlyProjection()
 
-    active_owner = UnicodeAttribute(hash_key=True)
-    id = UnicodeAttribute(range_key=True)
+    sweep = UnicodeAttribute(hash_key=True)
+    due_at = NumberAttribute(range_key=True)
 
 
 class TaskModel(Model):
@@ -83,7 +107,6 @@ class TaskModel(Model):
     owner_name = UnicodeAttribute()
     tenant = UnicodeAttribute()
     scope = UnicodeAttribute(default=ALL_SCOPE)
-    active_owner = UnicodeAttribute(null=True)
     task_name = UnicodeAttribute()
     file_name = UnicodeAttribute()
     # lower-case copies: DynamoDB's ``contains`` is case-sensitive
@@ -94,6 +117,8 @@ class TaskModel(Model):
     params = JSONAttribute()
     status = UnicodeAttribute()
     attempts = NumberAttribute(default=1)
+    lease = NumberAttribute(default=0)
+    claims = NumberAttribute(default=0)
     progress = JSONAttribute(null=True)
     size = NumberAttribute(null=True)
     md5 = UnicodeAttribute(null=True)
@@ -106,13 +131,17 @@ class TaskModel(Model):
     finished_at = UTCDateTimeAttribute(null=True)
     expires_at = UTCDateTimeAttribute(null=True)
     heartbeat_at = UTCDateTimeAttribute(null=True)
+    queued_at = UTCDateTimeAttribute(null=True)
+    sweep = UnicodeAttribute(null=True)
+    #: epoch seconds: the sweeper's index sorts on it
+    due_at = NumberAttribute(null=True)
     idempotency_key = UnicodeAttribute(null=True)
     ttl = TTLAttribute(null=True)
 
     by_owner = ByOwner()
     by_tenant = ByTenant()
     by_scope = ByScope()
-    active_by_owner = ActiveByOwner()
+    by_due = ByDue()
 
 
 class IdempotencyModel(Model):
@@ -130,14 +159,34 @@ class IdempotencyModel(Model):
     ttl = TTLAttribute(null=True)
 
 
+class QuotaModel(Model):
+    """``quota#<owner>``: how many of the owner's tasks are active, kept exact by transactions."""
+
+    Meta = _Meta
+
+    id = UnicodeAttribute(hash_key=True)
+    active = NumberAttribute(default=0)
+
+
+_MODELS = (TaskModel, IdempotencyModel, QuotaModel)
+
+
 def configure(table_name: str, region: str | None = None) -> None:
     """Point the models at a table (tests and the local stack use their own)."""
-    for model in (TaskModel, IdempotencyModel):
+    for model in _MODELS:
         model.Meta.table_name = table_name
         model.Meta.region = region or region_name()
         model._connection = None
-    for index in (ByOwner, ByTenant, ByScope, ActiveByOwner):
+    for index in (ByOwner, ByTenant, ByScope, ByDue):
         index._connection = None  # type: ignore[attr-defined]
+
+
+def quota_id(owner: str) -> str:
+    return "quota#" + owner
+
+
+def _epoch(at: datetime | None) -> int | None:
+    return None if at is None else int(at.timestamp())
 
 
 def to_task(m: TaskModel) -> Task:
@@ -151,23 +200,30 @@ def to_task(m: TaskModel) -> Task:
         content_type=m.content_type, object_key=m.object_key,
         error=TaskError(err["code"], err["message"]) if err else None,
         started_at=m.started_at, finished_at=m.finished_at, expires_at=m.expires_at,
-        idempotency_key=m.idempotency_key,
+        idempotency_key=m.idempotency_key, lease=int(m.lease or 0), claims=int(m.claims or 0),
+        heartbeat_at=m.heartbeat_at, queued_at=m.queued_at,
+        due_at=datetime.fromtimestamp(m.due_at, UTC) if m.due_at is not None else None,
     )
 
 
-def to_model(t: Task, ttl: datetime | None) -> TaskModel:
+def to_model(t: Task) -> TaskModel:
     return TaskModel(
         t.id, owner=t.owner, owner_name=t.owner_name, tenant=t.tenant, scope=ALL_SCOPE,
-        active_owner=t.owner if t.status in ACTIVE else None, task_name=t.task_name,
-        file_name=t.file_name, task_name_lc=t.task_name.casefold(),
+        task_name=t.task_name, file_name=t.file_name, task_name_lc=t.task_name.casefold(),
         file_name_lc=t.file_name.casefold(), kind=t.kind, format=t.format, params=t.params,
-        status=t.status.value, attempts=t.attempts, progress=t.progress or None,
-        created_at=t.created_at, idempotency_key=t.idempotency_key, ttl=ttl,
+        status=t.status.value, attempts=t.attempts, lease=t.lease, claims=t.claims,
+        progress=t.progress or None, created_at=t.created_at, queued_at=t.queued_at,
+        sweep=SWEEP_PARTITION if t.due_at else None, due_at=_epoch(t.due_at),
+        idempotency_key=t.idempotency_key,
     )
 
 
 def _failed_condition(exc: Exception) -> bool:
     return getattr(exc, "cause_response_code", None) == _CONDITION_FAILED
+
+
+def _reasons(exc: TransactWriteError) -> list[str | None]:
+    return [r.code if r else None for r in (exc.cancellation_reasons or [])]
 
 
 @dataclass(frozen=True)
@@ -177,55 +233,134 @@ class Page:
     scanned: int
 
 
-# Fields a transition may set, with how to store them.
-_SETTABLE = {
-    "started_at", "finished_at", "expires_at", "heartbeat_at", "size", "md5", "sha256",
-    "content_type", "object_key", "progress", "attempts", "ttl",
-}
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    key_id: str
+    body_hash: str
+    ttl: timedelta
+
+
+class QuotaExceeded(Exception):
+    """The owner already has as many active tasks as the cap allows."""
+
+
+class KeyExists(Exception):
+    def __init__(self, body_hash: str, task: Task) -> None:
+        super().__init__("idempotency key in use")
+        self.body_hash = body_hash
+        self.task = task
+
+
+def _actions(changes: dict[str, Any]) -> list[Any]:
+    """Update actions for ``changes`` (None removes), keeping the sweeper's key pair consistent."""
+    actions = []
+    for name, value in changes.items():
+        if name == "due_at":
+            actions.append(TaskModel.sweep.remove() if value is None
+                           else TaskModel.sweep.set(SWEEP_PARTITION))
+            value = _epoch(value)
+        elif name == "error" and isinstance(value, TaskError):
+            value = value.to_dict()
+        elif name == "status":
+            value = Status(value).value
+        attr = getattr(TaskModel, name)
+        actions.append(attr.remove() if value is None else attr.set(value))
+    return actions
 
 
 class TaskRepository:
+    def __init__(self, lifetimes: Lifetimes | None = None) -> None:
+        self.lifetimes = lifetimes or Lifetimes()
+
+    # -- reading -------------------------------------------------------------
     def get(self, task_id: str) -> Task | None:
         try:
             return to_task(TaskModel.get(task_id, consistent_read=True))
         except DoesNotExist:
             return None
 
-    def add(self, task: Task, ttl: datetime | None = None) -> None:
-        to_model(task, ttl).save(condition=TaskModel.id.does_not_exist())
+    def active_count(self, owner: str) -> int:
+        try:
+            return int(QuotaModel.get(quota_id(owner), consistent_read=True).active or 0)
+        except DoesNotExist:
+            return 0
 
-    def add_idempotent(
-        self, task: Task, key_id: str, body_hash: str, now: datetime, key_ttl: timedelta
-    ) -> tuple[Task, bool]:
-        """Create ``task`` unless ``key_id`` already names one.
+    def due(self, now: datetime, limit: int = 500) -> Iterator[str]:
+        """Ids of the tasks the sweeper should look at now, most overdue first."""
+        for item in TaskModel.by_due.query(SWEEP_PARTITION, TaskModel.due_at <= _epoch(now),
+                                           limit=limit):
+            yield item.id
 
-        Returns the task and whether it is new; raises LookupError with the
-        stored body hash when the key exists (the caller compares it).
-        """
+    # -- writing -------------------------------------------------------------
+    def _transact(self, build: Any) -> None:
+        """Run a transaction, again when real DynamoDB cancels it for a concurrent one."""
         from pynamodb.transactions import TransactWrite
 
-        record = IdempotencyModel(key_id, task_id=task.id, body_hash=body_hash,
-                                  created_at=now, ttl=now + key_ttl)
-        for _ in range(2):
+        for attempt in range(_TX_TRIES):
             try:
                 with TransactWrite(connection=TaskModel._get_connection().connection) as tx:
+                    build(tx)
+                return
+            except TransactWriteError as exc:
+                if _TX_CONFLICT not in _reasons(exc) or attempt == _TX_TRIES - 1:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+
+    @staticmethod
+    def _take_slot(tx: Any, owner: str, cap: int) -> None:
+        tx.update(QuotaModel(quota_id(owner)), actions=[QuotaModel.active.add(1)],
+                  condition=QuotaModel.active.does_not_exist() | (QuotaModel.active < cap))
+
+    @staticmethod
+    def _give_slot(tx: Any, owner: str) -> None:
+        tx.update(QuotaModel(quota_id(owner)), actions=[QuotaModel.active.add(-1)])
+
+    def add(self, task: Task, cap: int, key: IdempotencyRecord | None = None) -> tuple[Task, bool]:
+        """Store a new queued task and take one of its owner's ``cap`` slots, atomically.
+
+        With an idempotency key, the key's record is written in the same
+        transaction; a key that already names a live task raises KeyExists
+        (the caller compares the body) whatever the quota says, since a
+        repeat takes no slot. Raises QuotaExceeded when the cap is reached.
+        """
+        task = task.with_status(Status.QUEUED, queued_at=task.created_at,
+                                due_at=due_after(Status.QUEUED, task.created_at, self.lifetimes))
+        for _ in range(3):
+            record = None if key is None else IdempotencyModel(
+                key.key_id, task_id=task.id, body_hash=key.body_hash, created_at=task.created_at,
+                ttl=task.created_at + key.ttl)
+
+            def build(tx: Any, record: IdempotencyModel | None = record) -> None:
+                if record is not None:
                     tx.save(record, condition=IdempotencyModel.id.does_not_exist())
-                    tx.save(to_model(task, None), condition=TaskModel.id.does_not_exist())
+                tx.save(to_model(task), condition=TaskModel.id.does_not_exist())
+                self._take_slot(tx, task.owner, cap)
+
+            try:
+                self._transact(build)
                 return task, True
             except TransactWriteError as exc:
-                reasons = [r.code if r else None for r in (exc.cancellation_reasons or [])]
-                if not reasons or reasons[0] not in ("ConditionalCheckFailed", _CONDITION_FAILED):
+                reasons = _reasons(exc)
+                if not reasons or not set(reasons) & set(_TX_CONDITION):
                     raise
-            existing = self.live_key(key_id, now, key_ttl)
-            if existing is None:
-                continue  # stale record removed: try once more
-            stored_task = self.get(existing.task_id)
-            if stored_task is None:
-                # the task was deleted: the key is free again
-                self._drop_key(existing)
-                continue
-            raise KeyExists(existing.body_hash, stored_task)
+                if key is not None and reasons[0] in _TX_CONDITION:
+                    self._existing(key, task.created_at)  # raises KeyExists, or frees a dead key
+                    continue
+                if reasons[-1] in _TX_CONDITION:
+                    raise QuotaExceeded() from None
+                raise
         raise RuntimeError("idempotency record kept changing")
+
+    def _existing(self, key: IdempotencyRecord, now: datetime) -> None:
+        """Raise KeyExists for a live key whose task is there; drop a dead key's record."""
+        existing = self.live_key(key.key_id, now, key.ttl)
+        if existing is None:
+            return
+        stored_task = self.get(existing.task_id)
+        if stored_task is None:  # the task was deleted: the key is free again
+            self._drop_key(existing)
+            return
+        raise KeyExists(existing.body_hash, stored_task)
 
     def live_key(self, key_id: str, now: datetime, key_ttl: timedelta) -> IdempotencyModel | None:
         try:
@@ -241,80 +376,84 @@ class TaskRepository:
     def _drop_key(rec: IdempotencyModel) -> None:
         try:
             rec.delete(condition=IdempotencyModel.task_id == rec.task_id)
-        except Exception as exc:  # noqa: BLE001 - a concurrent writer won; fine
+        except DeleteError as exc:  # a concurrent writer won; fine
             if not _failed_condition(exc):
                 raise
 
-    def transition(
-        self,
-        task_id: str,
-        sources: frozenset[Status] | set[Status],
-        target: Status,
-        *,
-        owner: str | None = None,
-        error: TaskError | None = None,
-        clear: tuple[str, ...] = (),
-        **fields: Any,
+    @staticmethod
+    def _condition(t: Transition, task: Task, stale_before: datetime | None) -> Any:
+        condition = TaskModel.id.exists() & TaskModel.status.is_in(*(s.value for s in t.sources))
+        if t.guard is Guard.LEASE:
+            condition &= TaskModel.lease == task.lease
+        elif t.guard is Guard.STALE:
+            if stale_before is None:
+                raise ValueError(f"{t.name} needs the staleness cutoff")
+            condition &= (TaskModel.heartbeat_at < stale_before) | TaskModel.heartbeat_at.does_not_exist()
+        return condition
+
+    def apply(
+        self, t: Transition, task: Task, now: datetime, *, cap: int | None = None,
+        stale_before: datetime | None = None, **fields: Any,
     ) -> Task | None:
-        """Move to ``target`` only from ``sources``; None when the task is
-        missing or elsewhere (the caller decides whether that is an error)."""
-        unknown = set(fields) - _SETTABLE
+        """Make transition ``t`` of ``task`` if its condition still holds.
+
+        ``task`` is the caller's snapshot: its owner names the quota counter
+        and its lease is the one a LEASE guard checks. ``fields`` are what the
+        caller adds (a result, an error); the lifecycle's own effects are
+        derived from the transition. Returns the task as stored afterwards,
+        or None when the task is missing or has moved on (the caller decides
+        whether that is an error). Raises QuotaExceeded when a move into the
+        active states finds the owner's ``cap`` reached.
+        """
+        unknown = set(fields) - EFFECT_FIELDS
         if unknown:
             raise ValueError(f"unknown fields {unknown}")
-        actions = [TaskModel.status.set(target.value)]
-        if target in ACTIVE:
-            if owner:
-                actions.append(TaskModel.active_owner.set(owner))
-        else:
-            actions.append(TaskModel.active_owner.remove())
-        if error is not None:
-            actions.append(TaskModel.error.set(error.to_dict()))
-        for name, value in fields.items():
-            attr = getattr(TaskModel, name)
-            actions.append(attr.remove() if value is None else attr.set(value))
-        for name in clear:
-            actions.append(getattr(TaskModel, name).remove())
-        model = TaskModel(task_id)
+        changes = {"status": t.target, **effects(t, task, now, self.lifetimes), **fields}
+        actions = _actions(changes)
+        condition = self._condition(t, task, stale_before)
+        if t.quota == 0:
+            model = TaskModel(task.id)
+            try:
+                model.update(actions=actions, condition=condition)
+            except UpdateError as exc:
+                if _failed_condition(exc):
+                    return None
+                raise
+            return to_task(model)
+        if t.quota > 0 and cap is None:
+            raise ValueError(f"{t.name} takes a slot: give the cap")
+
+        def build(tx: Any) -> None:
+            tx.update(TaskModel(task.id), actions=actions, condition=condition)
+            if t.quota > 0:
+                self._take_slot(tx, task.owner, cap)  # type: ignore[arg-type]
+            else:
+                self._give_slot(tx, task.owner)
+
         try:
-            model.update(
-                actions=actions,
-                condition=TaskModel.id.exists() & TaskModel.status.is_in(*(s.value for s in sources)),
-            )
-        except UpdateError as exc:
-            if _failed_condition(exc):
+            self._transact(build)
+        except TransactWriteError as exc:
+            reasons = _reasons(exc)
+            if reasons and reasons[0] in _TX_CONDITION:
                 return None
+            if len(reasons) > 1 and reasons[1] in _TX_CONDITION:
+                raise QuotaExceeded() from None
             raise
-        return to_task(model)
+        return self.get(task.id)
 
-    def reclaim_stale(self, task_id: str, stale_before: datetime, now: datetime) -> Task | None:
-        """Take over a ``running`` task whose build stopped beating (its Lambda died).
+    def heartbeat(self, task: Task, progress: dict[str, Any], now: datetime) -> Status | None:
+        """Record progress and learn the current status in one write, if the lease still holds.
 
-        The condition names the old heartbeat, so of two redeliveries only one wins.
+        None means the build lost its lease (taken over, finished by another,
+        deleted): it must stop and touch nothing but its own upload.
         """
-        model = TaskModel(task_id)
+        model = TaskModel(task.id)
         try:
             model.update(
-                actions=[TaskModel.heartbeat_at.set(now), TaskModel.started_at.set(now),
-                         TaskModel.progress.set({"rows": 0, "bytes": 0})],
-                condition=(TaskModel.status == Status.RUNNING.value)
-                & (TaskModel.heartbeat_at < stale_before),
-            )
-        except UpdateError as exc:
-            if _failed_condition(exc):
-                return None
-            raise
-        return to_task(model)
-
-    def heartbeat(self, task_id: str, progress: dict[str, Any], now: datetime) -> Status | None:
-        """Record progress and return the current status in one write.
-
-        This is how a running build learns about a cancel request.
-        """
-        model = TaskModel(task_id)
-        try:
-            model.update(
-                actions=[TaskModel.progress.set(progress), TaskModel.heartbeat_at.set(now)],
-                condition=TaskModel.id.exists(),
+                actions=_actions({"progress": progress, "heartbeat_at": now,
+                                  "due_at": due_after(Status.RUNNING, now, self.lifetimes)}),
+                condition=TaskModel.status.is_in(*(s.value for s in BUILDING))
+                & (TaskModel.lease == task.lease),
             )
         except UpdateError as exc:
             if _failed_condition(exc):
@@ -322,24 +461,60 @@ class TaskRepository:
             raise
         return Status(model.status)
 
-    def delete(self, task_id: str, allowed: frozenset[Status]) -> bool:
+    def postpone(self, task: Task, until: datetime) -> bool:
+        """Move the sweeper's next look at ``task``; False if someone else moved it first.
+
+        The condition names the due time the sweeper read, so of two sweepers
+        only one resends a message or publishes an event.
+        """
         try:
-            TaskModel(task_id).delete(
-                condition=TaskModel.status.is_in(*(s.value for s in allowed))
+            TaskModel(task.id).update(
+                actions=_actions({"due_at": until}),
+                condition=(TaskModel.status == task.status.value)
+                & (TaskModel.due_at == _epoch(task.due_at)),
             )
-        except Exception as exc:
+        except UpdateError as exc:
             if _failed_condition(exc):
                 return False
             raise
         return True
 
-    def count_active(self, owner: str, cap: int) -> int:
-        """Active tasks of an owner, reading at most ``cap`` keys of a sparse index."""
-        count = 0
-        for _ in TaskModel.active_by_owner.query(owner, limit=cap, page_size=cap):
-            count += 1
-        return count
+    def event_sent(self, task: Task) -> None:
+        """The terminal event of ``task``'s status is out: stop watching it."""
+        try:
+            TaskModel(task.id).update(actions=_actions({"due_at": None}),
+                                      condition=TaskModel.status == task.status.value)
+        except UpdateError as exc:
+            if not _failed_condition(exc):
+                raise
 
+    def delete(self, task: Task) -> bool:
+        """Delete a task in a deletable status; a queued one gives its slot back."""
+        condition = TaskModel.status == task.status.value
+        if task.status not in DELETABLE:
+            return False
+        if task.status not in ACTIVE:
+            try:
+                TaskModel(task.id).delete(condition=condition)
+            except DeleteError as exc:
+                if _failed_condition(exc):
+                    return False
+                raise
+            return True
+
+        def build(tx: Any) -> None:
+            tx.delete(TaskModel(task.id), condition=condition)
+            self._give_slot(tx, task.owner)
+
+        try:
+            self._transact(build)
+        except TransactWriteError as exc:
+            if set(_reasons(exc)) & set(_TX_CONDITION):
+                return False
+            raise
+        return True
+
+    # -- listing -------------------------------------------------------------
     def query(
         self,
         index: str,
@@ -390,12 +565,5 @@ class TaskRepository:
 INDEX_HASH = {"by_owner": "owner", "by_tenant": "tenant", "by_scope": "scope"}
 
 
-class KeyExists(Exception):
-    def __init__(self, body_hash: str, task: Task) -> None:
-        super().__init__("idempotency key in use")
-        self.body_hash = body_hash
-        self.task = task
-
-
-__all__ = ["INDEX_HASH", "KeyExists", "Page", "TaskModel", "TaskRepository", "configure", "to_model",
-           "to_task"]
+__all__ = ["INDEX_HASH", "IdempotencyRecord", "KeyExists", "Page", "QuotaExceeded", "TaskModel",
+           "TaskRepository", "configure", "quota_id", "to_model", "to_task"]

@@ -8,7 +8,7 @@ and get every shared format writer, and the output options, for free.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -17,6 +17,10 @@ from chalicelib.errors import ValidationError
 from chalicelib.formats.base import FORMATS, Format, Row
 from chalicelib.formats.compression import GZIP_CONTENT_TYPE, GZIP_EXTENSION, gzip_chunks
 from chalicelib.formats.options import GZIP, compression, misfits, with_options, write_options
+
+
+def _go_on() -> None:
+    """Outside a build nothing ever asks an exporter to stop."""
 
 
 @dataclass
@@ -28,6 +32,9 @@ class BuildContext:
     total_rows: int | None = None
     #: xlsx rows per sheet, header included; None is Excel's limit (lowered by tests)
     sheet_rows: int | None = None
+    #: raises when the build must stop (cancel, lost lease, time budget); an exporter
+    #: that can read a long time without yielding a byte calls it between source pages
+    check: Callable[[], None] = _go_on
 
     def count_rows(self, n: int) -> None:
         self.rows += n

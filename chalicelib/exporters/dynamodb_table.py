@@ -124,6 +124,7 @@ class DynamoDBTableExporter(RowExporter):
         pages = self._pages(table_name, scan_kwargs, segments)
         first: list[dict[str, Any]] = []
         for page in pages:  # a filtered scan can return empty pages before the first match
+            ctx.check()
             if page:
                 first = page
                 break
@@ -132,13 +133,16 @@ class DynamoDBTableExporter(RowExporter):
             for item in first[:SAMPLE_ITEMS]:
                 seen.update(dict.fromkeys(item))
             columns = sorted(seen)
-        return columns, self._rows(first, pages)
+        return columns, self._rows(first, pages, ctx)
 
     @staticmethod
-    def _rows(first: list[dict[str, Any]], pages: Iterator[list[dict[str, Any]]]) -> Iterator[Row]:
+    def _rows(
+        first: list[dict[str, Any]], pages: Iterator[list[dict[str, Any]]], ctx: BuildContext
+    ) -> Iterator[Row]:
         for item in first:
             yield _plain(item)
         for page in pages:
+            ctx.check()  # a selective filter reads many empty pages without yielding a byte
             for item in page:
                 yield _plain(item)
 

@@ -143,6 +143,7 @@ class LogArchiveExporter(Exporter):
 
         def pages() -> Iterator[bytes]:
             for events in self._pages(kwargs):
+                ctx.check()  # a filter pattern can search for minutes between matches
                 ctx.count_rows(len(events))
                 yield encode(events) if events else b""
 

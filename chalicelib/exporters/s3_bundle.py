@@ -215,7 +215,12 @@ class S3BundleExporter(Exporter):
                               f"Bucket {bucket!r} is not on this deployment's bundle allow-list.")
         entries = self._entries(bucket, list(params.get("keys") or []), params.get("prefix"),
                                 skip_missing=params.get("on_missing") == "skip")
-        yield from stream_bundle(entries, on_entry=lambda: ctx.count_rows(1))
+
+        def on_entry() -> None:
+            ctx.check()  # skipped keys and folder listings yield no bytes
+            ctx.count_rows(1)
+
+        yield from stream_bundle(entries, on_entry=on_entry)
 
     def _entries(
         self, bucket: str, keys: list[str], prefix: str | None, skip_missing: bool

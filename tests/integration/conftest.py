@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -29,8 +30,10 @@ from moto import mock_aws  # noqa: E402
 
 import app as app_module  # noqa: E402
 from chalicelib.adapters import aws, queue  # noqa: E402
-from chalicelib.adapters.tasks_repo import configure  # noqa: E402
+from chalicelib.adapters.tasks_repo import TaskRepository, configure  # noqa: E402
+from chalicelib.clock import now  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
+from chalicelib.task import CLAIM, Task  # noqa: E402
 from chalicelib.worker import Worker  # noqa: E402
 
 SETTINGS = app_module.settings
@@ -159,6 +162,16 @@ def stack() -> Iterator[Stack]:
             yield Stack(queue_url, dlq_url, events_url, _cognito_users(), client)
         aws.reset()
         queue.queue_url.cache_clear()
+
+
+def claim(task_id: str, at: datetime | None = None) -> Task:
+    """Claim a queued task as a worker would, without building it (a build in flight)."""
+    repo = TaskRepository()
+    task = repo.get(task_id)
+    assert task is not None
+    claimed = repo.apply(CLAIM, task, at or now())
+    assert claimed is not None
+    return claimed
 
 
 def fast_worker(**changes: Any) -> Worker:

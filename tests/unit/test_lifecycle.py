@@ -8,21 +8,31 @@ from chalicelib.errors import Unauthorized
 from chalicelib.principal import Principal
 from chalicelib.task import (
     ACTIVE,
+    CLAIM,
     DELETABLE,
+    MACHINE,
+    REQUEST_CANCEL,
+    REQUEUE,
+    RETRY,
     TERMINAL,
+    Guard,
+    Lifetimes,
     Status,
     Task,
     TaskError,
+    Transition,
     can_transition,
+    effects,
     sources_of,
 )
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
+#: The status graph the README and the OpenAPI document describe.
 ALLOWED = {
-    ("queued", "running"), ("queued", "canceled"), ("running", "succeeded"),
-    ("running", "failed"), ("running", "canceling"), ("canceling", "canceled"),
-    ("canceling", "failed"), ("failed", "queued"), ("canceled", "queued"),
+    ("queued", "running"), ("queued", "canceled"), ("queued", "failed"), ("running", "succeeded"),
+    ("running", "failed"), ("running", "canceling"), ("running", "queued"), ("running", "canceled"),
+    ("canceling", "canceled"), ("canceling", "failed"), ("failed", "queued"), ("canceled", "queued"),
 }
 
 
@@ -49,7 +59,60 @@ def test_terminal_states_are_never_left_except_by_retry():
 
 def test_sources_of_running_is_only_queued():
     assert sources_of(Status.RUNNING) == {Status.QUEUED}
-    assert sources_of(Status.CANCELED) == {Status.QUEUED, Status.CANCELING}
+    assert sources_of(Status.CANCELED) == {Status.QUEUED, Status.RUNNING, Status.CANCELING}
+
+
+def test_every_move_out_of_running_but_a_cancel_request_is_guarded():
+    """Only the build holding the lease, or the sweeper once the build is dead, ends a run."""
+    for t in MACHINE:
+        if Status.RUNNING in t.sources and t is not REQUEST_CANCEL:
+            assert t.guard in (Guard.LEASE, Guard.STALE), t.name
+
+
+def test_the_quota_effect_of_each_transition_follows_the_active_states():
+    assert {t.name: t.quota for t in MACHINE} == {
+        "claim": 0, "request_cancel": 0, "cancel_queued": -1, "succeed": -1, "fail": -1,
+        "acknowledge_cancel": -1, "fail_queued": -1, "requeue": 0, "abandon": -1, "lose": -1,
+        "retry": 1,
+    }
+    with pytest.raises(ValueError):
+        Transition("mixed", frozenset({Status.QUEUED, Status.FAILED}), Status.CANCELED)
+
+
+LIFE = Lifetimes()
+
+
+@pytest.mark.parametrize("t", [t for t in MACHINE if t.target in TERMINAL], ids=lambda t: t.name)
+def test_every_way_into_a_terminal_state_sets_its_ttl_and_leaves_its_event_pending(t):
+    fields = effects(t, task(status=next(iter(t.sources))), NOW, LIFE)
+    assert fields["finished_at"] == NOW
+    assert fields["ttl"] >= NOW + LIFE.record_retention
+    assert fields["due_at"] == NOW + LIFE.event_grace
+
+
+def test_a_claim_takes_the_next_lease_and_counts_itself():
+    fields = effects(CLAIM, task(lease=4, claims=1), NOW, LIFE)
+    assert (fields["lease"], fields["claims"]) == (5, 2)
+    assert fields["heartbeat_at"] == NOW and fields["due_at"] == NOW + LIFE.stale_after
+
+
+def test_queued_again_clears_what_the_last_attempt_left():
+    old = task(status=Status.FAILED, error=TaskError("x", "y"), size=3, object_key="k", claims=2,
+               progress={"rows": 9, "bytes": 9})
+    retried = effects(RETRY, old, NOW, LIFE)
+    assert retried["attempts"] == 2 and retried["claims"] == 0
+    assert retried["error"] is None and retried["object_key"] is None and retried["size"] is None
+    assert retried["progress"] == {"rows": 0, "bytes": 0} and retried["queued_at"] == NOW
+    requeued = effects(REQUEUE, task(status=Status.RUNNING, claims=1), NOW, LIFE)
+    assert "attempts" not in requeued and "claims" not in requeued  # a dead build still counts
+    assert requeued["due_at"] == NOW + LIFE.resend_after
+
+
+def test_a_build_is_stale_once_its_heartbeat_is_older_than_the_cutoff():
+    beat = task(status=Status.RUNNING, heartbeat_at=NOW - timedelta(seconds=301))
+    assert beat.is_stale(NOW, timedelta(seconds=300))
+    assert not beat.is_stale(NOW - timedelta(seconds=2), timedelta(seconds=300))
+    assert not task(status=Status.QUEUED).is_stale(NOW, timedelta(0))
 
 
 def test_running_tasks_cannot_be_deleted():
