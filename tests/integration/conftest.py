@@ -32,6 +32,7 @@ from chalicelib.adapters import aws, queue  # noqa: E402
 from chalicelib.adapters.tasks_repo import configure  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.worker import Worker  # noqa: E402
+from local.cognito import UserPool  # noqa: E402
 
 SETTINGS = app_module.settings
 EVENTS_QUEUE = "captured-events"
@@ -57,6 +58,7 @@ class Stack:
     events_url: str
     users: dict[str, User]
     client: Client
+    pool: UserPool
 
     def sqs(self) -> Any:
         return boto3.client("sqs")
@@ -99,7 +101,7 @@ class Stack:
         return resp.json_body
 
 
-def _cognito_users() -> dict[str, User]:
+def _cognito_users() -> tuple[UserPool, dict[str, User]]:
     idp = boto3.client("cognito-idp")
     pool = idp.create_user_pool(
         PoolName="tests",
@@ -128,7 +130,7 @@ def _cognito_users() -> dict[str, User]:
             ClientId=client_id, AuthFlow="USER_PASSWORD_AUTH",
             AuthParameters={"USERNAME": user.username, "PASSWORD": password},
         )["AuthenticationResult"]["IdToken"]
-    return users
+    return UserPool(pool, client_id, idp.meta.region_name, ()), users
 
 
 def provision_resources() -> tuple[str, str]:
@@ -155,8 +157,9 @@ def stack() -> Iterator[Stack]:
                     EventPattern=json.dumps({"source": ["download-center"]}))
         eb.put_targets(Rule="capture", EventBusName=SETTINGS.event_bus_name,
                        Targets=[{"Id": "q", "Arn": events_arn}])
+        pool, users = _cognito_users()
         with Client(app_module.app) as client:
-            yield Stack(queue_url, dlq_url, events_url, _cognito_users(), client)
+            yield Stack(queue_url, dlq_url, events_url, users, client, pool)
         aws.reset()
         queue.queue_url.cache_clear()
 
