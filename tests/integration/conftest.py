@@ -1,7 +1,8 @@
 """Integration fixtures: the real app and worker against in-process moto.
 
-Identity is real too: users live in a moto Cognito pool and every request
-carries the ID token InitiateAuth returned for them.
+Identity is real too: users live in a moto Cognito pool, every request
+carries the ID token InitiateAuth returned for them, and the HTTP client
+verifies it as API Gateway's Cognito authorizer does (``verifying_client``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from chalicelib.adapters import aws, queue  # noqa: E402
 from chalicelib.adapters.tasks_repo import configure  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.worker import Worker  # noqa: E402
-from local.cognito import UserPool  # noqa: E402
+from local.cognito import TokenVerifier, UserPool  # noqa: E402
+
+from .verifying_client import VerifyingClient, moto_jwks  # noqa: E402
 
 SETTINGS = app_module.settings
 EVENTS_QUEUE = "captured-events"
@@ -158,7 +161,7 @@ def stack() -> Iterator[Stack]:
         eb.put_targets(Rule="capture", EventBusName=SETTINGS.event_bus_name,
                        Targets=[{"Id": "q", "Arn": events_arn}])
         pool, users = _cognito_users()
-        with Client(app_module.app) as client:
+        with VerifyingClient(app_module.app, TokenVerifier(moto_jwks, pool)) as client:
             yield Stack(queue_url, dlq_url, events_url, users, client, pool)
         aws.reset()
         queue.queue_url.cache_clear()
