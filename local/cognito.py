@@ -17,6 +17,7 @@ import string
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,18 +173,50 @@ class TokenError(Exception):
     """The presented token is not a valid ID token of this pool."""
 
 
+KeySource = Callable[[], KeySet]
+"""Where a verifier gets the pool's public keys; asked again when a token names an unknown key."""
+
+
+def jwks_url(endpoint_url: str, pool_id: str) -> str:
+    """The pool's well-known JWKS URL on a Cognito endpoint (the moto server locally)."""
+    return f"{endpoint_url.rstrip('/')}/{pool_id}/.well-known/jwks.json"
+
+
+def keys_from_url(url: str, timeout: float = 10.0) -> KeySource:
+    """A key source that fetches the JWKS at ``url`` on every call (the verifier caches it)."""
+
+    def fetch() -> KeySet:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return KeySet.import_key_set(json.load(resp))
+
+    return fetch
+
+
+def _key_source(keys: str | KeySet | KeySource, pool: UserPool) -> KeySource:
+    """One shape for the verifier: a URL keeps ``TokenVerifier(endpoint_url, pool)`` working."""
+    if isinstance(keys, str):
+        return keys_from_url(jwks_url(keys, pool.pool_id))
+    if isinstance(keys, KeySet):
+        return lambda: keys
+    return keys
+
+
 class TokenVerifier:
     """Verify Cognito ID tokens as API Gateway's user pool authorizer does.
 
-    The JWKS comes from the pool's well-known URL on the moto server and is
-    refetched once when a token names a key id it does not know (key rotation).
+    ``keys`` is where the pool's public keys come from: a Cognito endpoint URL
+    (the JWKS is fetched from the pool's well-known path, as the local stack
+    does against the moto server), a ``KeySet``, or a callable returning one
+    (in-process moto has no HTTP endpoint to fetch from). The keys are asked
+    for again, at most every ``MIN_REFRESH_SECONDS``, when a token names a key
+    id they do not hold (key rotation).
     """
 
     LEEWAY_SECONDS = 5
     MIN_REFRESH_SECONDS = 30.0
 
-    def __init__(self, endpoint_url: str, pool: UserPool) -> None:
-        self._jwks_url = f"{endpoint_url.rstrip('/')}/{pool.pool_id}/.well-known/jwks.json"
+    def __init__(self, keys: str | KeySet | KeySource, pool: UserPool) -> None:
+        self._key_source = _key_source(keys, pool)
         self._pool = pool
         self._lock = threading.Lock()
         self._keys: KeySet | None = None
@@ -197,21 +230,17 @@ class TokenVerifier:
             sub={"essential": True},
         )
 
-    def _fetch_keys(self) -> KeySet:
-        with urllib.request.urlopen(self._jwks_url, timeout=10) as resp:
-            return KeySet.import_key_set(json.load(resp))
-
     def _key_set(self, refresh: bool = False) -> KeySet:
         # Refetch on demand, but not per request: unknown key ids are cheap to send.
         with self._lock:
             stale = time.monotonic() - self._fetched_at >= self.MIN_REFRESH_SECONDS
             if self._keys is None or (refresh and stale):
-                self._keys = self._fetch_keys()
+                self._keys = self._key_source()
                 self._fetched_at = time.monotonic()
             return self._keys
 
     def load(self) -> None:
-        """Fetch the JWKS now, so a broken pool fails start-up rather than a request."""
+        """Fetch the keys now, so a broken pool fails start-up rather than a request."""
         self._key_set()
 
     def verify(self, token: str) -> dict[str, Any]:

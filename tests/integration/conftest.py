@@ -1,7 +1,8 @@
 """Integration fixtures: the real app and worker against in-process moto.
 
-Identity is real too: users live in a moto Cognito pool and every request
-carries the ID token InitiateAuth returned for them.
+Identity is real too: users live in a moto Cognito pool, every request
+carries the ID token InitiateAuth returned for them, and the HTTP client
+verifies it as API Gateway's Cognito authorizer does (``verifying_client``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from chalicelib.clock import now  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.task import CLAIM, Task  # noqa: E402
 from chalicelib.worker import Worker  # noqa: E402
+from local.cognito import TokenVerifier, UserPool  # noqa: E402
+
+from .verifying_client import VerifyingClient, moto_jwks  # noqa: E402
 
 SETTINGS = app_module.settings
 EVENTS_QUEUE = "captured-events"
@@ -60,6 +64,7 @@ class Stack:
     events_url: str
     users: dict[str, User]
     client: Client
+    pool: UserPool
 
     def sqs(self) -> Any:
         return boto3.client("sqs")
@@ -102,7 +107,7 @@ class Stack:
         return resp.json_body
 
 
-def _cognito_users() -> dict[str, User]:
+def _cognito_users() -> tuple[UserPool, dict[str, User]]:
     idp = boto3.client("cognito-idp")
     pool = idp.create_user_pool(
         PoolName="tests",
@@ -131,7 +136,7 @@ def _cognito_users() -> dict[str, User]:
             ClientId=client_id, AuthFlow="USER_PASSWORD_AUTH",
             AuthParameters={"USERNAME": user.username, "PASSWORD": password},
         )["AuthenticationResult"]["IdToken"]
-    return users
+    return UserPool(pool, client_id, idp.meta.region_name, ()), users
 
 
 def provision_resources() -> tuple[str, str]:
@@ -158,8 +163,9 @@ def stack() -> Iterator[Stack]:
                     EventPattern=json.dumps({"source": ["download-center"]}))
         eb.put_targets(Rule="capture", EventBusName=SETTINGS.event_bus_name,
                        Targets=[{"Id": "q", "Arn": events_arn}])
-        with Client(app_module.app) as client:
-            yield Stack(queue_url, dlq_url, events_url, _cognito_users(), client)
+        pool, users = _cognito_users()
+        with VerifyingClient(app_module.app, TokenVerifier(moto_jwks, pool)) as client:
+            yield Stack(queue_url, dlq_url, events_url, users, client, pool)
         aws.reset()
         queue.queue_url.cache_clear()
 
