@@ -9,8 +9,11 @@ WSGI application and request handler ThreadedMotoServer uses.
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -19,11 +22,40 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+_dynamodb_lock = threading.RLock()
+
+
+def serialize_dynamodb() -> None:
+    """Make moto's DynamoDB answer one request at a time, as real DynamoDB's items behave.
+
+    moto runs a transaction by snapshotting the whole table, applying each
+    item and, if one condition fails, restoring the snapshot: with requests
+    served on several threads, a failed transaction wipes out whatever other
+    requests wrote meanwhile, and two transactions can both pass a condition
+    that only one should (40 parallel creates against a cap of 20 accepted
+    21). Real DynamoDB is atomic per transaction and per item. Idempotent;
+    used by the local stack's server and by the in-process tests.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    original: Callable[..., Any] = DynamoHandler.call_action
+    if getattr(original, "serialized", False):
+        return
+
+    @functools.wraps(original)
+    def call_action(self: DynamoHandler) -> Any:
+        with _dynamodb_lock:
+            return original(self)
+
+    call_action.serialized = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
 
 class MotoServer:
     """All moto services on one ``host:port``, served from a background thread."""
 
     def __init__(self, host: str, port: int) -> None:
+        serialize_dynamodb()
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))

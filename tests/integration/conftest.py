@@ -37,6 +37,7 @@ from chalicelib.config import Settings  # noqa: E402
 from chalicelib.task import CLAIM, Task  # noqa: E402
 from chalicelib.worker import Worker  # noqa: E402
 from local.cognito import TokenVerifier, UserPool  # noqa: E402
+from local.motoserver import serialize_dynamodb  # noqa: E402
 
 from .verifying_client import VerifyingClient, moto_jwks  # noqa: E402
 
@@ -145,6 +146,9 @@ def provision_resources() -> tuple[str, str]:
 
     names = provision(None)
     return names["queue_url"], names["dlq_url"]
+
+
+serialize_dynamodb()  # moto's transactions are only atomic one request at a time
 
 
 @pytest.fixture
