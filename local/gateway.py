@@ -5,7 +5,7 @@ checking it, so any string shaped like a JWT becomes a principal. Here the
 Cognito case is handled by :class:`~local.cognito.TokenVerifier`; everything
 else (routing, CORS preflight, custom authorizers, the Lambda event shape) is
 chalice's own code, wired in through its documented extension points
-(``handler_cls`` of ``LocalDevServer``).
+(``handler_cls`` and ``server_cls`` of ``LocalDevServer``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from chalice.local import (
     LocalGateway,
     LocalGatewayAuthorizer,
     NotAuthorizedError,
+    ThreadedHTTPServer,
 )
 
 from local.cognito import TokenError, TokenVerifier
@@ -33,6 +34,8 @@ from local.cognito import TokenError, TokenVerifier
 log = logging.getLogger("local.api")
 
 BEARER = "bearer "
+# Connections the kernel may hold for the server before it accepts them.
+LISTEN_BACKLOG = 128
 
 
 def token_from_header(value: str) -> str:
@@ -122,6 +125,18 @@ class VerifyingRequestHandler(ChaliceRequestHandler):
         log.info("%s %s", self.address_string(), format % args)
 
 
+class BackloggedHTTPServer(ThreadedHTTPServer):
+    """chalice's threaded server with a listen queue that absorbs a burst of clients.
+
+    socketserver listens with a backlog of 5: when more clients connect at
+    once than the accept loop keeps up with, Linux drops their SYNs (a stall
+    of a second or more; some requests were never answered) and macOS resets
+    them. A browser plus a few scripts easily open 20 connections at once.
+    """
+
+    request_queue_size = LISTEN_BACKLOG
+
+
 def make_local_app(app_object: Chalice) -> Chalice:
     """Give the app thread-local ``current_request``, as ``chalice local`` does.
 
@@ -140,4 +155,11 @@ def create_server(
 ) -> LocalDevServer:
     """A bound (not yet serving) ``chalice local`` server for ``app_object``."""
     handler = functools.partial(VerifyingRequestHandler, verifier=verifier)
-    return LocalDevServer(make_local_app(app_object), config, host, port, handler_cls=handler)
+    return LocalDevServer(
+        make_local_app(app_object),
+        config,
+        host,
+        port,
+        handler_cls=handler,
+        server_cls=BackloggedHTTPServer,
+    )

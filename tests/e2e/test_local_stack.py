@@ -16,35 +16,15 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
-import boto3
 import pytest
 import requests
 
-from tests.e2e.conftest import RunningStack
+from tests.e2e.conftest import RunningStack, id_token
 
 HTTP_TIMEOUT = 30
 BUILD_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 TERMINAL = {"succeeded", "failed", "canceled", "expired"}
-
-
-def id_token(stack: RunningStack, username: str) -> str:
-    """Log in as a client would: InitiateAuth USER_PASSWORD_AUTH against the pool."""
-    info = stack.info
-    user = next(u for u in info["users"] if u["username"] == username)
-    idp = boto3.client(
-        "cognito-idp",
-        endpoint_url=info["aws_endpoint_url"],
-        region_name=info["region"],
-        aws_access_key_id="e2e",
-        aws_secret_access_key="e2e",
-    )
-    result = idp.initiate_auth(
-        ClientId=info["client_id"],
-        AuthFlow="USER_PASSWORD_AUTH",
-        AuthParameters={"USERNAME": username, "PASSWORD": user["password"]},
-    )
-    return result["AuthenticationResult"]["IdToken"]
 
 
 def assert_error(resp: requests.Response, status: int, code: str) -> None:
