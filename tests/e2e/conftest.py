@@ -99,6 +99,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
         "STACK_FILE": str(stack_file),
         "PYTHONUNBUFFERED": "1",
     }
+    env.pop("LOCAL_WORKERS", None)  # the default pool, whatever the developer's shell sets
     with open(log_file, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "local.stack"],

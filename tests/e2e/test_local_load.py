@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -17,8 +21,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
-from tests.e2e.conftest import RunningStack, id_token
+from tests.e2e.conftest import PROJECT_DIR, RunningStack, free_ports, id_token
 
 HTTP_TIMEOUT = 30.0
 # Connections opened back to back: far more than socketserver's default listen
@@ -28,6 +33,12 @@ BURST = 60
 # after 1 s (macOS answers with a reset instead). A loopback handshake the kernel
 # completes at once takes microseconds, however busy the server process is.
 HANDSHAKE_LIMIT = 0.9
+# About 20 s of building on this machine (some 250,000 csv rows/s); the test
+# cancels it as soon as the short export is through.
+LONG_ROWS = 5_000_000
+SHORT_ROWS = 10
+BUILD_TIMEOUT = 60.0
+TERMINAL = {"succeeded", "failed", "canceled", "expired"}
 
 
 @dataclass
@@ -136,3 +147,81 @@ def test_a_burst_of_clients_is_served(local_stack: RunningStack, alice: dict[str
         f"{len(outcomes)} clients: slowest handshake {max(o.handshake or 0 for o in outcomes):.3f} s, "
         f"slowest answer {max(o.elapsed for o in outcomes):.2f} s"
     )
+
+
+def create_demo(stack: RunningStack, headers: dict[str, str], name: str, rows: int) -> dict[str, Any]:
+    body = {"task_name": name, "kind": "demo", "format": "csv", "params": {"rows": rows}}
+    resp = requests.post(f"{stack.api}/downloads", json=body, headers=headers, timeout=HTTP_TIMEOUT)
+    assert resp.status_code == 202, resp.text
+    return resp.json()
+
+
+def get_task(stack: RunningStack, headers: dict[str, str], task_id: str) -> dict[str, Any]:
+    resp = requests.get(f"{stack.api}/downloads/{task_id}", headers=headers, timeout=HTTP_TIMEOUT)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def wait_for(
+    stack: RunningStack, headers: dict[str, str], task_id: str, statuses: set[str]
+) -> dict[str, Any]:
+    """Poll the task until its status is one of ``statuses`` (or fail with the stack's log)."""
+    deadline = time.monotonic() + BUILD_TIMEOUT
+    while True:
+        task = get_task(stack, headers, task_id)
+        if task["status"] in statuses:
+            return task
+        if time.monotonic() > deadline:
+            pytest.fail(f"{task_id} still {task['status']} after {BUILD_TIMEOUT:.0f} s:\n{stack.log_tail()}")
+        time.sleep(0.2)
+
+
+def test_the_pool_size_is_announced(local_stack: RunningStack) -> None:
+    assert "builds        2 at a time (LOCAL_WORKERS)" in local_stack.log()
+
+
+def test_a_short_build_overtakes_a_long_one(local_stack: RunningStack, alice: dict[str, str]) -> None:
+    """A big export must not hold up a small one: the stack runs builds side by side, as Lambda does."""
+    long_task = create_demo(local_stack, alice, "long", LONG_ROWS)
+    try:
+        # Once it runs, the long build holds one worker; a batch of both is impossible.
+        wait_for(local_stack, alice, long_task["id"], {"running"} | TERMINAL)
+        started = time.monotonic()
+        short_task = create_demo(local_stack, alice, "short", SHORT_ROWS)
+        short_task = wait_for(local_stack, alice, short_task["id"], TERMINAL)
+        short_took = time.monotonic() - started
+        long_task = get_task(local_stack, alice, long_task["id"])
+        assert short_task["status"] == "succeeded", short_task
+        assert long_task["status"] == "running", f"the long build ended first: {long_task}"
+        print(f"short export done in {short_took:.1f} s while the long one was at {long_task['progress']}")
+    finally:
+        resp = requests.post(
+            f"{local_stack.api}/downloads/{long_task['id']}/cancel", headers=alice, timeout=HTTP_TIMEOUT
+        )
+    assert resp.status_code == 202, resp.text
+    assert wait_for(local_stack, alice, long_task["id"], TERMINAL)["status"] == "canceled"
+
+
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_bad_local_workers_stops_start_up(tmp_path: Any, value: str) -> None:
+    """A bad LOCAL_WORKERS is refused at once with a message naming it, before anything starts."""
+    moto_port, api_port = free_ports(2)
+    env = {
+        **os.environ,
+        "LOCAL_WORKERS": value,
+        "MOTO_PORT": str(moto_port),
+        "PORT": str(api_port),
+        "STACK_FILE": str(tmp_path / "stack.json"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "local.stack"],
+        cwd=PROJECT_DIR,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(r"ERROR .*LOCAL_WORKERS=", result.stdout), result.stdout
+    assert "moto server on" not in result.stdout
