@@ -8,6 +8,7 @@ side, so a long one does not hold up the rest.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local.gateway import token_from_header
+from local.gateway import missing_route_response, render_gateway_response, token_from_header
 from local.poller import SqsPoller, finished_message_ids, lambda_record
 from local.stack import StartupError, _positive_int
 
@@ -277,3 +278,51 @@ def test_bad_local_workers_is_a_startup_error(monkeypatch: pytest.MonkeyPatch, r
     monkeypatch.setenv("LOCAL_WORKERS", raw)
     with pytest.raises(StartupError, match="LOCAL_WORKERS"):
         _positive_int("LOCAL_WORKERS", 2)
+
+
+def gateway_template(responses: dict[str, Any]) -> dict[str, Any]:
+    return {"Resources": {"RestAPI": {"Properties": {"GatewayResponses": responses}}}}
+
+
+def test_the_missing_route_response_comes_from_the_deployment_template() -> None:
+    response = missing_route_response()
+    assert response.status == 404
+    assert response.headers == {"Content-Type": "application/json"}
+    assert json.loads(response.body) == {
+        "error": {"code": "not_found", "message": "No route matches this method and path."}
+    }
+
+
+def test_gateway_response_renders_the_message_and_static_headers() -> None:
+    template = gateway_template({
+        "MISSING_AUTHENTICATION_TOKEN": {
+            "StatusCode": "404",
+            "ResponseTemplates": {"application/json": '{"error": {"message": $context.error.messageString}}'},
+            "ResponseParameters": {"gatewayresponse.header.Cache-Control": "'no-store'"},
+        }
+    })  # fmt: skip
+    response = render_gateway_response(template, "MISSING_AUTHENTICATION_TOKEN", 403, 'Say "hi"')
+    assert response.status == 404
+    assert json.loads(response.body) == {"error": {"message": 'Say "hi"'}}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_gateway_response_falls_back_as_api_gateway_does() -> None:
+    default_4xx = {"ResponseTemplates": {"application/json": '{"oops": $context.error.messageString}'}}
+    response = render_gateway_response(gateway_template({"DEFAULT_4XX": default_4xx}), "X", 403, "m")
+    assert (response.status, json.loads(response.body)) == (403, {"oops": "m"})
+    response = render_gateway_response(gateway_template({}), "X", 403, "m")
+    assert (response.status, json.loads(response.body)) == (403, {"message": "m"})
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"ResponseTemplates": {"application/json": '{"id": "$context.requestId"}'}},
+        {"ResponseParameters": {"gatewayresponse.header.X-Id": "method.request.header.X-Id"}},
+        {"ResponseTemplates": {"application/json": "not json"}},
+    ],
+)
+def test_gateway_response_the_local_stack_cannot_mirror_fails_loudly(spec: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        render_gateway_response(gateway_template({"X": spec}), "X", 403, "m")
