@@ -5,7 +5,13 @@ checking it, so any string shaped like a JWT becomes a principal. Here the
 Cognito case is handled by :class:`~local.cognito.TokenVerifier`; everything
 else (routing, CORS preflight, custom authorizers, the Lambda event shape) is
 chalice's own code, wired in through its documented extension points
-(``handler_cls`` of ``LocalDevServer``).
+(``handler_cls`` and ``server_cls`` of ``LocalDevServer``).
+
+Requests API Gateway would not pass to the Lambda (a path no route matches,
+or a method the route does not have, whatever the method's name) get the
+deployment's MISSING_AUTHENTICATION_TOKEN gateway response, rendered from
+``infra/resources.json``, instead of chalice's 403, the app's 405 or the
+http.server's HTML 501.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
+import uuid
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -25,14 +34,30 @@ from chalice.local import (
     LocalDevServer,
     LocalGateway,
     LocalGatewayAuthorizer,
+    LocalGatewayException,
     NotAuthorizedError,
+    RouteMatcher,
+    ThreadedHTTPServer,
 )
 
 from local.cognito import TokenError, TokenVerifier
+from local.provision import load_template
 
 log = logging.getLogger("local.api")
 
 BEARER = "bearer "
+# Connections the kernel may hold for the server before it accepts them.
+LISTEN_BACKLOG = 128
+
+# API Gateway's answer to a method or path the API does not have, and its defaults
+# (a response type the template does not customise falls back to DEFAULT_4XX).
+MISSING_ROUTE = "MISSING_AUTHENTICATION_TOKEN"
+MISSING_ROUTE_STATUS = 403
+MISSING_ROUTE_MESSAGE = "Missing Authentication Token"
+MISSING_ROUTE_ERROR_TYPE = "MissingAuthenticationTokenException"
+DEFAULT_TEMPLATE = '{"message":$context.error.messageString}'
+MESSAGE_VARIABLE = "$context.error.messageString"
+STATIC_HEADER = re.compile(r"^gatewayresponse\.header\.([A-Za-z0-9-]+)$")
 
 
 def token_from_header(value: str) -> str:
@@ -55,6 +80,63 @@ def unauthorized(request_id: str, message: str) -> NotAuthorizedError:
         },
         json.dumps(body).encode("utf-8"),
     )
+
+
+@dataclass(frozen=True)
+class GatewayResponse:
+    """A rendered gateway response: what API Gateway sends without calling the Lambda."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def render_gateway_response(
+    template: dict[str, Any], response_type: str, default_status: int, message: str
+) -> GatewayResponse:
+    """``RestAPI.GatewayResponses[response_type]`` of the template, as API Gateway renders it.
+
+    Read from the deployment template rather than restated, so the local
+    answer cannot drift from the deployed one. Only what this API uses is
+    supported (``$context.error.messageString``, static header values); any
+    other mapping raises at start-up instead of being answered wrongly.
+    """
+    responses = template.get("Resources", {}).get("RestAPI", {}).get("Properties", {})
+    responses = responses.get("GatewayResponses", {})
+    spec = responses.get(response_type) or responses.get("DEFAULT_4XX") or {}
+    status = int(spec.get("StatusCode", default_status))
+    body = spec.get("ResponseTemplates", {}).get("application/json", DEFAULT_TEMPLATE)
+    body = body.replace(MESSAGE_VARIABLE, json.dumps(message))
+    if "$" in body:
+        raise ValueError(f"{response_type}: the local gateway cannot render {body!r}")
+    json.loads(body)  # API Gateway would send it as JSON: make sure it is
+    headers = {"Content-Type": "application/json"}
+    for name, value in spec.get("ResponseParameters", {}).items():
+        match = STATIC_HEADER.match(name)
+        if not match or not (len(value) >= 2 and value[0] == value[-1] == "'"):
+            raise ValueError(f"{response_type}: the local gateway cannot map {name} = {value}")
+        headers[match.group(1)] = value[1:-1]
+    return GatewayResponse(status, headers, body.encode("utf-8"))
+
+
+def missing_route_response() -> GatewayResponse:
+    """The deployment's answer to a method or path the API does not have."""
+    return render_gateway_response(
+        load_template(), MISSING_ROUTE, MISSING_ROUTE_STATUS, MISSING_ROUTE_MESSAGE
+    )
+
+
+class GatewayResponseError(LocalGatewayException):
+    """A gateway response raised instead of invoking the app; chalice's handler sends it."""
+
+    def __init__(self, response: GatewayResponse, error_type: str) -> None:
+        headers = {
+            **response.headers,
+            "x-amzn-RequestId": str(uuid.uuid4()),
+            "x-amzn-ErrorType": error_type,
+        }
+        super().__init__(headers, response.body)
+        self.CODE = response.status
 
 
 class VerifyingAuthorizer(LocalGatewayAuthorizer):
@@ -94,11 +176,35 @@ class VerifyingAuthorizer(LocalGatewayAuthorizer):
 
 
 class VerifyingGateway(LocalGateway):
-    """chalice's ``LocalGateway`` with the verifying authorizer in place."""
+    """chalice's ``LocalGateway`` with the verifying authorizer and API Gateway's routing."""
 
-    def __init__(self, app_object: Chalice, config: Config, verifier: TokenVerifier) -> None:
+    def __init__(
+        self,
+        app_object: Chalice,
+        config: Config,
+        verifier: TokenVerifier,
+        missing_route: GatewayResponse,
+    ) -> None:
         super().__init__(app_object, config)
         self._authorizer = VerifyingAuthorizer(app_object, verifier)
+        self._routes = RouteMatcher(list(app_object.routes))
+        self._missing_route = missing_route
+
+    def handle_request(
+        self, method: str, path: str, headers: dict[str, Any], body: bytes | None
+    ) -> dict[str, Any]:
+        """Answer a request API Gateway would not route as it would; the rest as chalice does."""
+        if not self._is_routed(method, path):
+            raise GatewayResponseError(self._missing_route, MISSING_ROUTE_ERROR_TYPE)
+        return super().handle_request(method, path, headers, body)
+
+    def _is_routed(self, method: str, path: str) -> bool:
+        """Does the API have this method on this path? OPTIONS stays chalice's (CORS preflight)."""
+        try:
+            route = self._routes.match_route(path).route
+        except ValueError:
+            return False
+        return method == "OPTIONS" or method in self._app_object.routes[route]
 
 
 class VerifyingRequestHandler(ChaliceRequestHandler):
@@ -112,14 +218,53 @@ class VerifyingRequestHandler(ChaliceRequestHandler):
         app_object: Chalice,
         config: Config,
         verifier: TokenVerifier,
+        missing_route: GatewayResponse,
     ) -> None:
         # ChaliceRequestHandler.__init__ would build a plain LocalGateway and then
         # serve the request at once, so set ours up and go straight to the base.
-        self.local_gateway = VerifyingGateway(app_object, config, verifier)
+        self.local_gateway = VerifyingGateway(app_object, config, verifier, missing_route)
         BaseHTTPRequestHandler.__init__(self, request, client_address, server)
+
+    def __getattr__(self, name: str) -> Any:
+        """Every method name reaches the gateway, not only the seven chalice lists.
+
+        http.server answers a method without a ``do_<METHOD>`` with an HTML
+        501; API Gateway takes any method and answers one the API lacks with
+        the missing-route gateway response.
+        """
+        if name.startswith("do_"):
+            return self._generic_handle
+        raise AttributeError(name)
+
+    def _send_http_response_with_body(self, code: int, headers: dict[str, Any], body: str | bytes) -> None:
+        """As chalice, but a HEAD response carries the headers only (RFC 9110, 9.3.2).
+
+        A body after a HEAD response would be read as the start of the next
+        response on a kept-alive connection.
+        """
+        if self.command != "HEAD":
+            super()._send_http_response_with_body(code, headers, body)
+            return
+        length = len(body.encode("utf-8") if isinstance(body, str) else body)
+        self.send_response(code)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
+        self._send_headers(headers)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
+
+
+class BackloggedHTTPServer(ThreadedHTTPServer):
+    """chalice's threaded server with a listen queue that absorbs a burst of clients.
+
+    socketserver listens with a backlog of 5: when more clients connect at
+    once than the accept loop keeps up with, Linux drops their SYNs (a stall
+    of a second or more; some requests were never answered) and macOS resets
+    them. A browser plus a few scripts easily open 20 connections at once.
+    """
+
+    request_queue_size = LISTEN_BACKLOG
 
 
 def make_local_app(app_object: Chalice) -> Chalice:
@@ -139,5 +284,14 @@ def create_server(
     app_object: Chalice, config: Config, host: str, port: int, verifier: TokenVerifier
 ) -> LocalDevServer:
     """A bound (not yet serving) ``chalice local`` server for ``app_object``."""
-    handler = functools.partial(VerifyingRequestHandler, verifier=verifier)
-    return LocalDevServer(make_local_app(app_object), config, host, port, handler_cls=handler)
+    handler = functools.partial(
+        VerifyingRequestHandler, verifier=verifier, missing_route=missing_route_response()
+    )
+    return LocalDevServer(
+        make_local_app(app_object),
+        config,
+        host,
+        port,
+        handler_cls=handler,
+        server_cls=BackloggedHTTPServer,
+    )

@@ -6,6 +6,11 @@ from the function's timeout, and partial-batch semantics (``ReportBatchItemFailu
 messages the handler finished are deleted, the ones it reports in
 ``batchItemFailures`` stay for redelivery, and nothing is deleted if it raises
 (the queue's redrive policy then moves poison messages to the dead-letter queue).
+
+Lambda runs invocations side by side, so one user's ten-million-row export
+does not hold up everyone else's; the poller does the same with a few
+threads, each receiving and handling its own batches like one concurrent
+invocation.
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ def finished_message_ids(result: Any, message_ids: Sequence[str]) -> set[str]:
 
 
 class SqsPoller:
-    """One consumer of the build queue, like a single concurrent Lambda invocation."""
+    """Consumers of the build queue, like ``workers`` concurrent Lambda invocations."""
 
     def __init__(
         self,
@@ -102,7 +107,10 @@ class SqsPoller:
         memory_size: int,
         batch_size: int = 1,
         wait_seconds: int = 2,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
         self._sqs = sqs_client
         self._handler = handler
         self._queue_url = queue_url
@@ -114,22 +122,48 @@ class SqsPoller:
         self._batch_size = max(1, min(batch_size, SQS_MAX_BATCH))
         self._wait_seconds = wait_seconds
         self._stopping = threading.Event()
-        # A daemon thread: a build still running at exit must not keep the process alive.
-        self._thread = threading.Thread(target=self._run, name="sqs-poller", daemon=True)
+        # Daemon threads: a build still running at exit must not keep the process alive.
+        self._threads = [
+            threading.Thread(target=self._run, name=f"sqs-poller-{n}", daemon=True)
+            for n in range(1, workers + 1)
+        ]
+        self._count_lock = threading.Lock()
         self.batches = 0
 
+    @property
+    def workers(self) -> int:
+        return len(self._threads)
+
     def start(self) -> None:
-        self._thread.start()
+        log.info(
+            "polling %s with %d worker(s), batch size %d",
+            self._queue_url,
+            self.workers,
+            self._batch_size,
+        )
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 15.0) -> bool:
-        """Ask the poller to finish its current batch and stop; True if it did in time."""
+        """Ask every worker to finish its current batch and stop; True if all did in time.
+
+        ``timeout`` bounds the whole stop, not each worker, so shutting down
+        does not take longer with more workers.
+        """
         self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        busy = [thread.name for thread in self._threads if thread.is_alive()]
+        if busy:
+            log.warning("still busy after %.0f s: %s", timeout, ", ".join(busy))
+        else:
+            log.info("poller stopped")
+        return not busy
 
     def _run(self) -> None:
-        log.info("polling %s (batch size %d)", self._queue_url, self._batch_size)
+        """One worker: receive a batch, handle it, repeat until asked to stop."""
         while not self._stopping.is_set():
             try:
                 response = self._sqs.receive_message(
@@ -146,9 +180,24 @@ class SqsPoller:
                 self._stopping.wait(1.0)
                 continue
             messages = response.get("Messages") or []
-            if messages:
+            if not messages:
+                continue
+            if self._stopping.is_set():  # arrived during the last long poll: not ours to start
+                self._release(messages)
+                break
+            try:
                 self.dispatch(messages)
-        log.info("poller stopped")
+            except Exception:  # e.g. the delete failed: keep this worker, the pool stays whole
+                log.exception("handling a batch failed; its messages return after the visibility timeout")
+
+    def _release(self, messages: list[dict[str, Any]]) -> None:
+        """Make messages received while stopping visible again at once (best effort)."""
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                   for i, m in enumerate(messages)]  # fmt: skip
+        try:
+            self._sqs.change_message_visibility_batch(QueueUrl=self._queue_url, Entries=entries)
+        except Exception as exc:
+            log.info("could not release %d message(s) while stopping: %s", len(messages), exc)
 
     def _context(self) -> LambdaContext:
         context = LambdaContext(
@@ -163,17 +212,20 @@ class SqsPoller:
 
     def dispatch(self, messages: list[dict[str, Any]]) -> None:
         """Invoke the handler with one batch and delete what it finished."""
-        self.batches += 1
+        with self._count_lock:
+            self.batches += 1
         event = {"Records": [lambda_record(m, self._queue_arn, self._region) for m in messages]}
         ids = [m["MessageId"] for m in messages]
         context = self._context()
         started = time.monotonic()
-        log.info("invoking %s with %d message(s)", self._function_name, len(messages))
+        worker = threading.current_thread().name
+        log.info("%s: invoking %s with %d message(s)", worker, self._function_name, len(messages))
         try:
             result = self._handler(event, context)
         except Exception:
             log.exception(
-                "%s raised; all %d message(s) stay on the queue for redelivery",
+                "%s: %s raised; all %d message(s) stay on the queue for redelivery",
+                worker,
                 self._function_name,
                 len(messages),
             )
@@ -193,7 +245,8 @@ class SqsPoller:
             return
         self._delete_finished([m for m in messages if m["MessageId"] in done])
         log.info(
-            "%s finished %d, failed %d message(s) in %.2f s",
+            "%s: %s finished %d, failed %d message(s) in %.2f s",
+            worker,
             self._function_name,
             len(done),
             len(messages) - len(done),

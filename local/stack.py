@@ -7,9 +7,10 @@ source mapping would. ``.local/stack.json`` appears once all of it is up and
 disappears when it stops (Ctrl-C or SIGTERM; exit status 0).
 
 Environment: ``MOTO_PORT`` (5000), ``PORT`` (8000), ``STACK_FILE``
-(``.local/stack.json``). The app's settings come from ``.chalice/config.json``
-(stage ``dev``), as with ``chalice local``, and the resource names and URLs
-from provisioning.
+(``.local/stack.json``), ``LOCAL_WORKERS`` (2: how many builds run side by
+side, like concurrent Lambda invocations). The app's settings come from
+``.chalice/config.json`` (stage ``dev``), as with ``chalice local``, and the
+resource names and URLs from provisioning.
 """
 
 from __future__ import annotations
@@ -71,6 +72,18 @@ def _port(name: str, default: int) -> int:
     if not 0 < port < 65536:
         raise StartupError(f"{name}={port} is out of range")
     return port
+
+
+def _positive_int(name: str, default: int) -> int:
+    """A count from the environment; anything but a positive integer stops start-up."""
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise StartupError(f"{name}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise StartupError(f"{name}={value} must be at least 1")
+    return value
 
 
 def check_port_free(port: int, variable: str) -> None:
@@ -169,6 +182,7 @@ class LocalStack:
     stack_file: Path
     project_dir: Path = PROJECT_DIR
     region: str = REGION
+    workers: int = 2
     info: dict[str, Any] = field(default_factory=dict)
     _moto: Any = None
     _server: Any = None
@@ -326,9 +340,15 @@ class LocalStack:
             timeout_seconds=timeout,
             memory_size=int(worker_config.lambda_memory_size or 128),
             batch_size=batch_size,
+            workers=self.workers,
         )
         self._poller.start()
-        log.info("poller: build queue -> app.%s (timeout %d s)", WORKER_FUNCTION, timeout)
+        log.info(
+            "poller: build queue -> app.%s, %d at a time (timeout %d s)",
+            WORKER_FUNCTION,
+            self.workers,
+            timeout,
+        )
 
     def stop(self) -> None:
         """Stop whatever was started, newest first; safe after a partial start."""
@@ -344,7 +364,7 @@ class LocalStack:
             log.info("API stopped")
         if self._poller is not None:
             if not self._poller.stop():
-                log.warning("the worker is still busy; leaving it behind")
+                log.warning("builds still running; leaving them behind")
             self._poller = None
         if self._moto is not None:
             self._moto.stop()
@@ -377,6 +397,7 @@ class LocalStack:
                 f"  tasks table   {info['table']}",
                 f"  files bucket  {info['bucket']}",
                 f"  build queue   {info['queue_url']}  -> app.{WORKER_FUNCTION}",
+                f"  builds        {self.workers} at a time (LOCAL_WORKERS)",
                 f"  dead letters  {info['dlq_url']}",
                 f"  event bus     {info['event_bus']}",
                 f"  user pool     {info['user_pool_id']}  client {info['client_id']}",
@@ -428,6 +449,7 @@ def main() -> int:
             moto_port=_port("MOTO_PORT", 5000),
             api_port=_port("PORT", 8000),
             stack_file=stack_file_path(),
+            workers=_positive_int("LOCAL_WORKERS", 2),
         )
         stack.start()
         print(stack.banner(), flush=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -58,6 +59,25 @@ class RunningStack:
         return "\n".join(self.log().splitlines()[-lines:])
 
 
+def id_token(stack: RunningStack, username: str) -> str:
+    """Log in as a client would: InitiateAuth USER_PASSWORD_AUTH against the pool."""
+    info = stack.info
+    user = next(u for u in info["users"] if u["username"] == username)
+    idp = boto3.client(
+        "cognito-idp",
+        endpoint_url=info["aws_endpoint_url"],
+        region_name=info["region"],
+        aws_access_key_id="e2e",
+        aws_secret_access_key="e2e",
+    )
+    result = idp.initiate_auth(
+        ClientId=info["client_id"],
+        AuthFlow="USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": username, "PASSWORD": user["password"]},
+    )
+    return result["AuthenticationResult"]["IdToken"]
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the process group this fixture created (start_new_session=True)."""
     if proc.poll() is None:
@@ -79,6 +99,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
         "STACK_FILE": str(stack_file),
         "PYTHONUNBUFFERED": "1",
     }
+    env.pop("LOCAL_WORKERS", None)  # the default pool, whatever the developer's shell sets
     with open(log_file, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "local.stack"],

@@ -8,43 +8,26 @@ SIGINT and checks that it goes away cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import re
 import signal
+import socket
 import subprocess
 import time
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
-import boto3
 import pytest
 import requests
 
-from tests.e2e.conftest import RunningStack
+from tests.e2e.conftest import PROJECT_DIR, RunningStack, id_token
 
 HTTP_TIMEOUT = 30
 BUILD_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 TERMINAL = {"succeeded", "failed", "canceled", "expired"}
-
-
-def id_token(stack: RunningStack, username: str) -> str:
-    """Log in as a client would: InitiateAuth USER_PASSWORD_AUTH against the pool."""
-    info = stack.info
-    user = next(u for u in info["users"] if u["username"] == username)
-    idp = boto3.client(
-        "cognito-idp",
-        endpoint_url=info["aws_endpoint_url"],
-        region_name=info["region"],
-        aws_access_key_id="e2e",
-        aws_secret_access_key="e2e",
-    )
-    result = idp.initiate_auth(
-        ClientId=info["client_id"],
-        AuthFlow="USER_PASSWORD_AUTH",
-        AuthParameters={"USERNAME": username, "PASSWORD": user["password"]},
-    )
-    return result["AuthenticationResult"]["IdToken"]
 
 
 def assert_error(resp: requests.Response, status: int, code: str) -> None:
@@ -197,6 +180,97 @@ def test_tampered_token_is_401(local_stack: RunningStack, alice: dict[str, str])
 def test_missing_token_is_401(local_stack: RunningStack) -> None:
     resp = requests.get(f"{local_stack.api}/downloads", timeout=HTTP_TIMEOUT)
     assert_error(resp, 401, "unauthorized")
+
+
+def missing_route_body() -> dict[str, Any]:
+    """The body the deployment's MISSING_AUTHENTICATION_TOKEN gateway response sends."""
+    template = json.loads((PROJECT_DIR / "infra" / "resources.json").read_text(encoding="utf-8"))
+    spec = template["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]["MISSING_AUTHENTICATION_TOKEN"]
+    return json.loads(spec["ResponseTemplates"]["application/json"])
+
+
+def assert_missing_route(resp: requests.Response) -> None:
+    """What API Gateway answers for a method or path the API does not have."""
+    assert_error(resp, 404, "not_found")
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.json() == missing_route_body()
+    assert "Allow" not in resp.headers  # API Gateway sends none
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/downloads"),
+        ("PATCH", "/downloads"),
+        ("DELETE", "/downloads"),
+        ("PUT", "/downloads/01JDQ4V8Z8S9Y6K1E6J3X2M7TQ"),
+        ("PATCH", "/downloads/x"),
+        ("GET", "/downloads/x/cancel"),
+        ("POST", "/health"),
+        ("GET", "/nope"),
+        ("POST", "/nope"),
+        ("GET", "/downloads/x/file/more"),
+        ("TRACE", "/downloads"),
+        ("PROPFIND", "/health"),
+        ("BREW", "/nope"),
+    ],
+)
+@pytest.mark.parametrize("signed_in", [False, True], ids=["anonymous", "alice"])
+def test_no_such_route_is_the_gateway_404(
+    local_stack: RunningStack, alice: dict[str, str], method: str, path: str, signed_in: bool
+) -> None:
+    headers = alice if signed_in else {}
+    resp = requests.request(
+        method, f"{local_stack.api}{path}", headers=headers, json={}, timeout=HTTP_TIMEOUT
+    )
+    assert_missing_route(resp)
+
+
+def read_head(sock: socket.socket) -> tuple[str, dict[str, str], bytes]:
+    """Status line, headers and whatever bytes came after them, read off a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
+    return status, headers, rest
+
+
+def test_head_is_a_404_without_a_body(local_stack: RunningStack) -> None:
+    """No HEAD route: the gateway 404's headers only, and the kept-alive connection stays usable.
+
+    A raw socket, because HTTP clients hide a body sent after a HEAD response
+    (urllib3 drops the connection, http.client drops its read buffer).
+    """
+    api = urlsplit(local_stack.api)
+    with socket.create_connection((api.hostname, api.port), timeout=HTTP_TIMEOUT) as sock:
+        sock.sendall(b"HEAD /health HTTP/1.1\r\nHost: local\r\n\r\n")
+        status, headers, rest = read_head(sock)
+        assert status.split()[1] == "404", status
+        assert headers["content-type"] == "application/json"
+        assert int(headers["content-length"]) == len(json.dumps(missing_route_body()))
+        sock.settimeout(0.5)
+        with contextlib.suppress(TimeoutError):
+            rest += sock.recv(65536)
+        assert rest == b"", "a body after a HEAD response"
+        sock.settimeout(HTTP_TIMEOUT)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: local\r\n\r\n")  # same connection
+        status, headers, body = read_head(sock)
+        assert status.split()[1] == "200", status
+        while len(body) < int(headers["content-length"]):
+            body += sock.recv(65536)
+        assert json.loads(body) == {"status": "ok"}
+
+
+def test_options_stays_chalices(local_stack: RunningStack) -> None:
+    """CORS preflight on a known path is chalice's; on an unknown path it is the gateway 404."""
+    resp = requests.options(f"{local_stack.api}/downloads", timeout=HTTP_TIMEOUT)
+    assert resp.status_code == 200
+    assert "OPTIONS" in resp.headers["Access-Control-Allow-Methods"]
+    assert_missing_route(requests.options(f"{local_stack.api}/nope", timeout=HTTP_TIMEOUT))
 
 
 def test_sigint_stops_everything(local_stack: RunningStack) -> None:
