@@ -59,8 +59,6 @@ class Settings:
     queued_expiry_hours: int = 24
     #: claims of one attempt before a task whose builds keep dying fails ``worker_lost``
     max_build_claims: int = 3
-    #: how often the local stack runs the sweeper (the deployment's schedule is in app.py)
-    sweep_interval_seconds: float = 60.0
 
     def lifetimes(self) -> Lifetimes:
         return Lifetimes(
@@ -98,5 +96,4 @@ class Settings:
             resend_after_seconds=int(e.get("RESEND_AFTER_SECONDS", "300")),
             queued_expiry_hours=int(e.get("QUEUED_EXPIRY_HOURS", "24")),
             max_build_claims=int(e.get("MAX_BUILD_CLAIMS", "3")),
-            sweep_interval_seconds=float(e.get("SWEEP_INTERVAL_SECONDS", "60")),
         )

@@ -57,7 +57,9 @@ class Sweeper:
             except Exception:
                 log.exception("sweeper could not handle task %s; next pass tries again", task_id)
                 done["error"] += 1
-        done["uploads_aborted"] += self._abort_orphan_uploads()
+        aborted = self._abort_orphan_uploads()
+        if aborted:
+            done["uploads_aborted"] += aborted
         done.pop("nothing", None)
         if done:
             log.info("sweep: %s", dict(done))

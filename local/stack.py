@@ -8,7 +8,8 @@ disappears when it stops (Ctrl-C or SIGTERM; exit status 0).
 
 Environment: ``MOTO_PORT`` (5000), ``PORT`` (8000), ``STACK_FILE``
 (``.local/stack.json``), ``LOCAL_WORKERS`` (2: how many builds run side by
-side, like concurrent Lambda invocations). The app's settings come from
+side, like concurrent Lambda invocations), ``SWEEP_INTERVAL_SECONDS`` (10: how
+often the sweeper runs; every minute in the deployment). The app's settings come from
 ``.chalice/config.json`` (stage ``dev``), as with ``chalice local``, and the
 resource names and URLs from provisioning.
 """
@@ -44,6 +45,7 @@ HOST = "127.0.0.1"
 REGION = "us-east-1"
 STAGE = "dev"
 WORKER_FUNCTION = "build_worker"
+SWEEPER_FUNCTION = "sweeper"
 QUIET_LOGGERS = ("werkzeug", "botocore", "boto3", "urllib3", "s3transfer", "pynamodb")
 # Variables that would point boto3 at real AWS or at a developer's own profile.
 FOREIGN_AWS_VARS = (
@@ -83,6 +85,18 @@ def _positive_int(name: str, default: int) -> int:
         raise StartupError(f"{name}={raw!r} is not a whole number") from None
     if value < 1:
         raise StartupError(f"{name}={value} must be at least 1")
+    return value
+
+
+def _positive_float(name: str, default: float) -> float:
+    """A duration in seconds from the environment; anything but a positive number stops start-up."""
+    raw = os.environ.get(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise StartupError(f"{name}={raw!r} is not a number of seconds") from None
+    if not value > 0:
+        raise StartupError(f"{name}={raw} must be more than 0")
     return value
 
 
@@ -183,11 +197,13 @@ class LocalStack:
     project_dir: Path = PROJECT_DIR
     region: str = REGION
     workers: int = 2
+    sweep_interval: float = 10.0
     info: dict[str, Any] = field(default_factory=dict)
     _moto: Any = None
     _server: Any = None
     _server_thread: threading.Thread | None = None
     _poller: Any = None
+    _schedule: Any = None
     _wrote_stack_file: bool = False
 
     @property
@@ -220,6 +236,7 @@ class LocalStack:
         config, app_module = self._load_app(resources)
         batch_size = self._start_api(app_module, config, verifier)
         self._start_poller(app_module, config, resources, batch_size)
+        self._start_schedule(app_module, config)
 
         status = wait_for_health(self.api_url)
         if status != 200:
@@ -350,6 +367,21 @@ class LocalStack:
             timeout,
         )
 
+    def _start_schedule(self, app_module: ModuleType, config: Any) -> None:
+        from local.schedule import Schedule
+
+        if not hasattr(app_module, SWEEPER_FUNCTION):
+            raise StartupError(f"app.py must define `{SWEEPER_FUNCTION}`")
+        scoped = config.scope(chalice_stage=STAGE, function_name=SWEEPER_FUNCTION)
+        self._schedule = Schedule(
+            getattr(app_module, SWEEPER_FUNCTION), self.sweep_interval,
+            f"{config.app_name}-{STAGE}-{SWEEPER_FUNCTION}", self.region,
+            int(scoped.lambda_timeout or 60),
+        )
+        self._schedule.start()
+        log.info("schedule: app.%s every %g s (SWEEP_INTERVAL_SECONDS)", SWEEPER_FUNCTION,
+                 self.sweep_interval)
+
     def stop(self) -> None:
         """Stop whatever was started, newest first; safe after a partial start."""
         if self._wrote_stack_file:
@@ -362,6 +394,9 @@ class LocalStack:
                 self._server_thread.join(5)
             self._server = None
             log.info("API stopped")
+        if self._schedule is not None:
+            self._schedule.stop()
+            self._schedule = None
         if self._poller is not None:
             if not self._poller.stop():
                 log.warning("builds still running; leaving them behind")
@@ -398,6 +433,7 @@ class LocalStack:
                 f"  files bucket  {info['bucket']}",
                 f"  build queue   {info['queue_url']}  -> app.{WORKER_FUNCTION}",
                 f"  builds        {self.workers} at a time (LOCAL_WORKERS)",
+                f"  sweeper       every {self.sweep_interval:g} s (SWEEP_INTERVAL_SECONDS)",
                 f"  dead letters  {info['dlq_url']}",
                 f"  event bus     {info['event_bus']}",
                 f"  user pool     {info['user_pool_id']}  client {info['client_id']}",
@@ -450,6 +486,7 @@ def main() -> int:
             api_port=_port("PORT", 8000),
             stack_file=stack_file_path(),
             workers=_positive_int("LOCAL_WORKERS", 2),
+            sweep_interval=_positive_float("SWEEP_INTERVAL_SECONDS", 10.0),
         )
         stack.start()
         print(stack.banner(), flush=True)

@@ -86,9 +86,9 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    tmp = tmp_path_factory.mktemp("local-stack")
+@contextlib.contextmanager
+def start_stack(tmp: Path, **extra_env: str) -> Iterator[RunningStack]:
+    """``python -m local.stack`` on free ports, with ``extra_env``; killed on exit."""
     stack_file = tmp / "stack.json"
     log_file = tmp / "stack.log"
     moto_port, api_port = free_ports(2)
@@ -99,7 +99,10 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
         "STACK_FILE": str(stack_file),
         "PYTHONUNBUFFERED": "1",
     }
-    env.pop("LOCAL_WORKERS", None)  # the default pool, whatever the developer's shell sets
+    # the defaults, whatever the developer's shell sets
+    for name in ("LOCAL_WORKERS", "SWEEP_INTERVAL_SECONDS", "STALE_AFTER_SECONDS"):
+        env.pop(name, None)
+    env.update(extra_env)
     with open(log_file, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "local.stack"],
@@ -123,3 +126,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
         yield running
     finally:
         _kill_group(proc)
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with start_stack(tmp_path_factory.mktemp("local-stack")) as running:
+        yield running
