@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+#: A ULID holds its time as 48 bits of milliseconds since the Unix epoch.
+MAX_MS = 2**48 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 def _encode(value: int, length: int) -> str:
@@ -23,13 +28,26 @@ def new_id(ms: int | None = None) -> str:
     return _encode(stamp, 10) + _encode(int.from_bytes(os.urandom(10), "big"), 16)
 
 
+def ms_at(dt: datetime) -> int:
+    """Milliseconds since the epoch (floored), clamped to what a ULID can hold.
+
+    Integer arithmetic, not ``dt.timestamp()``: the float rounds far-future
+    instants up to the next millisecond. The clamp matters because ``_encode``
+    of a negative count wraps round to a huge id: unclamped, 1960 sorted after
+    every real id. A naive ``dt`` is taken as UTC, as ``clock.parse_iso`` does.
+    """
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return min(max((dt - _EPOCH) // _ONE_MS, 0), MAX_MS)
+
+
 def lowest_id_at(dt: datetime) -> str:
     """The smallest id that a task created at ``dt`` (ms precision) can have."""
-    return _encode(int(dt.timestamp() * 1000), 10) + "0" * 16
+    return _encode(ms_at(dt), 10) + "0" * 16
 
 
 def highest_id_at(dt: datetime) -> str:
-    return _encode(int(dt.timestamp() * 1000), 10) + "Z" * 16
+    return _encode(ms_at(dt), 10) + "Z" * 16
 
 
 def is_valid(value: str) -> bool:

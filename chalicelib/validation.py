@@ -191,7 +191,10 @@ def _parse_time(params: dict[str, str], name: str, details: list[dict[str, str]]
         return parse_iso(params[name])
     except ValueError:
         details.append(_detail(name, "must be an ISO 8601 time, e.g. 2026-11-23T10:00:00Z"))
-        return None
+    except OverflowError:
+        # e.g. 0001-01-01T00:00+01:00: in UTC it falls before year 1
+        details.append(_detail(name, "must be between years 1 and 9999 in UTC"))
+    return None
 
 
 def parse_list_query(params: dict[str, str] | None, *, is_admin: bool) -> ListQuery:

@@ -1,0 +1,68 @@
+"""Edges of GET /downloads without AWS: time bounds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chalicelib import ids
+from chalicelib.errors import ValidationError
+from chalicelib.validation import parse_list_query
+
+YEAR_1 = datetime(1, 1, 1, tzinfo=UTC)
+Y1960 = datetime(1960, 1, 1, tzinfo=UTC)
+LAST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+FIRST_ID, LAST_ID = "0" * 26, "7" + "Z" * 25  # ULID's range: 48 bits of ms, then 80 random
+
+
+def code_of(fn, *args, **kwargs):
+    with pytest.raises(ValidationError) as info:
+        fn(*args, **kwargs)
+    return info.value.code, info.value.details
+
+
+# -- time bounds ---------------------------------------------------------------
+@pytest.mark.parametrize("dt", [Y1960, YEAR_1, datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)])
+def test_bounds_before_1970_clamp_to_the_first_id(dt):
+    """A negative ms count used to wrap round to a huge id (1960 → "ZZPT…"),
+    so created_before=1960 listed everything and created_after=1960 nothing."""
+    assert ids.lowest_id_at(dt) == FIRST_ID
+    assert ids.highest_id_at(dt) == "0" * 10 + "Z" * 16
+
+
+def test_bounds_keep_the_order_of_real_ids_across_the_whole_calendar():
+    now_id = ids.new_id()
+    assert ids.lowest_id_at(YEAR_1) <= ids.lowest_id_at(Y1960) <= now_id
+    assert now_id <= ids.highest_id_at(LAST_INSTANT) <= LAST_ID
+    assert ids.lowest_id_at(LAST_INSTANT) <= ids.highest_id_at(LAST_INSTANT)
+
+
+def test_far_future_bound_is_exact_to_the_millisecond():
+    """``dt.timestamp()`` is a float: it rounded 9999-12-31T23:59:59.999999 up
+    to the next second, so the bound named a millisecond after the instant."""
+    ms = 253402300799999
+    assert ids.lowest_id_at(LAST_INSTANT) == ids.new_id(ms)[:10] + "0" * 16
+    assert ids.ms_at(datetime(2500, 4, 11, 20, 46, 4, 3999, tzinfo=UTC)) == 16733940364003
+
+
+def test_ms_at_clamps_to_the_ulid_range_and_reads_naive_times_as_utc():
+    assert ids.ms_at(datetime.min.replace(tzinfo=UTC)) == 0
+    assert 0 < ids.ms_at(datetime.max.replace(tzinfo=UTC)) <= ids.MAX_MS
+    assert ids.ms_at(datetime(1970, 1, 1, 0, 0, 1)) == 1000
+    assert ids.ms_at(datetime(1970, 1, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)) == 3599999
+
+
+@pytest.mark.parametrize("name", ["created_after", "created_before"])
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00"])
+def test_times_outside_the_calendar_in_utc_are_400_not_a_crash(name, value):
+    """Converting these to UTC overflowed datetime: an OverflowError, a 500."""
+    code, details = code_of(parse_list_query, {name: value}, is_admin=False)
+    assert code == "validation_error" and details[0]["field"] == name
+
+
+def test_the_ends_of_the_calendar_are_accepted():
+    q = parse_list_query({"created_after": "0001-01-01T00:00:00Z",
+                          "created_before": "9999-12-31T23:59:59.999999Z"}, is_admin=False)
+    assert ids.lowest_id_at(q.created_after) == FIRST_ID
+    assert ids.new_id() <= ids.highest_id_at(q.created_before)
