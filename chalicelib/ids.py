@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -48,6 +49,28 @@ def lowest_id_at(dt: datetime) -> str:
 
 def highest_id_at(dt: datetime) -> str:
     return _encode(ms_at(dt), 10) + "Z" * 16
+
+
+@dataclass(frozen=True)
+class IdWindow:
+    """The id range of a ``created_after``/``created_before`` window, both
+    ends inclusive; None leaves that end open.
+
+    Listings query this range and cursors are bound to it: DynamoDB refuses
+    a start key outside the query's key condition.
+    """
+
+    low: str | None = None
+    high: str | None = None
+
+    @classmethod
+    def between(cls, after: datetime | None, before: datetime | None) -> IdWindow:
+        return cls(lowest_id_at(after) if after is not None else None,
+                   highest_id_at(before) if before is not None else None)
+
+    def contains(self, task_id: str) -> bool:
+        return (self.low is None or self.low <= task_id) and \
+            (self.high is None or task_id <= self.high)
 
 
 def is_valid(value: str) -> bool:

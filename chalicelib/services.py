@@ -27,7 +27,7 @@ from chalicelib.errors import (
     TooManyActiveTasks,
 )
 from chalicelib.exporters import REGISTRY, get_exporter
-from chalicelib.ids import highest_id_at, lowest_id_at, new_id
+from chalicelib.ids import IdWindow, new_id
 from chalicelib.messages import BUILD
 from chalicelib.principal import Principal
 from chalicelib.task import DELETABLE, Status, Task, TaskError
@@ -104,20 +104,21 @@ class Downloads:
 
     def list(self, principal: Principal, q: ListQuery) -> dict[str, Any]:
         index, partition = self._partition(principal, q)
+        window = IdWindow.between(q.created_after, q.created_before)
         start = (
-            cursors.decode(q.cursor, index, partition, INDEX_HASH[index]) if q.cursor else None
+            cursors.decode(q.cursor, index, partition, INDEX_HASH[index], window)
+            if q.cursor else None
         )
         at = utcnow()
         page = self.repo.query(
-            index, partition,
-            id_low=lowest_id_at(q.created_after) if q.created_after else None,
-            id_high=highest_id_at(q.created_before) if q.created_before else None,
+            index, partition, id_low=window.low, id_high=window.high,
             filter_condition=self._filters(principal, q, index, at),
             limit=q.limit, start_key=start, max_scanned=q.limit * SCAN_FACTOR,
         )
+        last = page.last_key
         return {
             "items": [self.resource(t, at) for t in page.tasks],
-            "next_cursor": cursors.encode(index, partition, page.last_key) if page.last_key else None,
+            "next_cursor": cursors.encode(index, partition, window, last) if last else None,
         }
 
     @staticmethod

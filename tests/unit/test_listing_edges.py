@@ -1,12 +1,14 @@
-"""Edges of GET /downloads without AWS: time bounds."""
+"""Edges of GET /downloads without AWS: time bounds, cursors."""
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chalicelib import ids
+from chalicelib import cursor, ids
 from chalicelib.errors import ValidationError
 from chalicelib.validation import parse_list_query
 
@@ -20,6 +22,10 @@ def code_of(fn, *args, **kwargs):
     with pytest.raises(ValidationError) as info:
         fn(*args, **kwargs)
     return info.value.code, info.value.details
+
+
+def b64(payload: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
 
 
 # -- time bounds ---------------------------------------------------------------
@@ -66,3 +72,54 @@ def test_the_ends_of_the_calendar_are_accepted():
                           "created_before": "9999-12-31T23:59:59.999999Z"}, is_admin=False)
     assert ids.lowest_id_at(q.created_after) == FIRST_ID
     assert ids.new_id() <= ids.highest_id_at(q.created_before)
+
+
+# -- cursors -------------------------------------------------------------------
+def _window(after: datetime | None, before: datetime | None) -> ids.IdWindow:
+    return ids.IdWindow.between(after, before)
+
+
+def _key(task_id: str) -> dict:
+    return {"id": {"S": task_id}, "owner": {"S": "u1"}}
+
+
+def test_a_cursor_is_bound_to_its_time_window():
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    made_for = _window(t0, None)
+    token = cursor.encode("by_owner", "u1", made_for, _key(ids.new_id()))
+    assert cursor.decode(token, "by_owner", "u1", "owner", _window(t0, None))
+    for other in (ids.IdWindow(), _window(t0 + timedelta(milliseconds=1), None),
+                  _window(t0, datetime(2027, 1, 1, tzinfo=UTC)), _window(None, t0)):
+        assert code_of(cursor.decode, token, "by_owner", "u1", "owner", other)[0] == "invalid_cursor"
+
+
+def test_windows_equal_to_the_millisecond_share_cursors():
+    """The binding is to the id range queried, not to how the time was spelled."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    token = cursor.encode("by_owner", "u1", _window(t0, None), _key(ids.new_id()))
+    assert cursor.decode(token, "by_owner", "u1", "owner",
+                         _window(t0 + timedelta(microseconds=999), None))
+
+
+def test_a_cursor_whose_id_lies_outside_its_window_is_refused():
+    """DynamoDB rejects such a start key; a forged cursor must not get there."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    window = _window(t0, t0 + timedelta(days=1))
+    early = ids.new_id(ids.ms_at(t0) - 1)
+    late = ids.new_id(ids.ms_at(t0 + timedelta(days=1)) + 1)
+    for outside in (early, late):
+        token = b64({"v": cursor.VERSION, "i": "by_owner", "p": "u1",
+                     "w": [window.low, window.high], "id": outside})
+        assert code_of(cursor.decode, token, "by_owner", "u1", "owner", window)[0] == "invalid_cursor"
+
+
+@pytest.mark.parametrize("bad", [
+    b64({"v": 1, "i": "by_owner", "p": "u1", "k": {"id": {"S": ids.new_id()}, "owner": {"S": "u1"}}}),
+    b64({"v": 2, "i": "by_owner", "p": "u1", "id": ids.new_id()}),
+    b64({"v": 2, "i": "by_owner", "p": "u1", "w": [None, None], "id": 5}),
+    b64({"v": True, "i": "by_owner", "p": "u1", "w": [None, None], "id": ids.new_id()}),
+    b64([[[[]]]]), "[" * 3, base64.urlsafe_b64encode(b"[" * 1500).decode(), "ü",
+])
+def test_malformed_and_old_cursors_are_invalid_not_a_crash(bad):
+    """The nested one raised RecursionError from json.loads: a 500."""
+    assert code_of(cursor.decode, bad, "by_owner", "u1", "owner", ids.IdWindow())[0] == "invalid_cursor"
