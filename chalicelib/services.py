@@ -15,7 +15,13 @@ from typing import Any
 
 from chalicelib import cursor as cursors
 from chalicelib.adapters import events, queue, storage
-from chalicelib.adapters.tasks_repo import INDEX_HASH, KeyExists, TaskModel, TaskRepository
+from chalicelib.adapters.tasks_repo import (
+    INDEX_HASH,
+    KeyExists,
+    StartKeyRejected,
+    TaskModel,
+    TaskRepository,
+)
 from chalicelib.clock import now as utcnow
 from chalicelib.config import Settings
 from chalicelib.errors import (
@@ -110,11 +116,16 @@ class Downloads:
             if q.cursor else None
         )
         at = utcnow()
-        page = self.repo.query(
-            index, partition, id_low=window.low, id_high=window.high,
-            filter_condition=self._filters(principal, q, index, at),
-            limit=q.limit, start_key=start, max_scanned=q.limit * SCAN_FACTOR,
-        )
+        try:
+            page = self.repo.query(
+                index, partition, id_low=window.low, id_high=window.high,
+                filter_condition=self._filters(principal, q, index, at),
+                limit=q.limit, start_key=start, max_scanned=q.limit * SCAN_FACTOR,
+            )
+        except StartKeyRejected:
+            if start is None:  # DynamoDB refused its own key: our fault, not the client's
+                raise
+            raise cursors.invalid() from None
         last = page.last_key
         return {
             "items": [self.resource(t, at) for t in page.tasks],

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from chalicelib import cursor as cursors
 from chalicelib import ids
@@ -55,6 +56,33 @@ def dynamodb_calls() -> Iterator[list[dict[str, Any]]]:
         yield seen
     finally:
         events.unregister("before-call.dynamodb.*", record)
+
+
+@contextmanager
+def dynamodb_refuses_next_start_key(message: str) -> Iterator[list[str]]:
+    """Answer the next Query that carries an ExclusiveStartKey with a
+    ValidationException, as real DynamoDB does for a start key outside the key
+    condition. Moto accepts any start key (checked: it just pages from there),
+    so the error is injected on PynamoDB's own client, once, before the request
+    would leave it; everything else goes to moto as usual.
+    """
+    fired: list[str] = []
+    events = TaskModel._get_connection().connection.client.meta.events
+
+    def refuse(model: Any, params: dict[str, Any], **_: Any) -> Any:
+        body = _body(params)
+        if fired or model.name != "Query" or "ExclusiveStartKey" not in body:
+            return None
+        fired.append(body["ExclusiveStartKey"]["id"]["S"])
+        error = {"Error": {"Code": "ValidationException", "Message": message},
+                 "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return AWSResponse("https://dynamodb.us-east-1.amazonaws.com/", 400, {}, None), error
+
+    events.register("before-call.dynamodb.Query", refuse)
+    try:
+        yield fired
+    finally:
+        events.unregister("before-call.dynamodb.Query", refuse)
 
 
 # -- time filters --------------------------------------------------------------
@@ -116,6 +144,30 @@ def test_a_cursor_whose_id_is_outside_its_window_never_reaches_dynamodb(stack):
 def test_a_deeply_nested_cursor_is_400_not_a_crash(stack):
     token = base64.urlsafe_b64encode(b"[" * 1500).decode()
     assert error_code(call(stack, f"/downloads?cursor={token}")) == "invalid_cursor"
+
+
+def test_a_start_key_dynamodb_refuses_is_invalid_cursor(stack):
+    """Second line of defence: should a cursor pass our checks and DynamoDB
+    still refuse its start key, the client hears invalid_cursor, not a 500."""
+    for i in range(3):
+        stack.create(task_name=f"t{i}")
+    token = listing(stack, "limit=1")["next_cursor"]
+    message = "The provided starting key is outside query boundaries based on provided conditions"
+    with dynamodb_refuses_next_start_key(message) as fired:
+        resp = call(stack, f"/downloads?limit=1&cursor={token}")
+    assert fired, "the injected rejection was used"
+    assert error_code(resp) == "invalid_cursor"
+    assert len(listing(stack, f"limit=1&cursor={token}")["items"]) == 1  # moto again
+
+
+def test_other_validation_errors_of_a_query_are_not_blamed_on_the_cursor(stack):
+    for i in range(3):
+        stack.create(task_name=f"t{i}")
+    token = listing(stack, "limit=1")["next_cursor"]
+    with dynamodb_refuses_next_start_key("Invalid FilterExpression: syntax error") as fired:
+        resp = call(stack, f"/downloads?limit=1&cursor={token}")
+    assert fired and resp.status_code == 500
+    assert json.loads(resp.body)["error"]["code"] == "internal_error"
 
 
 def test_status_filter_with_a_window_pages_every_match_once(stack):
