@@ -1,4 +1,4 @@
-"""Edges of GET /downloads through the API: time windows, cursors."""
+"""Edges of GET /downloads through the API: time windows, cursors, limit."""
 
 from __future__ import annotations
 
@@ -189,3 +189,22 @@ def test_status_filter_with_a_window_pages_every_match_once(stack):
 
 def call_post(stack, path: str, user: str = "alice"):
     return stack.client.http.post(path, headers=stack.users[user].headers, body=b"")
+
+
+# -- limit and partition keys --------------------------------------------------
+@pytest.mark.parametrize("limit", ["1_0", "%2B5", "%205", "%D9%A5"])
+def test_limit_that_is_not_plain_digits_is_400(stack, limit):
+    assert error_code(call(stack, f"/downloads?limit={limit}")) == "invalid_limit"
+
+
+def test_limit_edges(stack):
+    made = [stack.create(task_name=f"t{i}")["id"] for i in range(2)]
+    assert ids_of(stack, "limit=1") == [made[-1]]
+    assert ids_of(stack, "limit=100") == list(reversed(made))
+
+
+def test_an_owner_over_2048_bytes_is_400_not_a_dynamodb_error(stack):
+    """Moto queries any hash key; real DynamoDB refuses one over 2048 bytes
+    with a ValidationException, which was a 500."""
+    resp = call(stack, "/downloads?owner=" + quote("é" * 1500), "admin")
+    assert error_code(resp) == "validation_error"

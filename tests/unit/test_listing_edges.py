@@ -1,4 +1,4 @@
-"""Edges of GET /downloads without AWS: time bounds, cursors."""
+"""Edges of GET /downloads without AWS: time bounds, cursors, limit, keys."""
 
 from __future__ import annotations
 
@@ -123,3 +123,24 @@ def test_a_cursor_whose_id_lies_outside_its_window_is_refused():
 def test_malformed_and_old_cursors_are_invalid_not_a_crash(bad):
     """The nested one raised RecursionError from json.loads: a 500."""
     assert code_of(cursor.decode, bad, "by_owner", "u1", "owner", ids.IdWindow())[0] == "invalid_cursor"
+
+
+# -- limit and key parameters --------------------------------------------------
+@pytest.mark.parametrize("raw", ["+5", " 5", "5 ", "1_0", "٥", "5.0", "0x10", "1" * 5000, "-1", ""])
+def test_limit_is_plain_decimal_digits(raw):
+    """int() took "1_0", "+5", " 5" and Arabic-Indic "٥" as limits."""
+    assert code_of(parse_list_query, {"limit": raw}, is_admin=False)[0] == "invalid_limit"
+
+
+@pytest.mark.parametrize("raw,limit", [("1", 1), ("100", 100), ("007", 7)])
+def test_limit_edges_that_are_fine(raw, limit):
+    assert parse_list_query({"limit": raw}, is_admin=False).limit == limit
+
+
+@pytest.mark.parametrize("name", ["owner", "tenant"])
+def test_partition_parameters_fit_a_dynamodb_hash_key(name):
+    """2048 characters passed the check, but DynamoDB refuses a Query whose
+    hash key is over 2048 bytes (ValidationException: a 500)."""
+    assert parse_list_query({name: "x" * 2048}, is_admin=True)
+    code, details = code_of(parse_list_query, {name: "é" * 1025}, is_admin=True)
+    assert code == "validation_error" and details[0]["field"] == name
