@@ -20,6 +20,7 @@ from chalicelib.adapters.tasks_repo import (
     IdempotencyRecord,
     KeyExists,
     QuotaExceeded,
+    StartKeyRejected,
     TaskModel,
     TaskRepository,
 )
@@ -34,7 +35,7 @@ from chalicelib.errors import (
     TooManyActiveTasks,
 )
 from chalicelib.exporters import REGISTRY, get_exporter
-from chalicelib.ids import highest_id_at, is_valid, lowest_id_at, new_id
+from chalicelib.ids import IdWindow, is_valid, ms_at, new_id
 from chalicelib.messages import BUILD
 from chalicelib.principal import Principal
 from chalicelib.task import (
@@ -125,20 +126,26 @@ class Downloads:
 
     def list(self, principal: Principal, q: ListQuery) -> dict[str, Any]:
         index, partition = self._partition(principal, q)
+        window = IdWindow.between(q.created_after, q.created_before)
         start = (
-            cursors.decode(q.cursor, index, partition, INDEX_HASH[index]) if q.cursor else None
+            cursors.decode(q.cursor, index, partition, INDEX_HASH[index], window)
+            if q.cursor else None
         )
         at = utcnow()
-        page = self.repo.query(
-            index, partition,
-            id_low=lowest_id_at(q.created_after) if q.created_after else None,
-            id_high=highest_id_at(q.created_before) if q.created_before else None,
-            filter_condition=self._filters(principal, q, index, at),
-            limit=q.limit, start_key=start, max_scanned=q.limit * SCAN_FACTOR,
-        )
+        try:
+            page = self.repo.query(
+                index, partition, id_low=window.low, id_high=window.high,
+                filter_condition=self._filters(principal, q, index, at),
+                limit=q.limit, start_key=start, max_scanned=q.limit * SCAN_FACTOR,
+            )
+        except StartKeyRejected:
+            if start is None:  # DynamoDB refused its own key: our fault, not the client's
+                raise
+            raise cursors.invalid() from None
+        last = page.last_key
         return {
             "items": [self.resource(t, at) for t in page.tasks],
-            "next_cursor": cursors.encode(index, partition, page.last_key) if page.last_key else None,
+            "next_cursor": cursors.encode(index, partition, window, last) if last else None,
         }
 
     @staticmethod
@@ -189,7 +196,7 @@ class Downloads:
         assert exporter is not None
         ext = exporter.output(req.params, req.format).extension
         return Task(
-            id=new_id(), owner=owner.sub, owner_name=owner.name, tenant=owner.tenant,
+            id=new_id(ms_at(at)), owner=owner.sub, owner_name=owner.name, tenant=owner.tenant,
             task_name=req.task_name, file_name=final_file_name(req.file_name, req.task_name, ext, at),
             kind=req.kind, format=req.format, params=req.params, status=Status.QUEUED,
             created_at=at, attempts=1, progress=dict(ZERO_PROGRESS),

@@ -25,6 +25,9 @@ MAX_IDEMPOTENCY_KEY = 255
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _UNSAFE_FILE_CHARS = re.compile(r'[/\\\x00-\x1f\x7f-\x9f"]')
+_DIGITS = re.compile(r"[0-9]{1,9}")  # int() of more digits can be slow or refused
+#: Query parameters that become an index's hash key.
+_KEY_PARAMS = frozenset({"owner", "tenant"})
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,35 @@ def _parse_time(params: dict[str, str], name: str, details: list[dict[str, str]]
         return parse_iso(params[name])
     except ValueError:
         details.append(_detail(name, "must be an ISO 8601 time, e.g. 2026-11-23T10:00:00Z"))
-        return None
+    except OverflowError:
+        # e.g. 0001-01-01T00:00+01:00: in UTC it falls before year 1
+        details.append(_detail(name, "must be between years 1 and 9999 in UTC"))
+    return None
+
+
+def _parse_limit(params: dict[str, str]) -> int:
+    """Plain decimal digits only: ``int()`` alone also takes ``+5``, `` 5``,
+    ``1_0`` and non-ASCII digits, none of which the contract's integer is."""
+    raw = params.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    limit = int(raw) if _DIGITS.fullmatch(raw) else -1
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationError(f"limit must be an integer from 1 to {MAX_LIMIT}.",
+                              code="invalid_limit", details=[_detail("limit", "out of range")])
+    return limit
+
+
+def _check_text_param(name: str, value: str, details: list[dict[str, str]]) -> None:
+    """1-2048 characters; ``owner`` and ``tenant`` also at most 2048 bytes.
+
+    Those two become an index's hash key, and DynamoDB fails a Query whose
+    hash key is over 2048 bytes (a 500 here): 2048 non-ASCII characters are.
+    """
+    if not value or len(value) > 2048:
+        details.append(_detail(name, "must be 1-2048 characters"))
+    elif name in _KEY_PARAMS and len(value.encode("utf-8", "surrogatepass")) > 2048:
+        details.append(_detail(name, "must be at most 2048 bytes in UTF-8"))
 
 
 def parse_list_query(params: dict[str, str] | None, *, is_admin: bool) -> ListQuery:
@@ -207,20 +238,12 @@ def parse_list_query(params: dict[str, str] | None, *, is_admin: bool) -> ListQu
             statuses.add(Status(raw))
         except ValueError:
             details.append(_detail("status", f"{raw!r} is not a status"))
-    limit = DEFAULT_LIMIT
-    if "limit" in params:
-        try:
-            limit = int(params["limit"])
-        except ValueError:
-            limit = -1
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ValidationError(f"limit must be an integer from 1 to {MAX_LIMIT}.",
-                                  code="invalid_limit", details=[_detail("limit", "out of range")])
+    limit = _parse_limit(params)
     after = _parse_time(params, "created_after", details)
     before = _parse_time(params, "created_before", details)
     for name in ("kind", "task_name", "file_name", "owner", "tenant", "cursor"):
-        if name in params and (not params[name] or len(params[name]) > 2048):
-            details.append(_detail(name, "must be 1-2048 characters"))
+        if name in params:
+            _check_text_param(name, params[name], details)
     if details:
         raise ValidationError("The query is not valid.", details=details)
     if after and before and after > before:

@@ -25,7 +25,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.exceptions import DeleteError, DoesNotExist, TransactWriteError, UpdateError
+from pynamodb.exceptions import DeleteError, DoesNotExist, QueryError, TransactWriteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
@@ -544,7 +544,7 @@ class TaskRepository:
         hash_name = INDEX_HASH[index]
         tasks: list[Task] = []
         last_key: dict[str, Any] | None = None
-        for page in pages:
+        for page in _start_key_checked(pages):
             items = page.get("Items", [])
             for pos, raw in enumerate(items):
                 tasks.append(to_task(TaskModel.from_raw_data(raw)))
@@ -565,5 +565,36 @@ class TaskRepository:
 INDEX_HASH = {"by_owner": "owner", "by_tenant": "tenant", "by_scope": "scope"}
 
 
-__all__ = ["INDEX_HASH", "IdempotencyRecord", "KeyExists", "Page", "QuotaExceeded", "TaskModel",
-           "TaskRepository", "configure", "quota_id", "to_model", "to_task"]
+class StartKeyRejected(Exception):
+    """DynamoDB refused a query's ExclusiveStartKey (e.g. outside its key condition)."""
+
+
+def _rejects_start_key(exc: QueryError) -> bool:
+    """A ValidationException about the start key, in any of DynamoDB's wordings.
+
+    Real DynamoDB says "The provided starting key is invalid", "... does not
+    match the range key predicate", "... is outside query boundaries ..." or
+    "Exclusive Start Key must have same size as table's key schema".
+    """
+    if exc.cause_response_code != "ValidationException":
+        return False
+    message = (exc.cause_response_message or "").casefold()
+    return any(words in message for words in ("starting key", "exclusive start key",
+                                              "exclusivestartkey"))
+
+
+def _start_key_checked(pages: Iterator[Any]) -> Iterator[Any]:
+    """The query's pages, with a refused start key raised as StartKeyRejected.
+
+    The caller decides what that means; for a listing it is a bad cursor.
+    """
+    try:
+        yield from pages
+    except QueryError as exc:
+        if _rejects_start_key(exc):
+            raise StartKeyRejected(exc.cause_response_message) from exc
+        raise
+
+
+__all__ = ["INDEX_HASH", "IdempotencyRecord", "KeyExists", "Page", "QuotaExceeded", "StartKeyRejected",
+           "TaskModel", "TaskRepository", "configure", "quota_id", "to_model", "to_task"]

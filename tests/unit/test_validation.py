@@ -116,18 +116,19 @@ def test_ids_sort_by_time_and_bound_ranges():
 
 def test_cursor_roundtrip_and_binding():
     key = {"id": {"S": ids.new_id()}, "owner": {"S": "u1"}}
-    token = cursor.encode("by_owner", "u1", key)
-    assert cursor.decode(token, "by_owner", "u1", "owner") == key
+    anywhen = ids.IdWindow()
+    token = cursor.encode("by_owner", "u1", anywhen, key)
+    assert cursor.decode(token, "by_owner", "u1", "owner", anywhen) == key
     for args in (("by_owner", "u2", "owner"), ("by_scope", "u1", "scope")):
         with pytest.raises(ValidationError) as info:
-            cursor.decode(token, *args)
+            cursor.decode(token, *args, anywhen)
         assert info.value.code == "invalid_cursor"
     forged = base64.urlsafe_b64encode(json.dumps(
-        {"v": 1, "i": "by_owner", "p": "u1", "k": {"id": {"S": "x"}, "owner": {"S": "u1"}}}
+        {"v": 2, "i": "by_owner", "p": "u1", "w": [None, None], "id": "x"}
     ).encode()).decode()
     for bad in ("garbage!!", "e30", forged):
         with pytest.raises(ValidationError):
-            cursor.decode(bad, "by_owner", "u1", "owner")
+            cursor.decode(bad, "by_owner", "u1", "owner", anywhen)
 
 
 def test_message_parsing():
