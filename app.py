@@ -16,7 +16,7 @@ from chalice import Chalice, CognitoUserPoolAuthorizer, Rate, Response
 
 from chalicelib.config import Settings
 from chalicelib.errors import ApiError
-from chalicelib.principal import Principal
+from chalicelib.principal import Principal, Scope
 from chalicelib.services import Downloads
 from chalicelib.sweeper import Sweeper
 from chalicelib.validation import (
@@ -76,7 +76,7 @@ def api(handler: Callable[..., Response]) -> Callable[..., Response]:
 def principal() -> Principal:
     context = app.current_request.context or {}
     claims = (context.get("authorizer") or {}).get("claims")
-    return Principal.from_claims(claims)
+    return downloads.policy.principal(claims)
 
 
 def ok(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -92,8 +92,7 @@ def health() -> Response:
 @app.route("/kinds", methods=["GET"], authorizer=cognito)
 @api
 def kinds() -> Response:
-    principal()
-    return ok(downloads.kinds())
+    return ok(downloads.kinds(principal()))
 
 
 @app.route("/downloads", methods=["POST"], authorizer=cognito, content_types=[
@@ -115,7 +114,7 @@ def create_download() -> Response:
 @api
 def list_downloads() -> Response:
     who = principal()
-    query = parse_list_query(app.current_request.query_params, is_admin=who.is_admin)
+    query = parse_list_query(app.current_request.query_params, sees_others=who.scope > Scope.OWN)
     return ok(downloads.list(who, query))
 
 

@@ -387,7 +387,7 @@ def job_listing(user_tasks: int, others: list[int], repeats: int = 3) -> Result:
     Counted from the Query responses themselves (ScannedCount, Count) through
     a botocore hook on PynamoDB's client, so nothing is inferred.
     """
-    from chalicelib.principal import Principal
+    from chalicelib.principal import Principal, Scope
     from chalicelib.validation import ListQuery
 
     configure(SETTINGS.tasks_table)
@@ -404,7 +404,7 @@ def job_listing(user_tasks: int, others: list[int], repeats: int = 3) -> Result:
     dynamodb.meta.events.register("after-call.dynamodb", on_response)
 
     user = Principal("bench-user-sub", "bench-user", "acme")
-    admin = Principal("bench-admin-sub", "bench-admin", "acme", is_admin=True)
+    admin = Principal("bench-admin-sub", "bench-admin", "acme", scope=Scope.ALL)
     _seed(user_tasks, lambda i: ("bench-user-sub", "bench-user", "acme"))
     seeded = 0
     states = []

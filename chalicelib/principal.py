@@ -1,15 +1,44 @@
-"""Who is asking, and what they may see: the isolation rules in one place."""
+"""Who is asking, and what they may see: the isolation rules in one place.
+
+Which Cognito group sees how much is configuration (``chalicelib.policy``);
+what each scope means is here, as plain Python.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Protocol
 
 from chalicelib.errors import Unauthorized
 
-ADMIN_GROUP = "admin"
 DEFAULT_TENANT = "default"
+
+
+class Scope(IntEnum):
+    """How much a principal sees; a larger scope includes the smaller ones."""
+
+    OWN = 1  # the tasks it created
+    TENANT = 2  # every task of its own tenant
+    ALL = 3  # every task
+
+
+class Owned(Protocol):
+    owner: str
+    tenant: str
+
+
+#: Groups that widen what a member sees when no policy says otherwise.
+DEFAULT_VISIBILITY: Mapping[str, Scope] = {"admin": Scope.ALL, "tenant-admin": Scope.TENANT}
+
+
+def _groups(claims: Mapping[str, Any]) -> frozenset[str]:
+    groups = claims.get("cognito:groups") or []
+    if isinstance(groups, str):
+        # API Gateway flattens list claims into a string: "[a b]" or "a,b".
+        groups = groups.strip("[]").replace(",", " ").split()
+    return frozenset(str(g) for g in groups)
 
 
 @dataclass(frozen=True)
@@ -17,24 +46,36 @@ class Principal:
     sub: str
     username: str
     tenant: str = DEFAULT_TENANT
-    is_admin: bool = False
+    scope: Scope = Scope.OWN
+    groups: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
-    def from_claims(cls, claims: Mapping[str, Any] | None) -> Principal:
-        """Build from verified Cognito claims; none (or no ``sub``) is 401."""
+    def from_claims(
+        cls, claims: Mapping[str, Any] | None, visibility: Mapping[str, Scope] = DEFAULT_VISIBILITY,
+    ) -> Principal:
+        """Build from verified Cognito claims; none (or no ``sub``) is 401.
+
+        A tenant-wide scope needs an explicit ``custom:tenant``: without one the
+        user would be a tenant admin of everyone who has no tenant either.
+        """
         if not claims or not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise Unauthorized("Authentication required: send a Cognito ID token.")
-        groups = claims.get("cognito:groups") or []
-        if isinstance(groups, str):
-            # API Gateway flattens list claims into a string: "[a b]" or "a,b".
-            groups = groups.strip("[]").replace(",", " ").split()
+        groups = _groups(claims)
+        tenant = claims.get("custom:tenant")
+        scope = max((visibility.get(g, Scope.OWN) for g in groups), default=Scope.OWN)
+        if scope is Scope.TENANT and not tenant:
+            scope = Scope.OWN
         username = claims.get("cognito:username") or claims.get("username") or claims["sub"]
-        return cls(
-            sub=claims["sub"],
-            username=str(username),
-            tenant=str(claims.get("custom:tenant") or DEFAULT_TENANT),
-            is_admin=ADMIN_GROUP in groups,
-        )
+        return cls(sub=claims["sub"], username=str(username), tenant=str(tenant or DEFAULT_TENANT),
+                   scope=scope, groups=groups)
 
-    def can_see(self, owner: str) -> bool:
-        return self.is_admin or owner == self.sub
+    @property
+    def is_admin(self) -> bool:
+        return self.scope is Scope.ALL
+
+    def can_see(self, task: Owned) -> bool:
+        if self.scope is Scope.ALL:
+            return True
+        if self.scope is Scope.TENANT:
+            return task.tenant == self.tenant
+        return task.owner == self.sub

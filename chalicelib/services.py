@@ -37,7 +37,9 @@ from chalicelib.errors import (
 from chalicelib.exporters import REGISTRY, get_exporter
 from chalicelib.ids import IdWindow, is_valid, ms_at, new_id
 from chalicelib.messages import BUILD
-from chalicelib.principal import Principal
+from chalicelib.policy import Forbidden, Policy
+from chalicelib.policy import load as load_policy
+from chalicelib.principal import Principal, Scope
 from chalicelib.task import (
     ABANDON,
     BUILDING,
@@ -86,14 +88,37 @@ def event_detail(task: Task, at: datetime) -> dict[str, Any]:
 
 
 class Downloads:
-    def __init__(self, settings: Settings, repo: TaskRepository | None = None) -> None:
+    def __init__(
+        self, settings: Settings, repo: TaskRepository | None = None, policy: Policy | None = None,
+    ) -> None:
         self.settings = settings
+        self.policy = policy or load_policy()
         self.lifetimes = settings.lifetimes()
         self.repo = repo or TaskRepository(self.lifetimes)
 
     # -- reading -------------------------------------------------------------
-    def kinds(self) -> dict[str, Any]:
-        return {"items": [e.describe() for e in REGISTRY.values()]}
+    def kinds(self, principal: Principal) -> dict[str, Any]:
+        """The kinds the caller may use, each with the sources it may read."""
+        items = []
+        for exporter in REGISTRY.values():
+            if not self.policy.may_use(principal, exporter.kind):
+                continue
+            item = exporter.describe()
+            if exporter.source_param:
+                item["sources"] = {"param": exporter.source_param, "allowed": list(self.policy.sources(
+                    principal, exporter.kind, exporter.deployment_sources(self.settings)))}
+            items.append(item)
+        return {"items": items}
+
+    def check_allowed(self, principal: Principal, req: CreateRequest) -> None:
+        """403 for a kind, or a source of it, outside the caller's policy or the deployment's."""
+        exporter = get_exporter(req.kind)
+        assert exporter is not None
+        source = None
+        if exporter.source_param:
+            source = (exporter.source_param, req.params.get(exporter.source_param),
+                      exporter.deployment_sources(self.settings))
+        self.policy.check(principal, req.kind, source)
 
     def resource(self, task: Task, at: datetime | None = None) -> dict[str, Any]:
         at = at or utcnow()
@@ -107,7 +132,7 @@ class Downloads:
 
     def _visible(self, principal: Principal, task_id: str) -> Task:
         task = self.repo.get(task_id) if is_valid(task_id) else None
-        if task is None or not principal.can_see(task.owner):
+        if task is None or not principal.can_see(task):
             raise NotFound(f"No download {task_id!r}.")
         return task
 
@@ -150,12 +175,20 @@ class Downloads:
 
     @staticmethod
     def _partition(principal: Principal, q: ListQuery) -> tuple[str, str]:
-        if not principal.is_admin:
+        """The index partition to read: never wider than what the caller may see.
+
+        A tenant admin's reads stay in its tenant: its own tenant's partition,
+        or an owner's, with a filter on the tenant (see ``_filters``).
+        """
+        if principal.scope is Scope.OWN:
             return "by_owner", principal.sub
+        if principal.scope is Scope.TENANT and q.tenant not in (None, principal.tenant):
+            raise Forbidden(f"You may list the downloads of tenant {principal.tenant!r} only.",
+                            details=[{"field": "tenant", "issue": "is not your tenant"}])
         if q.owner:
             return "by_owner", q.owner
-        if q.tenant:
-            return "by_tenant", q.tenant
+        if q.tenant or principal.scope is Scope.TENANT:
+            return "by_tenant", q.tenant or principal.tenant
         return "by_scope", "all"
 
     @staticmethod
@@ -180,8 +213,9 @@ class Downloads:
             conds.append(TaskModel.task_name_lc.contains(q.task_name.casefold()))
         if q.file_name:
             conds.append(TaskModel.file_name_lc.contains(q.file_name.casefold()))
-        if principal.is_admin and q.tenant and index != "by_tenant":
-            conds.append(TaskModel.tenant == q.tenant)
+        tenant = principal.tenant if principal.scope is Scope.TENANT else q.tenant
+        if tenant and index != "by_tenant":
+            conds.append(TaskModel.tenant == tenant)
         if not conds:
             return None
         result = conds[0]
@@ -268,6 +302,7 @@ class Downloads:
         self, principal: Principal, req: CreateRequest, body: dict[str, Any],
         idempotency_key: str | None,
     ) -> tuple[dict[str, Any], bool]:
+        self.check_allowed(principal, req)
         owner = Owner(principal.sub, principal.username, principal.tenant)
         task, is_new = self.store_new(owner, req, body, idempotency_key)
         task = self.enqueue(task) if is_new else self._replayed(task)

@@ -225,11 +225,12 @@ def _check_text_param(name: str, value: str, details: list[dict[str, str]]) -> N
         details.append(_detail(name, "must be at most 2048 bytes in UTF-8"))
 
 
-def parse_list_query(params: dict[str, str] | None, *, is_admin: bool) -> ListQuery:
+def parse_list_query(params: dict[str, str] | None, *, sees_others: bool) -> ListQuery:
+    """``owner`` and ``tenant`` are filters for callers who see more than their own tasks."""
     params = dict(params or {})
     details: list[dict[str, str]] = []
     allowed = {"status", "kind", "task_name", "file_name", "created_after", "created_before",
-               "limit", "cursor"} | ({"owner", "tenant"} if is_admin else set())
+               "limit", "cursor"} | ({"owner", "tenant"} if sees_others else set())
     for key in sorted(set(params) - allowed):
         details.append(_detail(key, "is not a known query parameter"))
     statuses: set[Status] = set()

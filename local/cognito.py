@@ -32,6 +32,7 @@ POOL_NAME = "download-center-local"
 CLIENT_NAME = "download-center-local-web"
 TENANT_ATTRIBUTE = "tenant"
 ADMIN_GROUP = "admin"
+TENANT_ADMIN_GROUP = "tenant-admin"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("alice", "acme"),
     DemoUser("bob", "acme"),
     DemoUser("carol", "globex"),
+    DemoUser("dave", "acme", (TENANT_ADMIN_GROUP,)),
     DemoUser("admin", "acme", (ADMIN_GROUP,)),
 )
 
@@ -132,8 +134,9 @@ def create_user_pool(endpoint_url: str, region: str) -> UserPool:
             GenerateSecret=False,
             ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
         )["UserPoolClient"]["ClientId"]
-    with contextlib.suppress(client.exceptions.GroupExistsException):
-        client.create_group(UserPoolId=pool_id, GroupName=ADMIN_GROUP)
+    for group in (ADMIN_GROUP, TENANT_ADMIN_GROUP):
+        with contextlib.suppress(client.exceptions.GroupExistsException):
+            client.create_group(UserPoolId=pool_id, GroupName=group)
 
     users = []
     for demo in DEMO_USERS:

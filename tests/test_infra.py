@@ -204,9 +204,13 @@ def test_packaged_authorizer_trusts_created_or_given_pool(packaged: dict[str, An
     assert template["Parameters"]["ExistingUserPoolArn"]["Default"] == ""
     assert template["Conditions"]["CreateUserPool"] == {"Fn::Equals": [{"Ref": "ExistingUserPoolArn"}, ""]}
     resources = template["Resources"]
-    for name in ("UserPool", "UserPoolAdminGroup", "UserPoolClient"):
+    for name in ("UserPool", "UserPoolAdminGroup", "UserPoolTenantAdminGroup", "UserPoolClient"):
         assert resources[name]["Condition"] == "CreateUserPool"
-    assert resources["UserPoolAdminGroup"]["Properties"]["GroupName"] == "admin"
+    # every group the access policy gives a wider view exists in the pool the stack creates
+    from chalicelib.policy import load
+    groups = {r["Properties"]["GroupName"] for r in resources.values()
+              if r["Type"] == "AWS::Cognito::UserPoolGroup"}
+    assert set(load().visibility) <= groups == {"admin", "tenant-admin"}
     schema = resources["UserPool"]["Properties"]["Schema"]
     assert any(a["Name"] == "tenant" and a["AttributeDataType"] == "String" for a in schema)
     # users cannot rewrite their own tenant through the app client

@@ -52,6 +52,13 @@ class Exporter(ABC):
     title: str = ""
     formats: tuple[str, ...] = ()
     params_schema: dict[str, Any] = {}
+    #: the param that names what the kind reads (a table, a bucket, a log group), if any:
+    #: the access policy decides who may read which
+    source_param: str | None = None
+
+    def deployment_sources(self, settings: Settings) -> tuple[str, ...]:
+        """Every source this deployment may read for the kind (its allow-list)."""
+        return ()
 
     def describe(self) -> dict[str, Any]:
         return {

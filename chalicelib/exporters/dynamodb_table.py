@@ -14,6 +14,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
+from chalicelib.config import Settings
 from chalicelib.errors import ExportError
 from chalicelib.exporters.base import BuildContext, RowExporter
 from chalicelib.formats.base import Row
@@ -74,6 +75,7 @@ def build_filter(filters: list[dict[str, Any]]) -> Any:
 class DynamoDBTableExporter(RowExporter):
     kind = "dynamodb_table"
     title = "DynamoDB table or index"
+    source_param = "table"
     params_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -104,6 +106,9 @@ class DynamoDBTableExporter(RowExporter):
             },
         },
     }
+
+    def deployment_sources(self, settings: Settings) -> tuple[str, ...]:
+        return settings.exportable_tables
 
     def open(self, params: dict[str, Any], ctx: BuildContext) -> tuple[Sequence[str], Iterator[Row]]:
         table_name = params["table"]

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chalicelib.config import Settings
 from chalicelib.errors import ExportError, ValidationError
 from chalicelib.exporters.base import BuildContext, Exporter
 from chalicelib.formats.base import Format
@@ -98,6 +99,7 @@ class LogArchiveExporter(Exporter):
     kind = "log_archive"
     title = "CloudWatch Logs archive (gzip'd text or jsonl)"
     formats = ("text", "jsonl")
+    source_param = "log_group"
     params_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -116,6 +118,9 @@ class LogArchiveExporter(Exporter):
                                       "pattern": "^[^:*]+$"}},
         },
     }
+
+    def deployment_sources(self, settings: Settings) -> tuple[str, ...]:
+        return settings.log_groups
 
     def format_for(self, name: str) -> Format:
         return FORMATS[name]

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from chalicelib.config import Settings
 from chalicelib.errors import ExportError
 from chalicelib.exporters.base import BuildContext, Exporter
 from chalicelib.formats.base import Format
@@ -184,6 +185,7 @@ class S3BundleExporter(Exporter):
     kind = "s3_bundle"
     title = "Zip bundle of S3 objects (with MANIFEST.csv)"
     formats = ("zip",)
+    source_param = "bucket"
     params_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -198,6 +200,9 @@ class S3BundleExporter(Exporter):
             "on_missing": {"enum": ["fail", "skip"], "default": "fail"},
         },
     }
+
+    def deployment_sources(self, settings: Settings) -> tuple[str, ...]:
+        return settings.bundle_buckets
 
     def format_for(self, name: str) -> Format:
         return ZIP

@@ -117,10 +117,12 @@ def _cognito_users() -> tuple[UserPool, dict[str, User]]:
     client_id = idp.create_user_pool_client(
         UserPoolId=pool, ClientName="tests", ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH"]
     )["UserPoolClient"]["ClientId"]
-    idp.create_group(GroupName="admin", UserPoolId=pool)
+    for group in ("admin", "tenant-admin"):
+        idp.create_group(GroupName=group, UserPoolId=pool)
     users = {
         "alice": User("alice", "acme", ()), "bob": User("bob", "acme", ()),
-        "carol": User("carol", "globex", ()), "admin": User("admin", "acme", ("admin",)),
+        "carol": User("carol", "globex", ()), "dave": User("dave", "acme", ("tenant-admin",)),
+        "admin": User("admin", "acme", ("admin",)),
     }
     for user in users.values():
         password = secrets.token_urlsafe(12) + "aA1!"

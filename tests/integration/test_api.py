@@ -312,25 +312,3 @@ def test_unknown_task_is_404_everywhere(stack):
     for method, path in PROTECTED[3:]:
         resp = call(stack, method, path.replace("X", "01JDQ4V8Z8S9Y6K1E6J3X2M7TQ"), "alice")
         assert resp.status_code == 404 and error_code(resp) == "not_found"
-
-
-# -- isolation: owner, other user, other tenant, admin x every task route ----
-ROUTES = [("GET", "/downloads/{id}", 200), ("GET", "/downloads/{id}/file", 302),
-          ("POST", "/downloads/{id}/cancel", 409), ("POST", "/downloads/{id}/retry", 409),
-          ("DELETE", "/downloads/{id}", 204)]
-
-
-@pytest.mark.parametrize("method,path,allowed", ROUTES)
-@pytest.mark.parametrize("actor,sees", [("alice", True), ("bob", False), ("carol", False),
-                                        ("admin", True)])
-def test_isolation_matrix(stack, method, path, allowed, actor, sees):
-    task = stack.create("alice")
-    stack.run_worker()
-    resp = call(stack, method, path.format(id=task["id"]), actor)
-    if sees:
-        assert resp.status_code == allowed, resp.body
-    else:
-        assert resp.status_code == 404 and error_code(resp) == "not_found"
-        assert stack.get(task["id"])["status"] == "succeeded"  # untouched
-    listed = {t["id"] for t in call(stack, "GET", "/downloads", actor).json_body["items"]}
-    assert (task["id"] in listed) == (sees and method != "DELETE")

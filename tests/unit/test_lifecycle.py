@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chalicelib.errors import Unauthorized
-from chalicelib.principal import Principal
+from chalicelib.principal import Principal, Scope
 from chalicelib.task import (
     ACTIVE,
     CLAIM,
@@ -142,12 +142,22 @@ def test_resource_has_url_only_while_succeeded():
 
 def test_principal_from_claims():
     p = Principal.from_claims({"sub": "s1", "cognito:username": "alice", "custom:tenant": "acme"})
-    assert (p.sub, p.username, p.tenant, p.is_admin) == ("s1", "alice", "acme", False)
+    assert (p.sub, p.username, p.tenant, p.scope) == ("s1", "alice", "acme", Scope.OWN)
     assert Principal.from_claims({"sub": "s", "cognito:groups": ["admin"]}).is_admin
     # API Gateway hands list claims over as strings
     assert Principal.from_claims({"sub": "s", "cognito:groups": "[admin editors]"}).is_admin
     assert not Principal.from_claims({"sub": "s", "cognito:groups": "[administrators]"}).is_admin
     assert Principal.from_claims({"sub": "s"}).tenant == "default"
+    tenant_admin = {"sub": "s", "cognito:groups": ["tenant-admin"], "custom:tenant": "acme"}
+    assert Principal.from_claims(tenant_admin).scope is Scope.TENANT
+    # both groups: the wider view wins
+    assert Principal.from_claims({**tenant_admin, "cognito:groups": "[tenant-admin admin]"}).is_admin
+
+
+def test_a_tenant_admin_without_a_tenant_sees_only_its_own():
+    """Otherwise it would administer everyone who has no tenant either."""
+    p = Principal.from_claims({"sub": "s", "cognito:groups": ["tenant-admin"]})
+    assert p.scope is Scope.OWN
 
 
 @pytest.mark.parametrize("claims", [None, {}, {"cognito:username": "x"}, {"sub": ""}, {"sub": 5}])
@@ -157,7 +167,11 @@ def test_no_claims_is_unauthorized(claims):
 
 
 def test_visibility():
+    mine, neighbours, elsewhere = (task(owner="a", tenant="acme"), task(owner="b", tenant="acme"),
+                                   task(owner="c", tenant="globex"))
     alice = Principal("a", "alice", "acme")
-    admin = Principal("z", "root", "acme", is_admin=True)
-    assert alice.can_see("a") and not alice.can_see("b")
-    assert admin.can_see("a") and admin.can_see("b")
+    dave = Principal("d", "dave", "acme", scope=Scope.TENANT)
+    admin = Principal("z", "root", "acme", scope=Scope.ALL)
+    assert [alice.can_see(t) for t in (mine, neighbours, elsewhere)] == [True, False, False]
+    assert [dave.can_see(t) for t in (mine, neighbours, elsewhere)] == [True, True, False]
+    assert [admin.can_see(t) for t in (mine, neighbours, elsewhere)] == [True, True, True]

@@ -63,13 +63,13 @@ def test_ms_at_clamps_to_the_ulid_range_and_reads_naive_times_as_utc():
 @pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00"])
 def test_times_outside_the_calendar_in_utc_are_400_not_a_crash(name, value):
     """Converting these to UTC overflowed datetime: an OverflowError, a 500."""
-    code, details = code_of(parse_list_query, {name: value}, is_admin=False)
+    code, details = code_of(parse_list_query, {name: value}, sees_others=False)
     assert code == "validation_error" and details[0]["field"] == name
 
 
 def test_the_ends_of_the_calendar_are_accepted():
     q = parse_list_query({"created_after": "0001-01-01T00:00:00Z",
-                          "created_before": "9999-12-31T23:59:59.999999Z"}, is_admin=False)
+                          "created_before": "9999-12-31T23:59:59.999999Z"}, sees_others=False)
     assert ids.lowest_id_at(q.created_after) == FIRST_ID
     assert ids.new_id() <= ids.highest_id_at(q.created_before)
 
@@ -129,18 +129,18 @@ def test_malformed_and_old_cursors_are_invalid_not_a_crash(bad):
 @pytest.mark.parametrize("raw", ["+5", " 5", "5 ", "1_0", "٥", "5.0", "0x10", "1" * 5000, "-1", ""])
 def test_limit_is_plain_decimal_digits(raw):
     """int() took "1_0", "+5", " 5" and Arabic-Indic "٥" as limits."""
-    assert code_of(parse_list_query, {"limit": raw}, is_admin=False)[0] == "invalid_limit"
+    assert code_of(parse_list_query, {"limit": raw}, sees_others=False)[0] == "invalid_limit"
 
 
 @pytest.mark.parametrize("raw,limit", [("1", 1), ("100", 100), ("007", 7)])
 def test_limit_edges_that_are_fine(raw, limit):
-    assert parse_list_query({"limit": raw}, is_admin=False).limit == limit
+    assert parse_list_query({"limit": raw}, sees_others=False).limit == limit
 
 
 @pytest.mark.parametrize("name", ["owner", "tenant"])
 def test_partition_parameters_fit_a_dynamodb_hash_key(name):
     """2048 characters passed the check, but DynamoDB refuses a Query whose
     hash key is over 2048 bytes (ValidationException: a 500)."""
-    assert parse_list_query({name: "x" * 2048}, is_admin=True)
-    code, details = code_of(parse_list_query, {name: "é" * 1025}, is_admin=True)
+    assert parse_list_query({name: "x" * 2048}, sees_others=True)
+    code, details = code_of(parse_list_query, {name: "é" * 1025}, sees_others=True)
     assert code == "validation_error" and details[0]["field"] == name

@@ -87,11 +87,11 @@ def test_idempotency_key_bounds():
 
 def test_list_query_parsing():
     q = parse_list_query({"status": "queued,succeeded", "limit": "5",
-                          "created_after": "2026-11-01T00:00:00Z"}, is_admin=False)
+                          "created_after": "2026-11-01T00:00:00Z"}, sees_others=False)
     assert {s.value for s in q.statuses} == {"queued", "succeeded"} and q.limit == 5
     assert q.created_after == datetime(2026, 11, 1, tzinfo=UTC)
-    assert parse_list_query(None, is_admin=False).limit == 20
-    assert parse_list_query({"owner": "x"}, is_admin=True).owner == "x"
+    assert parse_list_query(None, sees_others=False).limit == 20
+    assert parse_list_query({"owner": "x"}, sees_others=True).owner == "x"
 
 
 @pytest.mark.parametrize("params,code", [
@@ -102,7 +102,7 @@ def test_list_query_parsing():
     ({"sort": "asc"}, "validation_error"),
 ])
 def test_list_query_errors(params, code):
-    assert code_of(parse_list_query, params, is_admin=False)[0] == code
+    assert code_of(parse_list_query, params, sees_others=False)[0] == code
 
 
 def test_ids_sort_by_time_and_bound_ranges():
