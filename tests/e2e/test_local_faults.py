@@ -1,4 +1,4 @@
-"""A build whose process is killed: the local stack's sweeper and poller finish the task.
+"""Guarantees on the real local stack: a killed build is finished, a burst holds the quota.
 
 The stack runs with a short ``STALE_AFTER_SECONDS`` and a one-second sweep, a
 separate worker process claims a task and is SIGKILLed after its first part
@@ -14,8 +14,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
@@ -99,3 +101,43 @@ def test_a_killed_build_is_built_again_by_the_stack(fault_stack: RunningStack) -
     assert s3.list_multipart_uploads(Bucket=info["bucket"]).get("Uploads", []) == []
     # the target: STALE_AFTER_SECONDS + one sweep interval (plus this poll's own 0.2 s)
     assert running_again is not None and running_again <= STALE + SWEEP + 1, running_again
+
+
+def test_parallel_creates_over_http_accept_exactly_the_cap(fault_stack: RunningStack) -> None:
+    """40 clients at once, one user, MAX_ACTIVE_TASKS=20: exactly 20 tasks, and the count returns to 0."""
+    token = id_token(fault_stack, "bob")
+    headers = {"Authorization": token, "Content-Type": "application/json"}
+    api = fault_stack.api
+    # long exports: the two local workers cannot finish one while the burst lasts
+    body = json.dumps({"task_name": "burst", "kind": "demo", "params": {"rows": 5_000_000}})
+    barrier = threading.Barrier(40)
+
+    def create(_: int) -> tuple[int, dict]:
+        barrier.wait()
+        resp = requests.post(f"{api}/downloads", headers=headers, data=body, timeout=60)
+        return resp.status_code, resp.json()
+
+    with ThreadPoolExecutor(40) as pool:
+        results = list(pool.map(create, range(40)))
+    codes = sorted(code for code, _ in results)
+    assert codes == [202] * 20 + [429] * 20, codes
+    assert {b["error"]["code"] for code, b in results if code == 429} == {"too_many_active_tasks"}
+    created = [b["id"] for code, b in results if code == 202]
+    for task_id in created:
+        assert requests.post(f"{api}/downloads/{task_id}/cancel", headers=headers,
+                             timeout=30).status_code == 202
+    info = fault_stack.info
+    ddb = boto3.client("dynamodb", endpoint_url=info["aws_endpoint_url"], region_name=info["region"],
+                       aws_access_key_id="local", aws_secret_access_key="local")
+    sub = claims(token)["sub"]
+    deadline = time.monotonic() + 60
+    while True:
+        item = ddb.get_item(TableName=info["table"], Key={"id": {"S": f"quota#{sub}"}},
+                            ConsistentRead=True)["Item"]
+        if item["active"]["N"] == "0":
+            break
+        assert time.monotonic() < deadline, item  # the running ones acknowledge their cancel
+        time.sleep(0.5)
+    listed = requests.get(f"{api}/downloads?limit=100", headers=headers, timeout=30).json()["items"]
+    assert sorted(t["id"] for t in listed) == sorted(created)
+    assert {t["status"] for t in listed} == {"canceled"}
