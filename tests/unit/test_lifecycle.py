@@ -1,5 +1,6 @@
 """The task lifecycle and visibility rules, without AWS."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -175,3 +176,13 @@ def test_visibility():
     assert [alice.can_see(t) for t in (mine, neighbours, elsewhere)] == [True, False, False]
     assert [dave.can_see(t) for t in (mine, neighbours, elsewhere)] == [True, True, False]
     assert [admin.can_see(t) for t in (mine, neighbours, elsewhere)] == [True, True, True]
+
+
+def test_the_readme_table_of_transitions_is_the_machine():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| ([a-z, ]+) \| (\w+) \|", readme, flags=re.M)
+    documented = {name: (frozenset(src.split(", ")), dst) for name, src, dst in rows}
+    assert documented == {t.name: (frozenset(s.value for s in t.sources), t.target.value)
+                          for t in MACHINE}
