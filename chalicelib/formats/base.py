@@ -140,14 +140,12 @@ def _guarded(value: Any) -> Any:
 
     Numbers (int, float, Decimal; bool is text by now) are never changed.
     Any other value is judged by its text, which for a non-str is what csv
-    writes, ``str(value)``; it keeps its type unless it needs the quote.
+    would write for it, ``str(value)``.
     """
     value = _cell(value)
     if isinstance(value, (int, float, Decimal)):
         return value
-    text = value if isinstance(value, str) else str(value)
-    defused = defuse(text)
-    return value if defused is text else defused
+    return defuse(value if isinstance(value, str) else str(value))
 
 
 #: Joins a text column's cells for ``_starts_formula``; a character data
@@ -173,28 +171,32 @@ def _starts_formula(joined: str) -> bool:
                for c, c_after in zip(_FORMULA_PREFIXES, _SEP_THEN, strict=True))
 
 
-def _formula_free(columns: list[list[Any]]) -> bool:
-    """True when csv may write the batch's cells as they are with formulas escaped.
+def _formula_free(column: list[Any]) -> bool:
+    """True when csv may write this column's cells as they are with formulas escaped.
 
-    A column is checked in C, with no Python per cell: a text column (str
-    cells, or str and None) is joined by ``_SEP`` and searched, any other
-    must hold only ``_NEVER_FORMULA_COLUMN`` types. False (a cell that may
-    start a formula, even a plain number such as "-5", or any other type)
-    sends the batch to the per-cell path, which decides cell by cell.
+    Checked in C, with no Python per cell: a text column (str cells, or str
+    and None) is joined by ``_SEP`` and searched; any other must hold only
+    ``_NEVER_FORMULA_COLUMN`` types. False (a cell that may start a formula,
+    even a plain number such as "-5", or a value of another type) sends the
+    column to ``_guarded_cells``, which decides cell by cell.
     """
-    for column in columns:
-        try:
-            joined = _SEP.join(column)  # fails at once on a column that starts with a non-str
-        except TypeError:
-            kinds = set(map(type, column))
-            if kinds <= _NEVER_FORMULA_COLUMN:
-                continue
-            if not kinds <= {str, type(None)}:
-                return False
-            joined = _SEP.join(filter(None, column))
-        if _starts_formula(joined):
+    try:
+        joined = _SEP.join(column)  # fails at once on a column that starts with a non-str
+    except TypeError:
+        kinds = set(map(type, column))
+        if kinds <= _NEVER_FORMULA_COLUMN:
+            return True
+        if not kinds <= {str, type(None)}:
             return False
-    return True
+        joined = _SEP.join(filter(None, column))
+    return not _starts_formula(joined)
+
+
+def _guarded_cells(cells: Iterable[Any]) -> list[Any]:
+    """The per-cell path: each cell through ``_guarded`` unless its type or first
+    character says ``_guarded`` would return it unchanged."""
+    return [v if type(v) in _NEVER_FORMULA or type(v) is str and v[:1] not in FORMULA_STARTS
+            else _guarded(v) for v in cells]
 
 
 # -- csv ------------------------------------------------------------------------------------------
@@ -241,28 +243,23 @@ def _columns(columns: Sequence[str], batch: list[Row]) -> list[list[Any]] | None
     return picked
 
 
-def _guarded_rows(rows: Iterable[Iterable[Any]]) -> Iterator[list[Any]]:
-    """The per-cell path with formulas escaped: each cell through ``_guarded`` unless its type
-    or first character says ``_guarded`` would return it unchanged."""
-    return ([v if type(v) in _NEVER_FORMULA or type(v) is str and v[:1] not in FORMULA_STARTS
-             else _guarded(v) for v in row] for row in rows)
-
-
 def _escaped_records(columns: Sequence[str], batch: list[Row]) -> Iterable[Sequence[Any]]:
     """``_csv_records`` with formulas escaped.
 
     The common batch is picked column by column rather than row by row, so
     that ``_formula_free`` can check a whole column with one join and a few
-    substring searches, and goes to csv through ``zip`` as it is: no Python
-    call per row or cell. Only a batch that may hold a formula, or holds
-    values ``_cell`` converts, goes cell by cell. Rows that lack a column
-    stay on the fast path (``_columns``), where ``_csv_records`` leaves it.
+    substring searches, and goes to csv through ``zip``: no Python call per
+    row or cell. Only a column that may hold a formula, or holds values
+    ``_cell`` converts, goes cell by cell; the batch's other columns do not.
+    Rows that lack a column stay on this path too (``_columns``).
     """
     picked = _columns(columns, batch)
     if picked is None:
-        return _guarded_rows(map(row.get, columns) for row in batch)
-    rows = zip(*picked, strict=True)
-    return rows if _formula_free(picked) else _guarded_rows(rows)
+        return (_guarded_cells(map(row.get, columns)) for row in batch)
+    for i, column in enumerate(picked):
+        if not _formula_free(column):
+            picked[i] = _guarded_cells(column)
+    return zip(*picked, strict=True)
 
 
 def encode_csv(
