@@ -269,8 +269,10 @@ def encode_csv(
     writer = csv.writer(buf, delimiter=options.delimiter, lineterminator="\r\n")
     escape = options.escape_formulas
     header = options.header_row(columns)
-    # header labels are cells too: a label could start a formula as well
-    writer.writerow([defuse(label) for label in header] if escape else header)
+    # header labels are cells too: a label could start a formula as well (a
+    # column name that is not a str, against the type hints, is written as before)
+    writer.writerow([defuse(label) if isinstance(label, str) else label for label in header]
+                    if escape else header)
     prefix = UTF8_BOM if options.bom else b""
     it = iter(rows)
     while True:

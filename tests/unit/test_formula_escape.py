@@ -125,6 +125,7 @@ def test_header_labels_are_cells_too():
     assert cells(data)[0] == ["'=HYPERLINK(\"http://evil\")", "'@owner", "-5"]
     raw = encode(columns, [], WriteOptions(headers={"id": "=x"}, escape_formulas=False))
     assert cells(raw)[0] == ["=x", "@owner", "-5"]
+    assert cells(encode([7, "=a"], [{7: "x", "=a": "y"}]))[0] == ["7", "'=a"]  # not a str: as before
 
 
 def test_escape_formulas_false_writes_values_unchanged():
