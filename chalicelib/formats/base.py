@@ -9,11 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
 from functools import lru_cache
-from itertools import chain, islice
+from itertools import chain, islice, repeat
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -42,6 +45,8 @@ class WriteOptions:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: xlsx rows per sheet, header included; None means Excel's own limit
     sheet_rows: int | None = None
+    #: csv: defuse text cells a spreadsheet would run as a formula (see ``defuse``)
+    escape_formulas: bool = True
 
     def header_row(self, columns: Sequence[str]) -> list[str]:
         return [self.headers.get(c, c) for c in columns]
@@ -99,6 +104,104 @@ def _needs_cell(kind: type) -> bool:
     return issubclass(kind, _CONVERTED)
 
 
+# -- formula injection ---------------------------------------------------------------------------
+#
+# Excel, LibreOffice and Google Sheets run a csv cell that starts with one of
+# these characters as a formula, so a value such as =HYPERLINK("http://evil","x")
+# from a table would become a live link (OWASP, "CSV Injection"). ``defuse``
+# puts a single quote in front: spreadsheets show the text and run nothing.
+#
+# The rule looks at values, before csv quotes them, so it is the same for every
+# delimiter: with a tab delimiter a cell that starts with a tab becomes '<tab>...,
+# which csv then quotes as it quotes any cell that holds the delimiter.
+
+#: The characters that make a spreadsheet read a cell as a formula.
+FORMULA_STARTS = frozenset("=+-@\t\r")
+#: Text that is a plain decimal number ("-5", "+1.5", "-2e3", "-.5"): a
+#: spreadsheet reads it as that number, never as a formula, so it stays as is.
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: Exact types ``_guarded`` always returns unchanged: numbers are exempt and None is "".
+_NEVER_FORMULA = frozenset({int, float, Decimal, type(None)})
+
+
+def defuse(text: str) -> str:
+    """``text`` as a cell a spreadsheet shows rather than runs.
+
+    A text that starts with a character of ``FORMULA_STARTS`` and is not a
+    plain number gets a leading ``'``; anything else is returned as it is.
+    """
+    if text[:1] in FORMULA_STARTS and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def _guarded(value: Any) -> Any:
+    """``_cell`` plus ``defuse``: what a csv cell holds when formulas are escaped.
+
+    Numbers (int, float, Decimal; bool is text by now) are never changed.
+    Any other value is judged by its text, which for a non-str is what csv
+    would write for it, ``str(value)``.
+    """
+    value = _cell(value)
+    if isinstance(value, (int, float, Decimal)):
+        return value
+    return defuse(value if isinstance(value, str) else str(value))
+
+
+#: Joins a text column's cells for ``_starts_formula``; a character data
+#: hardly ever holds, so a hit is almost always a cell start.
+_SEP = "\x00"
+_SEP_THEN = tuple(_SEP + c for c in sorted(FORMULA_STARTS))
+_FORMULA_PREFIXES = tuple(sorted(FORMULA_STARTS))
+#: Exact types of the cells a non-text column may hold and still be written as
+#: it is: numbers are exempt, None is written as "", and the text of the
+#: others starts with a digit.
+_NEVER_FORMULA_COLUMN = _NEVER_FORMULA | {date, datetime, time}
+
+
+def _starts_formula(joined: str) -> bool:
+    """Whether a cell of a column joined by ``_SEP`` may start with a formula character.
+
+    Most formula characters are absent from most columns: a fast ``in`` (a
+    memchr for ASCII text) rules each out before the two-character search.
+    """
+    if joined.startswith(_FORMULA_PREFIXES):
+        return True
+    return any(c in joined and c_after in joined
+               for c, c_after in zip(_FORMULA_PREFIXES, _SEP_THEN, strict=True))
+
+
+def _formula_free(column: list[Any]) -> bool:
+    """True when csv may write this column's cells as they are with formulas escaped.
+
+    Checked in C, with no Python per cell: a text column (str cells, or str
+    and None) is joined by ``_SEP`` and searched; any other must hold only
+    ``_NEVER_FORMULA_COLUMN`` types. False (a cell that may start a formula,
+    even a plain number such as "-5", or a value of another type) sends the
+    column to ``_guarded_cells``, which decides cell by cell.
+    """
+    try:
+        joined = _SEP.join(column)  # fails at once on a column that starts with a non-str
+    except TypeError:
+        kinds = set(map(type, column))
+        if kinds <= _NEVER_FORMULA_COLUMN:
+            return True
+        if not kinds <= {str, type(None)}:
+            return False
+        joined = _SEP.join(filter(None, column))
+    return not _starts_formula(joined)
+
+
+def _guarded_cells(cells: Iterable[Any]) -> list[Any]:
+    """The per-cell path: each cell through ``_guarded`` unless its type or first
+    character says ``_guarded`` would return it unchanged."""
+    return [v if type(v) in _NEVER_FORMULA or type(v) is str and v[:1] not in FORMULA_STARTS
+            else _guarded(v) for v in cells]
+
+
+# -- csv ------------------------------------------------------------------------------------------
+
+
 def _csv_records(columns: Sequence[str], batch: list[Row]) -> Iterable[Sequence[Any]]:
     """The batch's cells in column order, converted only where ``_cell`` would change them.
 
@@ -122,18 +225,60 @@ def _csv_records(columns: Sequence[str], batch: list[Row]) -> Iterable[Sequence[
             for row in batch)
 
 
+def _columns(columns: Sequence[str], batch: list[Row]) -> list[list[Any]] | None:
+    """The batch column by column, picked in C; None unless every row is a plain dict.
+
+    A column that some row lacks is picked with ``dict.get``, which gives
+    None there, as ``row.get`` does. Other mappings take the per-cell path:
+    a defaultdict would answer a missing column with its default.
+    """
+    if set(map(type, batch)) != {dict}:
+        return None
+    picked = []
+    for name in columns:
+        try:
+            picked.append(list(map(itemgetter(name), batch)))
+        except KeyError:
+            picked.append(list(map(dict.get, batch, repeat(name))))
+    return picked
+
+
+def _escaped_records(columns: Sequence[str], batch: list[Row]) -> Iterable[Sequence[Any]]:
+    """``_csv_records`` with formulas escaped.
+
+    The common batch is picked column by column rather than row by row, so
+    that ``_formula_free`` can check a whole column with one join and a few
+    substring searches, and goes to csv through ``zip``: no Python call per
+    row or cell. Only a column that may hold a formula, or holds values
+    ``_cell`` converts, goes cell by cell; the batch's other columns do not.
+    Rows that lack a column stay on this path too (``_columns``).
+    """
+    picked = _columns(columns, batch)
+    if picked is None:
+        return (_guarded_cells(map(row.get, columns)) for row in batch)
+    for i, column in enumerate(picked):
+        if not _formula_free(column):
+            picked[i] = _guarded_cells(column)
+    return zip(*picked, strict=True)
+
+
 def encode_csv(
     columns: Sequence[str], rows: Iterable[Row], on_rows: RowCounter, options: WriteOptions = PLAIN
 ) -> Iterator[bytes]:
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter=options.delimiter, lineterminator="\r\n")
-    writer.writerow(options.header_row(columns))
+    escape = options.escape_formulas
+    header = options.header_row(columns)
+    # header labels are cells too: a label could start a formula as well (a
+    # column name that is not a str, against the type hints, is written as before)
+    writer.writerow([defuse(label) if isinstance(label, str) else label for label in header]
+                    if escape else header)
     prefix = UTF8_BOM if options.bom else b""
     it = iter(rows)
     while True:
         batch = list(islice(it, BATCH_ROWS))
         if batch and columns:
-            writer.writerows(_csv_records(columns, batch))
+            writer.writerows(_escaped_records(columns, batch) if escape else _csv_records(columns, batch))
         elif batch:
             writer.writerows([[]] * len(batch))
         chunk = buf.getvalue()
@@ -183,7 +328,7 @@ XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml
 
 FORMATS: dict[str, Format] = {
     "csv": Format("csv", ".csv", "text/csv; charset=utf-8", encode_csv,
-                  frozenset({"delimiter", "bom", "headers", "compression"})),
+                  frozenset({"delimiter", "bom", "headers", "escape_formulas", "compression"})),
     "jsonl": Format("jsonl", ".jsonl", "application/x-ndjson; charset=utf-8", encode_jsonl,
                     frozenset({"compression"})),
     "xlsx": Format("xlsx", ".xlsx", XLSX_CONTENT_TYPE, encode_xlsx, frozenset({"headers"})),

@@ -30,6 +30,14 @@ OPTION_PROPERTIES: dict[str, dict[str, Any]] = {
         "description": "csv only: start with a UTF-8 byte order mark, so Excel reads "
                        "non-ASCII text correctly (default false).",
     },
+    "escape_formulas": {
+        "type": "boolean",
+        "description": "csv only: a text cell that starts with = + - @, a tab or a carriage "
+                       "return, and is not a plain number such as -5 or +1.5, gets a leading ' "
+                       "so that a spreadsheet shows it instead of running it as a formula "
+                       "(CSV injection); header labels too (default true). Set false for "
+                       "programs that read the csv and want the values unchanged.",
+    },
     "headers": {
         "type": "object", "maxProperties": 1000,
         "propertyNames": {"minLength": 1, "maxLength": 255},
@@ -82,4 +90,5 @@ def write_options(params: Mapping[str, Any], sheet_rows: int | None = None) -> W
         bom=bool(params.get("bom", False)),
         headers=dict(params.get("headers") or {}),
         sheet_rows=sheet_rows,
+        escape_formulas=bool(params.get("escape_formulas", True)),
     )

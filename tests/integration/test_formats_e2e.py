@@ -59,7 +59,7 @@ def test_kinds_publish_xlsx_and_the_output_options(stack):
     for kind in ("demo", "dynamodb_table"):
         assert kinds[kind]["formats"][:3] == ["csv", "jsonl", "xlsx"]
         props = kinds[kind]["params_schema"]["properties"]
-        assert {"delimiter", "bom", "headers", "compression"} <= set(props)
+        assert {"delimiter", "bom", "headers", "escape_formulas", "compression"} <= set(props)
 
 
 def test_demo_xlsx_export(stack):
@@ -107,6 +107,37 @@ def test_dynamodb_table_xlsx_export(stack):
                                       for i in range(40))
 
 
+def test_dynamodb_csv_escapes_formulas_unless_told_not_to(stack):
+    """A hostile table value reaches the csv as text; escape_formulas=false keeps it raw."""
+    table = boto3.resource("dynamodb").create_table(
+        TableName="demo-users", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+    )
+    notes = {"u1": '=HYPERLINK("http://evil","x")', "u2": "@SUM(A1)", "u3": "-1+2",
+             "u4": "\tcmd", "u5": "-5", "u6": "Zoë"}
+    with table.batch_writer() as batch:
+        for key, note in notes.items():
+            batch.put_item(Item={"id": key, "note": note, "delta": Decimal(-3)})
+    params = {"table": "demo-users", "columns": ["id", "note", "delta"], "headers": {"delta": "=Δ"}}
+
+    def export(**options) -> tuple[bytes, list[list[str]]]:
+        _, task, data = built(stack, kind="dynamodb_table", format="csv", params=params | options)
+        assert task["progress"]["rows"] == len(notes)
+        return data, list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+
+    data, rows = export()
+    assert b'u1,"\'=HYPERLINK(""http://evil"",""x"")",-3\r\n' in data
+    assert rows[0] == ["id", "note", "\'=Δ"]
+    assert sorted(rows[1:]) == [["u1", "\'" + notes["u1"], "-3"], ["u2", "\'@SUM(A1)", "-3"],
+                                ["u3", "\'-1+2", "-3"], ["u4", "\'\tcmd", "-3"],
+                                ["u5", "-5", "-3"], ["u6", "Zoë", "-3"]]  # numbers stay numbers
+    data, rows = export(escape_formulas=False)
+    assert b'u1,"=HYPERLINK(""http://evil"",""x"")",-3\r\n' in data
+    assert rows[0] == ["id", "note", "=Δ"]
+    assert sorted(rows[1:]) == sorted([key, note, "-3"] for key, note in notes.items())
+
+
 def test_gzip_csv_export_with_csv_options(stack):
     created, task, data = built(
         stack, file_name="report.csv",
@@ -140,6 +171,8 @@ def test_gzip_jsonl_export_gets_a_name_from_the_task(stack):
     ("jsonl", {"headers": {"id": "ID"}}, "params.headers"),
     ("csv", {"compression": "zip"}, "params.compression"),
     ("csv", {"delimiter": ";;"}, "params.delimiter"),
+    ("xlsx", {"escape_formulas": False}, "params.escape_formulas"),
+    ("jsonl", {"escape_formulas": True}, "params.escape_formulas"),
 ])
 def test_options_that_do_not_fit_are_400_and_nothing_is_queued(stack, fmt, params, field):
     body = {"task_name": "t", "kind": "demo", "format": fmt, "params": {"rows": 5} | params}
