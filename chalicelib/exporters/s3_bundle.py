@@ -28,7 +28,7 @@ from typing import IO, Any
 from chalicelib.config import Settings
 from chalicelib.errors import ExportError
 from chalicelib.exporters.base import BuildContext, Exporter
-from chalicelib.formats.base import Format
+from chalicelib.formats.base import Format, defuse
 
 MANIFEST_NAME = "MANIFEST.csv"
 MANIFEST_COLUMNS = ("name", "key", "size", "sha256", "status")
@@ -113,7 +113,8 @@ class Manifest:
         self._text.truncate()
 
     def add(self, name: str, key: str, size: int | None, sha256: str, status: str) -> None:
-        self._write((name, key, "" if size is None else size, sha256, status))
+        # people open the manifest in a spreadsheet: a key such as "=HYPERLINK(...)" stays text
+        self._write((defuse(name), defuse(key), "" if size is None else size, sha256, status))
 
     def chunks(self) -> Iterator[bytes]:
         self._file.seek(0)

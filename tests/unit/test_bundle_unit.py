@@ -145,6 +145,13 @@ def test_skipped_entries_are_only_in_the_manifest_and_count_as_progress():
     assert len(seen) == 3
 
 
+def test_manifest_cells_that_would_run_as_formulas_stay_text():
+    key = "=cmd|' /C calc'!A0"
+    archive = zipfile.ZipFile(io.BytesIO(build([(key, key, None, [b"1"]), ("-5", "-5", None, [b"2"])])))
+    assert archive.namelist()[0] == key  # the file keeps its name; only the manifest is escaped
+    assert [(r["name"], r["key"]) for r in manifest_rows(archive)] == [("'" + key, "'" + key), ("-5", "-5")]
+
+
 def test_one_source_is_open_at_a_time():
     open_now, peak = [0], [0]
 
