@@ -202,13 +202,15 @@ def test_a_short_build_overtakes_a_long_one(local_stack: RunningStack, alice: di
     assert wait_for(local_stack, alice, long_task["id"], TERMINAL)["status"] == "canceled"
 
 
-@pytest.mark.parametrize("value", ["0", "two"])
-def test_bad_local_workers_stops_start_up(tmp_path: Any, value: str) -> None:
-    """A bad LOCAL_WORKERS is refused at once with a message naming it, before anything starts."""
+@pytest.mark.parametrize("name,value", [("LOCAL_WORKERS", "0"), ("LOCAL_WORKERS", "two"),
+                                        ("SWEEP_INTERVAL_SECONDS", "0"),
+                                        ("SWEEP_INTERVAL_SECONDS", "soon")])
+def test_bad_local_settings_stop_start_up(tmp_path: Any, name: str, value: str) -> None:
+    """A bad LOCAL_WORKERS or SWEEP_INTERVAL_SECONDS is refused at once, naming it, before anything starts."""
     moto_port, api_port = free_ports(2)
     env = {
         **os.environ,
-        "LOCAL_WORKERS": value,
+        name: value,
         "MOTO_PORT": str(moto_port),
         "PORT": str(api_port),
         "STACK_FILE": str(tmp_path / "stack.json"),
@@ -223,5 +225,5 @@ def test_bad_local_workers_stops_start_up(tmp_path: Any, value: str) -> None:
         timeout=30,
     )
     assert result.returncode == 1, result.stdout + result.stderr
-    assert re.search(r"ERROR .*LOCAL_WORKERS=", result.stdout), result.stdout
+    assert re.search(rf"ERROR .*{name}=", result.stdout), result.stdout
     assert "moto server on" not in result.stdout

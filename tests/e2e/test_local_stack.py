@@ -99,10 +99,11 @@ def test_stack_file_describes_the_stack(local_stack: RunningStack) -> None:
     assert info["aws_endpoint_url"].startswith("http://127.0.0.1:")
     assert info["demo_table"] == "demo-users"
     users = {u["username"]: u for u in info["users"]}
-    assert set(users) == {"alice", "bob", "carol", "admin"}
+    assert set(users) == {"alice", "bob", "carol", "dave", "admin"}
     assert users["carol"]["tenant"] == "globex"
     assert users["admin"]["groups"] == ["admin"]
-    assert len({u["password"] for u in info["users"]}) == 4
+    assert (users["dave"]["groups"], users["dave"]["tenant"]) == (["tenant-admin"], "acme")
+    assert len({u["password"] for u in info["users"]}) == 5
 
 
 def test_export_round_trip(
@@ -148,6 +149,22 @@ def test_another_user_cannot_see_the_task(local_stack: RunningStack, alice_task:
             f"{local_stack.api}{path}", headers=bob, allow_redirects=False, timeout=HTTP_TIMEOUT
         )
         assert_error(resp, 404, "not_found")
+
+
+@pytest.mark.parametrize("user,sees", [("dave", True), ("carol", False), ("admin", True)])
+def test_roles_with_real_tokens(
+    local_stack: RunningStack, alice_task: dict[str, Any], user: str, sees: bool
+) -> None:
+    """dave (tenant-admin of acme) sees alice's task through his real token's groups; carol does not."""
+    headers = {"Authorization": id_token(local_stack, user)}
+    resp = requests.get(f"{local_stack.api}/downloads/{alice_task['id']}", headers=headers,
+                        timeout=HTTP_TIMEOUT)
+    if sees:
+        assert resp.status_code == 200 and resp.json()["owner_name"] == "alice"
+    else:
+        assert_error(resp, 404, "not_found")
+    listed = requests.get(f"{local_stack.api}/downloads", headers=headers, timeout=HTTP_TIMEOUT).json()
+    assert (alice_task["id"] in {t["id"] for t in listed["items"]}) is sees
 
 
 @pytest.mark.parametrize(
