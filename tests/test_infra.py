@@ -35,6 +35,9 @@ EXPECTED_INDEXES = {
     "by_scope": ("scope", "id", "ALL"),
     "by_due": ("sweep", "due_at", "KEYS_ONLY"),
 }
+KEY_ARN = {"Fn::GetAtt": ["EncryptionKey", "Arn"]}
+# X-Ray has no resource-level permissions: the only actions a role may grant on "*".
+XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 USER_POOL_ARN = {
     "Fn::If": [
         "CreateUserPool",
@@ -112,7 +115,7 @@ def test_packaged_table_has_indexes_ttl_and_protection(packaged: dict[str, Any])
     assert _indexes(props["GlobalSecondaryIndexes"]) == EXPECTED_INDEXES
     assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-    assert props["SSESpecification"] == {"SSEEnabled": True}
+    assert props["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": KEY_ARN}
     assert table["DeletionPolicy"] == "Retain"
 
 
@@ -131,7 +134,42 @@ def test_packaged_queue_redrives_to_dlq_and_outlasts_the_worker(packaged: dict[s
     assert worker_timeout == CHALICE_CONFIG["lambda_functions"]["build_worker"]["lambda_timeout"]
     assert min(6 * worker_timeout, 43200) <= queue["VisibilityTimeout"] <= 43200
     assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
-    assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+    assert queue["KmsMasterKeyId"] == KEY_ARN and dlq["KmsMasterKeyId"] == KEY_ARN
+    assert "SqsManagedSseEnabled" not in queue and "SqsManagedSseEnabled" not in dlq
+
+
+@pytest.mark.packaging
+def test_packaged_key_rotates_outlives_the_stack_and_serves_its_services(
+    packaged: dict[str, Any],
+) -> None:
+    resources = packaged["template"]["Resources"]
+    key = resources["EncryptionKey"]
+    assert key["Type"] == "AWS::KMS::Key"
+    # the retained table stays readable after the stack is gone
+    assert key["DeletionPolicy"] == "Retain" == resources["TasksTable"]["DeletionPolicy"]
+    assert key["Properties"]["EnableKeyRotation"] is True
+    alias = resources["EncryptionKeyAlias"]["Properties"]
+    assert alias == {"AliasName": "alias/download-center", "TargetKeyId": {"Ref": "EncryptionKey"}}
+
+    statements = {s["Sid"]: s for s in key["Properties"]["KeyPolicy"]["Statement"]}
+    assert all(s["Principal"] != "*" and s["Principal"] != {"AWS": "*"} for s in statements.values())
+    account = statements["TheAccountGrantsUseThroughIam"]
+    assert account["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+    logs = statements["CloudWatchLogsEncryptsTheStackLogGroups"]
+    assert logs["Principal"] == {"Service": {"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"}}
+    # CloudWatch Logs may use it for this stack's log groups only
+    groups = logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+    assert all("${AWS::StackName}-" in g["Fn::Sub"] for g in groups)
+    # an alarm cannot publish to an SNS topic under a key CloudWatch may not use
+    alarms = statements["CloudWatchAlarmsPublishToTheEncryptedTopic"]
+    assert alarms["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert set(alarms["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    rules = statements["EventBridgeRulesSendToTheEncryptedQueue"]
+    assert rules["Principal"] == {"Service": "events.amazonaws.com"}
+
+    log_groups = [r for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup"]
+    assert log_groups
+    assert all(g["Properties"]["KmsKeyId"] == KEY_ARN for g in log_groups)
 
 
 @pytest.mark.packaging
@@ -254,6 +292,9 @@ def test_packaged_policies_name_only_stack_resources(packaged: dict[str, Any]) -
     for role in roles.values():
         for statement in _statements(role):
             for resource in _as_list(statement["Resource"]):
+                if resource == "*":
+                    assert set(_as_list(statement["Action"])) <= XRAY_ACTIONS
+                    continue
                 assert isinstance(resource, dict), f"literal ARN left: {resource}"
 
     def granted(handler: str, action: str) -> list[Any]:
@@ -275,6 +316,11 @@ def test_packaged_policies_name_only_stack_resources(packaged: dict[str, Any]) -
     assert granted("app.build_worker", "logs:PutLogEvents") == [
         {"Fn::GetAtt": ["BuildWorkerLogGroup", "Arn"]}
     ]
+    # the queues are encrypted with the stack's key: senders and the receiver use it
+    for handler in ("app.app", "app.sweeper", "app.build_worker"):
+        assert granted(handler, "kms:GenerateDataKey") == [KEY_ARN]
+        assert granted(handler, "kms:Decrypt") == [KEY_ARN]
+        assert granted(handler, "xray:PutTraceSegments") == ["*"]
     scan = granted("app.build_worker", "dynamodb:Scan")
     assert scan and all("table/demo-users" in r["Fn::Sub"] for r in scan)
     assert all("${AWS::AccountId}" in r["Fn::Sub"] for r in scan)
@@ -449,6 +495,8 @@ OBJECT_ARN = "arn:aws:s3:::download-center-files/downloads/acme/01J/report.csv"
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:download-center-builds"
 DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:download-center-builds-dlq"
 BUS_ARN = "arn:aws:events:us-east-1:123456789012:event-bus/download-center"
+# The policies name the stack's key by its alias; tools.package rewrites it to the key's ARN.
+KEY_ALIAS_ARN = "arn:aws:kms:us-east-1:123456789012:alias/download-center"
 
 
 BUCKET_ARN = "arn:aws:s3:::download-center-files"
@@ -482,6 +530,13 @@ BUCKET_ARN = "arn:aws:s3:::download-center-files"
         ("sqs:ReceiveMessage", DLQ_ARN, False, False, False),
         ("events:PutEvents", BUS_ARN, True, True, True),
         ("events:PutEvents", "arn:aws:events:us-east-1:123456789012:event-bus/default", False, False, False),
+        ("kms:GenerateDataKey", KEY_ALIAS_ARN, True, True, True),
+        ("kms:Decrypt", KEY_ALIAS_ARN, True, True, True),
+        ("kms:Encrypt", KEY_ALIAS_ARN, False, False, False),
+        ("kms:CreateGrant", KEY_ALIAS_ARN, False, False, False),
+        ("kms:Decrypt", "arn:aws:kms:us-east-1:123456789012:alias/other", False, False, False),
+        ("xray:PutTraceSegments", "*", True, True, True),
+        ("xray:GetTraceSummaries", "*", False, False, False),
     ],
 )
 def test_policies_grant_least_privilege(

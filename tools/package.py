@@ -43,6 +43,7 @@ BUCKET = "FilesBucket"
 QUEUE = "BuildQueue"
 DLQ = "BuildDeadLetterQueue"
 EVENT_BUS = "EventBus"
+KEY = "EncryptionKey"
 USER_POOL = "UserPool"
 USER_POOL_CONDITION = "CreateUserPool"
 USER_POOL_PARAMETER = "ExistingUserPoolArn"
@@ -149,7 +150,7 @@ def _check_merged(template: dict[str, Any]) -> None:
             "infra/resources.json adds properties to resources chalice did not "
             f"generate: {', '.join(typeless)}"
         )
-    for name in (TABLE, BUCKET, QUEUE, DLQ, EVENT_BUS, USER_POOL):
+    for name in (TABLE, BUCKET, QUEUE, DLQ, EVENT_BUS, USER_POOL, KEY):
         if name not in resources:
             raise PackagingError(f"resource {name} missing from the merged template")
     if USER_POOL_CONDITION not in template.get("Conditions", {}):
@@ -164,7 +165,9 @@ def _physical_names(resources: dict[str, Any]) -> dict[tuple[str, str], str]:
 
     The policy files and config.json name resources by their defaults (the
     literal names, or the bucket's ``Metadata.LocalName``); this finds which
-    template resource each default stands for.
+    template resource each default stands for. A KMS key has no name: the
+    policies name it by its alias (``alias/...``), which stands for the key
+    the alias targets.
     """
     properties = {
         "AWS::DynamoDB::Table": ("dynamodb", "TableName"),
@@ -174,6 +177,12 @@ def _physical_names(resources: dict[str, Any]) -> dict[tuple[str, str], str]:
     }
     names: dict[tuple[str, str], str] = {}
     for logical_id, resource in resources.items():
+        if resource.get("Type") == "AWS::KMS::Alias":
+            alias = resource.get("Properties", {})
+            target = alias.get("TargetKeyId")
+            if isinstance(alias.get("AliasName"), str) and isinstance(target, dict) and "Ref" in target:
+                names[("kms", alias["AliasName"])] = target["Ref"]
+            continue
         kind = properties.get(resource.get("Type", ""))
         if kind is None:
             continue
@@ -207,6 +216,7 @@ def _wire_functions(
             "Properties": {
                 "LogGroupName": {"Fn::Sub": f"/aws/lambda/${{AWS::StackName}}-{logical_id}"},
                 "RetentionInDays": {"Ref": LOG_RETENTION_PARAMETER},
+                "KmsKeyId": {"Fn::GetAtt": [KEY, "Arn"]},
             },
         }
         props["LoggingConfig"] = {"LogGroup": {"Ref": log_group}, "LogFormat": "Text"}
@@ -417,6 +427,9 @@ def _rewrite_arn(arn: Any, names: dict[tuple[str, str], str]) -> Any:
         target = names.get(("sqs", rest))
     elif service == "events" and rest.startswith("event-bus/"):
         target = names.get(("events", rest[len("event-bus/") :]))
+    elif service == "kms" and rest.startswith("alias/"):
+        # IAM matches KMS actions against the key's ARN, never an alias's.
+        target = names.get(("kms", rest))
 
     if target is not None:
         if not suffix:
