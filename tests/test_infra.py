@@ -264,6 +264,42 @@ def test_packaged_authorizer_trusts_created_or_given_pool(packaged: dict[str, An
 
 
 @pytest.mark.packaging
+def test_packaged_api_and_functions_trace_and_log_every_request(packaged: dict[str, Any]) -> None:
+    template = packaged["template"]
+    resources = template["Resources"]
+    api = resources["RestAPI"]["Properties"]
+    assert api["TracingEnabled"] is True
+    functions = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Serverless::Function"]
+    assert functions and all(f["Tracing"] == "Active" for f in functions)
+
+    access = api["AccessLogSetting"]
+    assert access["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    fields = json.loads(access["Format"])  # one JSON object a request
+    assert fields["requestId"] == "$context.requestId"  # API Gateway requires it
+    assert {"status", "resourcePath", "responseLatency", "user", "xrayTraceId"} <= set(fields)
+    group = resources["ApiAccessLogGroup"]["Properties"]
+    assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert group["KmsKeyId"] == KEY_ARN
+    assert group["LogGroupName"] == {"Fn::Sub": "/aws/apigateway/${AWS::StackName}-access"}
+
+    # API Gateway's CloudWatch role is account-wide: set only when asked, kept with the stack gone
+    parameter = template["Parameters"]["ApiGatewayCloudWatchRole"]
+    assert parameter["AllowedValues"] == ["create", "existing"] and parameter["Default"] == "create"
+    assert template["Conditions"]["CreateApiGatewayCloudWatchRole"] == {
+        "Fn::Equals": [{"Ref": "ApiGatewayCloudWatchRole"}, "create"]
+    }
+    for name in ("ApiGatewayAccount", "ApiGatewayLogsRole"):
+        assert resources[name]["Condition"] == "CreateApiGatewayCloudWatchRole"
+        assert resources[name]["DeletionPolicy"] == "Retain"
+    account = resources["ApiGatewayAccount"]["Properties"]
+    assert account["CloudWatchRoleArn"] == {"Fn::GetAtt": ["ApiGatewayLogsRole", "Arn"]}
+    # the stage names the log group, and the log group waits for the account setting
+    assert resources["ApiAccessLogGroup"]["Metadata"]["WaitsFor"] == {
+        "Fn::If": ["CreateApiGatewayCloudWatchRole", {"Ref": "ApiGatewayAccount"}, ""]
+    }
+
+
+@pytest.mark.packaging
 def test_packaged_gateway_responses_use_the_error_envelope(packaged: dict[str, Any]) -> None:
     responses = packaged["template"]["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
     expected = {
