@@ -35,6 +35,7 @@ EXPECTED_INDEXES = {
     "by_scope": ("scope", "id", "ALL"),
     "by_due": ("sweep", "due_at", "KEYS_ONLY"),
 }
+FUNCTION = "AWS::Serverless::Function"
 KEY_ARN = {"Fn::GetAtt": ["EncryptionKey", "Arn"]}
 # X-Ray has no resource-level permissions: the only actions a role may grant on "*".
 XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
@@ -261,6 +262,35 @@ def test_packaged_authorizer_trusts_created_or_given_pool(packaged: dict[str, An
         assert definition["x-amazon-apigateway-authorizer"]["providerARNs"] == [USER_POOL_ARN]
     secured = [op for path in body["paths"].values() for op in path.values() if op.get("security")]
     assert secured, "no route uses the authorizer"
+
+
+def _functions_by_handler(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    resources = template["Resources"].values()
+    return {r["Properties"]["Handler"]: r["Properties"] for r in resources if r["Type"] == FUNCTION}
+
+
+@pytest.mark.packaging
+def test_packaged_worker_concurrency_is_capped_and_sweeps_run_one_at_a_time(
+    packaged: dict[str, Any],
+) -> None:
+    template = packaged["template"]
+    parameter = template["Parameters"]["WorkerReservedConcurrency"]
+    assert parameter["Type"] == "Number" and parameter["Default"] == 50
+    assert (parameter["MinValue"], parameter["MaxValue"]) == (2, 1000)  # an SQS trigger's range
+    functions = _functions_by_handler(template)
+
+    worker = functions["app.build_worker"]
+    limit = {"Ref": "WorkerReservedConcurrency"}
+    assert worker["ReservedConcurrentExecutions"] == limit
+    (trigger,) = worker["Events"].values()
+    # the poller stops at the same number, so no delivery is throttled toward the DLQ
+    assert trigger["Properties"]["ScalingConfig"] == {"MaximumConcurrency": limit}
+
+    sweeper = functions["app.sweeper"]
+    assert sweeper["ReservedConcurrentExecutions"] == 1
+    assert sweeper["EventInvokeConfig"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
+    # users' requests are not capped by a reservation (see the checkov skips)
+    assert "ReservedConcurrentExecutions" not in functions["app.app"]
 
 
 @pytest.mark.packaging

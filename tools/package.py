@@ -9,8 +9,11 @@ merged in by chalice. What a merge cannot express is done here afterwards:
   (``Ref``/``Fn::GetAtt``) instead of the literal defaults from config.json;
 - the build queue trigger targets the template's queue and reports partial
   batch failures (``ReportBatchItemFailures``);
-- each function logs to its own log group with a retention period, and its
-  role may write to that group only;
+- each function logs to its own log group with a retention period, encrypted
+  with the stack's KMS key, and its role may write to that group only;
+- the build worker gets more /tmp, and at most ``WorkerReservedConcurrency``
+  builds run at once (reserved concurrency, and the same maximum on its queue
+  trigger); the scheduled sweeper runs one sweep at a time and drops stale ticks;
 - the literal ARNs of the hand-written IAM policies (which name the default
   resource names so that they also work for ``chalice deploy``) are rewritten
   to the real resources, or scoped to the stack's partition/region/account;
@@ -133,6 +136,8 @@ def post_process(template: dict[str, Any]) -> dict[str, Any]:
     if not triggered:
         raise PackagingError(f"no function is triggered by the {QUEUE} queue")
     _give_workers_disk(template, functions, triggered)
+    _cap_workers(template, functions, triggered)
+    _serialize_sweeps(functions)
     _check_visibility_timeout(resources, triggered)
     _check_file_expiry(resources, functions)
     _rewrite_policies(resources, functions, names)
@@ -254,6 +259,66 @@ def _give_workers_disk(template: dict[str, Any], functions: dict[str, Any], work
     }
     for name in workers:
         functions[name]["Properties"]["EphemeralStorage"] = {"Size": {"Ref": WORKER_STORAGE_PARAMETER}}
+
+
+WORKER_CONCURRENCY_PARAMETER = "WorkerReservedConcurrency"
+DEFAULT_WORKER_CONCURRENCY = 50
+# The range of an SQS event source's MaximumConcurrency.
+SQS_MIN_CONCURRENCY, SQS_MAX_CONCURRENCY = 2, 1000
+
+
+def _cap_workers(template: dict[str, Any], functions: dict[str, Any], workers: list[str]) -> None:
+    """At most ``WorkerReservedConcurrency`` builds run at once, and that many always can.
+
+    Every build reads an export source (a table scan, a bucket, log groups):
+    the cap is what keeps a burst of requests from becoming a burst on them,
+    and the reservation keeps the account's other functions from starving the
+    builds. The queue trigger gets the same maximum: with the reservation
+    alone, the SQS poller would keep handing messages to a throttled function,
+    and every throttled delivery counts toward the redrive to the dead-letter
+    queue.
+    """
+    template.setdefault("Parameters", {})[WORKER_CONCURRENCY_PARAMETER] = {
+        "Type": "Number",
+        "Default": DEFAULT_WORKER_CONCURRENCY,
+        "MinValue": SQS_MIN_CONCURRENCY,
+        "MaxValue": SQS_MAX_CONCURRENCY,
+        "Description": (
+            "How many builds may run at once (the worker's reserved concurrency and its queue "
+            "trigger's maximum concurrency); caps the load on export sources. The account must "
+            "keep 100 unreserved concurrent executions besides it."
+        ),
+    }
+    limit = {"Ref": WORKER_CONCURRENCY_PARAMETER}
+    for name in workers:
+        props = functions[name]["Properties"]
+        props["ReservedConcurrentExecutions"] = copy.deepcopy(limit)
+        for event in props.get("Events", {}).values():
+            if event.get("Type") == "SQS":
+                event["Properties"]["ScalingConfig"] = {"MaximumConcurrency": copy.deepcopy(limit)}
+
+
+# A stale tick of the sweeper's schedule is superseded by the next one.
+SWEEP_MAX_EVENT_AGE_SECONDS = 60  # Lambda's minimum
+
+
+def _serialize_sweeps(functions: dict[str, Any]) -> None:
+    """Scheduled functions (the sweeper) run one at a time and never catch up on old ticks.
+
+    The schedule fires every minute and each sweep looks at everything due, so
+    a retry of a failed tick, or a tick queued behind a slow sweep, would only
+    repeat the next one; what matters is that sweeps keep succeeding, which an
+    alarm watches.
+    """
+    for function in functions.values():
+        props = function["Properties"]
+        if not any(event.get("Type") == "Schedule" for event in props.get("Events", {}).values()):
+            continue
+        props["ReservedConcurrentExecutions"] = 1
+        props["EventInvokeConfig"] = {
+            "MaximumRetryAttempts": 0,
+            "MaximumEventAgeInSeconds": SWEEP_MAX_EVENT_AGE_SECONDS,
+        }
 
 
 def _queue_logical_id(queue: Any, names: dict[tuple[str, str], str]) -> str | None:
