@@ -50,7 +50,9 @@ _TABLE_IGNORED = {"DeletionProtectionEnabled", "Tags", "ContributorInsightsSpeci
 _KMS_QUEUE_ATTRIBUTES = {"KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds"}
 _KMS_SSE_PROPERTIES = {"SSEType", "KMSMasterKeyId"}
 _QUEUE_IGNORED = {"Tags"} | _KMS_QUEUE_ATTRIBUTES
-_BUCKET_IGNORED = {"Tags"}
+# S3 server access logs are an AWS audit trail: moto delivers none, so the
+# logging configuration is not mirrored and its target bucket not created.
+_BUCKET_IGNORED = {"Tags", "LoggingConfiguration"}
 _BUS_IGNORED = {"Tags", "Description"}
 
 _QUEUE_ATTRIBUTES = {
@@ -120,8 +122,10 @@ def provision(endpoint_url: str | None, region: str = "us-east-1") -> dict[str, 
         _provision_queue(sqs, logical_id, resources[logical_id], resolver)
 
     s3 = client("s3")
+    log_targets = _access_log_targets(resources)
     for logical_id in by_type.get("AWS::S3::Bucket", []):
-        _provision_bucket(s3, logical_id, resources[logical_id], resolver, region)
+        if logical_id not in log_targets:
+            _provision_bucket(s3, logical_id, resources[logical_id], resolver, region)
 
     events = client("events")
     for logical_id in by_type.get("AWS::Events::EventBus", []):
@@ -426,6 +430,19 @@ def _provision_queue(sqs: Any, logical_id: str, resource: dict[str, Any], resolv
     resolver.attributes[(logical_id, "QueueUrl")] = url
 
 
+def _access_log_targets(resources: dict[str, Any]) -> set[str]:
+    """Buckets that receive other buckets' S3 server access logs (not created locally)."""
+    targets: set[str] = set()
+    for resource in resources.values():
+        if resource.get("Type") != "AWS::S3::Bucket":
+            continue
+        logging = resource.get("Properties", {}).get("LoggingConfiguration", {})
+        destination = logging.get("DestinationBucketName")
+        if isinstance(destination, dict) and isinstance(destination.get("Ref"), str):
+            targets.add(destination["Ref"])
+    return targets
+
+
 def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
     """A CloudFormation lifecycle rule in the PutBucketLifecycleConfiguration shape."""
     converted: dict[str, Any] = {"Status": rule["Status"]}
@@ -467,7 +484,7 @@ def _provision_bucket(
         | _BUCKET_IGNORED,
     )
     name = _local_name(resource, "BucketName", resolver)
-    props = resolver.resolve({k: v for k, v in props.items() if k != "BucketName"})
+    props = resolver.resolve(_without(props, {"BucketName"} | _BUCKET_IGNORED))
     try:
         s3.head_bucket(Bucket=name)
     except ClientError as exc:

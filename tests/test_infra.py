@@ -205,6 +205,34 @@ def test_packaged_bucket_is_private_encrypted_and_expires_downloads(
         if s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
     ]
     assert deny_http["Effect"] == "Deny" and deny_http["Principal"] == "*"
+    assert props["LoggingConfiguration"] == {
+        "DestinationBucketName": {"Ref": "AccessLogsBucket"},
+        "LogFilePrefix": "files/",
+    }
+
+
+@pytest.mark.packaging
+def test_packaged_access_logs_bucket_takes_only_the_files_bucket_logs(packaged: dict[str, Any]) -> None:
+    resources = packaged["template"]["Resources"]
+    bucket = resources["AccessLogsBucket"]
+    props = bucket["Properties"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    # S3 log delivery writes to SSE-S3 targets only (not SSE-KMS)
+    sse = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert sse == [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    (expiry,) = props["LifecycleConfiguration"]["Rules"]
+    assert expiry["ExpirationInDays"] == {"Ref": "LogRetentionDays"} and "Prefix" not in expiry
+
+    statements = resources["AccessLogsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    (delivery,) = [s for s in statements if s["Effect"] == "Allow"]
+    assert delivery["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+    assert delivery["Action"] == "s3:PutObject"
+    assert delivery["Resource"] == {"Fn::Sub": "${AccessLogsBucket.Arn}/files/*"}
+    assert delivery["Condition"]["ArnLike"] == {"aws:SourceArn": {"Fn::GetAtt": ["FilesBucket", "Arn"]}}
+    assert delivery["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert any(s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}} for s in statements)
 
 
 @pytest.mark.packaging
