@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from moto.server import ThreadedMotoServer
 
 from local import provision as provision_module
 from local.provision import provision
-from tools import package
+from tools import checkov_scan, package
 
 ROOT = Path(__file__).resolve().parent.parent
 RESOURCES = json.loads((ROOT / "infra" / "resources.json").read_text(encoding="utf-8"))
@@ -418,6 +420,102 @@ def test_packaged_policies_name_only_stack_resources(packaged: dict[str, Any]) -
     scan = granted("app.build_worker", "dynamodb:Scan")
     assert scan and all("table/demo-users" in r["Fn::Sub"] for r in scan)
     assert all("${AWS::AccountId}" in r["Fn::Sub"] for r in scan)
+
+
+# --------------------------------------------------------------------------
+# checkov on the packaged template
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkov_report(packaged: dict[str, Any]) -> checkov_scan.Report:
+    """checkov's report on the packaged template (its own venv; `make test` builds it)."""
+    if checkov_scan.find_checkov() is None:
+        message = "checkov is not installed: `make test` builds .venv-checkov from requirements-checkov.txt"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return checkov_scan.scan(packaged["path"])
+
+
+@pytest.mark.packaging
+def test_packaged_template_passes_checkov(checkov_report: checkov_scan.Report) -> None:
+    print(checkov_report.summary())
+    assert checkov_report.parsing_errors == 0
+    assert checkov_report.resource_count > 20 and checkov_report.passed > 50, "checkov scanned nothing?"
+    assert checkov_report.failed == [], "\n".join(
+        f"{f.check_id} {f.resource}: {f.name}" for f in checkov_report.failed
+    )
+
+
+@pytest.mark.packaging
+def test_every_checkov_skip_has_a_reason_and_is_still_needed(
+    packaged: dict[str, Any], checkov_report: checkov_scan.Report
+) -> None:
+    resources = packaged["template"]["Resources"]
+    declared: set[tuple[str, str]] = set()
+    for logical_id, resource in resources.items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            assert len(skip.get("comment", "")) >= 60, f"{logical_id} skips {skip['id']} without a reason"
+            declared.add((skip["id"], logical_id))
+    reported = {(f.check_id, f.resource.split(".", 1)[1]) for f in checkov_report.skipped}
+    # a skip checkov does not report is misspelt, or its check now passes: remove it
+    assert reported == declared
+    assert all(f.comment for f in checkov_report.skipped)
+    # the table of skips for chalice's resources names only resources chalice generates
+    assert set(package.CHECKOV_SKIPS) <= set(resources)
+
+
+def test_checkov_runs_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BC_API_KEY", "secret")
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    calls: list[tuple[list[str], dict[str, str]]] = []
+
+    def fake_run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append((command, kwargs["env"]))
+        report = {"check_type": "cloudformation", "results": {"failed_checks": []},
+                  "summary": {"passed": 3, "failed": 0, "skipped": 0, "resource_count": 2}}
+        return subprocess.CompletedProcess(command, 0, json.dumps(report), "")
+
+    monkeypatch.setattr(checkov_scan.subprocess, "run", fake_run)
+    executable = tmp_path / "checkov"
+    executable.touch()
+    report = checkov_scan.scan(tmp_path / "sam.json", executable)
+    assert report.passed == 3 and report.failed == []
+    ((command, env),) = calls
+    assert "--skip-download" in command
+    assert command[command.index("--framework") + 1] == "cloudformation"
+    assert "BC_API_KEY" not in env  # nothing is uploaded to a platform account
+    assert env["BC_SKIP_MAPPING"] == "TRUE" and env["CKV_SKIP_PACKAGE_UPDATE_CHECK"] == "true"
+    assert env["HTTPS_PROXY"].startswith("http://127.0.0.1:")  # anything else fails fast
+    assert env["LOG_LEVEL"] == "WARNING"
+
+
+def test_checkov_report_lists_failures_and_skips_with_their_reasons() -> None:
+    def check(check_id: str, resource: str, result: str, comment: str | None = None) -> dict[str, Any]:
+        outcome: dict[str, Any] = {"result": result}
+        if comment:
+            outcome["suppress_comment"] = comment
+        return {"check_id": check_id, "resource": resource, "check_name": "n", "check_result": outcome}
+
+    output = [
+        {"check_type": "secrets", "results": {}, "summary": {"passed": 99}},
+        {
+            "check_type": "cloudformation",
+            "results": {
+                "failed_checks": [check("CKV_AWS_1", "AWS::S3::Bucket.A", "FAILED")],
+                "skipped_checks": [check("CKV_AWS_2", "AWS::S3::Bucket.B", "SKIPPED", "why")],
+            },
+            "summary": {"passed": 5, "failed": 1, "skipped": 1, "checkov_version": "3.3.30"},
+        },
+    ]
+    report = checkov_scan.parse_report(output)
+    assert report.passed == 5
+    assert report.failed == [checkov_scan.Finding("CKV_AWS_1", "AWS::S3::Bucket.A", "n")]
+    assert report.skipped == [checkov_scan.Finding("CKV_AWS_2", "AWS::S3::Bucket.B", "n", "why")]
+    assert "failed=1" in report.summary()
+    with pytest.raises(checkov_scan.CheckovError, match="no cloudformation"):
+        checkov_scan.parse_report({"passed": 0, "failed": 0})
 
 
 # --------------------------------------------------------------------------
