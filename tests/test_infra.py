@@ -12,6 +12,7 @@ import copy
 import fnmatch
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -422,6 +423,157 @@ def test_packaged_policies_name_only_stack_resources(packaged: dict[str, Any]) -
     assert all("${AWS::AccountId}" in r["Fn::Sub"] for r in scan)
 
 
+ALARM = "AWS::CloudWatch::Alarm"
+EXPECTED_ALARMS = {
+    "DeadLetterQueueAlarm",
+    "BuildQueueAgeAlarm",
+    "BuildFailureRateAlarm",
+    "BuildWorkerErrorsAlarm",
+    "SweeperErrorsAlarm",
+    "SweeperNotRunningAlarm",
+    "ApiServerErrorsAlarm",
+}
+METRIC_MATH_FUNCTIONS = {"IF", "FILL"}
+
+
+def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: r["Properties"] for name, r in template["Resources"].items() if r["Type"] == ALARM}
+
+
+def _metric(props: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(namespace, metric, {dimension: value}) of a single-metric alarm."""
+    dimensions = {d["Name"]: d["Value"] for d in props["Dimensions"]}
+    return props["Namespace"], props["MetricName"], dimensions
+
+
+def _metric_math(props: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], str]:
+    """({id: metric stat}, the returned expression) of a metric-math alarm, its ids checked."""
+    queries = {q["Id"]: q for q in props["Metrics"]}
+    (returned,) = [q for q in props["Metrics"] if q["ReturnData"]]
+    for query in queries.values():
+        if "Expression" in query:
+            names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query["Expression"])) - METRIC_MATH_FUNCTIONS
+            assert names <= set(queries), f"{query['Id']} uses unknown ids {names - set(queries)}"
+    stats = {i: q["MetricStat"] for i, q in queries.items() if "MetricStat" in q}
+    return stats, returned["Expression"]
+
+
+@pytest.mark.packaging
+def test_packaged_alarms_notify_an_encrypted_topic(packaged: dict[str, Any]) -> None:
+    template = packaged["template"]
+    resources = template["Resources"]
+    topic = resources["AlarmTopic"]
+    assert topic["Type"] == "AWS::SNS::Topic"
+    assert topic["Properties"]["KmsMasterKeyId"] == KEY_ARN  # the key policy lets CloudWatch use it
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+    assert template["Conditions"]["SubscribeAlarmEmail"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]
+    }
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "SubscribeAlarmEmail"
+    assert subscription["Properties"] == {
+        "TopicArn": {"Ref": "AlarmTopic"},
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlarmEmail"},
+    }
+    assert template["Outputs"]["AlarmTopicArn"] == {"Value": {"Ref": "AlarmTopic"}}
+
+    alarms = _alarms(template)
+    assert set(alarms) == EXPECTED_ALARMS
+    for name, props in alarms.items():
+        assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+        assert props["OKActions"] == [{"Ref": "AlarmTopic"}], name
+        assert props["ActionsEnabled"] is True
+        assert props["TreatMissingData"] in {"notBreaching", "breaching"}
+        assert props["AlarmName"]["Fn::Sub"].startswith("${AWS::StackName}-")
+        assert len(props["AlarmDescription"]) > 80, f"{name}: say what it means and what to look at"
+
+
+@pytest.mark.packaging
+def test_packaged_queue_alarms_watch_the_dead_letter_queue_and_the_backlog(packaged: dict[str, Any]) -> None:
+    template = packaged["template"]
+    alarms = _alarms(template)
+
+    dlq = alarms["DeadLetterQueueAlarm"]
+    assert _metric(dlq) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"QueueName": {"Fn::GetAtt": ["BuildDeadLetterQueue", "QueueName"]}},
+    )
+    assert dlq["Statistic"] == "Maximum"
+    assert (dlq["ComparisonOperator"], dlq["Threshold"]) == ("GreaterThanThreshold", 0)
+
+    age = alarms["BuildQueueAgeAlarm"]
+    assert _metric(age) == (
+        "AWS/SQS",
+        "ApproximateAgeOfOldestMessage",
+        {"QueueName": {"Fn::GetAtt": ["BuildQueue", "QueueName"]}},
+    )
+    assert age["Threshold"] == {"Ref": "BuildQueueAgeAlarmSeconds"}
+    assert age["ComparisonOperator"] == "GreaterThanThreshold"
+    # a running build keeps its (counted) message for up to the worker's timeout
+    worker_timeout = _functions_by_handler(template)["app.build_worker"]["Timeout"]
+    assert template["Parameters"]["BuildQueueAgeAlarmSeconds"]["Default"] > worker_timeout
+    for alarm in (dlq, age):
+        assert alarm["TreatMissingData"] == "notBreaching"  # an idle queue publishes nothing
+
+
+@pytest.mark.packaging
+def test_packaged_failure_rate_alarm_reads_the_worker_metrics(packaged: dict[str, Any]) -> None:
+    alarm = _alarms(packaged["template"])["BuildFailureRateAlarm"]
+    stats, expression = _metric_math(alarm)
+    service = [{"Name": "service", "Value": "download-center"}]
+    assert {i: (s["Metric"]["Namespace"], s["Metric"]["MetricName"], s["Metric"]["Dimensions"])
+            for i, s in stats.items()} == {
+        "failed": ("DownloadCenter", "BuildsFailed", service),
+        "succeeded": ("DownloadCenter", "BuildsSucceeded", service),
+    }
+    assert all(s["Stat"] == "Sum" and s["Period"] == 900 for s in stats.values())  # 15 minutes
+    # no builds (no data) is no alarm; a few builds are not a rate
+    assert expression.startswith("IF(builds >= 5,") and "FILL(failed, 0)" in expression
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (20, "GreaterThanThreshold")
+    assert alarm["TreatMissingData"] == "notBreaching"
+
+
+@pytest.mark.packaging
+def test_packaged_function_and_api_alarms_name_the_deployed_resources(packaged: dict[str, Any]) -> None:
+    template = packaged["template"]
+    resources = template["Resources"]
+    alarms = _alarms(template)
+    handlers = {
+        r["Properties"]["Handler"]: name for name, r in resources.items() if r["Type"] == FUNCTION
+    }
+
+    def function(handler: str) -> dict[str, Any]:
+        return {"FunctionName": {"Ref": handlers[handler]}}
+
+    worker = alarms["BuildWorkerErrorsAlarm"]
+    assert _metric(worker) == ("AWS/Lambda", "Errors", function("app.build_worker"))
+    sweeper_errors = alarms["SweeperErrorsAlarm"]
+    assert _metric(sweeper_errors) == ("AWS/Lambda", "Errors", function("app.sweeper"))
+    for alarm in (worker, sweeper_errors):
+        assert alarm["DatapointsToAlarm"] > 1  # a single crash is retried, not paged
+    not_running = alarms["SweeperNotRunningAlarm"]
+    assert _metric(not_running) == ("AWS/Lambda", "Invocations", function("app.sweeper"))
+    assert (not_running["ComparisonOperator"], not_running["Threshold"]) == ("LessThanThreshold", 1)
+    assert not_running["TreatMissingData"] == "breaching"  # no invocation publishes no datapoint
+
+    api = alarms["ApiServerErrorsAlarm"]
+    stats, expression = _metric_math(api)
+    restapi = resources["RestAPI"]["Properties"]
+    dimensions = [
+        {"Name": "ApiName", "Value": restapi["DefinitionBody"]["info"]["title"]},
+        {"Name": "Stage", "Value": restapi["StageName"]},
+    ]
+    assert {i: (s["Metric"]["MetricName"], s["Metric"]["Dimensions"]) for i, s in stats.items()} == {
+        "errors": ("5XXError", dimensions),
+        "requests": ("Count", dimensions),
+    }
+    assert all(s["Metric"]["Namespace"] == "AWS/ApiGateway" for s in stats.values())
+    assert expression.startswith("IF(answered >= 20,")
+    assert (api["Threshold"], api["ComparisonOperator"]) == (5, "GreaterThanThreshold")
+
+
 # --------------------------------------------------------------------------
 # checkov on the packaged template
 # --------------------------------------------------------------------------
@@ -591,6 +743,13 @@ def test_post_process_rejects_a_queue_that_hides_messages_too_briefly() -> None:
     template = _chalice_like_template(worker_timeout=900)
     template["Resources"]["BuildQueue"]["Properties"]["VisibilityTimeout"] = 900
     with pytest.raises(package.PackagingError, match="VisibilityTimeout"):
+        package.post_process(template)
+
+
+def test_post_process_rejects_a_queue_age_alarm_that_pages_for_running_builds() -> None:
+    template = _chalice_like_template(worker_timeout=900)
+    template["Parameters"]["BuildQueueAgeAlarmSeconds"]["Default"] = 900
+    with pytest.raises(package.PackagingError, match="BuildQueueAgeAlarmSeconds"):
         package.post_process(template)
 
 

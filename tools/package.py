@@ -53,6 +53,7 @@ USER_POOL = "UserPool"
 USER_POOL_CONDITION = "CreateUserPool"
 USER_POOL_PARAMETER = "ExistingUserPoolArn"
 LOG_RETENTION_PARAMETER = "LogRetentionDays"
+QUEUE_AGE_ALARM_PARAMETER = "BuildQueueAgeAlarmSeconds"
 
 SQS_MAX_VISIBILITY_TIMEOUT = 43200  # 12 hours, the SQS maximum
 VISIBILITY_TIMEOUT_FACTOR = 6  # AWS's advice for a queue that triggers a Lambda
@@ -141,6 +142,7 @@ def post_process(template: dict[str, Any]) -> dict[str, Any]:
     _cap_workers(template, functions, triggered)
     _serialize_sweeps(functions)
     _check_visibility_timeout(resources, triggered)
+    _check_queue_age_alarm(template, triggered)
     _check_file_expiry(resources, functions)
     _rewrite_policies(resources, functions, names)
     _check_allow_lists(resources, triggered)
@@ -163,7 +165,7 @@ def _check_merged(template: dict[str, Any]) -> None:
             raise PackagingError(f"resource {name} missing from the merged template")
     if USER_POOL_CONDITION not in template.get("Conditions", {}):
         raise PackagingError(f"condition {USER_POOL_CONDITION} missing")
-    for parameter in (USER_POOL_PARAMETER, LOG_RETENTION_PARAMETER):
+    for parameter in (USER_POOL_PARAMETER, LOG_RETENTION_PARAMETER, QUEUE_AGE_ALARM_PARAMETER):
         if parameter not in template.get("Parameters", {}):
             raise PackagingError(f"parameter {parameter} missing")
 
@@ -344,6 +346,22 @@ def _check_visibility_timeout(resources: dict[str, Any], triggered: list[str]) -
         raise PackagingError(
             f"{QUEUE} VisibilityTimeout is {actual}s; the worker may run {longest}s, so "
             f"it must be at least {needed}s"
+        )
+
+
+def _check_queue_age_alarm(template: dict[str, Any], triggered: list[str]) -> None:
+    """The queue-age alarm must not page for a build that is merely running.
+
+    ``ApproximateAgeOfOldestMessage`` counts in-flight messages, and a build
+    keeps its message for as long as the worker runs.
+    """
+    resources = template["Resources"]
+    longest = max(int(resources[name]["Properties"].get("Timeout", 3)) for name in triggered)
+    threshold = int(template["Parameters"][QUEUE_AGE_ALARM_PARAMETER]["Default"])
+    if threshold <= longest:
+        raise PackagingError(
+            f"{QUEUE_AGE_ALARM_PARAMETER} defaults to {threshold}s but a build may hold its message "
+            f"for {longest}s: the alarm would page for every long build"
         )
 
 
