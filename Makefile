@@ -3,19 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# checkov pins a boto3 that the project's venv cannot have: it gets a venv of its own.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 OUT ?= out
 
-.PHONY: run test lint package bench clean
+.PHONY: run test lint package checkov bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
+$(CHECKOV_STAMP): requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	touch $(CHECKOV_STAMP)
+
 run: $(STAMP)
 	$(PY) -m local.stack
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
@@ -29,5 +37,9 @@ bench: $(STAMP)
 package: $(STAMP)
 	$(PY) -m tools.package --stage prod --out $(OUT)
 
+# The packaged template's security checks (also run by `make test`).
+checkov: package $(CHECKOV_STAMP)
+	$(PY) -m tools.checkov_scan $(OUT)/sam.json
+
 clean:
-	rm -rf $(VENV) .local $(OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .local $(OUT) .pytest_cache .ruff_cache

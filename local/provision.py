@@ -5,8 +5,9 @@ bucket settings and event bus as production, so this reads them from
 ``infra/resources.json`` (the file merged into the deployed template) instead
 of restating them. Properties that only matter in AWS (deletion protection,
 retention policies, the TLS-only bucket policy on a plain-HTTP loopback
-endpoint) are skipped on purpose; any property this module does not know
-raises, so that the template and the local stack cannot drift apart silently.
+endpoint, encryption with the stack's KMS key) are skipped on purpose; any
+property this module does not know raises, so that the template and the local
+stack cannot drift apart silently.
 
 Every step is idempotent: calling :func:`provision` again on the same server
 converges the resources to the template and returns the same names.
@@ -39,10 +40,19 @@ EVENT_BUS = "EventBus"
 LOCAL_STACK_NAME = "download-center-local"
 FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
-# Resource properties that are deliberately not mirrored locally.
+# Resource properties that are deliberately not mirrored locally. They are
+# dropped before the template's intrinsic functions are resolved: they may name
+# resources that exist only in AWS.
 _TABLE_IGNORED = {"DeletionProtectionEnabled", "Tags", "ContributorInsightsSpecification"}
-_QUEUE_IGNORED = {"Tags"}
-_BUCKET_IGNORED = {"Tags"}
+# The stack's customer-managed KMS key protects data at rest in AWS; locally
+# there is no key (moto would only pretend to encrypt with it), so the table
+# and the queues keep their default encryption.
+_KMS_QUEUE_ATTRIBUTES = {"KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds"}
+_KMS_SSE_PROPERTIES = {"SSEType", "KMSMasterKeyId"}
+_QUEUE_IGNORED = {"Tags"} | _KMS_QUEUE_ATTRIBUTES
+# S3 server access logs are an AWS audit trail: moto delivers none, so the
+# logging configuration is not mirrored and its target bucket not created.
+_BUCKET_IGNORED = {"Tags", "LoggingConfiguration"}
 _BUS_IGNORED = {"Tags", "Description"}
 
 _QUEUE_ATTRIBUTES = {
@@ -51,8 +61,6 @@ _QUEUE_ATTRIBUTES = {
     "DelaySeconds",
     "FifoQueue",
     "FifoThroughputLimit",
-    "KmsDataKeyReusePeriodSeconds",
-    "KmsMasterKeyId",
     "MaximumMessageSize",
     "MessageRetentionPeriod",
     "ReceiveMessageWaitTimeSeconds",
@@ -114,8 +122,10 @@ def provision(endpoint_url: str | None, region: str = "us-east-1") -> dict[str, 
         _provision_queue(sqs, logical_id, resources[logical_id], resolver)
 
     s3 = client("s3")
+    log_targets = _access_log_targets(resources)
     for logical_id in by_type.get("AWS::S3::Bucket", []):
-        _provision_bucket(s3, logical_id, resources[logical_id], resolver, region)
+        if logical_id not in log_targets:
+            _provision_bucket(s3, logical_id, resources[logical_id], resolver, region)
 
     events = client("events")
     for logical_id in by_type.get("AWS::Events::EventBus", []):
@@ -205,6 +215,11 @@ class _Resolver:
         return re.sub(r"\$\{([^}!]+)\}", replace, text)
 
 
+def _without(props: dict[str, Any], ignored: set[str]) -> dict[str, Any]:
+    """The properties that are mirrored locally (the ignored ones may name AWS-only resources)."""
+    return {key: value for key, value in props.items() if key not in ignored}
+
+
 def _check_properties(logical_id: str, props: dict[str, Any], known: set[str]) -> None:
     unknown = sorted(set(props) - known)
     if unknown:
@@ -234,7 +249,7 @@ def _is_error(exc: ClientError, *codes: str) -> bool:
 
 
 def _provision_table(dynamodb: Any, logical_id: str, resource: dict[str, Any], resolver: _Resolver) -> None:
-    props = resolver.resolve(resource["Properties"])
+    props = resource["Properties"]
     _check_properties(
         logical_id,
         props,
@@ -253,6 +268,10 @@ def _provision_table(dynamodb: Any, logical_id: str, resource: dict[str, Any], r
         }
         | _TABLE_IGNORED,
     )
+    props = _without(props, _TABLE_IGNORED)
+    if "SSESpecification" in props:
+        props["SSESpecification"] = _without(props["SSESpecification"], _KMS_SSE_PROPERTIES)
+    props = resolver.resolve(props)
     name = _local_name(resource, "TableName", resolver)
     billing = props.get("BillingMode", "PROVISIONED")
     gsis = [_index(index, billing) for index in props.get("GlobalSecondaryIndexes", [])]
@@ -271,10 +290,7 @@ def _provision_table(dynamodb: Any, logical_id: str, resource: dict[str, Any], r
     if billing == "PROVISIONED":
         kwargs["ProvisionedThroughput"] = props["ProvisionedThroughput"]
     if "SSESpecification" in props:
-        sse = props["SSESpecification"]
-        kwargs["SSESpecification"] = {"Enabled": bool(sse.get("SSEEnabled", False))} | {
-            key: sse[key] for key in ("SSEType", "KMSMasterKeyId") if key in sse
-        }
+        kwargs["SSESpecification"] = {"Enabled": bool(props["SSESpecification"].get("SSEEnabled", False))}
     if "StreamSpecification" in props:
         kwargs["StreamSpecification"] = {"StreamEnabled": True} | props["StreamSpecification"]
 
@@ -388,12 +404,13 @@ def _queue_attributes(props: dict[str, Any]) -> dict[str, str]:
 
 
 def _provision_queue(sqs: Any, logical_id: str, resource: dict[str, Any], resolver: _Resolver) -> None:
-    props = resolver.resolve(resource.get("Properties", {}))
+    props = resource.get("Properties", {})
     _check_properties(
         logical_id,
         props,
         {"QueueName"} | _QUEUE_ATTRIBUTES | _QUEUE_JSON_ATTRIBUTES | _QUEUE_IGNORED,
     )
+    props = resolver.resolve(_without(props, _QUEUE_IGNORED))
     name = _local_name(resource, "QueueName", resolver)
     attributes = _queue_attributes(props)
     try:
@@ -411,6 +428,19 @@ def _provision_queue(sqs: Any, logical_id: str, resource: dict[str, Any], resolv
     resolver.attributes[(logical_id, "Arn")] = arn
     resolver.attributes[(logical_id, "QueueName")] = name
     resolver.attributes[(logical_id, "QueueUrl")] = url
+
+
+def _access_log_targets(resources: dict[str, Any]) -> set[str]:
+    """Buckets that receive other buckets' S3 server access logs (not created locally)."""
+    targets: set[str] = set()
+    for resource in resources.values():
+        if resource.get("Type") != "AWS::S3::Bucket":
+            continue
+        logging = resource.get("Properties", {}).get("LoggingConfiguration", {})
+        destination = logging.get("DestinationBucketName")
+        if isinstance(destination, dict) and isinstance(destination.get("Ref"), str):
+            targets.add(destination["Ref"])
+    return targets
 
 
 def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
@@ -454,7 +484,7 @@ def _provision_bucket(
         | _BUCKET_IGNORED,
     )
     name = _local_name(resource, "BucketName", resolver)
-    props = resolver.resolve({k: v for k, v in props.items() if k != "BucketName"})
+    props = resolver.resolve(_without(props, {"BucketName"} | _BUCKET_IGNORED))
     try:
         s3.head_bucket(Bucket=name)
     except ClientError as exc:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from moto.server import ThreadedMotoServer
 
 from local import provision as provision_module
 from local.provision import provision
-from tools import package
+from tools import checkov_scan, package
 
 ROOT = Path(__file__).resolve().parent.parent
 RESOURCES = json.loads((ROOT / "infra" / "resources.json").read_text(encoding="utf-8"))
@@ -35,6 +37,10 @@ EXPECTED_INDEXES = {
     "by_scope": ("scope", "id", "ALL"),
     "by_due": ("sweep", "due_at", "KEYS_ONLY"),
 }
+FUNCTION = "AWS::Serverless::Function"
+KEY_ARN = {"Fn::GetAtt": ["EncryptionKey", "Arn"]}
+# X-Ray has no resource-level permissions: the only actions a role may grant on "*".
+XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 USER_POOL_ARN = {
     "Fn::If": [
         "CreateUserPool",
@@ -112,7 +118,7 @@ def test_packaged_table_has_indexes_ttl_and_protection(packaged: dict[str, Any])
     assert _indexes(props["GlobalSecondaryIndexes"]) == EXPECTED_INDEXES
     assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-    assert props["SSESpecification"] == {"SSEEnabled": True}
+    assert props["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": KEY_ARN}
     assert table["DeletionPolicy"] == "Retain"
 
 
@@ -131,7 +137,42 @@ def test_packaged_queue_redrives_to_dlq_and_outlasts_the_worker(packaged: dict[s
     assert worker_timeout == CHALICE_CONFIG["lambda_functions"]["build_worker"]["lambda_timeout"]
     assert min(6 * worker_timeout, 43200) <= queue["VisibilityTimeout"] <= 43200
     assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
-    assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+    assert queue["KmsMasterKeyId"] == KEY_ARN and dlq["KmsMasterKeyId"] == KEY_ARN
+    assert "SqsManagedSseEnabled" not in queue and "SqsManagedSseEnabled" not in dlq
+
+
+@pytest.mark.packaging
+def test_packaged_key_rotates_outlives_the_stack_and_serves_its_services(
+    packaged: dict[str, Any],
+) -> None:
+    resources = packaged["template"]["Resources"]
+    key = resources["EncryptionKey"]
+    assert key["Type"] == "AWS::KMS::Key"
+    # the retained table stays readable after the stack is gone
+    assert key["DeletionPolicy"] == "Retain" == resources["TasksTable"]["DeletionPolicy"]
+    assert key["Properties"]["EnableKeyRotation"] is True
+    alias = resources["EncryptionKeyAlias"]["Properties"]
+    assert alias == {"AliasName": "alias/download-center", "TargetKeyId": {"Ref": "EncryptionKey"}}
+
+    statements = {s["Sid"]: s for s in key["Properties"]["KeyPolicy"]["Statement"]}
+    assert all(s["Principal"] != "*" and s["Principal"] != {"AWS": "*"} for s in statements.values())
+    account = statements["TheAccountGrantsUseThroughIam"]
+    assert account["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+    logs = statements["CloudWatchLogsEncryptsTheStackLogGroups"]
+    assert logs["Principal"] == {"Service": {"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"}}
+    # CloudWatch Logs may use it for this stack's log groups only
+    groups = logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+    assert all("${AWS::StackName}-" in g["Fn::Sub"] for g in groups)
+    # an alarm cannot publish to an SNS topic under a key CloudWatch may not use
+    alarms = statements["CloudWatchAlarmsPublishToTheEncryptedTopic"]
+    assert alarms["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert set(alarms["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    rules = statements["EventBridgeRulesSendToTheEncryptedQueue"]
+    assert rules["Principal"] == {"Service": "events.amazonaws.com"}
+
+    log_groups = [r for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup"]
+    assert log_groups
+    assert all(g["Properties"]["KmsKeyId"] == KEY_ARN for g in log_groups)
 
 
 @pytest.mark.packaging
@@ -166,6 +207,34 @@ def test_packaged_bucket_is_private_encrypted_and_expires_downloads(
         if s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
     ]
     assert deny_http["Effect"] == "Deny" and deny_http["Principal"] == "*"
+    assert props["LoggingConfiguration"] == {
+        "DestinationBucketName": {"Ref": "AccessLogsBucket"},
+        "LogFilePrefix": "files/",
+    }
+
+
+@pytest.mark.packaging
+def test_packaged_access_logs_bucket_takes_only_the_files_bucket_logs(packaged: dict[str, Any]) -> None:
+    resources = packaged["template"]["Resources"]
+    bucket = resources["AccessLogsBucket"]
+    props = bucket["Properties"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    # S3 log delivery writes to SSE-S3 targets only (not SSE-KMS)
+    sse = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert sse == [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    (expiry,) = props["LifecycleConfiguration"]["Rules"]
+    assert expiry["ExpirationInDays"] == {"Ref": "LogRetentionDays"} and "Prefix" not in expiry
+
+    statements = resources["AccessLogsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    (delivery,) = [s for s in statements if s["Effect"] == "Allow"]
+    assert delivery["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+    assert delivery["Action"] == "s3:PutObject"
+    assert delivery["Resource"] == {"Fn::Sub": "${AccessLogsBucket.Arn}/files/*"}
+    assert delivery["Condition"]["ArnLike"] == {"aws:SourceArn": {"Fn::GetAtt": ["FilesBucket", "Arn"]}}
+    assert delivery["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert any(s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}} for s in statements)
 
 
 @pytest.mark.packaging
@@ -229,6 +298,71 @@ def test_packaged_authorizer_trusts_created_or_given_pool(packaged: dict[str, An
     assert secured, "no route uses the authorizer"
 
 
+def _functions_by_handler(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    resources = template["Resources"].values()
+    return {r["Properties"]["Handler"]: r["Properties"] for r in resources if r["Type"] == FUNCTION}
+
+
+@pytest.mark.packaging
+def test_packaged_worker_concurrency_is_capped_and_sweeps_run_one_at_a_time(
+    packaged: dict[str, Any],
+) -> None:
+    template = packaged["template"]
+    parameter = template["Parameters"]["WorkerReservedConcurrency"]
+    assert parameter["Type"] == "Number" and parameter["Default"] == 50
+    assert (parameter["MinValue"], parameter["MaxValue"]) == (2, 1000)  # an SQS trigger's range
+    functions = _functions_by_handler(template)
+
+    worker = functions["app.build_worker"]
+    limit = {"Ref": "WorkerReservedConcurrency"}
+    assert worker["ReservedConcurrentExecutions"] == limit
+    (trigger,) = worker["Events"].values()
+    # the poller stops at the same number, so no delivery is throttled toward the DLQ
+    assert trigger["Properties"]["ScalingConfig"] == {"MaximumConcurrency": limit}
+
+    sweeper = functions["app.sweeper"]
+    assert sweeper["ReservedConcurrentExecutions"] == 1
+    assert sweeper["EventInvokeConfig"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
+    # users' requests are not capped by a reservation (see the checkov skips)
+    assert "ReservedConcurrentExecutions" not in functions["app.app"]
+
+
+@pytest.mark.packaging
+def test_packaged_api_and_functions_trace_and_log_every_request(packaged: dict[str, Any]) -> None:
+    template = packaged["template"]
+    resources = template["Resources"]
+    api = resources["RestAPI"]["Properties"]
+    assert api["TracingEnabled"] is True
+    functions = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Serverless::Function"]
+    assert functions and all(f["Tracing"] == "Active" for f in functions)
+
+    access = api["AccessLogSetting"]
+    assert access["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    fields = json.loads(access["Format"])  # one JSON object a request
+    assert fields["requestId"] == "$context.requestId"  # API Gateway requires it
+    assert {"status", "resourcePath", "responseLatency", "user", "xrayTraceId"} <= set(fields)
+    group = resources["ApiAccessLogGroup"]["Properties"]
+    assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert group["KmsKeyId"] == KEY_ARN
+    assert group["LogGroupName"] == {"Fn::Sub": "/aws/apigateway/${AWS::StackName}-access"}
+
+    # API Gateway's CloudWatch role is account-wide: set only when asked, kept with the stack gone
+    parameter = template["Parameters"]["ApiGatewayCloudWatchRole"]
+    assert parameter["AllowedValues"] == ["create", "existing"] and parameter["Default"] == "create"
+    assert template["Conditions"]["CreateApiGatewayCloudWatchRole"] == {
+        "Fn::Equals": [{"Ref": "ApiGatewayCloudWatchRole"}, "create"]
+    }
+    for name in ("ApiGatewayAccount", "ApiGatewayLogsRole"):
+        assert resources[name]["Condition"] == "CreateApiGatewayCloudWatchRole"
+        assert resources[name]["DeletionPolicy"] == "Retain"
+    account = resources["ApiGatewayAccount"]["Properties"]
+    assert account["CloudWatchRoleArn"] == {"Fn::GetAtt": ["ApiGatewayLogsRole", "Arn"]}
+    # the stage names the log group, and the log group waits for the account setting
+    assert resources["ApiAccessLogGroup"]["Metadata"]["WaitsFor"] == {
+        "Fn::If": ["CreateApiGatewayCloudWatchRole", {"Ref": "ApiGatewayAccount"}, ""]
+    }
+
+
 @pytest.mark.packaging
 def test_packaged_gateway_responses_use_the_error_envelope(packaged: dict[str, Any]) -> None:
     responses = packaged["template"]["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
@@ -258,6 +392,9 @@ def test_packaged_policies_name_only_stack_resources(packaged: dict[str, Any]) -
     for role in roles.values():
         for statement in _statements(role):
             for resource in _as_list(statement["Resource"]):
+                if resource == "*":
+                    assert set(_as_list(statement["Action"])) <= XRAY_ACTIONS
+                    continue
                 assert isinstance(resource, dict), f"literal ARN left: {resource}"
 
     def granted(handler: str, action: str) -> list[Any]:
@@ -279,9 +416,259 @@ def test_packaged_policies_name_only_stack_resources(packaged: dict[str, Any]) -
     assert granted("app.build_worker", "logs:PutLogEvents") == [
         {"Fn::GetAtt": ["BuildWorkerLogGroup", "Arn"]}
     ]
+    # the queues are encrypted with the stack's key: senders and the receiver use it
+    for handler in ("app.app", "app.sweeper", "app.build_worker"):
+        assert granted(handler, "kms:GenerateDataKey") == [KEY_ARN]
+        assert granted(handler, "kms:Decrypt") == [KEY_ARN]
+        assert granted(handler, "xray:PutTraceSegments") == ["*"]
     scan = granted("app.build_worker", "dynamodb:Scan")
     assert scan and all("table/demo-users" in r["Fn::Sub"] for r in scan)
     assert all("${AWS::AccountId}" in r["Fn::Sub"] for r in scan)
+
+
+ALARM = "AWS::CloudWatch::Alarm"
+EXPECTED_ALARMS = {
+    "DeadLetterQueueAlarm",
+    "BuildQueueAgeAlarm",
+    "BuildFailureRateAlarm",
+    "BuildWorkerErrorsAlarm",
+    "SweeperErrorsAlarm",
+    "SweeperNotRunningAlarm",
+    "ApiServerErrorsAlarm",
+}
+METRIC_MATH_FUNCTIONS = {"IF", "FILL"}
+
+
+def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: r["Properties"] for name, r in template["Resources"].items() if r["Type"] == ALARM}
+
+
+def _metric(props: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(namespace, metric, {dimension: value}) of a single-metric alarm."""
+    dimensions = {d["Name"]: d["Value"] for d in props["Dimensions"]}
+    return props["Namespace"], props["MetricName"], dimensions
+
+
+def _metric_math(props: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], str]:
+    """({id: metric stat}, the returned expression) of a metric-math alarm, its ids checked."""
+    queries = {q["Id"]: q for q in props["Metrics"]}
+    (returned,) = [q for q in props["Metrics"] if q["ReturnData"]]
+    for query in queries.values():
+        if "Expression" in query:
+            names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query["Expression"])) - METRIC_MATH_FUNCTIONS
+            assert names <= set(queries), f"{query['Id']} uses unknown ids {names - set(queries)}"
+    stats = {i: q["MetricStat"] for i, q in queries.items() if "MetricStat" in q}
+    return stats, returned["Expression"]
+
+
+@pytest.mark.packaging
+def test_packaged_alarms_notify_an_encrypted_topic(packaged: dict[str, Any]) -> None:
+    template = packaged["template"]
+    resources = template["Resources"]
+    topic = resources["AlarmTopic"]
+    assert topic["Type"] == "AWS::SNS::Topic"
+    assert topic["Properties"]["KmsMasterKeyId"] == KEY_ARN  # the key policy lets CloudWatch use it
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+    assert template["Conditions"]["SubscribeAlarmEmail"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]
+    }
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "SubscribeAlarmEmail"
+    assert subscription["Properties"] == {
+        "TopicArn": {"Ref": "AlarmTopic"},
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlarmEmail"},
+    }
+    assert template["Outputs"]["AlarmTopicArn"] == {"Value": {"Ref": "AlarmTopic"}}
+
+    alarms = _alarms(template)
+    assert set(alarms) == EXPECTED_ALARMS
+    for name, props in alarms.items():
+        assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+        assert props["OKActions"] == [{"Ref": "AlarmTopic"}], name
+        assert props["ActionsEnabled"] is True
+        assert props["TreatMissingData"] in {"notBreaching", "breaching"}
+        assert props["AlarmName"]["Fn::Sub"].startswith("${AWS::StackName}-")
+        assert len(props["AlarmDescription"]) > 80, f"{name}: say what it means and what to look at"
+
+
+@pytest.mark.packaging
+def test_packaged_queue_alarms_watch_the_dead_letter_queue_and_the_backlog(packaged: dict[str, Any]) -> None:
+    template = packaged["template"]
+    alarms = _alarms(template)
+
+    dlq = alarms["DeadLetterQueueAlarm"]
+    assert _metric(dlq) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"QueueName": {"Fn::GetAtt": ["BuildDeadLetterQueue", "QueueName"]}},
+    )
+    assert dlq["Statistic"] == "Maximum"
+    assert (dlq["ComparisonOperator"], dlq["Threshold"]) == ("GreaterThanThreshold", 0)
+
+    age = alarms["BuildQueueAgeAlarm"]
+    assert _metric(age) == (
+        "AWS/SQS",
+        "ApproximateAgeOfOldestMessage",
+        {"QueueName": {"Fn::GetAtt": ["BuildQueue", "QueueName"]}},
+    )
+    assert age["Threshold"] == {"Ref": "BuildQueueAgeAlarmSeconds"}
+    assert age["ComparisonOperator"] == "GreaterThanThreshold"
+    # a running build keeps its (counted) message for up to the worker's timeout
+    worker_timeout = _functions_by_handler(template)["app.build_worker"]["Timeout"]
+    assert template["Parameters"]["BuildQueueAgeAlarmSeconds"]["Default"] > worker_timeout
+    for alarm in (dlq, age):
+        assert alarm["TreatMissingData"] == "notBreaching"  # an idle queue publishes nothing
+
+
+@pytest.mark.packaging
+def test_packaged_failure_rate_alarm_reads_the_worker_metrics(packaged: dict[str, Any]) -> None:
+    alarm = _alarms(packaged["template"])["BuildFailureRateAlarm"]
+    stats, expression = _metric_math(alarm)
+    service = [{"Name": "service", "Value": "download-center"}]
+    assert {i: (s["Metric"]["Namespace"], s["Metric"]["MetricName"], s["Metric"]["Dimensions"])
+            for i, s in stats.items()} == {
+        "failed": ("DownloadCenter", "BuildsFailed", service),
+        "succeeded": ("DownloadCenter", "BuildsSucceeded", service),
+    }
+    assert all(s["Stat"] == "Sum" and s["Period"] == 900 for s in stats.values())  # 15 minutes
+    # no builds (no data) is no alarm; a few builds are not a rate
+    assert expression.startswith("IF(builds >= 5,") and "FILL(failed, 0)" in expression
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (20, "GreaterThanThreshold")
+    assert alarm["TreatMissingData"] == "notBreaching"
+
+
+@pytest.mark.packaging
+def test_packaged_function_and_api_alarms_name_the_deployed_resources(packaged: dict[str, Any]) -> None:
+    template = packaged["template"]
+    resources = template["Resources"]
+    alarms = _alarms(template)
+    handlers = {
+        r["Properties"]["Handler"]: name for name, r in resources.items() if r["Type"] == FUNCTION
+    }
+
+    def function(handler: str) -> dict[str, Any]:
+        return {"FunctionName": {"Ref": handlers[handler]}}
+
+    worker = alarms["BuildWorkerErrorsAlarm"]
+    assert _metric(worker) == ("AWS/Lambda", "Errors", function("app.build_worker"))
+    sweeper_errors = alarms["SweeperErrorsAlarm"]
+    assert _metric(sweeper_errors) == ("AWS/Lambda", "Errors", function("app.sweeper"))
+    for alarm in (worker, sweeper_errors):
+        assert alarm["DatapointsToAlarm"] > 1  # a single crash is retried, not paged
+    not_running = alarms["SweeperNotRunningAlarm"]
+    assert _metric(not_running) == ("AWS/Lambda", "Invocations", function("app.sweeper"))
+    assert (not_running["ComparisonOperator"], not_running["Threshold"]) == ("LessThanThreshold", 1)
+    assert not_running["TreatMissingData"] == "breaching"  # no invocation publishes no datapoint
+
+    api = alarms["ApiServerErrorsAlarm"]
+    stats, expression = _metric_math(api)
+    restapi = resources["RestAPI"]["Properties"]
+    dimensions = [
+        {"Name": "ApiName", "Value": restapi["DefinitionBody"]["info"]["title"]},
+        {"Name": "Stage", "Value": restapi["StageName"]},
+    ]
+    assert {i: (s["Metric"]["MetricName"], s["Metric"]["Dimensions"]) for i, s in stats.items()} == {
+        "errors": ("5XXError", dimensions),
+        "requests": ("Count", dimensions),
+    }
+    assert all(s["Metric"]["Namespace"] == "AWS/ApiGateway" for s in stats.values())
+    assert expression.startswith("IF(answered >= 20,")
+    assert (api["Threshold"], api["ComparisonOperator"]) == (5, "GreaterThanThreshold")
+
+
+# --------------------------------------------------------------------------
+# checkov on the packaged template
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkov_report(packaged: dict[str, Any]) -> checkov_scan.Report:
+    """checkov's report on the packaged template (its own venv; `make test` builds it)."""
+    if checkov_scan.find_checkov() is None:
+        pytest.fail("checkov is not installed: `make test` builds .venv-checkov "
+                    "from requirements-checkov.txt")
+    return checkov_scan.scan(packaged["path"])
+
+
+@pytest.mark.packaging
+def test_packaged_template_passes_checkov(checkov_report: checkov_scan.Report) -> None:
+    print(checkov_report.summary())
+    assert checkov_report.parsing_errors == 0
+    assert checkov_report.resource_count > 20 and checkov_report.passed > 50, "checkov scanned nothing?"
+    assert checkov_report.failed == [], "\n".join(
+        f"{f.check_id} {f.resource}: {f.name}" for f in checkov_report.failed
+    )
+
+
+@pytest.mark.packaging
+def test_every_checkov_skip_has_a_reason_and_is_still_needed(
+    packaged: dict[str, Any], checkov_report: checkov_scan.Report
+) -> None:
+    resources = packaged["template"]["Resources"]
+    declared: set[tuple[str, str]] = set()
+    for logical_id, resource in resources.items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            assert len(skip.get("comment", "")) >= 60, f"{logical_id} skips {skip['id']} without a reason"
+            declared.add((skip["id"], logical_id))
+    reported = {(f.check_id, f.resource.split(".", 1)[1]) for f in checkov_report.skipped}
+    # a skip checkov does not report is misspelt, or its check now passes: remove it
+    assert reported == declared
+    assert all(f.comment for f in checkov_report.skipped)
+    # the table of skips for chalice's resources names only resources chalice generates
+    assert set(package.CHECKOV_SKIPS) <= set(resources)
+
+
+def test_checkov_runs_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BC_API_KEY", "secret")
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    calls: list[tuple[list[str], dict[str, str]]] = []
+
+    def fake_run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append((command, kwargs["env"]))
+        report = {"check_type": "cloudformation", "results": {"failed_checks": []},
+                  "summary": {"passed": 3, "failed": 0, "skipped": 0, "resource_count": 2}}
+        return subprocess.CompletedProcess(command, 0, json.dumps(report), "")
+
+    monkeypatch.setattr(checkov_scan.subprocess, "run", fake_run)
+    executable = tmp_path / "checkov"
+    executable.touch()
+    report = checkov_scan.scan(tmp_path / "sam.json", executable)
+    assert report.passed == 3 and report.failed == []
+    ((command, env),) = calls
+    assert "--skip-download" in command
+    assert command[command.index("--framework") + 1] == "cloudformation"
+    assert "BC_API_KEY" not in env  # nothing is uploaded to a platform account
+    assert env["BC_SKIP_MAPPING"] == "TRUE" and env["CKV_SKIP_PACKAGE_UPDATE_CHECK"] == "true"
+    assert env["HTTPS_PROXY"].startswith("http://127.0.0.1:")  # anything else fails fast
+    assert env["LOG_LEVEL"] == "WARNING"
+
+
+def test_checkov_report_lists_failures_and_skips_with_their_reasons() -> None:
+    def check(check_id: str, resource: str, result: str, comment: str | None = None) -> dict[str, Any]:
+        outcome: dict[str, Any] = {"result": result}
+        if comment:
+            outcome["suppress_comment"] = comment
+        return {"check_id": check_id, "resource": resource, "check_name": "n", "check_result": outcome}
+
+    output = [
+        {"check_type": "secrets", "results": {}, "summary": {"passed": 99}},
+        {
+            "check_type": "cloudformation",
+            "results": {
+                "failed_checks": [check("CKV_AWS_1", "AWS::S3::Bucket.A", "FAILED")],
+                "skipped_checks": [check("CKV_AWS_2", "AWS::S3::Bucket.B", "SKIPPED", "why")],
+            },
+            "summary": {"passed": 5, "failed": 1, "skipped": 1, "checkov_version": "3.3.30"},
+        },
+    ]
+    report = checkov_scan.parse_report(output)
+    assert report.passed == 5
+    assert report.failed == [checkov_scan.Finding("CKV_AWS_1", "AWS::S3::Bucket.A", "n")]
+    assert report.skipped == [checkov_scan.Finding("CKV_AWS_2", "AWS::S3::Bucket.B", "n", "why")]
+    assert "failed=1" in report.summary()
+    with pytest.raises(checkov_scan.CheckovError, match="no cloudformation"):
+        checkov_scan.parse_report({"passed": 0, "failed": 0})
 
 
 # --------------------------------------------------------------------------
@@ -357,6 +744,13 @@ def test_post_process_rejects_a_queue_that_hides_messages_too_briefly() -> None:
     template = _chalice_like_template(worker_timeout=900)
     template["Resources"]["BuildQueue"]["Properties"]["VisibilityTimeout"] = 900
     with pytest.raises(package.PackagingError, match="VisibilityTimeout"):
+        package.post_process(template)
+
+
+def test_post_process_rejects_a_queue_age_alarm_that_pages_for_running_builds() -> None:
+    template = _chalice_like_template(worker_timeout=900)
+    template["Parameters"]["BuildQueueAgeAlarmSeconds"]["Default"] = 900
+    with pytest.raises(package.PackagingError, match="BuildQueueAgeAlarmSeconds"):
         package.post_process(template)
 
 
@@ -453,6 +847,8 @@ OBJECT_ARN = "arn:aws:s3:::download-center-files/downloads/acme/01J/report.csv"
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:download-center-builds"
 DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:download-center-builds-dlq"
 BUS_ARN = "arn:aws:events:us-east-1:123456789012:event-bus/download-center"
+# The policies name the stack's key by its alias; tools.package rewrites it to the key's ARN.
+KEY_ALIAS_ARN = "arn:aws:kms:us-east-1:123456789012:alias/download-center"
 
 
 BUCKET_ARN = "arn:aws:s3:::download-center-files"
@@ -486,6 +882,13 @@ BUCKET_ARN = "arn:aws:s3:::download-center-files"
         ("sqs:ReceiveMessage", DLQ_ARN, False, False, False),
         ("events:PutEvents", BUS_ARN, True, True, True),
         ("events:PutEvents", "arn:aws:events:us-east-1:123456789012:event-bus/default", False, False, False),
+        ("kms:GenerateDataKey", KEY_ALIAS_ARN, True, True, True),
+        ("kms:Decrypt", KEY_ALIAS_ARN, True, True, True),
+        ("kms:Encrypt", KEY_ALIAS_ARN, False, False, False),
+        ("kms:CreateGrant", KEY_ALIAS_ARN, False, False, False),
+        ("kms:Decrypt", "arn:aws:kms:us-east-1:123456789012:alias/other", False, False, False),
+        ("xray:PutTraceSegments", "*", True, True, True),
+        ("xray:GetTraceSummaries", "*", False, False, False),
     ],
 )
 def test_policies_grant_least_privilege(
