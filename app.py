@@ -13,7 +13,7 @@ from typing import Any
 
 from chalice import Chalice, CognitoUserPoolAuthorizer, Rate, Response
 
-from chalicelib import logs
+from chalicelib import logs, metrics
 from chalicelib.config import Settings
 from chalicelib.errors import ApiError
 from chalicelib.principal import Principal
@@ -162,11 +162,17 @@ def build_worker(event: Any) -> dict[str, Any]:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     records = [record.to_dict() for record in event]
     with logs.invocation(context):
-        return worker.handle_batch(records, remaining) if remaining else worker.handle_batch(records)
+        try:
+            return worker.handle_batch(records, remaining) if remaining else worker.handle_batch(records)
+        finally:
+            metrics.flush()  # once an invocation (chalice's event objects don't fit log_metrics)
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def sweeper(event: Any) -> None:
     with logs.invocation(event.context):
-        Sweeper(settings, worker.repo).sweep()
+        try:
+            Sweeper(settings, worker.repo).sweep()
+        finally:
+            metrics.flush()
 

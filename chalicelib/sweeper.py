@@ -24,7 +24,7 @@ import logging
 from collections import Counter
 from datetime import datetime, timedelta
 
-from chalicelib import logs
+from chalicelib import logs, metrics
 from chalicelib.adapters import storage
 from chalicelib.adapters.tasks_repo import TaskRepository
 from chalicelib.clock import now as utcnow
@@ -65,6 +65,7 @@ class Sweeper:
         done.pop("nothing", None)
         if done:
             log.info("sweep: %s", dict(done))
+        metrics.swept(done)
         return done
 
     def _look_at(self, task: Task, now: datetime) -> str:

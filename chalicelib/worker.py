@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from chalicelib import logs
+from chalicelib import logs, metrics
 from chalicelib.adapters import queue, storage
 from chalicelib.adapters.tasks_repo import TaskRepository
 from chalicelib.clock import now as utcnow
@@ -105,12 +106,15 @@ class Worker:
                          current.status.value if current else "missing")
             return current
         with logs.for_task(claimed):  # every line from here on names this build
+            metrics.build_started()
+            started = time.monotonic()
             try:
                 done = self._build(claimed, remaining_ms)
             except Exception:  # whatever happens after the claim ends the task with a code
                 log.exception("build of task %s failed unexpectedly", task_id)
                 done = self._fail(claimed, "internal_error",
                                   "The export failed because of an internal error.")
+            metrics.build_ended(done, time.monotonic() - started)
             return done
 
     def _build(self, task: Task, remaining_ms: RemainingMs) -> Task | None:

@@ -1,7 +1,8 @@
-"""Logs of real builds against moto: JSON lines with the task's keys.
+"""Logs and metrics of real builds against moto: JSON lines with the task's keys, EMF metrics.
 
 The log lines are read from the one handler every line goes through
-(``chalicelib.logs.handler()``), pointed at a buffer for the test.
+(``chalicelib.logs.handler()``), pointed at a buffer for the test; the EMF
+blobs are what Powertools prints on stdout when an invocation ends.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from typing import Any
 
 import pytest
 
-from chalicelib import logs
+import app as app_module
+from chalicelib import logs, metrics
 from chalicelib.adapters import storage
 from chalicelib.adapters.tasks_repo import TaskRepository
 from chalicelib.clock import now
 from chalicelib.exporters import REGISTRY, RowExporter, register
 from chalicelib.sweeper import Sweeper
 from chalicelib.task import Status, Task
+from local.schedule import scheduled_event
 
 from .conftest import SETTINGS, claim, fast_worker
 
@@ -44,6 +47,20 @@ def json_lines() -> Iterator[Lines]:
     finally:
         if previous is not None:
             handler.setStream(previous)
+
+
+@pytest.fixture
+def emf(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The EMF blobs printed on stdout meanwhile (nothing left over from earlier tests)."""
+    metrics.flush()
+    capsys.readouterr()
+
+    def blobs() -> list[dict[str, Any]]:
+        out = capsys.readouterr().out
+        return [b for b in (json.loads(line) for line in out.splitlines() if line.startswith("{"))
+                if "_aws" in b]
+
+    yield blobs
 
 
 # -- logs ------------------------------------------------------------------------
@@ -193,3 +210,94 @@ def test_the_sweeper_logs_what_it_does_to_a_task_under_its_keys(stack, json_line
     assert len(requeued) == 1
     assert {k: requeued[0].get(k) for k in logs.TASK_KEYS} == {
         "task_id": claimed.id, "owner": claimed.owner, "kind": claimed.kind, "attempt": 1}
+
+
+# -- metrics -------------------------------------------------------------------------
+def _metric_blob(blobs: list[dict[str, Any]], dimensions: list[list[str]]) -> dict[str, Any]:
+    found = [b for b in blobs if b["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == dimensions]
+    assert len(found) == 1, blobs
+    return found[0]
+
+
+def _units(blob: dict[str, Any]) -> dict[str, str]:
+    directive = blob["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == "DownloadCenter"
+    return {m["Name"]: m["Unit"] for m in directive["Metrics"]}
+
+
+def test_a_succeeded_build_emits_its_metrics_once_the_invocation_ends(stack, emf):
+    created = stack.create(params={"rows": 500})
+    stack.run_worker()  # the app's SQS handler, as Lambda calls it
+    task = TaskRepository().get(created["id"])
+    assert task is not None and task.status is Status.SUCCEEDED
+
+    blobs = emf()
+    blob = _metric_blob(blobs, [["service"]])
+    assert blob["service"] == "download-center"
+    assert _units(blob) == {
+        "BuildsStarted": "Count", "BuildsSucceeded": "Count", "BuildDuration": "Seconds",
+        "RowsExported": "Count", "BytesExported": "Bytes", "RowsPerSecond": "Count/Second",
+    }
+    assert blob["BuildsStarted"] == [1.0] and blob["BuildsSucceeded"] == [1.0]
+    assert blob["RowsExported"] == [500.0] and blob["BytesExported"] == [float(task.size)]
+    assert 0 < blob["BuildDuration"][0] < 60 and blob["RowsPerSecond"][0] > 0
+    assert len(blobs) == 1  # no failure by code
+
+
+def test_a_failed_build_emits_builds_failed_plain_and_by_error_code(stack, emf):
+    stack.create(kind="dynamodb_table", params={"table": "demo-users"})  # allowed, never created
+    stack.run_worker()
+
+    blobs = emf()
+    plain = _metric_blob(blobs, [["service"]])
+    assert _units(plain) == {"BuildsStarted": "Count", "BuildsFailed": "Count", "BuildDuration": "Seconds"}
+    assert plain["BuildsFailed"] == [1.0] and "ErrorCode" not in plain
+    by_code = _metric_blob(blobs, [["service", "ErrorCode"]])
+    assert _units(by_code) == {"BuildsFailed": "Count"}
+    assert by_code["ErrorCode"] == "table_not_found" and by_code["service"] == "download-center"
+    assert by_code["BuildsFailed"] == [1.0]
+
+
+def _sweep() -> None:
+    """The app's scheduled handler, as EventBridge calls it."""
+    app_module.sweeper(scheduled_event("us-east-1", "arn:aws:events:us-east-1:123456789012:rule/s"), None)
+
+
+def test_a_sweep_emits_what_it_did_and_an_idle_one_nothing(stack, emf):
+    _sweep()
+    assert emf() == []
+    created = stack.create()
+    stack.drain()
+    claim(created["id"], at=now() - timedelta(hours=1))  # a build that died an hour ago
+    _sweep()
+    blob = _metric_blob(emf(), [["service"]])
+    assert _units(blob) == {"Requeued": "Count"} and blob["Requeued"] == [1.0]
+    assert blob["service"] == "download-center"
+
+
+class BrokenBackend:
+    metric_set = {"BuildsStarted": {}}
+
+    def __getattr__(self, name: str) -> Any:
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError(f"metrics backend is down ({name})")
+
+        return broken
+
+
+@pytest.mark.parametrize("kind,params,status", [
+    ("demo", {"rows": 20}, "succeeded"),
+    ("dynamodb_table", {"table": "demo-users"}, "failed"),
+])
+def test_a_broken_metrics_backend_never_changes_a_build(stack, monkeypatch, json_lines, emf,
+                                                        kind, params, status):
+    monkeypatch.setattr(metrics, "_backend", BrokenBackend())
+    created = stack.create(kind=kind, params=params)
+    assert stack.run_worker() == {"batchItemFailures": []}  # the handler did not raise either
+    task = stack.get(created["id"])
+    assert task["status"] == status
+    if status == "failed":
+        assert task["error"]["code"] == "table_not_found"  # its own code, not internal_error
+    warnings = [x for x in json_lines() if str(x["message"]).startswith("metrics:")]
+    assert warnings and all(x.get("task_id") == created["id"] for x in warnings
+                            if "flush" not in x["message"])
