@@ -1,12 +1,15 @@
-"""The log keys of a task in flight, without AWS."""
+"""The log keys of a task in flight, and the local stack's console format, without AWS."""
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 from datetime import UTC, datetime
 
 from chalicelib import logs
 from chalicelib.task import Status, Task
+from local.logformat import DATEFMT, FORMAT, ConsoleFormatter
 
 
 def task(task_id: str, lease: int = 1) -> Task:
@@ -50,3 +53,24 @@ def test_a_thread_without_context_gets_the_one_task_in_flight_and_never_a_guess(
         finally:
             leave.set()
             other.join()
+
+
+def record(message: str, exc_info=None, **extra) -> logging.LogRecord:
+    rec = logging.LogRecord("chalicelib.worker", logging.WARNING, __file__, 1, message, (), exc_info)
+    rec.__dict__.update(extra)
+    return rec
+
+
+def test_the_console_shows_the_task_keys_on_the_message_line_before_a_traceback():
+    formatter = ConsoleFormatter(FORMAT, DATEFMT)
+    keyed = record("task T1 failed", task_id="T1", owner="u-1", kind="demo", attempt=2)
+    assert formatter.format(keyed).endswith(
+        "WARNING chalicelib.worker: task T1 failed [task_id=T1 owner=u-1 kind=demo attempt=2]")
+    assert formatter.format(record("sweep: {}")).endswith("chalicelib.worker: sweep: {}")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        text = formatter.format(record("build failed", exc_info=sys.exc_info(), task_id="T1"))
+    first, _, rest = text.partition("\n")
+    assert first.endswith("build failed [task_id=T1]")
+    assert rest.startswith("Traceback (most recent call last):") and rest.endswith("RuntimeError: boom")
