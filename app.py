@@ -32,6 +32,14 @@ from chalicelib.worker import Worker
 log = logs.setup()
 app = Chalice(app_name="download-center", configure_logs=False)
 
+
+@app.middleware("http")
+def log_keys(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """Every line of a request names it, and is never taken for a build's (chalicelib.logs)."""
+    with logs.request(event):
+        return get_response(event)
+
+
 settings = Settings.from_env()
 downloads = Downloads(settings)
 worker = Worker(settings)

@@ -10,10 +10,12 @@ The keys live in a context variable rather than on the formatter: the local
 stack runs several builds side by side in one process, and a formatter-wide
 key would label one build's lines with another's. Threads a build starts
 (the heartbeat, the upload sender) run in a copy of its context and so carry
-its keys. A thread started without one (a library's, an exporter's) gets
-the keys of the one task in flight when there is exactly one, which in
-Lambda, one build an invocation, is always the case; with more than one
-they are left out rather than guessed.
+its keys. A thread started without any context of ours (a library's, an
+exporter's) gets the keys of the one task in flight when there is exactly
+one, which in Lambda, one build an invocation, is always the case; with more
+than one they are left out rather than guessed. Lines of an API request or
+of an invocation outside a task have keys of their own (``request``,
+``invocation``), so they are never taken for such a thread.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def task_keys(task: Task) -> dict[str, Any]:
 def current_keys() -> dict[str, Any]:
     """The keys a line logged here and now carries."""
     keys = _keys.get()
-    if "task_id" not in keys:
+    if not keys:  # no invocation, request or build set this thread up: a build's helper
         with _open_lock:
             if len(_open) == 1:
                 keys = {**next(iter(_open.values())), **keys}
@@ -123,14 +125,19 @@ def handler() -> logging.Handler:
 
 @contextmanager
 def invocation(context: Any) -> Iterator[None]:
-    """A Lambda invocation: its request id on every line logged while it runs."""
-    request_id = getattr(context, "aws_request_id", None)
-    if request_id is None:
+    """A Lambda invocation: its request id on every line logged while it runs (None: left out)."""
+    with keys(function_request_id=getattr(context, "aws_request_id", None)):
         yield
-        return
-    with keys(function_request_id=request_id):
+
+
+@contextmanager
+def request(event: Any) -> Iterator[None]:
+    """An API request (chalice's ``Request``): its ids and route on every line logged meanwhile."""
+    context = event.context or {}
+    with invocation(getattr(event, "lambda_context", None)), \
+            keys(request_id=context.get("requestId"), route=f"{event.method} {event.path}"):
         yield
 
 
 __all__ = ["SERVICE", "TASK_KEYS", "KeysFilter", "current_keys", "for_task", "handler", "invocation",
-           "keys", "setup", "task_keys"]
+           "keys", "request", "setup", "task_keys"]

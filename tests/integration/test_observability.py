@@ -212,6 +212,21 @@ def test_the_sweeper_logs_what_it_does_to_a_task_under_its_keys(stack, json_line
         "task_id": claimed.id, "owner": claimed.owner, "kind": claimed.kind, "attempt": 1}
 
 
+def test_an_api_line_names_its_request_and_never_a_build_in_flight(stack, monkeypatch,
+                                                                   another_task_in_flight, json_lines):
+    """The local stack answers requests beside a build: a request's line must not take its keys."""
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("catalogue unavailable")
+
+    monkeypatch.setattr(app_module.downloads, "kinds", broken)
+    resp = stack.client.http.get("/kinds", headers=stack.users["alice"].headers)
+    assert resp.status_code == 500
+    [line] = [x for x in json_lines() if str(x["message"]).startswith("unhandled error in kinds")]
+    assert line["route"] == "GET /kinds" and line["level"] == "ERROR"
+    assert "catalogue unavailable" in line["exception"]
+    assert not set(logs.TASK_KEYS) & set(line)
+
+
 # -- metrics -------------------------------------------------------------------------
 def _metric_blob(blobs: list[dict[str, Any]], dimensions: list[list[str]]) -> dict[str, Any]:
     found = [b for b in blobs if b["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == dimensions]

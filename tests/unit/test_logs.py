@@ -55,6 +55,23 @@ def test_a_thread_without_context_gets_the_one_task_in_flight_and_never_a_guess(
             other.join()
 
 
+def test_a_request_or_an_invocation_is_never_taken_for_a_build_helper():
+    seen: dict = {}
+
+    def api_request() -> None:
+        with logs.keys(request_id="r-1", route="GET /kinds"):
+            seen["request"] = logs.current_keys()
+        with logs.invocation(None):  # the sweeper, say, with no request id to name
+            seen["invocation"] = logs.current_keys()
+
+    with logs.for_task(task("T1")):
+        thread = threading.Thread(target=api_request)
+        thread.start()
+        thread.join()
+    assert seen["request"] == {"request_id": "r-1", "route": "GET /kinds"}
+    assert seen["invocation"] == {"function_request_id": None}
+
+
 def record(message: str, exc_info=None, **extra) -> logging.LogRecord:
     rec = logging.LogRecord("chalicelib.worker", logging.WARNING, __file__, 1, message, (), exc_info)
     rec.__dict__.update(extra)
