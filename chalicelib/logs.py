@@ -73,11 +73,10 @@ def keys(**values: Any) -> Iterator[None]:
 
 
 @contextmanager
-def for_task(task: Task, **extra: Any) -> Iterator[None]:
+def for_task(task: Task) -> Iterator[None]:
     """The task's keys on every line of this block; the block is a task in flight."""
-    values = {**task_keys(task), **extra}
     scope = next(_scope_ids)
-    with keys(**values):
+    with keys(**task_keys(task)):
         with _open_lock:
             _open[scope] = _keys.get()
         try:

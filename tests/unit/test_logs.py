@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
 import sys
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 from chalicelib import logs
 from chalicelib.task import Status, Task
@@ -70,6 +74,22 @@ def test_a_request_or_an_invocation_is_never_taken_for_a_build_helper():
         thread.join()
     assert seen["request"] == {"request_id": "r-1", "route": "GET /kinds"}
     assert seen["invocation"] == {"function_request_id": None}
+
+
+def test_log_level_sets_the_level_of_the_service_and_of_chalicelib():
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+    env.update(LOG_LEVEL="WARNING", AWS_DEFAULT_REGION="us-east-1", AWS_ACCESS_KEY_ID="x",
+               AWS_SECRET_ACCESS_KEY="x", AWS_ENDPOINT_URL="http://127.0.0.1:9", PYTHONPATH=str(root))
+    script = ("import logging, app\n"
+              "for name in ('chalicelib.worker', 'download-center'):\n"
+              "    logging.getLogger(name).info('quiet')\n"
+              "    logging.getLogger(name).warning('loud')\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(x["name"], x["level"], x["message"]) for x in lines] == [
+        ("chalicelib.worker", "WARNING", "loud"), ("download-center", "WARNING", "loud")]
 
 
 def record(message: str, exc_info=None, **extra) -> logging.LogRecord:
