@@ -6,7 +6,6 @@ Entry points only: parse the request, call a use case, shape the response.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Callable
 from functools import wraps
@@ -14,6 +13,7 @@ from typing import Any
 
 from chalice import Chalice, CognitoUserPoolAuthorizer, Rate, Response
 
+from chalicelib import logs, metrics
 from chalicelib.config import Settings
 from chalicelib.errors import ApiError
 from chalicelib.principal import Principal, Scope
@@ -27,10 +27,18 @@ from chalicelib.validation import (
 )
 from chalicelib.worker import Worker
 
-app = Chalice(app_name="download-center")
-app.log.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
-logging.getLogger("chalicelib").setLevel(os.environ.get("LOG_LEVEL", "INFO"))
-log = app.log
+# JSON lines (Powertools' Logger, at LOG_LEVEL), chalicelib's loggers included; app.log is
+# that same logger, so chalice must not add a plain-text handler of its own.
+log = logs.setup()
+app = Chalice(app_name="download-center", configure_logs=False)
+
+
+@app.middleware("http")
+def log_keys(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """Every line of a request names it, and is never taken for a build's (chalicelib.logs)."""
+    with logs.request(event):
+        return get_response(event)
+
 
 settings = Settings.from_env()
 downloads = Downloads(settings)
@@ -160,10 +168,18 @@ def build_worker(event: Any) -> dict[str, Any]:
     context = event.context
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     records = [record.to_dict() for record in event]
-    return worker.handle_batch(records, remaining) if remaining else worker.handle_batch(records)
+    with logs.invocation(context):
+        try:
+            return worker.handle_batch(records, remaining) if remaining else worker.handle_batch(records)
+        finally:
+            metrics.flush()  # once an invocation (chalice's event objects don't fit log_metrics)
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def sweeper(event: Any) -> None:
-    Sweeper(settings, worker.repo).sweep()
+    with logs.invocation(event.context):
+        try:
+            Sweeper(settings, worker.repo).sweep()
+        finally:
+            metrics.flush()
 

@@ -10,6 +10,7 @@ time budget running out.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -56,7 +57,9 @@ class Heartbeat:
         self._time_left_ms = time_left_ms
         self._margin_ms = margin_ms
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        # in a copy of the build's context: its log lines carry the build's keys (chalicelib.logs)
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
+                                        name="heartbeat", daemon=True)
         self.reason: StopBuild | None = None
         self.beats = 0
 

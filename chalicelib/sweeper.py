@@ -24,6 +24,7 @@ import logging
 from collections import Counter
 from datetime import datetime, timedelta
 
+from chalicelib import logs, metrics
 from chalicelib.adapters import storage
 from chalicelib.adapters.tasks_repo import TaskRepository
 from chalicelib.clock import now as utcnow
@@ -52,17 +53,19 @@ class Sweeper:
             task = self.repo.get(task_id)
             if task is None or task.due_at is None or task.due_at > now:
                 continue  # gone, or moved on since the index was read
-            try:
-                done[self._look_at(task, now)] += 1
-            except Exception:
-                log.exception("sweeper could not handle task %s; next pass tries again", task_id)
-                done["error"] += 1
+            with logs.for_task(task):  # what it does to the task is logged under the task's keys
+                try:
+                    done[self._look_at(task, now)] += 1
+                except Exception:
+                    log.exception("sweeper could not handle task %s; next pass tries again", task_id)
+                    done["error"] += 1
         aborted = self._abort_orphan_uploads()
         if aborted:
             done["uploads_aborted"] += aborted
         done.pop("nothing", None)
         if done:
             log.info("sweep: %s", dict(done))
+        metrics.swept(done)
         return done
 
     def _look_at(self, task: Task, now: datetime) -> str:
@@ -124,6 +127,11 @@ class Sweeper:
             task = self.repo.get(parsed[0]) if parsed else None
             if task is not None and task.status in BUILDING and task.lease == parsed[1]:
                 continue  # its build is alive (or the sweep will requeue it first)
-            storage.abort_upload(bucket, key, upload_id)
+            keys = logs.task_keys(task) if task is not None else {}
+            if parsed:
+                keys.update(task_id=parsed[0], attempt=parsed[1])  # the build that left it
+            with logs.keys(**keys):
+                storage.abort_upload(bucket, key, upload_id)
+                log.info("aborted the upload of %s: its build no longer holds the task", key)
             aborted += 1
         return aborted

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from chalicelib import logs, metrics
 from chalicelib.adapters import queue, storage
 from chalicelib.adapters.tasks_repo import TaskRepository
 from chalicelib.clock import now as utcnow
@@ -46,11 +48,12 @@ class Worker:
         failures: list[dict[str, str]] = []
         for record in records:
             message_id = str(record.get("messageId", "?"))
-            try:
-                self.handle_record(record, remaining_ms)
-            except Exception:
-                log.exception("message %s failed; SQS will deliver it again", message_id)
-                failures.append({"itemIdentifier": message_id})
+            with logs.keys(message_id=message_id):
+                try:
+                    self.handle_record(record, remaining_ms)
+                except Exception:
+                    log.exception("message %s failed; SQS will deliver it again", message_id)
+                    failures.append({"itemIdentifier": message_id})
         return {"batchItemFailures": failures}
 
     def handle_record(self, record: dict[str, Any], remaining_ms: RemainingMs) -> None:
@@ -98,15 +101,21 @@ class Worker:
             else None
         if claimed is None:
             current = self.repo.get(task_id)
-            log.info("task %s not claimed (status %s): duplicate or late delivery", task_id,
-                     current.status.value if current else "missing")
+            with logs.keys(task_id=task_id):  # no build of ours: no attempt to name
+                log.info("task %s not claimed (status %s): duplicate or late delivery", task_id,
+                         current.status.value if current else "missing")
             return current
-        try:
-            return self._build(claimed, remaining_ms)
-        except Exception:  # whatever happens after the claim ends the task with a code
-            log.exception("build of task %s failed unexpectedly", task_id)
-            return self._fail(claimed, "internal_error",
-                              "The export failed because of an internal error.")
+        with logs.for_task(claimed):  # every line from here on names this build
+            metrics.build_started()
+            started = time.monotonic()
+            try:
+                done = self._build(claimed, remaining_ms)
+            except Exception:  # whatever happens after the claim ends the task with a code
+                log.exception("build of task %s failed unexpectedly", task_id)
+                done = self._fail(claimed, "internal_error",
+                                  "The export failed because of an internal error.")
+            metrics.build_ended(done, time.monotonic() - started)
+            return done
 
     def _build(self, task: Task, remaining_ms: RemainingMs) -> Task | None:
         exporter = get_exporter(task.kind)
@@ -192,7 +201,8 @@ class Worker:
     def _fail(self, task: Task, code: str, message: str) -> Task | None:
         done = self.repo.apply(FAIL, task, utcnow(), error=TaskError(code, message))
         if done:
-            log.warning("task %s failed: %s", task.id, json.dumps({"code": code}))
+            log.warning("task %s failed: %s", task.id, json.dumps({"code": code}),
+                        extra={"error_code": code})
             publish_terminal(self.settings, self.repo, done)
         return done
 

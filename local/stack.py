@@ -32,6 +32,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
+from local.logformat import DATEFMT, FORMAT, use_console_format
 from local.stackfile import (
     PROJECT_DIR,
     bypass_proxy_for_loopback,
@@ -116,12 +117,7 @@ def configure_logging() -> None:
     """One console stream for the stack, the API, the poller and the worker's logs."""
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stdout,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format=FORMAT, datefmt=DATEFMT)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -315,6 +311,7 @@ class LocalStack:
         app_module = importlib.import_module("app")
         if not hasattr(app_module, "app") or not hasattr(app_module, WORKER_FUNCTION):
             raise StartupError(f"app.py must define `app` and `{WORKER_FUNCTION}`")
+        use_console_format()  # the app's JSON lines as console text, with the task's keys
         return config, app_module
 
     def _start_api(self, app_module: ModuleType, config: Any, verifier: Any) -> int:

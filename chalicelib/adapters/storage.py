@@ -6,6 +6,7 @@ over the bytes as they pass, so nothing is read back after the upload.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -131,7 +132,9 @@ class StreamingUpload:
             )
         body = self._take_buffer()  # handed over, not copied
         assert self._sender is not None
-        self._in_flight = (self._sender.submit(self._send_part, number, body), body)
+        # in a copy of the build's context: whatever the sender logs carries the build's keys
+        sent = self._sender.submit(contextvars.copy_context().run, self._send_part, number, body)
+        self._in_flight = (sent, body)
 
     def _send_part(self, number: int, body: bytearray) -> dict[str, Any]:
         """On the sender thread, parts in order: hash, then upload."""
