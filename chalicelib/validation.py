@@ -213,6 +213,24 @@ def _parse_limit(params: dict[str, str]) -> int:
     return limit
 
 
+def _parse_statuses(params: dict[str, str], details: list[dict[str, str]]) -> frozenset[Status]:
+    """Comma-separated statuses; spaces around the commas are ignored.
+
+    An empty value or item (``status=``, ``queued,,failed``) is refused like
+    an empty ``kind``: read as "no filter" it would list every status when a
+    client joined an empty selection.
+    """
+    statuses: set[Status] = set()
+    if "status" not in params:
+        return frozenset()
+    for raw in (part.strip() for part in params["status"].split(",")):
+        try:
+            statuses.add(Status(raw))
+        except ValueError:
+            details.append(_detail("status", f"{raw!r} is not a status"))
+    return frozenset(statuses)
+
+
 def _check_text_param(name: str, value: str, details: list[dict[str, str]]) -> None:
     """1-2048 characters; ``owner`` and ``tenant`` also at most 2048 bytes.
 
@@ -232,12 +250,7 @@ def parse_list_query(params: dict[str, str] | None, *, is_admin: bool) -> ListQu
                "limit", "cursor"} | ({"owner", "tenant"} if is_admin else set())
     for key in sorted(set(params) - allowed):
         details.append(_detail(key, "is not a known query parameter"))
-    statuses: set[Status] = set()
-    for raw in filter(None, (s.strip() for s in params.get("status", "").split(","))):
-        try:
-            statuses.add(Status(raw))
-        except ValueError:
-            details.append(_detail("status", f"{raw!r} is not a status"))
+    statuses = _parse_statuses(params, details)
     limit = _parse_limit(params)
     after = _parse_time(params, "created_after", details)
     before = _parse_time(params, "created_before", details)
@@ -250,7 +263,7 @@ def parse_list_query(params: dict[str, str] | None, *, is_admin: bool) -> ListQu
         raise ValidationError("created_after is later than created_before.",
                               details=[_detail("created_after", "after created_before")])
     return ListQuery(
-        statuses=frozenset(statuses), kind=params.get("kind"), task_name=params.get("task_name"),
+        statuses=statuses, kind=params.get("kind"), task_name=params.get("task_name"),
         file_name=params.get("file_name"), created_after=after, created_before=before,
         limit=limit, cursor=params.get("cursor"), owner=params.get("owner"),
         tenant=params.get("tenant"),
