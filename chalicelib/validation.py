@@ -67,9 +67,28 @@ def parse_json_body(raw: bytes | None) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        # 64 KiB of "[" is deeper than the parser's stack
+        raise ValidationError("The request body is nested too deeply.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ValidationError("The request body must be a JSON object.", code="invalid_json")
+    _refuse_lone_surrogates(body)
     return body
+
+
+def _refuse_lone_surrogates(body: dict[str, Any]) -> None:
+    """Refuse ``"\\ud800"``-style escapes that pair with nothing: they are not text.
+
+    JSON's grammar allows them and ``json.loads`` keeps them, but no UTF-8
+    encoder does: stored, such a task made DynamoDB fail the write (a 500) or,
+    inside ``params``, broke every later response that showed the task, the
+    owner's whole listing included.
+    """
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("The request body holds a \\u escape of an unpaired surrogate "
+                              "(U+D800 to U+DFFF), which is not text.", code="invalid_json") from None
 
 
 def _check_name(value: Any, field: str, details: list[dict[str, str]]) -> str | None:

@@ -78,6 +78,21 @@ def test_json_body_errors(raw, code):
     assert code_of(parse_json_body, raw)[0] == code
 
 
+@pytest.mark.parametrize("raw", [
+    b'{"task_name": "\\ud800", "kind": "demo"}',
+    b'{"task_name": "t", "kind": "demo", "params": {"headers": {"id": "a\\udc00"}}}',
+    b'{"\\udfff": 1}',
+    b'{"task_name": "t", "kind": "demo", "params": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",
+])
+def test_json_bodies_no_encoder_can_take_are_invalid_json(raw):
+    """Found probing the local stack: both were a 500, a lone surrogate in params worse (see below)."""
+    assert code_of(parse_json_body, raw)[0] == "invalid_json"
+
+
+def test_json_body_keeps_surrogate_pairs():
+    assert parse_json_body(b'{"task_name": "\\ud83d\\ude00"}') == {"task_name": "\U0001f600"}
+
+
 def test_idempotency_key_bounds():
     assert validate_idempotency_key("abc") == "abc"
     assert validate_idempotency_key(None) is None
