@@ -55,6 +55,8 @@ MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 BUDGET_SECONDS = float(os.environ.get("FUZZ_BUDGET_SECONDS", "110"))
 #: Demo exports the run creates are built by the stack's workers: keep them small.
 MAX_TEST_ROWS = 100
+#: ... except the ones created to be canceled: long enough (~0.2 s) to still be going.
+CANCEL_TARGET_ROWS = 20_000
 HTTP_TIMEOUT = 30
 
 
@@ -351,11 +353,31 @@ def session() -> Iterator[requests.Session]:
         yield s
 
 
+def aim_cancel_at_a_fresh_task(
+    case: Any, stack: RunningStack, auth: dict[str, str], session: requests.Session
+) -> None:
+    """Give a cancel aimed at one of the run's tasks a task created just now.
+
+    By the time the cancel operation runs, the workers have built every
+    earlier task and each cancel would be ``409 invalid_state``: a fresh one
+    is still queued or running, so the 202 is checked too, and the canceled
+    tasks it leaves are what the retry operation then finds.
+    """
+    if not case.path.endswith("/cancel") or case.path_parameters.get("task_id") not in STATS.created:
+        return
+    body = {"task_name": "to cancel", "kind": "demo", "params": {"rows": CANCEL_TARGET_ROWS}}
+    created = session.post(f"{stack.api}/downloads", json=body, headers=auth, timeout=HTTP_TIMEOUT)
+    if created.status_code == 202:  # else the quota: cancel the old task
+        STATS.created.append(created.json()["id"])
+        case.path_parameters["task_id"] = created.json()["id"]
+
+
 def send(case: Any, who: str, stack: RunningStack, auth: dict[str, str], session: requests.Session) -> None:
     if STATS.out_of_time():
         STATS.over_budget += 1
         return
     STATS.sent[who] += 1
+    aim_cancel_at_a_fresh_task(case, stack, auth, session)
     response = case.call_and_validate(
         base_url=stack.api,
         session=session,
