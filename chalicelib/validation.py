@@ -67,9 +67,28 @@ def parse_json_body(raw: bytes | None) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        # 64 KiB of "[" is deeper than the parser's stack
+        raise ValidationError("The request body is nested too deeply.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ValidationError("The request body must be a JSON object.", code="invalid_json")
+    _refuse_lone_surrogates(body)
     return body
+
+
+def _refuse_lone_surrogates(body: dict[str, Any]) -> None:
+    """Refuse ``"\\ud800"``-style escapes that pair with nothing: they are not text.
+
+    JSON's grammar allows them and ``json.loads`` keeps them, but no UTF-8
+    encoder does: stored, such a task made DynamoDB fail the write (a 500) or,
+    inside ``params``, broke every later response that showed the task, the
+    owner's whole listing included.
+    """
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("The request body holds a \\u escape of an unpaired surrogate "
+                              "(U+D800 to U+DFFF), which is not text.", code="invalid_json") from None
 
 
 def _check_name(value: Any, field: str, details: list[dict[str, str]]) -> str | None:
@@ -213,6 +232,24 @@ def _parse_limit(params: dict[str, str]) -> int:
     return limit
 
 
+def _parse_statuses(params: dict[str, str], details: list[dict[str, str]]) -> frozenset[Status]:
+    """Comma-separated statuses; spaces around the commas are ignored.
+
+    An empty value or item (``status=``, ``queued,,failed``) is refused like
+    an empty ``kind``: read as "no filter" it would list every status when a
+    client joined an empty selection.
+    """
+    statuses: set[Status] = set()
+    if "status" not in params:
+        return frozenset()
+    for raw in (part.strip() for part in params["status"].split(",")):
+        try:
+            statuses.add(Status(raw))
+        except ValueError:
+            details.append(_detail("status", f"{raw!r} is not a status"))
+    return frozenset(statuses)
+
+
 def _check_text_param(name: str, value: str, details: list[dict[str, str]]) -> None:
     """1-2048 characters; ``owner`` and ``tenant`` also at most 2048 bytes.
 
@@ -233,12 +270,7 @@ def parse_list_query(params: dict[str, str] | None, *, sees_others: bool) -> Lis
                "limit", "cursor"} | ({"owner", "tenant"} if sees_others else set())
     for key in sorted(set(params) - allowed):
         details.append(_detail(key, "is not a known query parameter"))
-    statuses: set[Status] = set()
-    for raw in filter(None, (s.strip() for s in params.get("status", "").split(","))):
-        try:
-            statuses.add(Status(raw))
-        except ValueError:
-            details.append(_detail("status", f"{raw!r} is not a status"))
+    statuses = _parse_statuses(params, details)
     limit = _parse_limit(params)
     after = _parse_time(params, "created_after", details)
     before = _parse_time(params, "created_before", details)
@@ -251,7 +283,7 @@ def parse_list_query(params: dict[str, str] | None, *, sees_others: bool) -> Lis
         raise ValidationError("created_after is later than created_before.",
                               details=[_detail("created_after", "after created_before")])
     return ListQuery(
-        statuses=frozenset(statuses), kind=params.get("kind"), task_name=params.get("task_name"),
+        statuses=statuses, kind=params.get("kind"), task_name=params.get("task_name"),
         file_name=params.get("file_name"), created_after=after, created_before=before,
         limit=limit, cursor=params.get("cursor"), owner=params.get("owner"),
         tenant=params.get("tenant"),

@@ -87,6 +87,20 @@ def test_create_bad_input_is_400_with_a_stable_code(stack, body, code):
     assert stack.drain() == []
 
 
+@pytest.mark.parametrize("body", [
+    '{"task_name": "\\ud800", "kind": "demo"}',
+    '{"task_name": "t", "kind": "demo", "params": {"rows": 5, "headers": {"id": "\\udc00"}}}',
+    '{"task_name": "t", "kind": "demo", "params": ' + "[" * 30_000 + "]" * 30_000 + "}",
+])
+def test_bodies_no_encoder_can_take_are_400_and_store_nothing(stack, body):
+    """A lone surrogate was a 500, or, inside params, a stored task that broke the owner's listing."""
+    resp = call(stack, "POST", "/downloads", "alice", body)
+    assert resp.status_code == 400 and error_code(resp) == "invalid_json"
+    assert stack.drain() == []
+    listing = call(stack, "GET", "/downloads", "alice")
+    assert listing.status_code == 200 and listing.json_body["items"] == []
+
+
 def test_validation_errors_carry_field_details(stack):
     resp = call(stack, "POST", "/downloads", "alice", {"kind": "demo", "task_name": ""})
     details = json.loads(resp.body)["error"]["details"]

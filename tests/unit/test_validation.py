@@ -78,6 +78,21 @@ def test_json_body_errors(raw, code):
     assert code_of(parse_json_body, raw)[0] == code
 
 
+@pytest.mark.parametrize("raw", [
+    b'{"task_name": "\\ud800", "kind": "demo"}',
+    b'{"task_name": "t", "kind": "demo", "params": {"headers": {"id": "a\\udc00"}}}',
+    b'{"\\udfff": 1}',
+    b'{"task_name": "t", "kind": "demo", "params": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",
+])
+def test_json_bodies_no_encoder_can_take_are_invalid_json(raw):
+    """Found probing the local stack: both were a 500, a lone surrogate in params worse (see below)."""
+    assert code_of(parse_json_body, raw)[0] == "invalid_json"
+
+
+def test_json_body_keeps_surrogate_pairs():
+    assert parse_json_body(b'{"task_name": "\\ud83d\\ude00"}') == {"task_name": "\U0001f600"}
+
+
 def test_idempotency_key_bounds():
     assert validate_idempotency_key("abc") == "abc"
     assert validate_idempotency_key(None) is None
@@ -103,6 +118,19 @@ def test_list_query_parsing():
 ])
 def test_list_query_errors(params, code):
     assert code_of(parse_list_query, params, sees_others=False)[0] == code
+
+
+@pytest.mark.parametrize("status", ["", " ", ",", "queued,", ",queued", "queued,,failed"])
+def test_empty_statuses_are_refused(status):
+    """Found by schemathesis: ``status=`` used to mean "any status", though ``kind=`` is a 400."""
+    got, details = code_of(parse_list_query, {"status": status}, is_admin=False)
+    assert got == "validation_error"
+    assert details and all(d == {"field": "status", "issue": "'' is not a status"} for d in details)
+
+
+def test_spaces_around_status_commas_are_ignored():
+    q = parse_list_query({"status": " queued , failed"}, is_admin=False)
+    assert {s.value for s in q.statuses} == {"queued", "failed"}
 
 
 def test_ids_sort_by_time_and_bound_ranges():
