@@ -123,13 +123,13 @@ def test_list_query_errors(params, code):
 @pytest.mark.parametrize("status", ["", " ", ",", "queued,", ",queued", "queued,,failed"])
 def test_empty_statuses_are_refused(status):
     """Found by schemathesis: ``status=`` used to mean "any status", though ``kind=`` is a 400."""
-    got, details = code_of(parse_list_query, {"status": status}, is_admin=False)
+    got, details = code_of(parse_list_query, {"status": status}, sees_others=False)
     assert got == "validation_error"
     assert details and all(d == {"field": "status", "issue": "'' is not a status"} for d in details)
 
 
 def test_spaces_around_status_commas_are_ignored():
-    q = parse_list_query({"status": " queued , failed"}, is_admin=False)
+    q = parse_list_query({"status": " queued , failed"}, sees_others=False)
     assert {s.value for s in q.statuses} == {"queued", "failed"}
 
 
