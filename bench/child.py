@@ -460,11 +460,11 @@ def _seed(n: int, who: Callable[[int], tuple[str, str, str]], start: int = 0) ->
                 file_name=f"report-{i}.csv", kind="demo", format="csv", params={"rows": 10},
                 status=status, created_at=at, progress={"rows": 10, "bytes": 700},
             )
-            model = to_model(task, None)
+            model = to_model(task)
             if status is Status.SUCCEEDED:
                 model.size, model.md5, model.sha256 = 700, "0" * 32, "0" * 64
                 model.content_type = "text/csv; charset=utf-8"
-                model.object_key = storage.object_key(tenant, task.id, task.file_name)
+                model.object_key = storage.object_key(tenant, task.id, 1, task.file_name)
                 model.finished_at, model.expires_at = at, at + timedelta(days=7)
             elif status is Status.FAILED:
                 model.error = TaskError("internal_error", "seeded").to_dict()
