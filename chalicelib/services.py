@@ -308,9 +308,6 @@ class Downloads:
         task = self.enqueue(task) if is_new else self._replayed(task)
         return self.resource(task), is_new
 
-    def _stale_before(self, at: datetime) -> datetime:
-        return at - timedelta(seconds=self.settings.stale_after_seconds)
-
     def cancel(self, principal: Principal, task_id: str) -> dict[str, Any]:
         task = self._visible(principal, task_id)
         for _ in range(3):
@@ -318,7 +315,7 @@ class Downloads:
             if task.status is Status.QUEUED:
                 done = self.repo.apply(CANCEL_QUEUED, task, at)
             elif task.status in BUILDING and task.is_stale(at, self.lifetimes.stale_after):
-                done = self.repo.apply(ABANDON, task, at, stale_before=self._stale_before(at))
+                done = self.repo.apply(ABANDON, task, at)
                 if done:  # its build is dead: nobody else will clean up after it
                     storage.clear_task(self.settings.files_bucket,
                                        storage.task_prefix(task.tenant, task.id))

@@ -96,16 +96,15 @@ class Sweeper:
         return "resent"
 
     def _dead_build(self, task: Task, now: datetime) -> str:
-        stale_before = now - self.lifetimes.stale_after
         if task.status is Status.CANCELING:
-            action, done = "canceled", self.repo.apply(ABANDON, task, now, stale_before=stale_before)
+            action, done = "canceled", self.repo.apply(ABANDON, task, now)
         elif task.claims >= self.settings.max_build_claims:
             lost = TaskError("worker_lost", f"The build stopped without a word {task.claims} times; "
                              "retry it, or ask an operator to look at the worker's logs.")
             action = "failed_worker_lost"
-            done = self.repo.apply(LOSE, task, now, stale_before=stale_before, error=lost)
+            done = self.repo.apply(LOSE, task, now, error=lost)
         else:
-            action, done = "requeued", self.repo.apply(REQUEUE, task, now, stale_before=stale_before)
+            action, done = "requeued", self.repo.apply(REQUEUE, task, now)
         if done is None:
             return "nothing"
         log.warning("task %s: build %d stopped beating at %s: %s", task.id, task.lease,

@@ -380,20 +380,17 @@ class TaskRepository:
             if not _failed_condition(exc):
                 raise
 
-    @staticmethod
-    def _condition(t: Transition, task: Task, stale_before: datetime | None) -> Any:
+    def _condition(self, t: Transition, task: Task, now: datetime) -> Any:
         condition = TaskModel.id.exists() & TaskModel.status.is_in(*(s.value for s in t.sources))
         if t.guard is Guard.LEASE:
             condition &= TaskModel.lease == task.lease
-        elif t.guard is Guard.STALE:
-            if stale_before is None:
-                raise ValueError(f"{t.name} needs the staleness cutoff")
+        elif t.guard is Guard.STALE:  # the same cutoff as Task.is_stale
+            stale_before = now - self.lifetimes.stale_after
             condition &= (TaskModel.heartbeat_at < stale_before) | TaskModel.heartbeat_at.does_not_exist()
         return condition
 
     def apply(
-        self, t: Transition, task: Task, now: datetime, *, cap: int | None = None,
-        stale_before: datetime | None = None, **fields: Any,
+        self, t: Transition, task: Task, now: datetime, *, cap: int | None = None, **fields: Any,
     ) -> Task | None:
         """Make transition ``t`` of ``task`` if its condition still holds.
 
@@ -410,7 +407,7 @@ class TaskRepository:
             raise ValueError(f"unknown fields {unknown}")
         changes = {"status": t.target, **effects(t, task, now, self.lifetimes), **fields}
         actions = _actions(changes)
-        condition = self._condition(t, task, stale_before)
+        condition = self._condition(t, task, now)
         if t.quota == 0:
             model = TaskModel(task.id)
             try:

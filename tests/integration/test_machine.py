@@ -57,7 +57,7 @@ def test_every_status_and_transition(stack, src: Status, t: Transition) -> None:
     repo = TaskRepository()
     task = stored_task(repo, src)
     before = repo.active_count(task.owner)
-    done = repo.apply(t, task, NOW, cap=CAP, stale_before=NOW - timedelta(minutes=5))
+    done = repo.apply(t, task, NOW, cap=CAP)  # its heartbeat (1 h ago) is stale by NOW
     after = repo.get(task.id)
     assert after is not None
     if src in t.sources:
@@ -85,8 +85,8 @@ def test_a_lease_guard_refuses_a_writer_with_an_old_lease(stack, t: Transition) 
 def test_a_stale_guard_refuses_while_the_build_still_beats(stack, t: Transition) -> None:
     repo = TaskRepository()
     task = stored_task(repo, next(iter(t.sources)))
-    alive_since = NOW - timedelta(hours=2)  # the heartbeat (1 h ago) is newer than this
-    assert repo.apply(t, task, NOW, stale_before=alive_since) is None
+    just_after_its_beat = NOW - timedelta(minutes=59)  # the heartbeat was 1 h before NOW
+    assert repo.apply(t, task, just_after_its_beat) is None
     assert repo.get(task.id).status is task.status
 
 
@@ -111,7 +111,7 @@ def test_a_claim_fences_the_build_before_it(stack) -> None:
     assert first is not None and first.lease == task.lease + 1
     # its build died; the task went back to the queue and another build claimed it
     from chalicelib.task import REQUEUE
-    requeued = repo.apply(REQUEUE, first, NOW + timedelta(hours=2), stale_before=NOW + timedelta(hours=1))
+    requeued = repo.apply(REQUEUE, first, NOW + timedelta(hours=2))
     second = repo.apply(CLAIM, requeued, NOW + timedelta(hours=2))
     assert second is not None and second.lease == first.lease + 1
     assert repo.heartbeat(first, {"rows": 1, "bytes": 1}, NOW) is None
