@@ -69,7 +69,7 @@ def token_from_header(value: str) -> str:
 
 
 def unauthorized(request_id: str, message: str) -> NotAuthorizedError:
-    """A 401 in the API's error envelope (API.md), raised before the app is called."""
+    """A 401 in the API's error envelope (docs/openapi.yaml), raised before the app is called."""
     body = {"error": {"code": "unauthorized", "message": message}}
     return NotAuthorizedError(
         {
@@ -143,7 +143,7 @@ class VerifyingAuthorizer(LocalGatewayAuthorizer):
     """Cognito routes: verify the ID token; other routes: chalice's behaviour.
 
     A request without an ``Authorization`` header is passed on without claims
-    so the app answers 401 itself (API.md: never anonymous); a header whose
+    so the app answers 401 itself (docs/openapi.yaml: never anonymous); a header whose
     token does not verify is refused here with 401.
     """
 

@@ -1,4 +1,4 @@
-"""``make run``: the whole Download Center on this machine (see LOCAL_STACK.md).
+"""``make run``: the whole Download Center on this machine (see docs/local-stack.md).
 
 One process, several threads: a moto server standing in for AWS, the real
 ``app.py`` behind ``chalice local`` (with Cognito tokens verified), and a
