@@ -15,7 +15,7 @@ from chalice import Chalice, CognitoUserPoolAuthorizer, Rate, Response
 
 from chalicelib import logs, metrics
 from chalicelib.config import Settings
-from chalicelib.errors import ApiError
+from chalicelib.errors import ApiError, MethodNotAllowed, UnsupportedMediaType
 from chalicelib.principal import Principal, Scope
 from chalicelib.services import Downloads
 from chalicelib.sweeper import Sweeper
@@ -40,6 +40,34 @@ def log_keys(event: Any, get_response: Callable[[Any], Response]) -> Response:
         return get_response(event)
 
 
+@app.middleware("http")
+def envelope(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """chalice's own answers in the contract's envelope too.
+
+    chalice refuses some requests before any view runs (a ``Content-Type`` the
+    route does not take is its 415) and turns an exception outside a view into
+    a 500, both with a ``{"Code", "Message"}`` body of its own; clients should
+    meet one error shape only.
+    """
+    try:
+        response = get_response(event)
+    except Exception:
+        log.exception("unhandled error outside a view")
+        return _error(500, INTERNAL_ERROR)
+    body = response.body
+    if not (isinstance(body, dict) and set(body) == {"Code", "Message"}):
+        return response
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
+    if body["Code"] == "UnsupportedMediaType":
+        accepted = app.routes[event.context["resourcePath"]][event.method].content_types
+        exc = UnsupportedMediaType(
+            f"This route does not take Content-Type {event.headers.get('content-type')!r}; "
+            f"send {accepted[0]}.")
+        return _error(exc.status, exc.body(), headers)
+    code = "internal_error" if response.status_code >= 500 else "bad_request"
+    return _error(response.status_code, {"error": {"code": code, "message": body["Message"]}}, headers)
+
+
 settings = Settings.from_env()
 downloads = Downloads(settings)
 worker = Worker(settings)
@@ -53,6 +81,7 @@ cognito = CognitoUserPoolAuthorizer(
 )
 
 JSON = {"Content-Type": "application/json; charset=utf-8"}
+INTERNAL_ERROR = {"error": {"code": "internal_error", "message": "Something went wrong on our side."}}
 
 
 def _json(body: Any) -> str:
@@ -60,8 +89,8 @@ def _json(body: Any) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
-def _error(status: int, body: dict[str, Any]) -> Response:
-    return Response(body=_json(body), status_code=status, headers=dict(JSON))
+def _error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(body=_json(body), status_code=status, headers={**JSON, **(headers or {})})
 
 
 def api(handler: Callable[..., Response]) -> Callable[..., Response]:
@@ -72,11 +101,10 @@ def api(handler: Callable[..., Response]) -> Callable[..., Response]:
         try:
             return handler(*args, **kwargs)
         except ApiError as exc:
-            return _error(exc.status, exc.body())
+            return _error(exc.status, exc.body(), exc.headers())
         except Exception:
             log.exception("unhandled error in %s", handler.__name__)
-            return _error(500, {"error": {"code": "internal_error",
-                                          "message": "Something went wrong on our side."}})
+            return _error(500, INTERNAL_ERROR)
 
     return wrapper
 
@@ -132,7 +160,9 @@ def get_download(task_id: str) -> Response:
     return ok(downloads.get(principal(), task_id))
 
 
-@app.route("/downloads/{task_id}/file", methods=["GET"], authorizer=cognito)
+# HEAD too: clients and link checkers learn where the file is without a body
+# (the HTTP layer drops it: http.server here, API Gateway when deployed).
+@app.route("/downloads/{task_id}/file", methods=["GET", "HEAD"], authorizer=cognito)
 @api
 def download_file(task_id: str) -> Response:
     url = downloads.file_url(principal(), task_id)
@@ -161,6 +191,51 @@ def delete_download(task_id: str) -> Response:
     return Response(body="", status_code=204)
 
 
+# -- every other method of a routed path: the app's 405 ------------------------
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+"""The methods an API Gateway REST API can route; it answers any other itself (404)."""
+METHOD_NOT_ALLOWED = "method_not_allowed"
+
+
+def served_methods(path: str) -> list[str]:
+    """The methods the API serves on ``path``: its routes, without the 405s."""
+    entries = app.routes[path]
+    return [m for m in HTTP_METHODS if m in entries and entries[m].view_name != METHOD_NOT_ALLOWED]
+
+
+@api
+def method_not_allowed(**_path_params: str) -> Response:
+    request = app.current_request
+    path = request.context["resourcePath"]
+    if app.routes[path][request.method].authorizer is not None:
+        principal()  # sign in first, as for the path's own methods
+    raise MethodNotAllowed(request.method, path, served_methods(path))
+
+
+def route_other_methods() -> None:
+    """Route the methods each path lacks to :func:`method_not_allowed`.
+
+    API Gateway never passes a method a path lacks to the app: it answers
+    MISSING_AUTHENTICATION_TOKEN, a 404. Registered here, derived from the
+    routes above, they reach the app both behind API Gateway and on chalice
+    local, and get a 405 with ``Allow``. A path whose routes all need a token
+    needs one for its 405 too (authentication before method dispatch, as with
+    Stripe and most frameworks). On a path with CORS, OPTIONS stays the
+    preflight API Gateway answers. Any content type is taken: the 405 comes
+    before the body matters.
+    """
+    for path, entries in list(app.routes.items()):
+        others = [m for m in HTTP_METHODS if m not in entries]
+        if any(entry.cors for entry in entries.values()) and "OPTIONS" in others:
+            others.remove("OPTIONS")
+        authorizers = {entry.authorizer for entry in entries.values()}
+        if others:
+            authorizer = authorizers.pop() if len(authorizers) == 1 else None
+            app.route(path, methods=others, name=METHOD_NOT_ALLOWED, authorizer=authorizer,
+                      content_types=["*/*"])(method_not_allowed)
+
+
 # One message an invocation: every build starts with a whole invocation's time
 # budget, instead of the later builds of a batch inheriting what the first left.
 @app.on_sqs_message(queue=settings.build_queue_name, batch_size=1)
@@ -183,3 +258,6 @@ def sweeper(event: Any) -> None:
         finally:
             metrics.flush()
 
+
+# Last, so that it sees every route.
+route_other_methods()

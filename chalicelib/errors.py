@@ -6,6 +6,7 @@ envelope; anything else becomes a generic ``internal_error`` without details.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -28,6 +29,10 @@ class ApiError(Exception):
             err["details"] = self.details
         return {"error": err}
 
+    def headers(self) -> dict[str, str]:
+        """Headers HTTP requires of this answer besides the body (none for most)."""
+        return {}
+
 
 class ValidationError(ApiError):
     status = 400
@@ -38,10 +43,32 @@ class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
 
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}  # a 401 names the scheme to use (RFC 9110, 15.5.2)
+
 
 class NotFound(ApiError):
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    """A method the path does not serve; ``Allow`` lists those it does (RFC 9110, 15.5.6)."""
+
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, path: str, allowed: Sequence[str]) -> None:
+        super().__init__(f"{path} does not take {method}; it takes {', '.join(allowed)}.")
+        self.allowed = tuple(allowed)
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allowed)}
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class InvalidState(ApiError):

@@ -23,7 +23,7 @@ from typing import Any
 
 import boto3
 from joserfc import jwt
-from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.errors import ExpiredTokenError, InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 log = logging.getLogger("local.cognito")
@@ -176,6 +176,10 @@ class TokenError(Exception):
     """The presented token is not a valid ID token of this pool."""
 
 
+class TokenExpired(TokenError):
+    """A token of this pool that was valid once: the user needs to sign in again."""
+
+
 KeySource = Callable[[], KeySet]
 """Where a verifier gets the pool's public keys; asked again when a token names an unknown key."""
 
@@ -224,14 +228,14 @@ class TokenVerifier:
         self._lock = threading.Lock()
         self._keys: KeySet | None = None
         self._fetched_at = 0.0
-        self._claims = jwt.JWTClaimsRegistry(
-            leeway=self.LEEWAY_SECONDS,
-            iss={"essential": True, "value": pool.issuer},
-            aud={"essential": True, "value": pool.client_id},
-            token_use={"essential": True, "value": "id"},
-            exp={"essential": True},
-            sub={"essential": True},
-        )
+        checks: dict[str, Any] = {
+            "iss": {"essential": True, "value": pool.issuer},
+            "aud": {"essential": True, "value": pool.client_id},
+            "token_use": {"essential": True, "value": "id"},
+            "sub": {"essential": True},
+        }
+        self._claims = jwt.JWTClaimsRegistry(leeway=self.LEEWAY_SECONDS, exp={"essential": True}, **checks)
+        self._claims_but_expiry = jwt.JWTClaimsRegistry(leeway=self.LEEWAY_SECONDS, **checks)
 
     def _key_set(self, refresh: bool = False) -> KeySet:
         # Refetch on demand, but not per request: unknown key ids are cheap to send.
@@ -247,7 +251,11 @@ class TokenVerifier:
         self._key_set()
 
     def verify(self, token: str) -> dict[str, Any]:
-        """The token's claims if it is a valid, unexpired ID token of the pool."""
+        """The token's claims if it is a valid, unexpired ID token of the pool.
+
+        Raises :class:`TokenExpired` for an ID token of the pool that is valid
+        but for its age, :class:`TokenError` for anything else.
+        """
         if not token or token.count(".") != 2:
             raise TokenError("malformed token")
         try:
@@ -255,7 +263,12 @@ class TokenVerifier:
                 decoded = jwt.decode(token, self._key_set(), algorithms=["RS256"])
             except InvalidKeyIdError:
                 decoded = jwt.decode(token, self._key_set(refresh=True), algorithms=["RS256"])
-            self._claims.validate(decoded.claims)
+            try:
+                self._claims.validate(decoded.claims)
+            except ExpiredTokenError:
+                # "Sign in again" helps only if the token is otherwise one of ours.
+                self._claims_but_expiry.validate({k: v for k, v in decoded.claims.items() if k != "exp"})
+                raise TokenExpired("the token has expired") from None
         except JoseError as exc:
             raise TokenError(exc.description or exc.error) from exc
         except (ValueError, TypeError, KeyError) as exc:

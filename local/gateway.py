@@ -7,11 +7,20 @@ else (routing, CORS preflight, custom authorizers, the Lambda event shape) is
 chalice's own code, wired in through its documented extension points
 (``handler_cls`` and ``server_cls`` of ``LocalDevServer``).
 
-Requests API Gateway would not pass to the Lambda (a path no route matches,
-or a method the route does not have, whatever the method's name) get the
-deployment's MISSING_AUTHENTICATION_TOKEN gateway response, rendered from
-``infra/resources.json``, instead of chalice's 403, the app's 405 or the
-http.server's HTML 501.
+What API Gateway answers itself, without calling the Lambda, is the
+deployment's gateway response rendered from ``infra/resources.json``, so the
+two cannot drift apart: a path no route matches, or a method API Gateway
+cannot route (``TRACE``, ``PROPFIND``, ...), gets MISSING_AUTHENTICATION_TOKEN
+(``404 not_found``) instead of chalice's 403, which echoes the caller's
+token, or http.server's HTML 501; a token that does not verify gets
+UNAUTHORIZED (``401 unauthorized``), an expired one EXPIRED_TOKEN (``401
+token_expired``). A method a routed path lacks reaches the app, which routes
+every such method to its ``405 method_not_allowed`` (``app.route_other_methods``),
+here as behind API Gateway.
+
+The request line's raw bytes are read as UTF-8, as API Gateway reads them:
+http.server decodes them as Latin-1, and chalice would then match a raw
+``?task_name=用户`` as mojibake.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ import functools
 import json
 import logging
 import re
+import string
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -35,12 +46,11 @@ from chalice.local import (
     LocalGateway,
     LocalGatewayAuthorizer,
     LocalGatewayException,
-    NotAuthorizedError,
     RouteMatcher,
     ThreadedHTTPServer,
 )
 
-from local.cognito import TokenError, TokenVerifier
+from local.cognito import TokenError, TokenExpired, TokenVerifier
 from local.provision import load_template
 
 log = logging.getLogger("local.api")
@@ -49,15 +59,23 @@ BEARER = "bearer "
 # Connections the kernel may hold for the server before it accepts them.
 LISTEN_BACKLOG = 128
 
-# API Gateway's answer to a method or path the API does not have, and its defaults
-# (a response type the template does not customise falls back to DEFAULT_4XX).
+# The gateway responses the local gateway gives: API Gateway's status and message for
+# each before the template customises it (a type the template does not customise falls
+# back to DEFAULT_4XX, then to API Gateway's own body), and the x-amzn-ErrorType sent
+# with it (behind API Gateway an expired Cognito token is an UnauthorizedException).
 MISSING_ROUTE = "MISSING_AUTHENTICATION_TOKEN"
-MISSING_ROUTE_STATUS = 403
-MISSING_ROUTE_MESSAGE = "Missing Authentication Token"
-MISSING_ROUTE_ERROR_TYPE = "MissingAuthenticationTokenException"
+UNAUTHORIZED = "UNAUTHORIZED"
+EXPIRED_TOKEN = "EXPIRED_TOKEN"
+DEFAULTS: dict[str, tuple[int, str, str]] = {
+    MISSING_ROUTE: (403, "Missing Authentication Token", "MissingAuthenticationTokenException"),
+    UNAUTHORIZED: (401, "Unauthorized", "UnauthorizedException"),
+    EXPIRED_TOKEN: (403, "The security token included in the request is expired", "UnauthorizedException"),
+}
 DEFAULT_TEMPLATE = '{"message":$context.error.messageString}'
 MESSAGE_VARIABLE = "$context.error.messageString"
-STATIC_HEADER = re.compile(r"^gatewayresponse\.header\.([A-Za-z0-9-]+)$")
+HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+# What may stay as it is in a request target; anything else (the bytes of raw UTF-8) is %XX.
+TARGET_SAFE = "".join(c for c in string.printable if c not in string.whitespace)
 
 
 def token_from_header(value: str) -> str:
@@ -68,18 +86,14 @@ def token_from_header(value: str) -> str:
     return value
 
 
-def unauthorized(request_id: str, message: str) -> NotAuthorizedError:
-    """A 401 in the API's error envelope (docs/openapi.yaml), raised before the app is called."""
-    body = {"error": {"code": "unauthorized", "message": message}}
-    return NotAuthorizedError(
-        {
-            "x-amzn-RequestId": request_id,
-            "x-amzn-ErrorType": "UnauthorizedException",
-            "WWW-Authenticate": 'Bearer error="invalid_token"',
-            "Content-Type": "application/json",
-        },
-        json.dumps(body).encode("utf-8"),
-    )
+def utf8_request_target(target: str) -> str:
+    """The request target http.server decoded as Latin-1, with its non-ASCII bytes as %XX.
+
+    API Gateway reads a raw UTF-8 query string (``?task_name=用户``, as curl
+    sends it) as the percent-encoded one; chalice's ``parse_qs`` decodes %XX
+    as UTF-8, so both forms reach the app as the same text.
+    """
+    return urllib.parse.quote(target.encode("latin-1"), safe=TARGET_SAFE)
 
 
 @dataclass(frozen=True)
@@ -97,9 +111,11 @@ def render_gateway_response(
     """``RestAPI.GatewayResponses[response_type]`` of the template, as API Gateway renders it.
 
     Read from the deployment template rather than restated, so the local
-    answer cannot drift from the deployed one. Only what this API uses is
-    supported (``$context.error.messageString``, static header values); any
-    other mapping raises at start-up instead of being answered wrongly.
+    answer cannot drift from the deployed one. The template is SAM's
+    (``ResponseParameters: {Headers: ...}``, as ``AWS::Serverless::Api``
+    takes it). Only what this API uses is supported
+    (``$context.error.messageString``, static header values); any other
+    mapping raises at start-up instead of being answered wrongly.
     """
     responses = template.get("Resources", {}).get("RestAPI", {}).get("Properties", {})
     responses = responses.get("GatewayResponses", {})
@@ -111,19 +127,14 @@ def render_gateway_response(
         raise ValueError(f"{response_type}: the local gateway cannot render {body!r}")
     json.loads(body)  # API Gateway would send it as JSON: make sure it is
     headers = {"Content-Type": "application/json"}
-    for name, value in spec.get("ResponseParameters", {}).items():
-        match = STATIC_HEADER.match(name)
-        if not match or not (len(value) >= 2 and value[0] == value[-1] == "'"):
-            raise ValueError(f"{response_type}: the local gateway cannot map {name} = {value}")
-        headers[match.group(1)] = value[1:-1]
+    parameters = dict(spec.get("ResponseParameters", {}))
+    for name, value in parameters.pop("Headers", {}).items():
+        if not HEADER_NAME.match(name) or not (len(value) >= 2 and value[0] == value[-1] == "'"):
+            raise ValueError(f"{response_type}: the local gateway cannot map header {name} = {value}")
+        headers[name] = value[1:-1]
+    if parameters:
+        raise ValueError(f"{response_type}: the local gateway cannot map {sorted(parameters)}")
     return GatewayResponse(status, headers, body.encode("utf-8"))
-
-
-def missing_route_response() -> GatewayResponse:
-    """The deployment's answer to a method or path the API does not have."""
-    return render_gateway_response(
-        load_template(), MISSING_ROUTE, MISSING_ROUTE_STATUS, MISSING_ROUTE_MESSAGE
-    )
 
 
 class GatewayResponseError(LocalGatewayException):
@@ -139,17 +150,48 @@ class GatewayResponseError(LocalGatewayException):
         self.CODE = response.status
 
 
+class GatewayResponses:
+    """The deployment's gateway responses that the local gateway answers with.
+
+    Every one of :data:`DEFAULTS` is rendered once at start-up, so a template
+    the local gateway cannot mirror stops the stack instead of a request.
+    """
+
+    def __init__(self, template: dict[str, Any]) -> None:
+        self._template = template
+        for response_type in DEFAULTS:
+            self.render(response_type)
+
+    def render(self, response_type: str, message: str | None = None) -> GatewayResponse:
+        """The response, with ``message`` where the template uses API Gateway's own."""
+        status, default_message, _ = DEFAULTS[response_type]
+        return render_gateway_response(self._template, response_type, status, message or default_message)
+
+    def error(self, response_type: str, message: str | None = None) -> GatewayResponseError:
+        """The response as the exception chalice's request handler sends."""
+        return GatewayResponseError(self.render(response_type, message), DEFAULTS[response_type][2])
+
+
+def gateway_responses() -> GatewayResponses:
+    """The gateway responses of ``infra/resources.json``."""
+    return GatewayResponses(load_template())
+
+
 class VerifyingAuthorizer(LocalGatewayAuthorizer):
     """Cognito routes: verify the ID token; other routes: chalice's behaviour.
 
     A request without an ``Authorization`` header is passed on without claims
     so the app answers 401 itself (docs/openapi.yaml: never anonymous); a header whose
-    token does not verify is refused here with 401.
+    token does not verify is refused here with the UNAUTHORIZED gateway response
+    (the reason in its message), an expired token with EXPIRED_TOKEN. Behind
+    API Gateway the Cognito authorizer answers both with UNAUTHORIZED (an expired
+    token's message says so); gateway responses cannot tell them apart.
     """
 
-    def __init__(self, app_object: Chalice, verifier: TokenVerifier) -> None:
+    def __init__(self, app_object: Chalice, verifier: TokenVerifier, responses: GatewayResponses) -> None:
         super().__init__(app_object)
         self._verifier = verifier
+        self._responses = responses
 
     def authorize(
         self, raw_path: str, lambda_event: dict[str, Any], lambda_context: LambdaContext
@@ -165,7 +207,9 @@ class VerifyingAuthorizer(LocalGatewayAuthorizer):
             claims = self._verifier.verify(token_from_header(header))
         except TokenError as exc:
             log.info("refused token on %s %s: %s", self._method(lambda_event), raw_path, exc)
-            raise unauthorized(lambda_context.aws_request_id, f"invalid token: {exc}") from None
+            if isinstance(exc, TokenExpired):
+                raise self._responses.error(EXPIRED_TOKEN) from None
+            raise self._responses.error(UNAUTHORIZED, f"invalid token: {exc}") from None
         principal = claims.get("cognito:username") or claims["sub"]
         auth_result = {"context": {"claims": claims}, "principalId": principal}
         return self._update_lambda_event(lambda_event, auth_result), lambda_context
@@ -183,23 +227,27 @@ class VerifyingGateway(LocalGateway):
         app_object: Chalice,
         config: Config,
         verifier: TokenVerifier,
-        missing_route: GatewayResponse,
+        responses: GatewayResponses,
     ) -> None:
         super().__init__(app_object, config)
-        self._authorizer = VerifyingAuthorizer(app_object, verifier)
+        self._authorizer = VerifyingAuthorizer(app_object, verifier, responses)
         self._routes = RouteMatcher(list(app_object.routes))
-        self._missing_route = missing_route
+        self._responses = responses
 
     def handle_request(
         self, method: str, path: str, headers: dict[str, Any], body: bytes | None
     ) -> dict[str, Any]:
         """Answer a request API Gateway would not route as it would; the rest as chalice does."""
         if not self._is_routed(method, path):
-            raise GatewayResponseError(self._missing_route, MISSING_ROUTE_ERROR_TYPE)
+            raise self._responses.error(MISSING_ROUTE)
         return super().handle_request(method, path, headers, body)
 
     def _is_routed(self, method: str, path: str) -> bool:
-        """Does the API have this method on this path? OPTIONS stays chalice's (CORS preflight)."""
+        """Does the API have this method on this path?
+
+        OPTIONS on a path without one stays chalice's: the CORS preflight API
+        Gateway answers on a path with CORS.
+        """
         try:
             route = self._routes.match_route(path).route
         except ValueError:
@@ -218,12 +266,19 @@ class VerifyingRequestHandler(ChaliceRequestHandler):
         app_object: Chalice,
         config: Config,
         verifier: TokenVerifier,
-        missing_route: GatewayResponse,
+        responses: GatewayResponses,
     ) -> None:
         # ChaliceRequestHandler.__init__ would build a plain LocalGateway and then
         # serve the request at once, so set ours up and go straight to the base.
-        self.local_gateway = VerifyingGateway(app_object, config, verifier, missing_route)
+        self.local_gateway = VerifyingGateway(app_object, config, verifier, responses)
         BaseHTTPRequestHandler.__init__(self, request, client_address, server)
+
+    def parse_request(self) -> bool:
+        """As http.server, with the request target's raw UTF-8 read as API Gateway reads it."""
+        parsed = super().parse_request()
+        if parsed:
+            self.path = utf8_request_target(self.path)
+        return parsed
 
     def __getattr__(self, name: str) -> Any:
         """Every method name reaches the gateway, not only the seven chalice lists.
@@ -285,7 +340,7 @@ def create_server(
 ) -> LocalDevServer:
     """A bound (not yet serving) ``chalice local`` server for ``app_object``."""
     handler = functools.partial(
-        VerifyingRequestHandler, verifier=verifier, missing_route=missing_route_response()
+        VerifyingRequestHandler, verifier=verifier, responses=gateway_responses()
     )
     return LocalDevServer(
         make_local_app(app_object),

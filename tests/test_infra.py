@@ -363,23 +363,75 @@ def test_packaged_api_and_functions_trace_and_log_every_request(packaged: dict[s
     }
 
 
+#: What API Gateway answers itself, without the app: status (None: the type's own) and code.
+GATEWAY_RESPONSES = {
+    "UNAUTHORIZED": ("401", "unauthorized"),
+    "EXPIRED_TOKEN": ("401", "token_expired"),
+    "ACCESS_DENIED": ("403", "forbidden"),
+    "MISSING_AUTHENTICATION_TOKEN": ("404", "not_found"),
+    "REQUEST_TOO_LARGE": ("413", "body_too_large"),
+    "THROTTLED": ("429", "rate_limited"),
+    "INTEGRATION_TIMEOUT": ("504", "timeout"),
+    "DEFAULT_4XX": (None, "bad_request"),
+    "DEFAULT_5XX": (None, "internal_error"),
+}
+MESSAGE_STRING = "$context.error.messageString"
+#: The one response whose message is API Gateway's: the Cognito authorizer's "Unauthorized"
+#: or "The incoming token has expired", the only hint deployed that a token expired.
+PASSES_THE_MESSAGE = {"UNAUTHORIZED"}
+
+
+def gateway_body(spec: dict[str, Any], message: str = 'Say "hi"') -> dict[str, Any]:
+    """The body API Gateway sends: $context.error.messageString becomes a JSON string."""
+    template = spec["ResponseTemplates"]["application/json"]
+    return json.loads(template.replace(MESSAGE_STRING, json.dumps(message)))
+
+
 @pytest.mark.packaging
 def test_packaged_gateway_responses_use_the_error_envelope(packaged: dict[str, Any]) -> None:
+    from app import INTERNAL_ERROR
+
     responses = packaged["template"]["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
-    expected = {
-        "UNAUTHORIZED": ("401", "unauthorized"),
-        "ACCESS_DENIED": ("403", "forbidden"),
-        "DEFAULT_4XX": (None, "bad_request"),
-        "DEFAULT_5XX": (None, "internal_error"),
-    }
-    for response_type, (status, code) in expected.items():
-        response = responses[response_type]
-        assert response.get("StatusCode") == status
-        # API Gateway substitutes $context.error.messageString with a JSON string
-        body = response["ResponseTemplates"]["application/json"].replace(
-            "$context.error.messageString", json.dumps('Say "hi"')
-        )
-        assert json.loads(body) == {"error": {"code": code, "message": 'Say "hi"'}}
+    assert set(responses) == set(GATEWAY_RESPONSES)
+    for response_type, (status, code) in GATEWAY_RESPONSES.items():
+        spec = responses[response_type]
+        assert spec.get("StatusCode") == status, response_type
+        body = gateway_body(spec)
+        assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, response_type
+        assert body["error"]["code"] == code, response_type
+        if response_type in PASSES_THE_MESSAGE:
+            assert body["error"]["message"] == 'Say "hi"'
+    assert gateway_body(responses["DEFAULT_5XX"]) == INTERNAL_ERROR
+    expired = gateway_body(responses["EXPIRED_TOKEN"])["error"]["message"]
+    assert expired == "Your sign-in has expired; sign in again"
+
+
+@pytest.mark.packaging
+def test_packaged_gateway_responses_echo_nothing_of_the_request(packaged: dict[str, Any]) -> None:
+    """Static text only: API Gateway's own messages may quote the request (an unknown
+    route's quotes the caller's ``Authorization`` header), so only the authorizer's is used."""
+    responses = packaged["template"]["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
+    for response_type, spec in responses.items():
+        template = spec["ResponseTemplates"]["application/json"]
+        if response_type in PASSES_THE_MESSAGE:
+            template = template.replace(MESSAGE_STRING, '""')
+        assert "$" not in template, f"{response_type} maps a variable into its body: {template}"
+        assert set(spec["ResponseParameters"]) == {"Headers"}, response_type  # SAM's form
+        for name, value in spec["ResponseParameters"]["Headers"].items():
+            assert value[0] == value[-1] == "'", f"{response_type} maps a request value into {name}"
+
+
+@pytest.mark.packaging
+def test_packaged_gateway_responses_have_the_apps_headers(packaged: dict[str, Any]) -> None:
+    from app import JSON
+
+    responses = packaged["template"]["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
+    for response_type, spec in responses.items():
+        headers = {name: value.strip("'") for name, value in spec["ResponseParameters"]["Headers"].items()}
+        assert headers["Content-Type"] == JSON["Content-Type"], response_type
+        # a 401 names the scheme to sign in with (RFC 9110), as the app's own 401 does
+        assert ("WWW-Authenticate" in headers) == (spec.get("StatusCode") == "401"), response_type
+        assert headers.get("WWW-Authenticate", "Bearer").startswith("Bearer"), response_type
 
 
 @pytest.mark.packaging

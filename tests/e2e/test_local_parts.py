@@ -18,7 +18,14 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local.gateway import missing_route_response, render_gateway_response, token_from_header
+from app import JSON
+from local.gateway import (
+    MISSING_ROUTE,
+    gateway_responses,
+    render_gateway_response,
+    token_from_header,
+    utf8_request_target,
+)
 from local.poller import SqsPoller, finished_message_ids, lambda_record
 from local.stack import StartupError, _positive_int
 
@@ -285,9 +292,9 @@ def gateway_template(responses: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_missing_route_response_comes_from_the_deployment_template() -> None:
-    response = missing_route_response()
+    response = gateway_responses().render(MISSING_ROUTE)
     assert response.status == 404
-    assert response.headers == {"Content-Type": "application/json"}
+    assert response.headers == JSON  # the app's own error responses' headers
     assert json.loads(response.body) == {
         "error": {"code": "not_found", "message": "No route matches this method and path."}
     }
@@ -298,7 +305,7 @@ def test_gateway_response_renders_the_message_and_static_headers() -> None:
         "MISSING_AUTHENTICATION_TOKEN": {
             "StatusCode": "404",
             "ResponseTemplates": {"application/json": '{"error": {"message": $context.error.messageString}}'},
-            "ResponseParameters": {"gatewayresponse.header.Cache-Control": "'no-store'"},
+            "ResponseParameters": {"Headers": {"Cache-Control": "'no-store'"}},
         }
     })  # fmt: skip
     response = render_gateway_response(template, "MISSING_AUTHENTICATION_TOKEN", 403, 'Say "hi"')
@@ -319,10 +326,25 @@ def test_gateway_response_falls_back_as_api_gateway_does() -> None:
     "spec",
     [
         {"ResponseTemplates": {"application/json": '{"id": "$context.requestId"}'}},
-        {"ResponseParameters": {"gatewayresponse.header.X-Id": "method.request.header.X-Id"}},
+        {"ResponseParameters": {"Headers": {"X-Id": "method.request.header.X-Id"}}},
+        # CloudFormation's own AWS::ApiGateway::GatewayResponse form, which SAM's Api refuses
+        {"ResponseParameters": {"gatewayresponse.header.X-Id": "'x'"}},
         {"ResponseTemplates": {"application/json": "not json"}},
     ],
 )
 def test_gateway_response_the_local_stack_cannot_mirror_fails_loudly(spec: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         render_gateway_response(gateway_template({"X": spec}), "X", 403, "m")
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        # http.server hands the request line over decoded as Latin-1
+        ("/downloads?task_name=用户".encode().decode("latin-1"), "/downloads?task_name=%E7%94%A8%E6%88%B7"),
+        ("/downloads?task_name=%E7%94%A8%E6%88%B7&l=5", "/downloads?task_name=%E7%94%A8%E6%88%B7&l=5"),
+        ("/downloads?task_name=a+b&x=%2B~!*'()", "/downloads?task_name=a+b&x=%2B~!*'()"),
+    ],
+)
+def test_a_raw_utf8_request_target_reads_as_its_percent_encoded_form(target: str, expected: str) -> None:
+    assert utf8_request_target(target) == expected

@@ -8,6 +8,7 @@ SIGINT and checks that it goes away cleanly.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -21,6 +22,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+from moto.utilities.utils import load_resource
 
 from tests.e2e.conftest import PROJECT_DIR, RunningStack, id_token
 
@@ -197,6 +201,28 @@ def test_tampered_token_is_401(local_stack: RunningStack, alice: dict[str, str])
 def test_missing_token_is_401(local_stack: RunningStack) -> None:
     resp = requests.get(f"{local_stack.api}/downloads", timeout=HTTP_TIMEOUT)
     assert_error(resp, 401, "unauthorized")
+    assert resp.headers["WWW-Authenticate"] == "Bearer"
+
+
+def expired_copy(token: str) -> str:
+    """The token, an hour past its expiry, signed with the key moto signs every token with."""
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    an_hour_ago = int(time.time()) - 3600
+    claims |= {"iat": an_hour_ago - 3600, "exp": an_hour_ago}
+    key = RSAKey.import_key(load_resource("cognitoidp/resources/jwks-private.json"))
+    return jwt.encode({"alg": "RS256", "kid": "dummy"}, claims, key)
+
+
+def test_expired_token_is_401_token_expired(local_stack: RunningStack, alice: dict[str, str]) -> None:
+    resp = requests.get(
+        f"{local_stack.api}/downloads",
+        headers={"Authorization": f"Bearer {expired_copy(alice['Authorization'])}"},
+        timeout=HTTP_TIMEOUT,
+    )
+    assert_error(resp, 401, "token_expired")
+    assert resp.json()["error"]["message"] == "Your sign-in has expired; sign in again"
+    assert resp.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
 
 
 def missing_route_body() -> dict[str, Any]:
@@ -207,9 +233,9 @@ def missing_route_body() -> dict[str, Any]:
 
 
 def assert_missing_route(resp: requests.Response) -> None:
-    """What API Gateway answers for a method or path the API does not have."""
+    """What API Gateway answers for a path the API does not have, or a method it cannot route."""
     assert_error(resp, 404, "not_found")
-    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.headers["Content-Type"] == "application/json; charset=utf-8"  # as the app's
     assert resp.json() == missing_route_body()
     assert "Allow" not in resp.headers  # API Gateway sends none
 
@@ -217,13 +243,6 @@ def assert_missing_route(resp: requests.Response) -> None:
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("PUT", "/downloads"),
-        ("PATCH", "/downloads"),
-        ("DELETE", "/downloads"),
-        ("PUT", "/downloads/01JDQ4V8Z8S9Y6K1E6J3X2M7TQ"),
-        ("PATCH", "/downloads/x"),
-        ("GET", "/downloads/x/cancel"),
-        ("POST", "/health"),
         ("GET", "/nope"),
         ("POST", "/nope"),
         ("GET", "/downloads/x/file/more"),
@@ -236,11 +255,42 @@ def assert_missing_route(resp: requests.Response) -> None:
 def test_no_such_route_is_the_gateway_404(
     local_stack: RunningStack, alice: dict[str, str], method: str, path: str, signed_in: bool
 ) -> None:
-    headers = alice if signed_in else {}
+    headers = {"Authorization": f"Bearer {alice['Authorization']}"} if signed_in else {}
     resp = requests.request(
         method, f"{local_stack.api}{path}", headers=headers, json={}, timeout=HTTP_TIMEOUT
     )
     assert_missing_route(resp)
+    # chalice local's own answer quoted the Authorization header back
+    assert alice["Authorization"].split(".")[2] not in resp.text + str(resp.headers)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/downloads", "GET, POST"),
+        ("DELETE", "/downloads", "GET, POST"),
+        ("PATCH", "/downloads/01JDQ4V8Z8S9Y6K1E6J3X2M7TQ", "GET, DELETE"),
+        ("GET", "/downloads/x/cancel", "POST"),
+        ("POST", "/downloads/x/file", "GET, HEAD"),
+        ("OPTIONS", "/kinds", "GET"),
+    ],
+)
+def test_a_method_the_path_lacks_is_405(
+    local_stack: RunningStack, alice: dict[str, str], method: str, path: str, allow: str
+) -> None:
+    url = f"{local_stack.api}{path}"
+    resp = requests.request(method, url, headers=alice, data=b"<x/>", timeout=HTTP_TIMEOUT)
+    assert_error(resp, 405, "method_not_allowed")
+    assert resp.headers["Allow"] == allow
+    assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+    # without a token: sign in first, as for the path's own methods
+    assert_error(requests.request(method, url, timeout=HTTP_TIMEOUT), 401, "unauthorized")
+
+
+def test_the_405_of_a_public_path_needs_no_token(local_stack: RunningStack) -> None:
+    resp = requests.post(f"{local_stack.api}/health", timeout=HTTP_TIMEOUT)
+    assert_error(resp, 405, "method_not_allowed")
+    assert resp.headers["Allow"] == "GET"
 
 
 def read_head(sock: socket.socket) -> tuple[str, dict[str, str], bytes]:
@@ -256,8 +306,8 @@ def read_head(sock: socket.socket) -> tuple[str, dict[str, str], bytes]:
     return status, headers, rest
 
 
-def test_head_is_a_404_without_a_body(local_stack: RunningStack) -> None:
-    """No HEAD route: the gateway 404's headers only, and the kept-alive connection stays usable.
+def test_a_head_answer_has_no_body(local_stack: RunningStack) -> None:
+    """HEAD /health (a 405: only GET): headers only, and the kept-alive connection stays usable.
 
     A raw socket, because HTTP clients hide a body sent after a HEAD response
     (urllib3 drops the connection, http.client drops its read buffer).
@@ -266,9 +316,10 @@ def test_head_is_a_404_without_a_body(local_stack: RunningStack) -> None:
     with socket.create_connection((api.hostname, api.port), timeout=HTTP_TIMEOUT) as sock:
         sock.sendall(b"HEAD /health HTTP/1.1\r\nHost: local\r\n\r\n")
         status, headers, rest = read_head(sock)
-        assert status.split()[1] == "404", status
-        assert headers["content-type"] == "application/json"
-        assert int(headers["content-length"]) == len(json.dumps(missing_route_body()))
+        assert status.split()[1] == "405", status
+        assert headers["allow"] == "GET"
+        assert headers["content-type"] == "application/json; charset=utf-8"
+        assert int(headers["content-length"]) > 0  # the length of the body it leaves out
         sock.settimeout(0.5)
         with contextlib.suppress(TimeoutError):
             rest += sock.recv(65536)
@@ -282,11 +333,44 @@ def test_head_is_a_404_without_a_body(local_stack: RunningStack) -> None:
         assert json.loads(body) == {"status": "ok"}
 
 
-def test_options_stays_chalices(local_stack: RunningStack) -> None:
-    """CORS preflight on a known path is chalice's; on an unknown path it is the gateway 404."""
-    resp = requests.options(f"{local_stack.api}/downloads", timeout=HTTP_TIMEOUT)
-    assert resp.status_code == 200
-    assert "OPTIONS" in resp.headers["Access-Control-Allow-Methods"]
+def test_head_of_a_file_is_where_get_redirects(
+    local_stack: RunningStack, alice: dict[str, str], alice_task: dict[str, Any]
+) -> None:
+    url = f"{local_stack.api}/downloads/{alice_task['id']}/file"
+    head = requests.head(url, headers=alice, allow_redirects=False, timeout=HTTP_TIMEOUT)
+    get = requests.get(url, headers=alice, allow_redirects=False, timeout=HTTP_TIMEOUT)
+    assert (head.status_code, get.status_code) == (302, 302), head.headers
+    assert head.content == b""
+    assert urlsplit(head.headers["Location"]).path == urlsplit(get.headers["Location"]).path
+    assert head.headers["Location"].startswith(local_stack.info["aws_endpoint_url"])
+    # and the file is there, as large as the task says
+    size = requests.head(head.headers["Location"], timeout=HTTP_TIMEOUT).headers["Content-Length"]
+    assert int(size) == alice_task["size"]
+
+
+def test_a_raw_utf8_query_filters_like_the_encoded_one(
+    local_stack: RunningStack, alice: dict[str, str], alice_task: dict[str, Any]
+) -> None:
+    """``?task_name=导出`` as curl sends it (raw UTF-8 bytes) finds what ``%E5%AF%BC%E5%87%BA`` finds."""
+    encoded = requests.get(f"{local_stack.api}/downloads", params={"task_name": "导出"},
+                           headers=alice, timeout=HTTP_TIMEOUT)
+    assert alice_task["id"] in {t["id"] for t in encoded.json()["items"]}, encoded.text
+    api = urlsplit(local_stack.api)
+    with socket.create_connection((api.hostname, api.port), timeout=HTTP_TIMEOUT) as sock:
+        sock.sendall("GET /downloads?task_name=导出 HTTP/1.1\r\n".encode()
+                     + f"Host: local\r\nAuthorization: {alice['Authorization']}\r\n"
+                       "Connection: close\r\n\r\n".encode())
+        status, headers, body = read_head(sock)
+        while len(body) < int(headers["content-length"]):
+            body += sock.recv(65536)
+    assert status.split()[1] == "200", (status, body)
+    assert json.loads(body)["items"] == encoded.json()["items"]
+
+
+def test_options_is_a_405_and_on_an_unknown_path_the_gateway_404(local_stack: RunningStack) -> None:
+    """No CORS: OPTIONS is a method like the others (API Gateway would 404 it otherwise)."""
+    resp = requests.options(f"{local_stack.api}/health", timeout=HTTP_TIMEOUT)
+    assert_error(resp, 405, "method_not_allowed")
     assert_missing_route(requests.options(f"{local_stack.api}/nope", timeout=HTTP_TIMEOUT))
 
 

@@ -39,9 +39,9 @@ from schemathesis.generation.meta import CoverageScenario, coverage_scenario
 from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from app import HTTP_METHODS
 from chalicelib.exporters import REGISTRY
 from tests.e2e.conftest import PROJECT_DIR, RunningStack, add_summary_line, id_token
-from tests.e2e.test_local_stack import missing_route_body
 
 SPEC_PATH = PROJECT_DIR / "docs" / "openapi.yaml"
 #: GET /downloads parameters only an admin may send; anyone else gets 400 validation_error.
@@ -81,12 +81,9 @@ def without_admin_only_params(spec: dict[str, Any]) -> dict[str, Any]:
 def make_config() -> schemathesis.Config:
     """Deterministic, bounded generation; the checks and why some are replaced.
 
-    * ``unsupported_method`` expects 405 for a method the document does not
-      list on a path. The deployed API Gateway answers those (and unknown
-      paths) with its MISSING_AUTHENTICATION_TOKEN gateway response, which
-      infra/resources.json turns into ``404 not_found``, and the local stack
-      does the same; the document says so. ``undeclared_method_is_the_gateway_404``
-      checks that instead.
+    * ``unsupported_method`` (a 405 with ``Allow`` for a method the document
+      does not list on a path) stays on; ``undeclared_method_is_405`` checks
+      more: the envelope, and that ``Allow`` lists exactly the document's methods.
     * ``positive_data_acceptance`` counts every 4xx to a schema-valid request
       as a failure, but some refusals depend on data a JSON Schema cannot
       describe and the document names them (an unknown kind or format, params
@@ -107,7 +104,6 @@ def make_config() -> schemathesis.Config:
                 "with-security-parameters": False,
             },
             "checks": {
-                "unsupported_method": {"enabled": False},
                 "positive_data_acceptance": {"enabled": False},
             },
         }
@@ -276,17 +272,17 @@ for _schema in (USER_SCHEMA, ADMIN_SCHEMA):
 # -- checks -------------------------------------------------------------------
 
 
-MISSING_ROUTE = missing_route_body()
-
-
-def undeclared_method_is_the_gateway_404(ctx: CheckContext, response: Any, case: Any) -> bool | None:
-    """A method the document does not list on a path gets API Gateway's ``404 not_found``."""
+def undeclared_method_is_405(ctx: CheckContext, response: Any, case: Any) -> bool | None:
+    """A method the document does not list on a path: ``405 method_not_allowed``, ``Allow`` its methods."""
     if coverage_scenario(case) != CoverageScenario.UNSPECIFIED_HTTP_METHOD:
         return None
-    if response.request.method == "OPTIONS":  # chalice local answers it itself (CORS preflight)
-        return None
-    assert response.status_code == 404, f"{response.request.method} answered {response.status_code}"
-    assert response.json() == MISSING_ROUTE, response.text
+    method = response.request.method
+    assert response.status_code == 405, f"{method} answered {response.status_code}"
+    documented = {m.lower() for m in case.operation.schema[case.operation.path]}
+    allow = ", ".join(response.headers.get("allow", []))
+    assert allow == ", ".join(m for m in HTTP_METHODS if m.lower() in documented), allow
+    if method != "HEAD":
+        assert response.json()["error"]["code"] == "method_not_allowed", response.text
     return None
 
 
@@ -331,7 +327,7 @@ def positive_data_accepted(ctx: CheckContext, response: Any, case: Any) -> bool 
         raise
 
 
-EXTRA_CHECKS = [undeclared_method_is_the_gateway_404, positive_data_accepted]
+EXTRA_CHECKS = [undeclared_method_is_405, positive_data_accepted]
 
 
 # -- the runs -----------------------------------------------------------------

@@ -171,10 +171,28 @@ def test_an_id_token_relabelled_as_access_is_401(stack):
     assert_refused(get_downloads(stack, sign(claims, moto_signing_key())), "'token_use'")
 
 
-def test_an_expired_token_is_401(stack):
+def expired(claims: dict[str, Any]) -> dict[str, Any]:
+    """The claims an hour past their expiry, ``exp`` first (claims are checked in their order)."""
     an_hour_ago = int(time.time()) - 3600
-    claims = claims_of(stack.users["alice"].token) | {"iat": an_hour_ago - 3600, "exp": an_hour_ago}
-    assert_refused(get_downloads(stack, sign(claims, moto_signing_key())), "expired")
+    return {"exp": an_hour_ago, "iat": an_hour_ago - 3600} | {
+        k: v for k, v in claims.items() if k not in {"exp", "iat"}}
+
+
+def test_an_expired_token_is_401_token_expired(stack):
+    # What a client should do differs: sign in again (or refresh), not give up.
+    resp = get_downloads(stack, sign(expired(claims_of(stack.users["alice"].token)), moto_signing_key()))
+    assert resp.status_code == 401, resp.body
+    assert json.loads(resp.body) == {
+        "error": {"code": "token_expired", "message": "Your sign-in has expired; sign in again"}}
+    assert resp.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"'), resp.headers
+    assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+
+
+@pytest.mark.parametrize("change", [{"aud": "another-app"}, {"token_use": "access"}])
+def test_an_expired_token_that_is_wrong_otherwise_is_not_called_expired(stack, change):
+    # Signing in again would not help: the token is refused for what else is wrong with it.
+    claims = expired(claims_of(stack.users["alice"].token)) | change
+    assert_refused(get_downloads(stack, sign(claims, moto_signing_key())), f"'{next(iter(change))}'")
 
 
 def test_a_token_signed_by_moto_is_admitted(stack):

@@ -17,7 +17,7 @@ from joserfc.jwk import KeySet
 from moto.utilities.utils import load_resource
 
 from local.cognito import TokenVerifier
-from local.gateway import VerifyingGateway, missing_route_response
+from local.gateway import VerifyingGateway, gateway_responses
 
 MOTO_PUBLIC_JWKS = "cognitoidp/resources/jwks-public.json"
 
@@ -37,7 +37,7 @@ class VerifyingHTTPClient(TestHTTPClient):
     def __init__(self, app: Chalice, config: Config, verifier: TokenVerifier) -> None:
         super().__init__(app, config)
         # TestHTTPClient hands every request to this gateway; it is the one hook.
-        self._local_gateway = VerifyingGateway(app, config, verifier, missing_route_response())
+        self._local_gateway = VerifyingGateway(app, config, verifier, gateway_responses())
 
 
 class VerifyingClient(Client):
