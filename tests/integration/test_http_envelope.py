@@ -15,7 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from app import HTTP_METHODS, JSON
+import app as app_module
+from app import HTTP_METHODS, INTERNAL_ERROR, JSON
 
 SPEC = yaml.safe_load((Path(__file__).parents[2] / "docs" / "openapi.yaml").read_text("utf-8"))
 #: (path, method the document does not list on it, the methods it does list), for every path.
@@ -95,3 +96,19 @@ def test_a_content_type_the_route_does_not_take_is_415_in_the_envelope(stack):
     resp = stack.client.http.post("/downloads", headers=headers, body=b"<download/>")
     body = assert_envelope(resp, 415, "unsupported_media_type")
     assert "application/xml" in body["error"]["message"] and "application/json" in body["error"]["message"]
+
+
+def test_a_failure_outside_any_view_is_a_500_in_the_envelope(stack):
+    """chalice's own code failing (here on an event without the path's parameter) is no bare 500."""
+    event = {
+        "resource": "/downloads/{task_id}", "path": "/downloads/x", "httpMethod": "GET",
+        "headers": {}, "multiValueHeaders": {}, "queryStringParameters": None,
+        "multiValueQueryStringParameters": None, "pathParameters": None, "stageVariables": None,
+        "body": None, "isBase64Encoded": False,
+        "requestContext": {"resourcePath": "/downloads/{task_id}", "httpMethod": "GET",
+                           "path": "/downloads/x", "requestId": "r-1"},
+    }
+    response = app_module.app(event, None)
+    assert response["statusCode"] == 500
+    assert response["headers"]["Content-Type"] == JSON["Content-Type"]
+    assert json.loads(response["body"]) == INTERNAL_ERROR
