@@ -161,7 +161,7 @@ def get_download(task_id: str) -> Response:
 
 
 # HEAD too: clients and link checkers learn where the file is without a body
-# (the HTTP layer drops it: http.server here, API Gateway when deployed).
+# (the HTTP layer drops it: the local stack's server, or API Gateway).
 @app.route("/downloads/{task_id}/file", methods=["GET", "HEAD"], authorizer=cognito)
 @api
 def download_file(task_id: str) -> Response:
@@ -206,6 +206,7 @@ def served_methods(path: str) -> list[str]:
 
 @api
 def method_not_allowed(**_path_params: str) -> Response:
+    """A method this path does not serve: 405, ``Allow`` listing those it does."""
     request = app.current_request
     path = request.context["resourcePath"]
     if app.routes[path][request.method].authorizer is not None:
@@ -217,9 +218,9 @@ def route_other_methods() -> None:
     """Route the methods each path lacks to :func:`method_not_allowed`.
 
     API Gateway never passes a method a path lacks to the app: it answers
-    MISSING_AUTHENTICATION_TOKEN, a 404. Registered here, derived from the
-    routes above, they reach the app both behind API Gateway and on chalice
-    local, and get a 405 with ``Allow``. A path whose routes all need a token
+    MISSING_AUTHENTICATION_TOKEN, a 404. Registered here, derived from every
+    route (so it runs last), they reach the app both behind API Gateway and on
+    chalice local, and get a 405 with ``Allow``. A path whose routes all need a token
     needs one for its 405 too (authentication before method dispatch, as with
     Stripe and most frameworks). On a path with CORS, OPTIONS stays the
     preflight API Gateway answers. Any content type is taken: the 405 comes
