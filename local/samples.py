@@ -39,7 +39,7 @@ _ALBUMS = ("夏天 2023", "Zürich trip", "東京", "family & friends")
 _DOCS = {
     "docs/read me.txt": "Sample files for the s3_bundle kind.\n",
     "docs/Ünïcödé – notes.txt": "Ünïcödé, accents and a dash in the key.\n",
-    "docs/年度报告 2024.md": "# 年度报告\n\n导出示例。\n",
+    "docs/年度报告 2024.txt": "# 年度报告\n\n导出示例。\n",
     "docs/emoji 🌸.txt": "A key outside the BMP.\n",
     "docs/deep/nested/a/b/c/leaf.txt": "Six levels down.\n",
 }
@@ -64,7 +64,7 @@ def sample_objects() -> Iterator[tuple[str, bytes]]:
                 for day in range(1, 11)
             ]
             yield f"reports/2024/{month:02d}/sales {region}.csv", ("\n".join(lines) + "\n").encode()
-    yield "reports/2024/年度总结 2024.md", "# 年度总结\n\n销售额上升。\n".encode()
+    yield "reports/2024/年度总结 2024.txt", "# 年度总结\n\n销售额上升。\n".encode()
     for album in _ALBUMS:
         for n in range(1, 41):
             yield f"photos/{album}/IMG {n:04d}.txt", f"{album} #{n}\n".encode() * rng.randint(1, 40)

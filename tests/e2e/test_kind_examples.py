@@ -87,6 +87,6 @@ def test_every_kinds_first_example_builds(
     # the bundle holds the sample's UTF-8 and space-containing names intact
     data = requests.get(tasks["s3_bundle"]["url"], timeout=HTTP_TIMEOUT).content
     names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
-    assert {"read me.txt", "年度报告 2024.md", "emoji 🌸.txt", "deep/nested/a/b/c/leaf.txt"} <= names
+    assert {"read me.txt", "年度报告 2024.txt", "emoji 🌸.txt", "deep/nested/a/b/c/leaf.txt"} <= names
     # a day of events, one a minute in each of three streams, minus the minute the range starts after
     assert tasks["log_archive"]["progress"]["rows"] >= 3 * 1430
