@@ -98,15 +98,25 @@ class Downloads:
 
     # -- reading -------------------------------------------------------------
     def kinds(self, principal: Principal) -> dict[str, Any]:
-        """The kinds the caller may use, each with the sources it may read."""
+        """The kinds the caller may use, each with the sources it may read and examples that work.
+
+        The examples go into the kind's schema (JSON Schema's ``examples``),
+        where a form or a CLI looks for them; they use the caller's sources,
+        so every one of them passes the access policy too.
+        """
         items = []
         for exporter in REGISTRY.values():
             if not self.policy.may_use(principal, exporter.kind):
                 continue
             item = exporter.describe()
+            allowed: list[str] = []
             if exporter.source_param:
-                item["sources"] = {"param": exporter.source_param, "allowed": list(self.policy.sources(
-                    principal, exporter.kind, exporter.deployment_sources(self.settings)))}
+                allowed = list(self.policy.sources(
+                    principal, exporter.kind, exporter.deployment_sources(self.settings)))
+                item["sources"] = {"param": exporter.source_param, "allowed": allowed}
+            examples = exporter.examples(allowed, self.settings)
+            if examples:  # a copy: the schema is the exporter's, shared by every caller
+                item["params_schema"] = {**item["params_schema"], "examples": examples}
             items.append(item)
         return {"items": items}
 

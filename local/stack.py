@@ -3,15 +3,18 @@
 One process, several threads: a moto server standing in for AWS, the real
 ``app.py`` behind ``chalice local`` (with Cognito tokens verified), and a
 poller feeding the build queue to ``app.build_worker`` as the Lambda event
-source mapping would. ``.local/stack.json`` appears once all of it is up and
-disappears when it stops (Ctrl-C or SIGTERM; exit status 0).
+source mapping would. Before the API starts, moto gets something to export
+for every kind: the ``demo-users`` table (``local/seed.py``), the
+``demo-files`` bucket and the ``/demo/app`` log group (``local/samples.py``),
+all three on the app's allow-lists. ``.local/stack.json`` appears once all of
+it is up and disappears when it stops (Ctrl-C or SIGTERM; exit status 0).
 
 Environment: ``MOTO_PORT`` (5000), ``PORT`` (8000), ``STACK_FILE``
 (``.local/stack.json``), ``LOCAL_WORKERS`` (2: how many builds run side by
 side, like concurrent Lambda invocations), ``SWEEP_INTERVAL_SECONDS`` (10: how
-often the sweeper runs; every minute in the deployment). The app's settings come from
-``.chalice/config.json`` (stage ``dev``), as with ``chalice local``, and the
-resource names and URLs from provisioning.
+often the sweeper runs; every minute in the deployment). The app's settings
+are the caller's environment over ``.chalice/config.json`` (stage ``dev``), see
+:func:`app_environment`; the resource names and URLs come from provisioning.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, ModuleType
@@ -160,6 +164,25 @@ def resource_env(resources: dict[str, str]) -> dict[str, str]:
     }
 
 
+def app_environment(
+    config_vars: Mapping[str, Any], local_sources: Mapping[str, str], environ: Mapping[str, str]
+) -> dict[str, str]:
+    """The app's settings for a local run: the caller's environment wins.
+
+    ``.chalice/config.json`` gives the defaults (what ``chalice local`` would
+    apply), the stack's seeded sources go first on their allow-lists (so that
+    ``GET /kinds`` offers them as examples), and any variable the caller set
+    replaces all of that: ``BUNDLE_BUCKETS=my-bucket make run`` means exactly
+    ``my-bucket``. Only the provisioned resources' names (``resource_env``)
+    are not the caller's to change.
+    """
+    merged = {name: str(value) for name, value in config_vars.items()}
+    for name, source in local_sources.items():
+        entries = [source] + [e.strip() for e in merged.get(name, "").split(",") if e.strip()]
+        merged[name] = ",".join(dict.fromkeys(entries))
+    return {name: environ.get(name, value) for name, value in merged.items()}
+
+
 def sqs_batch_size(app_object: Any, handler_name: str) -> int:
     """The batch size the app declares for its SQS handler (``@app.on_sqs_message``)."""
     for source in getattr(app_object, "event_sources", []):
@@ -219,17 +242,14 @@ class LocalStack:
 
         resources = self._provision()
         from local.cognito import TokenVerifier, create_user_pool
-        from local.seed import DEMO_TABLE, seed_demo_table
 
         pool = create_user_pool(self.endpoint_url, self.region)
         log.info("user pool %s, app client %s", pool.pool_id, pool.client_id)
         verifier = TokenVerifier(self.endpoint_url, pool)
         verifier.load()
-        t0 = time.monotonic()
-        rows = seed_demo_table(self.endpoint_url, self.region, DEMO_TABLE)
-        log.info("demo table %s: %d items (%.1f s)", DEMO_TABLE, rows, time.monotonic() - t0)
+        samples = self._seed()
 
-        config, app_module = self._load_app(resources)
+        config, app_module = self._load_app(resources, samples)
         batch_size = self._start_api(app_module, config, verifier)
         self._start_poller(app_module, config, resources, batch_size)
         self._start_schedule(app_module, config)
@@ -250,7 +270,9 @@ class LocalStack:
             "user_pool_id": pool.pool_id,
             "client_id": pool.client_id,
             "users": [user.as_json() for user in pool.users],
-            "demo_table": DEMO_TABLE,
+            "demo_table": samples["EXPORTABLE_TABLES"],
+            "sample_bucket": samples["BUNDLE_BUCKETS"],
+            "sample_log_group": samples["LOG_GROUPS"],
         }
         self._wrote_stack_file = True  # first, so an interrupt mid-write still cleans up
         write_stack_file(self.stack_file, self.info)
@@ -292,19 +314,37 @@ class LocalStack:
         )
         return resources
 
-    def _load_app(self, resources: dict[str, str]) -> tuple[Any, ModuleType]:
+    def _seed(self) -> dict[str, str]:
+        """Something to export for every kind; returns each source by its allow-list variable."""
+        from local.samples import SAMPLE_BUCKET, SAMPLE_LOG_GROUP, seed_log_group, seed_sample_bucket
+        from local.seed import DEMO_TABLE, seed_demo_table
+
+        t0 = time.monotonic()
+        rows = seed_demo_table(self.endpoint_url, self.region, DEMO_TABLE)
+        log.info("demo table %s: %d items (%.1f s)", DEMO_TABLE, rows, time.monotonic() - t0)
+        t0 = time.monotonic()
+        bucket = seed_sample_bucket(self.endpoint_url, self.region, SAMPLE_BUCKET)
+        events = seed_log_group(self.endpoint_url, self.region, SAMPLE_LOG_GROUP)
+        log.info("sample bucket %s: %d objects, %.1f MiB; log group %s: %d events (%.1f s)",
+                 bucket.name, bucket.objects, bucket.bytes / 2**20, SAMPLE_LOG_GROUP, events,
+                 time.monotonic() - t0)
+        return {"EXPORTABLE_TABLES": DEMO_TABLE, "BUNDLE_BUCKETS": bucket.name,
+                "LOG_GROUPS": SAMPLE_LOG_GROUP}
+
+    def _load_app(self, resources: dict[str, str], samples: Mapping[str, str]) -> tuple[Any, ModuleType]:
         """Import app.py the way ``chalice local`` does, with the stack's settings.
 
-        Like ``chalice local``, the stage's environment variables from
-        ``.chalice/config.json`` are applied first; the provisioned resource
-        names and URLs then replace the deployment defaults.
+        ``.chalice/config.json``'s stage variables, with the seeded sources on
+        the allow-lists, are the defaults and the caller's environment wins
+        (:func:`app_environment`); the provisioned resource names and URLs
+        then replace the deployment defaults.
         """
         from chalice.cli.factory import CLIFactory
 
         if not (self.project_dir / "app.py").exists():
             raise StartupError(f"{self.project_dir / 'app.py'} does not exist yet")
         config = CLIFactory(project_dir=str(self.project_dir)).create_config_obj(chalice_stage_name=STAGE)
-        os.environ.update({k: str(v) for k, v in config.environment_variables.items()})
+        os.environ.update(app_environment(config.environment_variables, samples, os.environ))
         os.environ.update(resource_env(resources))
         if str(self.project_dir) not in sys.path:
             sys.path.insert(0, str(self.project_dir))
@@ -435,7 +475,9 @@ class LocalStack:
                 f"  event bus     {info['event_bus']}",
                 f"  user pool     {info['user_pool_id']}  client {info['client_id']}",
                 f"  users         {users}",
-                f"  demo table    {info['demo_table']}",
+                f"  demo table    {info['demo_table']}  (dynamodb_table)",
+                f"  sample bucket {info['sample_bucket']}  (s3_bundle)",
+                f"  sample logs   {info['sample_log_group']}  (log_archive)",
                 f"  stack file    {self.stack_file}  (passwords are in it)",
                 "",
                 "Try it (logs in as alice, exports, downloads and checks the file):",
@@ -446,6 +488,8 @@ class LocalStack:
                 f'  curl -si -X POST {info["api_url"]}/downloads -H "Authorization: $TOKEN" '
                 f"-H 'Content-Type: application/json' -d '{body}'",
                 f'  curl -s {info["api_url"]}/downloads -H "Authorization: $TOKEN"',
+                f'  curl -s {info["api_url"]}/kinds -H "Authorization: $TOKEN"'
+                "   # every kind, each with an example that works here",
                 "",
                 "Ctrl-C stops everything.",
                 "",

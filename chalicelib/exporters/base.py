@@ -60,6 +60,16 @@ class Exporter(ABC):
         """Every source this deployment may read for the kind (its allow-list)."""
         return ()
 
+    def examples(self, sources: Sequence[str], settings: Settings) -> list[dict[str, Any]]:
+        """``params`` that work on this deployment, offered as ``examples`` in ``GET /kinds``.
+
+        ``sources`` are what the caller may read of the kind's allow-list, in
+        its order. Every example must pass the kind's schema and build; a kind
+        that cannot offer one (nothing to read) returns none rather than one
+        that would be refused.
+        """
+        return []
+
     def describe(self) -> dict[str, Any]:
         return {
             "kind": self.kind,

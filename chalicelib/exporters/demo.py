@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from typing import Any
 
+from chalicelib.config import Settings
 from chalicelib.exporters.base import BuildContext, RowExporter
 from chalicelib.formats.base import Row
 
@@ -33,6 +34,9 @@ class DemoExporter(RowExporter):
             "seed": {"type": "integer", "default": 0},
         },
     }
+
+    def examples(self, sources: Sequence[str], settings: Settings) -> list[dict[str, Any]]:
+        return [{"rows": 1000, "seed": 1}]
 
     def total_rows(self, params: dict[str, Any]) -> int | None:
         return int(params.get("rows", 1000))

@@ -110,6 +110,10 @@ class DynamoDBTableExporter(RowExporter):
     def deployment_sources(self, settings: Settings) -> tuple[str, ...]:
         return settings.exportable_tables
 
+    def examples(self, sources: Sequence[str], settings: Settings) -> list[dict[str, Any]]:
+        """The first table the caller may read, whole: any table's columns are unknown here."""
+        return [{"table": sources[0]}] if sources else []
+
     def open(self, params: dict[str, Any], ctx: BuildContext) -> tuple[Sequence[str], Iterator[Row]]:
         table_name = params["table"]
         if table_name not in ctx.settings.exportable_tables:

@@ -12,10 +12,11 @@ so that one task cannot be asked to scan a log group's whole history.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chalicelib.clock import iso, now
 from chalicelib.config import Settings
 from chalicelib.errors import ExportError, ValidationError
 from chalicelib.exporters.base import BuildContext, Exporter
@@ -23,6 +24,8 @@ from chalicelib.formats.base import Format
 from chalicelib.formats.compression import gzip_chunks
 
 MAX_RANGE = timedelta(days=31)
+#: The range of the example in ``GET /kinds``: the last day.
+EXAMPLE_RANGE = timedelta(days=1)
 #: Events a FilterLogEvents page may hold (the API's maximum).
 PAGE_LIMIT = 10_000
 #: ISO 8601 in UTC, to the second or below, with ``Z`` or ``+00:00``.
@@ -121,6 +124,18 @@ class LogArchiveExporter(Exporter):
 
     def deployment_sources(self, settings: Settings) -> tuple[str, ...]:
         return settings.log_groups
+
+    def examples(self, sources: Sequence[str], settings: Settings) -> list[dict[str, Any]]:
+        """The first log group's last day, up to the next whole minute (what one usually wants).
+
+        Times, not a lookup: any range of an existing group builds, and the
+        newest day is where events are (CloudWatch refuses events older than
+        14 days, so the local sample group holds the day before start-up).
+        """
+        if not sources:
+            return []
+        end = now().replace(second=0, microsecond=0) + timedelta(minutes=1)
+        return [{"log_group": sources[0], "start": iso(end - EXAMPLE_RANGE), "end": iso(end)}]
 
     def format_for(self, name: str) -> Format:
         return FORMATS[name]

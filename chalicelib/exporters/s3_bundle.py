@@ -21,7 +21,7 @@ import io
 import re
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -204,6 +204,33 @@ class S3BundleExporter(Exporter):
 
     def deployment_sources(self, settings: Settings) -> tuple[str, ...]:
         return settings.bundle_buckets
+
+    def examples(self, sources: Sequence[str], settings: Settings) -> list[dict[str, Any]]:
+        """The first bucket's first top-level folder (or object), found with one small listing.
+
+        Only a prefix or a key that exists selects anything, and no name can
+        be guessed, so this asks S3 (ListObjectsV2, one key, ``/`` as the
+        delimiter). A bucket that is empty, missing or not listable by this
+        role gives no example: ``GET /kinds`` must answer regardless.
+        """
+        if not sources:
+            return []
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from chalicelib.adapters.aws import client
+
+        bucket = sources[0]
+        try:
+            page = client("s3").list_objects_v2(Bucket=bucket, Delimiter="/", MaxKeys=1)
+        except (BotoCoreError, ClientError):
+            return []
+        folders = page.get("CommonPrefixes") or []
+        if folders:
+            return [{"bucket": bucket, "prefix": folders[0]["Prefix"]}]
+        objects = page.get("Contents") or []
+        if objects:
+            return [{"bucket": bucket, "keys": [objects[0]["Key"]]}]
+        return []
 
     def format_for(self, name: str) -> Format:
         return ZIP

@@ -41,6 +41,24 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def app_setting_names() -> set[str]:
+    """The variables the app's settings come from: the config file's and those Settings reads."""
+    from chalicelib.config import Settings
+
+    config = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text(encoding="utf-8"))
+    names = set(config.get("environment_variables", {}))
+    for stage in config.get("stages", {}).values():
+        names |= set(stage.get("environment_variables", {}))
+
+    class Reads(dict[str, str]):
+        def get(self, name: str, default: Any = None) -> Any:
+            names.add(name)
+            return default
+
+    Settings.from_env(Reads())
+    return names
+
+
 @dataclass
 class RunningStack:
     proc: subprocess.Popen[bytes]
@@ -99,8 +117,9 @@ def start_stack(tmp: Path, **extra_env: str) -> Iterator[RunningStack]:
         "STACK_FILE": str(stack_file),
         "PYTHONUNBUFFERED": "1",
     }
-    # the defaults, whatever the developer's shell sets
-    for name in ("LOCAL_WORKERS", "SWEEP_INTERVAL_SECONDS", "STALE_AFTER_SECONDS"):
+    # the defaults, whatever the developer's shell (or another test module) sets: the
+    # environment wins over .chalice/config.json for a local run
+    for name in ("LOCAL_WORKERS", "SWEEP_INTERVAL_SECONDS", *app_setting_names()):
         env.pop(name, None)
     env.update(extra_env)
     with open(log_file, "wb") as log:

@@ -98,10 +98,13 @@ def test_stack_file_describes_the_stack(local_stack: RunningStack) -> None:
         "client_id",
         "users",
         "demo_table",
+        "sample_bucket",
+        "sample_log_group",
     }
     assert info["api_url"].startswith("http://127.0.0.1:")
     assert info["aws_endpoint_url"].startswith("http://127.0.0.1:")
     assert info["demo_table"] == "demo-users"
+    assert (info["sample_bucket"], info["sample_log_group"]) == ("demo-files", "/demo/app")
     users = {u["username"]: u for u in info["users"]}
     assert set(users) == {"alice", "bob", "carol", "dave", "admin"}
     assert users["carol"]["tenant"] == "globex"

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from tests.e2e.conftest import PROJECT_DIR, RunningStack
@@ -55,3 +56,8 @@ def test_the_readme_session_runs_as_written(local_stack: RunningStack, tmp_path:
     rows = list(csv.reader(io.StringIO((tmp_path / "user_list_202405.csv").read_text(encoding="utf-8"))))
     assert rows[0] == ["id", "name", "city"]
     assert len(rows) == 1 + 10_000
+    # "Try every kind": each task ended succeeded (`ends` fails the script otherwise), and the
+    # bundle kept the sample bucket's UTF-8 and space-containing names
+    names = zipfile.ZipFile(tmp_path / "reports-2024.zip").namelist()
+    assert {"年度总结 2024.txt", "01/sales north.csv", "MANIFEST.csv"} <= set(names)
+    assert len(names) == 12 * 4 + 2
