@@ -157,6 +157,8 @@ class Task:
     content_type: str | None = None
     object_key: str | None = None
     error: TaskError | None = None
+    #: what the owner should know about a file that was built: ``[{"code", "field", "message"}]``
+    warnings: list[dict[str, str]] = field(default_factory=list)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     expires_at: datetime | None = None
@@ -205,6 +207,7 @@ class Task:
             "url": url if downloadable else None,
             "url_expires_at": iso(url_expires_at) if downloadable and url else None,
             "error": self.error.to_dict() if self.error else None,
+            "warnings": list(self.warnings),
             "owner": self.owner,
             "owner_name": self.owner_name,
             "tenant": self.tenant,
@@ -220,11 +223,11 @@ class Task:
 EFFECT_FIELDS = frozenset({
     "lease", "claims", "attempts", "progress", "started_at", "finished_at", "expires_at",
     "heartbeat_at", "queued_at", "due_at", "ttl", "error", "size", "md5", "sha256",
-    "content_type", "object_key",
+    "content_type", "object_key", "warnings",
 })
 #: What a build or an earlier attempt left on the task, cleared when it is queued again.
 _RESULT_FIELDS = ("error", "started_at", "finished_at", "expires_at", "size", "md5", "sha256",
-                  "content_type", "object_key", "ttl", "heartbeat_at")
+                  "content_type", "object_key", "ttl", "heartbeat_at", "warnings")
 
 
 def due_after(status: Status, now: datetime, life: Lifetimes) -> datetime:

@@ -29,6 +29,8 @@ from chalicelib.task import ACKNOWLEDGE_CANCEL, CLAIM, FAIL, SUCCEED, Status, Ta
 log = logging.getLogger(__name__)
 
 RemainingMs = Callable[[], int]
+#: ``percent`` while a build runs: 100 only once the file is stored.
+MAX_RUNNING_PERCENT = 99.0
 
 
 def _no_deadline() -> int:
@@ -168,7 +170,7 @@ class Worker:
         done = self.repo.apply(
             SUCCEED, task, utcnow(), size=upload.size, md5=upload.md5, sha256=upload.sha256,
             content_type=output.content_type, object_key=key,
-            progress=self._progress(ctx, upload.size, final=True),
+            progress=self._progress(ctx, upload.size, final=True), warnings=ctx.warnings or None,
         )
         if done is None:  # canceled, or superseded, while the last part went up
             storage.delete_object(self.settings.files_bucket, key)  # ours, and only ours
@@ -182,11 +184,18 @@ class Worker:
 
     @staticmethod
     def _progress(ctx: BuildContext, size: int, final: bool = False) -> dict[str, Any]:
+        """Rows and bytes so far; with a total, ``percent``, which only ever grows.
+
+        A total may be an estimate (DynamoDB's item count), so the rows can pass
+        it: ``total`` is then the rows so far, and ``percent`` stays at
+        ``MAX_RUNNING_PERCENT`` until the file is stored. 100 means stored.
+        """
         progress: dict[str, Any] = {"rows": ctx.rows, "bytes": size}
         if ctx.total_rows:
-            progress["total"] = ctx.total_rows
-            progress["percent"] = 100.0 if final else round(
-                min(99.9, 100.0 * ctx.rows / ctx.total_rows), 1)
+            total = max(ctx.total_rows, ctx.rows)
+            progress["total"] = total
+            progress["percent"] = 100.0 if final else min(
+                MAX_RUNNING_PERCENT, round(100.0 * ctx.rows / total, 1))
         return progress
 
     @staticmethod

@@ -126,6 +126,7 @@ class TaskModel(Model):
     content_type = UnicodeAttribute(null=True)
     object_key = UnicodeAttribute(null=True)
     error = JSONAttribute(null=True)
+    warnings = JSONAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     started_at = UTCDateTimeAttribute(null=True)
     finished_at = UTCDateTimeAttribute(null=True)
@@ -199,6 +200,7 @@ def to_task(m: TaskModel) -> Task:
         size=int(m.size) if m.size is not None else None, md5=m.md5, sha256=m.sha256,
         content_type=m.content_type, object_key=m.object_key,
         error=TaskError(err["code"], err["message"]) if err else None,
+        warnings=list(m.warnings or []),
         started_at=m.started_at, finished_at=m.finished_at, expires_at=m.expires_at,
         idempotency_key=m.idempotency_key, lease=int(m.lease or 0), claims=int(m.claims or 0),
         heartbeat_at=m.heartbeat_at, queued_at=m.queued_at,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from chalicelib.config import Settings
@@ -25,10 +25,12 @@ def _go_on() -> None:
 
 @dataclass
 class BuildContext:
-    """What a build hands an exporter: settings and a place to count rows."""
+    """What a build hands an exporter: settings, a place to count rows and to leave warnings."""
 
     settings: Settings
     rows: int = 0
+    #: ``total_rows(params)``'s answer; an exporter that learns the total (or an
+    #: estimate of it) from its source may set it in ``open``/``stream``
     total_rows: int | None = None
     #: xlsx rows per sheet, header included; None is Excel's limit (lowered by tests)
     sheet_rows: int | None = None
@@ -36,8 +38,19 @@ class BuildContext:
     #: that can read a long time without yielding a byte calls it between source pages
     check: Callable[[], None] = _go_on
 
+    #: what the file's owner should know about a build that succeeded (``warn``)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
     def count_rows(self, n: int) -> None:
         self.rows += n
+
+    def warn(self, code: str, field_path: str, message: str) -> None:
+        """Record something the owner should know, e.g. a requested column no row had.
+
+        The task keeps these as ``warnings`` once the file is stored: the
+        export is still what was asked for, but maybe not what was meant.
+        """
+        self.warnings.append({"code": code, "field": field_path, "message": message})
 
 
 class Output(NamedTuple):
@@ -133,6 +146,14 @@ class RowExporter(Exporter):
 
     def stream(self, params: dict[str, Any], fmt: str, ctx: BuildContext) -> Iterator[bytes]:
         columns, rows = self.open(params, ctx)
+        yield from self.write(columns, rows, params, fmt, ctx)
+
+    def write(
+        self, columns: Sequence[str], rows: Iterator[Row], params: dict[str, Any], fmt: str,
+        ctx: BuildContext,
+    ) -> Iterator[bytes]:
+        """Encode ``rows`` in ``fmt`` with the output options: for a kind whose
+        ``stream`` needs the format before it opens its source."""
         encode = self.format_for(fmt).encode
         assert encode is not None, f"{fmt} is not a row format"
         chunks = encode(columns, rows, ctx.count_rows,

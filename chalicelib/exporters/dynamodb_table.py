@@ -1,29 +1,43 @@
 """Rows from a DynamoDB table or index on the deployment's allow-list.
 
-Reads page by page (Scan with a filter expression), so memory holds one page
-at most, whatever the table's size.
+Reads page by page (Scan with a filter expression, in parallel segments
+written in segment order), so memory holds a few pages a segment at most,
+whatever the table's size, and the same data gives the same file.
 """
 
 from __future__ import annotations
 
 import base64
-import queue
+import difflib
+import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
+from itertools import chain
 from typing import Any
 
 from chalicelib.config import Settings
-from chalicelib.errors import ExportError
+from chalicelib.errors import ExportError, ValidationError
 from chalicelib.exporters.base import BuildContext, RowExporter
 from chalicelib.formats.base import Row
 
 OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "begins_with", "contains", "between", "in")
 _SCALAR = {"type": ["string", "number", "boolean"]}
-#: Without ``columns``, the csv header is the union of the keys of this many
-#: leading items (jsonl always writes every attribute).
+log = logging.getLogger(__name__)
+
+#: Without ``columns`` (and ``all_columns``), the columns are the key attributes, then
+#: the other attribute names of this many leading items (segment order: the same
+#: table gives the same columns) in code-point order.
 SAMPLE_ITEMS = 200
+#: Names a warning lists at most.
+LISTED_NAMES = 10
+
+#: One scan's pages, each at most 1 MB of items; closing it stops the scan's threads.
+Pages = Generator[list[dict[str, Any]], None, None]
 
 
 def _plain(value: Any) -> Any:
@@ -89,6 +103,10 @@ class DynamoDBTableExporter(RowExporter):
                          "description": "parallel scan segments (default SCAN_SEGMENTS)"},
             "columns": {"type": "array", "minItems": 1, "maxItems": 200, "uniqueItems": True,
                         "items": {"type": "string", "minLength": 1, "maxLength": 255}},
+            "all_columns": {"type": "boolean",
+                            "description": "every attribute of every item, not only those of the "
+                                           "first items; csv and xlsx read the table twice. Not "
+                                           "with columns"},
             "filters": {
                 "type": "array",
                 "maxItems": 20,
@@ -114,50 +132,104 @@ class DynamoDBTableExporter(RowExporter):
         """The first table the caller may read, whole: any table's columns are unknown here."""
         return [{"table": sources[0]}] if sources else []
 
+    def check(self, params: dict[str, Any], fmt: str) -> None:
+        """``columns`` and ``all_columns`` ask for two different things: refuse both at once."""
+        details = column_choice_problems(params)
+        try:
+            super().check(params, fmt)
+        except ValidationError as exc:  # every invalid field in one answer
+            exc.details = [*(exc.details or []), *details]
+            raise
+        if details:
+            raise ValidationError("Invalid params.", details=details)
+
     def open(self, params: dict[str, Any], ctx: BuildContext) -> tuple[Sequence[str], Iterator[Row]]:
+        return self._open(params, ctx, whole_items=False)
+
+    def stream(self, params: dict[str, Any], fmt: str, ctx: BuildContext) -> Iterator[bytes]:
+        # jsonl has no header to fix in advance: every attribute is each item written whole
+        whole = bool(params.get("all_columns")) and fmt == "jsonl"
+        columns, rows = self._open(params, ctx, whole_items=whole)
+        yield from self.write(columns, rows, params, fmt, ctx)
+
+    def _open(
+        self, params: dict[str, Any], ctx: BuildContext, whole_items: bool
+    ) -> tuple[Sequence[str], Iterator[Row]]:
         table_name = params["table"]
         if table_name not in ctx.settings.exportable_tables:
             raise ExportError("table_not_allowed",
                               f"Table {table_name!r} is not on this deployment's export allow-list.")
+        index = params.get("index") or None
+        shape = describe_source(table_name, index)
         scan_kwargs: dict[str, Any] = {}
-        if params.get("index"):
-            scan_kwargs["IndexName"] = params["index"]
+        if index:
+            scan_kwargs["IndexName"] = index
         if params.get("filters"):
             scan_kwargs["FilterExpression"] = build_filter(params["filters"])
-        columns = list(params.get("columns") or [])
-        if columns:
-            names = {f"#c{i}": c for i, c in enumerate(columns)}
+        # an estimate (DynamoDB refreshes it about every six hours); with filters it would
+        # only bound the rows from above, so a filtered export shows no total
+        estimated = bool(shape.item_count) and not params.get("filters")
+        if estimated:
+            ctx.total_rows = shape.item_count
+        requested = list(params.get("columns") or [])
+        if requested:
+            names = {f"#c{i}": c for i, c in enumerate(requested)}
             scan_kwargs["ProjectionExpression"] = ", ".join(names)
             scan_kwargs["ExpressionAttributeNames"] = names
         segments = int(params.get("segments") or ctx.settings.scan_segments)
+        columns: list[str] = requested
+        if params.get("all_columns") and not whole_items:
+            # csv and xlsx fix their header first: a whole first pass learns every name
+            columns = key_first(shape.keys, self._attribute_names(table_name, scan_kwargs, segments, ctx))
         pages = self._pages(table_name, scan_kwargs, segments)
         first: list[dict[str, Any]] = []
-        for page in pages:  # a filtered scan can return empty pages before the first match
-            ctx.check()
-            if page:
-                first = page
-                break
-        if not columns:
-            seen: dict[str, None] = {}
-            for item in first[:SAMPLE_ITEMS]:
-                seen.update(dict.fromkeys(item))
-            columns = sorted(seen)
-        return columns, self._rows(first, pages, ctx)
+        try:
+            for page in pages:  # a filtered scan can return empty pages before the first match
+                ctx.check()
+                if page:
+                    first = page
+                    break
+        except BaseException:
+            pages.close()
+            raise
+        if whole_items:
+            columns = []
+        elif not columns:
+            columns = key_first(shape.keys, sample_names(first))
+        report = ColumnReport(table_name, index, requested, columns, estimated,
+                              all_columns=bool(params.get("all_columns")))
+        order = partial(_keys_first_item, shape.keys) if whole_items else None
+        return columns, self._rows(first, pages, ctx, report, order)
 
     @staticmethod
     def _rows(
-        first: list[dict[str, Any]], pages: Iterator[list[dict[str, Any]]], ctx: BuildContext
+        first: list[dict[str, Any]], pages: Pages, ctx: BuildContext,
+        report: ColumnReport, order: Callable[[dict[str, Any]], dict[str, Any]] | None,
     ) -> Iterator[Row]:
-        for item in first:
-            yield _plain(item)
-        for page in pages:
-            ctx.check()  # a selective filter reads many empty pages without yielding a byte
-            for item in page:
-                yield _plain(item)
+        seen: set[str] = set()
+        count = 0
+        with closing(pages):  # a cancel, or an error downstream, stops every segment thread
+            for page in chain([first], pages):
+                ctx.check()  # a selective filter reads many empty pages without yielding a byte
+                for item in page:
+                    seen.update(item)
+                    yield _plain(order(item) if order else item)
+                count += len(page)
+        report.finish(ctx, seen, count)
 
-    def _pages(
-        self, table_name: str, scan_kwargs: dict[str, Any], segments: int
-    ) -> Iterator[list[dict[str, Any]]]:
+    def _attribute_names(
+        self, table_name: str, scan_kwargs: dict[str, Any], segments: int, ctx: BuildContext
+    ) -> set[str]:
+        """Every attribute name of every item the scan selects: a full read of the table."""
+        names: set[str] = set()
+        with closing(self._pages(table_name, scan_kwargs, segments)) as pages:
+            for page in pages:
+                ctx.check()
+                for item in page:
+                    names.update(item)
+        return names
+
+    def _pages(self, table_name: str, scan_kwargs: dict[str, Any], segments: int) -> Pages:
         if segments <= 1:
             return _segment_pages(table_name, scan_kwargs, shared_client=True)
         sources = [
@@ -168,9 +240,160 @@ class DynamoDBTableExporter(RowExporter):
         return parallel_pages(sources)
 
 
-def _segment_pages(
-    table_name: str, scan_kwargs: dict[str, Any], shared_client: bool
-) -> Iterator[list[dict[str, Any]]]:
+# -- which columns, in which order ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceShape:
+    """What DescribeTable says about the table or index an export reads."""
+
+    #: the key attributes: the table's hash and range key, then the index's (none twice)
+    keys: tuple[str, ...]
+    #: DynamoDB's item count of the table or index, refreshed about every six hours
+    #: (an estimate); None where DescribeTable reports none
+    item_count: int | None
+
+
+def _key_names(schema: Sequence[Mapping[str, str]]) -> list[str]:
+    return [k["AttributeName"] for k in sorted(schema, key=lambda k: k["KeyType"])]  # HASH, RANGE
+
+
+def source_shape(table: Mapping[str, Any], index: str | None) -> SourceShape:
+    """The key attributes and item count of ``table`` (DescribeTable's ``Table``) or of its ``index``."""
+    keys = _key_names(table.get("KeySchema", []))
+    count = table.get("ItemCount")
+    if index:
+        indexes = [*table.get("GlobalSecondaryIndexes", []), *table.get("LocalSecondaryIndexes", [])]
+        found = next((i for i in indexes if i.get("IndexName") == index), None)
+        if found is None:
+            raise ExportError("index_not_found",
+                              f"Index {index!r} does not exist on {table.get('TableName')!r}.")
+        keys += [k for k in _key_names(found.get("KeySchema", [])) if k not in keys]
+        count = found.get("ItemCount")
+    return SourceShape(tuple(keys), int(count) if count is not None else None)
+
+
+def describe_source(table_name: str, index: str | None) -> SourceShape:
+    """One DescribeTable: the table (and index) exist, their key attributes and item count."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.adapters.aws import client
+
+    try:
+        table = client("dynamodb").describe_table(TableName=table_name)["Table"]
+    except ClientError as exc:
+        raise _source_error(exc, table_name, index) from exc
+    return source_shape(table, index)
+
+
+def key_first(keys: Sequence[str], names: Iterable[str]) -> list[str]:
+    """The key attributes, then every other name in code-point order: the same names, the same columns."""
+    return [*keys, *sorted(set(names).difference(keys))]
+
+
+def _keys_first_item(keys: Sequence[str], item: dict[str, Any]) -> dict[str, Any]:
+    return {name: item[name] for name in key_first([k for k in keys if k in item], item)}
+
+
+def sample_names(first_page: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The attribute names of the first ``SAMPLE_ITEMS`` items, from which the columns are chosen."""
+    names: set[str] = set()
+    for item in first_page[:SAMPLE_ITEMS]:
+        names.update(item)
+    return names
+
+
+def column_choice_problems(params: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Validation details for a choice of columns the schema cannot refuse."""
+    if params.get("columns") and params.get("all_columns"):
+        return [{"field": "params.all_columns",
+                 "issue": "cannot be true together with params.columns; give one or the other"}]
+    return []
+
+
+def _listed(names: Iterable[str]) -> str:
+    ordered = sorted(names)
+    shown = ", ".join(repr(n) for n in ordered[:LISTED_NAMES])
+    return shown + (f" and {len(ordered) - LISTED_NAMES} more" if len(ordered) > LISTED_NAMES else "")
+
+
+def missing_column_warnings(
+    requested: Sequence[str], seen: Iterable[str], known: Iterable[str]
+) -> list[dict[str, str]]:
+    """A warning for each requested column that no exported item had and no sampled item has.
+
+    ``seen`` are the attribute names of the exported items, ``known`` those of
+    a sample of the table or index: a column they both lack is most likely a
+    typo, and its column in the file is empty. Each warning names the column
+    and, when one is close, the attribute that was probably meant.
+    """
+    seen, known = set(seen), set(known)
+    warnings = []
+    for i, name in enumerate(requested):
+        if name in seen or name in known:
+            continue
+        message = (f"No exported item, and none of the first {SAMPLE_ITEMS} items of the source, "
+                   f"has the attribute {name!r}, so its column is empty.")
+        close = difflib.get_close_matches(name, sorted(seen | known), n=1)
+        if close:
+            message += f" Did you mean {close[0]!r}?"
+        warnings.append({"code": "column_not_found", "field": f"params.columns[{i}]",
+                         "message": message})
+    return warnings
+
+
+@dataclass(frozen=True)
+class ColumnReport:
+    """What the end of an export says about its columns and its row count."""
+
+    table_name: str
+    index: str | None
+    requested: Sequence[str]
+    columns: Sequence[str]
+    #: the build's total is DynamoDB's estimate: the count replaces it at the end
+    estimated: bool
+    all_columns: bool
+
+    def finish(self, ctx: BuildContext, seen: set[str], count: int) -> None:
+        if self.estimated:
+            ctx.total_rows = count  # the scan is over: the count is exact now
+        if self.requested:
+            missing = [c for c in self.requested if c not in seen]
+            known = _sample_attribute_names(self.table_name, self.index) if missing else set()
+            for warning in missing_column_warnings(self.requested, seen, known):
+                ctx.warn(warning["code"], warning["field"], warning["message"])
+            return
+        left_out = seen.difference(self.columns) if self.columns else set()
+        if left_out:
+            why = ("appeared after the first pass read the attribute names" if self.all_columns
+                   else f"are in none of the first {SAMPLE_ITEMS} items, from which the columns "
+                        "were chosen")
+            ctx.warn("columns_left_out", "params.columns",
+                     f"{len(left_out)} attribute(s) that some exported items have {why}, so the "
+                     f"file has no column for them: {_listed(left_out)}. Name the columns in "
+                     "params.columns, or set params.all_columns to true.")
+
+
+def _sample_attribute_names(table_name: str, index: str | None) -> set[str]:
+    """Attribute names of the first ``SAMPLE_ITEMS`` items (one small Scan, no filter).
+
+    Only read when a requested column was in no exported item, to tell a typo
+    from an attribute the filter left out; a failure here only loses that hint.
+    """
+    from chalicelib.adapters.aws import client
+
+    kwargs: dict[str, Any] = {"TableName": table_name, "Limit": SAMPLE_ITEMS}
+    if index:
+        kwargs["IndexName"] = index
+    try:
+        items = client("dynamodb").scan(**kwargs).get("Items", [])
+    except Exception:
+        log.warning("could not sample %s for column names", table_name, exc_info=True)
+        return set()
+    return sample_names(items)
+
+
+def _segment_pages(table_name: str, scan_kwargs: dict[str, Any], shared_client: bool) -> Pages:
     """One scan segment, page by page (at most 1 MB of items a page)."""
     import boto3
     from botocore.exceptions import ClientError
@@ -207,48 +430,70 @@ def _source_error(exc: Any, table_name: str, index: str | None) -> Exception:
 
 def parallel_pages(
     sources: Sequence[Callable[[], Iterator[list[dict[str, Any]]]]], per_source: int = 2
-) -> Iterator[list[dict[str, Any]]]:
-    """Pages from several scan segments at once, in arrival order.
+) -> Pages:
+    """Pages from several scan segments read at once, yielded in segment order.
 
-    The hand-over queue holds at most ``per_source`` pages per segment, so
-    memory stays bounded however large the table; closing the generator (a
-    cancel, an error downstream) stops every segment thread.
+    Segment 0's pages come first, then segment 1's, and so on, whichever
+    segment answers first: the same data gives the same file. Every segment
+    reads ahead into a buffer of its own of at most ``per_source`` pages; a
+    segment whose turn has not come blocks when its buffer is full, until the
+    consumer reaches it. So at most ``per_source`` + 1 pages a segment (its
+    buffer and the page it is waiting to hand over) are held, however large
+    the table. The price of the order: once the later segments' buffers are
+    full, the scan goes as fast as the segment being written (plus its own
+    read-ahead), not as fast as all segments together.
+
+    A segment's error is raised at once, not when its turn comes; closing the
+    generator (a cancel, an error downstream) stops every segment thread.
     """
-    handover: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=per_source * len(sources))
-    stop = threading.Event()
+    if per_source < 1:
+        raise ValueError("per_source must be at least 1")
+    changed = threading.Condition()
+    buffers: list[deque[list[dict[str, Any]]]] = [deque() for _ in sources]
+    finished = [False] * len(sources)
+    failure: list[BaseException] = []
+    stopped = False
 
-    def put(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                handover.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run(source: Callable[[], Iterator[list[dict[str, Any]]]]) -> None:
+    def run(index: int, source: Callable[[], Iterator[list[dict[str, Any]]]]) -> None:
+        buffer = buffers[index]
         try:
             for page in source():
-                if not put(("page", page)):
-                    return
-            put(("done", None))
+                with changed:
+                    while len(buffer) >= per_source and not stopped:
+                        changed.wait()
+                    if stopped:
+                        return
+                    buffer.append(page)
+                    changed.notify_all()
         except BaseException as exc:  # handed to the consumer, raised there
-            put(("error", exc))
+            with changed:
+                failure.append(exc)
+                changed.notify_all()
+            return
+        with changed:
+            finished[index] = True
+            changed.notify_all()
 
-    threads = [threading.Thread(target=run, args=(src,), daemon=True) for src in sources]
+    threads = [threading.Thread(target=run, args=(i, src), daemon=True, name=f"scan-segment-{i}")
+               for i, src in enumerate(sources)]
     for thread in threads:
         thread.start()
-    running = len(threads)
     try:
-        while running:
-            kind, value = handover.get()
-            if kind == "page":
-                yield value
-            elif kind == "done":
-                running -= 1
-            else:
-                raise value
+        for index, buffer in enumerate(buffers):
+            while True:
+                with changed:
+                    while not buffer and not finished[index] and not failure:
+                        changed.wait()
+                    if failure:
+                        raise failure[0]
+                    if not buffer:  # this segment is done: on to the next
+                        break
+                    page = buffer.popleft()
+                    changed.notify_all()
+                yield page
     finally:
-        stop.set()
+        with changed:
+            stopped = True
+            changed.notify_all()
         for thread in threads:
             thread.join(timeout=5)

@@ -281,6 +281,10 @@ def encode_csv(
             writer.writerows(_escaped_records(columns, batch) if escape else _csv_records(columns, batch))
         elif batch:
             writer.writerows([[]] * len(batch))
+        if batch:
+            # counted with the chunk that holds them, not once the consumer asks for more:
+            # a heartbeat while that chunk goes up would show its bytes without its rows
+            on_rows(len(batch))
         chunk = buf.getvalue()
         if chunk:
             yield prefix + chunk.encode("utf-8")
@@ -289,7 +293,6 @@ def encode_csv(
             buf.truncate()
         if not batch:
             return
-        on_rows(len(batch))
 
 
 def encode_jsonl(
@@ -311,8 +314,8 @@ def encode_jsonl(
         else:
             lines = [dumps(dict(row)) for row in batch]
         lines.append("")
+        on_rows(len(batch))  # with the chunk that holds them (see encode_csv)
         yield "\n".join(lines).encode("utf-8")
-        on_rows(len(batch))
 
 
 def encode_xlsx(
