@@ -32,7 +32,7 @@ def tracked(pattern: str) -> list[Path]:
 
 def slug(heading: str) -> str:
     """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"`|\*\*?|__?", "", heading)
+    text = re.sub(r"`|\*\*?", "", heading)
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text).strip().lower()
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
@@ -98,3 +98,4 @@ def test_the_checker_catches_what_it_should(target: str, why: str) -> None:
 def test_github_slugs() -> None:
     assert slug("Limits, and how to raise them") == "limits-and-how-to-raise-them"
     assert slug("`make test` and CI") == "make-test-and-ci"
+    assert slug("`dynamodb_table`: columns, row order") == "dynamodb_table-columns-row-order"
