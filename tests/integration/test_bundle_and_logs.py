@@ -384,3 +384,5 @@ def test_documented_kinds_are_listed_and_build(stack, documented_kinds):
     bad = stack.client.http.post("/downloads", headers=stack.users["alice"].headers, body=json.dumps(
         {"task_name": "t", "kind": "price_list", "params": {"currency": "euro"}}))
     assert bad.status_code == 400
+    assert bad.json_body["error"]["details"] == [
+        {"field": "params.currency", "issue": "must be three capital letters, e.g. EUR"}]
