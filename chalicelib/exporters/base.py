@@ -141,8 +141,7 @@ class RowExporter(Exporter):
     def check(self, params: dict[str, Any], fmt: str) -> None:
         details = misfits(params, self.format_for(fmt))
         if details:
-            raise ValidationError(f"Some params are output options that format {fmt!r} does not take.",
-                                  details=details)
+            raise ValidationError.of(details)
 
     def stream(self, params: dict[str, Any], fmt: str, ctx: BuildContext) -> Iterator[bytes]:
         columns, rows = self.open(params, ctx)

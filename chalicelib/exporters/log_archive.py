@@ -167,8 +167,7 @@ class LogArchiveExporter(Exporter):
         """A bad time range is a 400 at creation (the schema cannot compare two fields)."""
         problem = range_problem(params)
         if problem:
-            raise ValidationError("Invalid params.",
-                                  details=[{"field": f"params.{problem[0]}", "issue": problem[1]}])
+            raise ValidationError.of([{"field": f"params.{problem[0]}", "issue": problem[1]}])
 
     def stream(self, params: dict[str, Any], fmt: str, ctx: BuildContext) -> Iterator[bytes]:
         group = params["log_group"]

@@ -3,8 +3,9 @@
 Each output is read back with an independent reader (zipfile, gzip, csv,
 json) from the object the worker stored. The allow-lists come from
 conftest's environment: buckets ``download-center-sources`` and
-``download-center-missing`` (never created), log groups
-``/download-center/demo`` and ``/download-center/missing`` (never created).
+``download-center-missing``, log groups ``/download-center/demo`` and
+``/download-center/missing`` (the ``missing`` ones only created by the tests
+that remove them between create and build).
 """
 
 from __future__ import annotations
