@@ -24,7 +24,9 @@ VERSION = 2
 
 def invalid() -> ValidationError:
     return ValidationError("The cursor is not valid for this listing; start again without it.",
-                           code="invalid_cursor")
+                           code="invalid_cursor", details=[{
+                               "field": "cursor",
+                               "issue": "is not valid for this listing; start again without it"}])
 
 
 def encode(index: str, partition: str, window: IdWindow, key: dict[str, Any]) -> str:

@@ -23,6 +23,21 @@ class ApiError(Exception):
             self.code = code
         self.details = details
 
+    @classmethod
+    def of(cls, details: list[dict[str, str]], code: str | None = None) -> ApiError:
+        """The error for these ``{"field", "issue"}`` details, its message their sentences.
+
+        ``field`` followed by ``issue`` reads as a sentence, so the message
+        (what curl, a log line or a dead-letter reason shows) says every
+        problem too, not "Invalid params.".
+        """
+        sentences = [f"{d['field']} {d['issue']}" for d in details]
+        if len(sentences) == 1:
+            message = f"{sentences[0]}."
+        else:
+            message = f"The request has {len(sentences)} problems: {'; '.join(sentences)}."
+        return cls(message, code=code, details=details)
+
     def body(self) -> dict[str, Any]:
         err: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.details:

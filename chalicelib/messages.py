@@ -57,7 +57,7 @@ def _parse_request(req: Any) -> RequestMessage:
     try:
         create = parse_create(body)
     except ValidationError as exc:
-        raise InvalidMessage(f"{exc.message} {exc.details or ''}".strip()) from None
+        raise InvalidMessage(exc.message) from None  # it says every problem in sentences
     owner = _short_str(req.get("owner"), "owner", True)
     assert owner is not None
     return RequestMessage(

@@ -130,6 +130,23 @@ class Downloads:
                       exporter.deployment_sources(self.settings))
         self.policy.check(principal, req.kind, source)
 
+    def preflight(self, req: CreateRequest) -> None:
+        """The kind's cheap checks of its source (``Exporter.preflight``): a 400 for a mistake.
+
+        A source that cannot answer now is not the caller's mistake, and a 503
+        would block creates that the build (which retries) could well serve:
+        the create goes on and the build reports what it finds.
+        """
+        exporter = get_exporter(req.kind)
+        assert exporter is not None
+        try:
+            exporter.preflight(req.params, self.settings)
+        except ApiError:
+            raise
+        except Exception:
+            log.warning("could not check the source of a %s export at create; the build will",
+                        req.kind, exc_info=True)
+
     def resource(self, task: Task, at: datetime | None = None) -> dict[str, Any]:
         at = at or utcnow()
         url = url_expires = None
@@ -313,6 +330,7 @@ class Downloads:
         idempotency_key: str | None,
     ) -> tuple[dict[str, Any], bool]:
         self.check_allowed(principal, req)
+        self.preflight(req)
         owner = Owner(principal.sub, principal.username, principal.tenant)
         task, is_new = self.store_new(owner, req, body, idempotency_key)
         task = self.enqueue(task) if is_new else self._replayed(task)

@@ -6,6 +6,7 @@ details, so clients can show them next to the right input.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import unicodedata
@@ -14,6 +15,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+from chalicelib import schema_issues
 from chalicelib.clock import parse_iso
 from chalicelib.errors import ApiError, ValidationError
 from chalicelib.exporters import Exporter, get_exporter
@@ -99,7 +101,7 @@ def _check_name(value: Any, field: str, details: list[dict[str, str]]) -> str | 
         details.append(_detail(field, "must not be empty"))
         return None
     if len(value) > MAX_NAME:
-        details.append(_detail(field, f"must be at most {MAX_NAME} characters"))
+        details.append(_detail(field, f"must be at most {MAX_NAME} characters long"))
         return None
     return value
 
@@ -109,37 +111,45 @@ def check_file_name(value: Any, details: list[dict[str, str]]) -> str | None:
     if name is None:
         return None
     if _UNSAFE_FILE_CHARS.search(name):
-        details.append(_detail("file_name", "must not contain '/', '\\', quotes or control characters"))
+        details.append(_detail("file_name", 'must not contain a slash (/), a backslash (\\), a double '
+                                            'quote (") or a control character'))
         return None
     if name.startswith(".") or name.strip() != name:
-        details.append(_detail("file_name", "must not start with a dot or with/after white space"))
+        details.append(_detail("file_name", "must not start with a dot, nor start or end with white space"))
         return None
     return unicodedata.normalize("NFC", name)
 
 
 @cache
 def _compiled(exporter: Exporter) -> Any:
-    """One compiled validator per exporter object (a re-registered kind gets its own)."""
-    import fastjsonschema
+    """One validator per exporter object (a re-registered kind gets its own)."""
+    return schema_issues.validator(exporter.params_schema)
 
-    return fastjsonschema.compile(exporter.params_schema)
+
+def params_issues(exporter: Exporter, params: Any) -> list[dict[str, str]]:
+    """Every way ``params`` breaks the kind's JSON Schema, as details (none: valid)."""
+    if not isinstance(params, dict):
+        return [_detail("params", "must be an object")]
+    return schema_issues.issues(_compiled(exporter).iter_errors(params))
 
 
 def validate_params(exporter: Exporter, params: Any) -> dict[str, Any]:
     """Validate against the kind's JSON Schema; fill in its defaults."""
-    import fastjsonschema
-
-    if not isinstance(params, dict):
-        raise ValidationError("Invalid params.", details=[_detail("params", "must be an object")])
-    try:
-        return dict(_compiled(exporter)(dict(params)))
-    except fastjsonschema.JsonSchemaValueException as exc:
-        field = str(exc.name or "data").replace("data", "params", 1)
-        message = exc.message.replace("data", "params", 1)
-        raise ValidationError("Invalid params.", details=[_detail(field, message)]) from None
+    details = params_issues(exporter, params)
+    if details:
+        raise ValidationError.of(details)
+    return schema_issues.fill_defaults(exporter.params_schema, copy.deepcopy(params))
 
 
 def parse_create(body: dict[str, Any]) -> CreateRequest:
+    """Every problem of the body at once; the code is that of the first check that fails.
+
+    The order of the checks (the body's own fields, the kind, the format, the
+    params) keeps each request's ``error.code`` what it always was; the
+    ``details`` hold everything, so one round trip shows every mistake.
+    Checks that compare params (a format's options, a time range) run once
+    the params fit the schema.
+    """
     details: list[dict[str, str]] = []
     unknown = sorted(set(body) - {"task_name", "kind", "format", "file_name", "params"})
     for key in unknown:
@@ -159,21 +169,35 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
     params = body.get("params", {})
     if params is None:
         params = {}
-    if details:
-        raise ValidationError("The request is not valid.", details=details)
-    exporter = get_exporter(kind)  # type: ignore[arg-type]
+    code = "validation_error" if details else None
+    exporter = get_exporter(kind) if isinstance(kind, str) else None
+    if isinstance(kind, str) and exporter is None:
+        details.append(_detail("kind", "must be one of the kinds GET /kinds lists"))
+        code = code or "unknown_kind"
     if exporter is None:
-        raise ValidationError(f"Unknown kind {kind!r}; GET /kinds lists them.", code="unknown_kind",
-                              details=[_detail("kind", "is not a known kind")])
+        raise ValidationError.of(details, code)
     fmt = body.get("format")
     if fmt is None:
         fmt = exporter.formats[0]
     if fmt not in exporter.formats:
-        raise ValidationError(
-            f"Kind {kind!r} has no format {fmt!r}; it offers {', '.join(exporter.formats)}.",
-            code="unknown_format", details=[_detail("format", "is not a format of this kind")])
-    params = validate_params(exporter, params)
-    exporter.check(params, fmt)
+        details.append(_detail("format", f"must be {schema_issues.choices(exporter.formats)} "
+                                         f"for kind {kind}"))
+        code = code or "unknown_format"
+    problems = params_issues(exporter, params)
+    if not problems and fmt in exporter.formats:
+        params = validate_params(exporter, params)
+        try:
+            exporter.check(params, fmt)
+        except ValidationError as exc:
+            if not exc.details and code is None:
+                raise  # a kind's own refusal without details: its message says it all
+            problems = list(exc.details or [])
+            code = code or exc.code
+    if problems:
+        details.extend(problems)
+        code = code or "validation_error"
+    if code:
+        raise ValidationError.of(details, code)
     return CreateRequest(task_name=task_name, kind=kind, format=fmt,  # type: ignore[arg-type]
                          file_name=file_name, params=params)
 
@@ -201,8 +225,8 @@ def validate_idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
     if not value or len(value) > MAX_IDEMPOTENCY_KEY or _CONTROL.search(value):
-        raise ValidationError("Idempotency-Key must be 1-255 printable characters.",
-                              details=[_detail("Idempotency-Key", "invalid")])
+        raise ValidationError.of([_detail(
+            "Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")])
     return value
 
 
@@ -219,7 +243,7 @@ def _parse_time(params: dict[str, str], name: str, details: list[dict[str, str]]
     return None
 
 
-def _parse_limit(params: dict[str, str]) -> int:
+def _parse_limit(params: dict[str, str], details: list[dict[str, str]]) -> int | None:
     """Plain decimal digits only: ``int()`` alone also takes ``+5``, `` 5``,
     ``1_0`` and non-ASCII digits, none of which the contract's integer is."""
     raw = params.get("limit")
@@ -227,8 +251,8 @@ def _parse_limit(params: dict[str, str]) -> int:
         return DEFAULT_LIMIT
     limit = int(raw) if _DIGITS.fullmatch(raw) else -1
     if not 1 <= limit <= MAX_LIMIT:
-        raise ValidationError(f"limit must be an integer from 1 to {MAX_LIMIT}.",
-                              code="invalid_limit", details=[_detail("limit", "out of range")])
+        details.append(_detail("limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
+        return None
     return limit
 
 
@@ -246,7 +270,11 @@ def _parse_statuses(params: dict[str, str], details: list[dict[str, str]]) -> fr
         try:
             statuses.add(Status(raw))
         except ValueError:
-            details.append(_detail("status", f"{raw!r} is not a status"))
+            issue = (f"has {json.dumps(raw, ensure_ascii=False)}, which is not one of "
+                     f"{schema_issues.choices([s.value for s in Status])}") if raw else \
+                "must not be empty or have an empty item between commas"
+            if _detail("status", issue) not in details:
+                details.append(_detail("status", issue))
     return frozenset(statuses)
 
 
@@ -257,7 +285,7 @@ def _check_text_param(name: str, value: str, details: list[dict[str, str]]) -> N
     hash key is over 2048 bytes (a 500 here): 2048 non-ASCII characters are.
     """
     if not value or len(value) > 2048:
-        details.append(_detail(name, "must be 1-2048 characters"))
+        details.append(_detail(name, "must be 1 to 2048 characters long"))
     elif name in _KEY_PARAMS and len(value.encode("utf-8", "surrogatepass")) > 2048:
         details.append(_detail(name, "must be at most 2048 bytes in UTF-8"))
 
@@ -271,17 +299,18 @@ def parse_list_query(params: dict[str, str] | None, *, sees_others: bool) -> Lis
     for key in sorted(set(params) - allowed):
         details.append(_detail(key, "is not a known query parameter"))
     statuses = _parse_statuses(params, details)
-    limit = _parse_limit(params)
+    limit = _parse_limit(params, details)
     after = _parse_time(params, "created_after", details)
     before = _parse_time(params, "created_before", details)
+    if after and before and after > before:
+        details.append(_detail("created_after", "must not be later than created_before"))
     for name in ("kind", "task_name", "file_name", "owner", "tenant", "cursor"):
         if name in params:
             _check_text_param(name, params[name], details)
     if details:
-        raise ValidationError("The query is not valid.", details=details)
-    if after and before and after > before:
-        raise ValidationError("created_after is later than created_before.",
-                              details=[_detail("created_after", "after created_before")])
+        # a bad limit kept its own code when it was the only check that stopped early
+        raise ValidationError.of(details, "invalid_limit" if limit is None else None)
+    assert limit is not None
     return ListQuery(
         statuses=statuses, kind=params.get("kind"), task_name=params.get("task_name"),
         file_name=params.get("file_name"), created_after=after, created_before=before,

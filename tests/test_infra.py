@@ -918,6 +918,13 @@ BUCKET_ARN = "arn:aws:s3:::download-center-files"
         ("dynamodb:Scan", TABLE_ARN, False, False, False),
         ("dynamodb:DeleteTable", TABLE_ARN, False, False, False),
         ("dynamodb:Scan", DEMO_ARN, False, True, False),
+        # the create's source checks: the API describes, never reads
+        ("dynamodb:DescribeTable", DEMO_ARN, True, True, False),
+        ("dynamodb:DescribeTable", TABLE_ARN, False, False, False),
+        ("logs:DescribeLogGroups", "arn:aws:logs:us-east-1:123456789012:log-group:/app/orders", True, False,
+         False),
+        ("logs:FilterLogEvents", "arn:aws:logs:us-east-1:123456789012:log-group:/app/orders:*", False,
+         False, False),
         ("dynamodb:Query", DEMO_ARN + "/index/by_name", False, True, False),
         ("dynamodb:PutItem", DEMO_ARN, False, False, False),
         ("s3:GetObject", OBJECT_ARN, True, False, False),

@@ -102,6 +102,19 @@ class Exporter(ABC):
     def check(self, params: dict[str, Any], fmt: str) -> None:  # noqa: B027 - optional hook
         """Refuse, with a ValidationError, params that pass the schema but not with this format."""
 
+    def preflight(self, params: dict[str, Any], settings: Settings) -> None:  # noqa: B027 - optional hook
+        """Refuse at create what the build would fail on and the source tells cheaply.
+
+        A call or two to the source at most (does the table exist, does the
+        prefix select an object), so a mistake is a 400 naming the field
+        (``ValidationError.of``) rather than a task that fails later, or one
+        that succeeds with nothing. Runs after the schema, ``check`` and the
+        access policy (a source off the allow-list is never asked), before
+        the task is stored. Any other exception, such as a source that is
+        throttled, denies the API's role or does not answer, lets the create
+        go on: the build, with its retries, is the judge and reports it.
+        """
+
     def total_rows(self, params: dict[str, Any]) -> int | None:
         """The row count when it is known before the build (for ``percent``)."""
         return None
@@ -141,8 +154,7 @@ class RowExporter(Exporter):
     def check(self, params: dict[str, Any], fmt: str) -> None:
         details = misfits(params, self.format_for(fmt))
         if details:
-            raise ValidationError(f"Some params are output options that format {fmt!r} does not take.",
-                                  details=details)
+            raise ValidationError.of(details)
 
     def stream(self, params: dict[str, Any], fmt: str, ctx: BuildContext) -> Iterator[bytes]:
         columns, rows = self.open(params, ctx)

@@ -24,9 +24,24 @@ from chalicelib.config import Settings
 from chalicelib.errors import ExportError, ValidationError
 from chalicelib.exporters.base import BuildContext, RowExporter
 from chalicelib.formats.base import Row
+from chalicelib.schema_issues import choices
 
 OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "begins_with", "contains", "between", "in")
 _SCALAR = {"type": ["string", "number", "boolean"]}
+#: DynamoDB's characters for table and index names, as the pattern and in words
+_NAME = {"type": "string", "minLength": 3, "maxLength": 255, "pattern": "^[a-zA-Z0-9_.-]+$",
+         "x-pattern-issue": "may contain only ASCII letters, digits, underscores (_), dots (.) "
+                            "and hyphens (-)"}
+#: What ``value`` each op takes; the filter's schema checks it (an if/then per op).
+_VALUE_FOR_OP = {
+    "between": {"type": "array", "minItems": 2, "maxItems": 2,
+                "x-issue": "must be a list of two values, [low, high], for op between"},
+    "in": {"type": "array", "minItems": 1,
+           "x-issue": "must be a non-empty list of values for op in"},
+} | {op: {**_SCALAR, "x-issue": f"must be one value (a string, a number or a boolean), not a list, "
+                                   f"for op {op}"}
+     for op in OPS if op not in ("between", "in")}
+
 log = logging.getLogger(__name__)
 
 #: Without ``columns`` (and ``all_columns``), the columns are the key attributes, then
@@ -95,10 +110,8 @@ class DynamoDBTableExporter(RowExporter):
         "additionalProperties": False,
         "required": ["table"],
         "properties": {
-            "table": {"type": "string", "minLength": 3, "maxLength": 255,
-                      "pattern": "^[a-zA-Z0-9_.-]+$"},
-            "index": {"type": "string", "minLength": 3, "maxLength": 255,
-                      "pattern": "^[a-zA-Z0-9_.-]+$"},
+            "table": _NAME,
+            "index": _NAME,
             "segments": {"type": "integer", "minimum": 1, "maximum": 16,
                          "description": "parallel scan segments (default SCAN_SEGMENTS)"},
             "columns": {"type": "array", "minItems": 1, "maxItems": 200, "uniqueItems": True,
@@ -117,9 +130,12 @@ class DynamoDBTableExporter(RowExporter):
                     "properties": {
                         "attr": {"type": "string", "minLength": 1, "maxLength": 255},
                         "op": {"enum": list(OPS)},
-                        "value": {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR,
-                                                      "maxItems": 100}]},
+                        "value": {"type": [*_SCALAR["type"], "array"], "items": _SCALAR,
+                                  "maxItems": 100},
                     },
+                    "allOf": [{"if": {"properties": {"op": {"const": op}}, "required": ["op"]},
+                               "then": {"properties": {"value": value}}}
+                              for op, value in _VALUE_FOR_OP.items()],
                 },
             },
         },
@@ -138,10 +154,32 @@ class DynamoDBTableExporter(RowExporter):
         try:
             super().check(params, fmt)
         except ValidationError as exc:  # every invalid field in one answer
-            exc.details = [*(exc.details or []), *details]
-            raise
+            details = [*(exc.details or []), *details]
         if details:
-            raise ValidationError("Invalid params.", details=details)
+            raise ValidationError.of(details)
+
+    def preflight(self, params: dict[str, Any], settings: Settings) -> None:
+        """One DescribeTable: the table exists, and the index is one of its own."""
+        from botocore.exceptions import ClientError
+
+        from chalicelib.adapters.aws import client
+
+        name = params["table"]
+        try:
+            table = client("dynamodb", probe=True).describe_table(TableName=name)["Table"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+            raise ValidationError.of([{"field": "params.table",
+                                       "issue": "names a table that does not exist"}],
+                                     "table_not_found") from None
+        index = params.get("index")
+        indexes = sorted(i["IndexName"] for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes")
+                         for i in table.get(key, []))
+        if index and index not in indexes:
+            issue = (f"must be an index of table {name}: {choices(indexes)}" if indexes
+                     else f"must be left out: table {name} has no index")
+            raise ValidationError.of([{"field": "params.index", "issue": issue}], "index_not_found")
 
     def open(self, params: dict[str, Any], ctx: BuildContext) -> tuple[Sequence[str], Iterator[Row]]:
         return self._open(params, ctx, whole_items=False)

@@ -30,6 +30,8 @@ EXAMPLE_RANGE = timedelta(days=1)
 PAGE_LIMIT = 10_000
 #: ISO 8601 in UTC, to the second or below, with ``Z`` or ``+00:00``.
 UTC_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)$"
+#: What is wrong with a time that is not one (the schema's pattern and range_problem say it alike).
+NOT_UTC = "must be an ISO 8601 time in UTC (ending in Z)"
 
 
 
@@ -57,9 +59,9 @@ def range_problem(params: dict[str, Any]) -> tuple[str, str] | None:
     """The first thing wrong with ``start``/``end`` as (field, issue), or None."""
     start, end = _parse_utc(params["start"]), _parse_utc(params["end"])
     if start is None:
-        return "start", "must be an ISO 8601 time in UTC (ending in Z)"
+        return "start", NOT_UTC
     if end is None:
-        return "end", "must be an ISO 8601 time in UTC (ending in Z)"
+        return "end", NOT_UTC
     if end <= start:
         return "end", "must be later than start"
     if end - start > MAX_RANGE:
@@ -109,16 +111,21 @@ class LogArchiveExporter(Exporter):
         "required": ["log_group", "start", "end"],
         "properties": {
             "log_group": {"type": "string", "minLength": 1, "maxLength": 512,
-                          "pattern": "^[.\\-_/#A-Za-z0-9]+$"},
-            "start": {"type": "string", "pattern": UTC_TIMESTAMP,
+                          "pattern": "^[.\\-_/#A-Za-z0-9]+$",
+                          "x-pattern-issue": "may contain only ASCII letters, digits, underscores "
+                                             "(_), hyphens (-), slashes (/), dots (.) and number "
+                                             "signs (#)"},
+            "start": {"type": "string", "pattern": UTC_TIMESTAMP, "x-pattern-issue": NOT_UTC,
                       "description": "ISO 8601 UTC, inclusive"},
-            "end": {"type": "string", "pattern": UTC_TIMESTAMP,
+            "end": {"type": "string", "pattern": UTC_TIMESTAMP, "x-pattern-issue": NOT_UTC,
                     "description": f"ISO 8601 UTC, exclusive; at most {MAX_RANGE.days} days after start"},
             "filter_pattern": {"type": "string", "maxLength": 1024,
                                "description": "CloudWatch Logs filter pattern syntax"},
             "log_streams": {"type": "array", "minItems": 1, "maxItems": 100, "uniqueItems": True,
                             "items": {"type": "string", "minLength": 1, "maxLength": 512,
-                                      "pattern": "^[^:*]+$"}},
+                                      "pattern": "^[^:*]+$",
+                                      "x-pattern-issue": "must not contain a colon (:) or an "
+                                                         "asterisk (*)"}},
         },
     }
 
@@ -140,12 +147,27 @@ class LogArchiveExporter(Exporter):
     def format_for(self, name: str) -> Format:
         return FORMATS[name]
 
+    def preflight(self, params: dict[str, Any], settings: Settings) -> None:
+        """The log group exists: one DescribeLogGroups with its name as the prefix.
+
+        Names come back in ASCII order, so the group itself, if it exists, is
+        the first of those that start with its name.
+        """
+        from chalicelib.adapters.aws import client
+
+        group = params["log_group"]
+        found = client("logs", probe=True).describe_log_groups(
+            logGroupNamePrefix=group, limit=1).get("logGroups", [])
+        if not found or found[0].get("logGroupName") != group:
+            raise ValidationError.of([{"field": "params.log_group",
+                                       "issue": "names a log group that does not exist"}],
+                                     "log_group_not_found")
+
     def check(self, params: dict[str, Any], fmt: str) -> None:
         """A bad time range is a 400 at creation (the schema cannot compare two fields)."""
         problem = range_problem(params)
         if problem:
-            raise ValidationError("Invalid params.",
-                                  details=[{"field": f"params.{problem[0]}", "issue": problem[1]}])
+            raise ValidationError.of([{"field": f"params.{problem[0]}", "issue": problem[1]}])
 
     def stream(self, params: dict[str, Any], fmt: str, ctx: BuildContext) -> Iterator[bytes]:
         group = params["log_group"]

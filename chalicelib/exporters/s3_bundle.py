@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from chalicelib.config import Settings
-from chalicelib.errors import ExportError
+from chalicelib.errors import ExportError, ValidationError
 from chalicelib.exporters.base import BuildContext, Exporter
 from chalicelib.formats.base import Format, defuse
 
@@ -191,10 +191,15 @@ class S3BundleExporter(Exporter):
         "type": "object",
         "additionalProperties": False,
         "required": ["bucket"],
-        "anyOf": [{"required": ["keys"]}, {"required": ["prefix"]}],
+        # keys, a prefix, or both
+        "if": {"not": {"required": ["keys"]}},
+        "then": {"required": ["prefix"], "x-issue": "must name keys, a prefix, or both"},
         "properties": {
             "bucket": {"type": "string", "minLength": 3, "maxLength": 63,
-                       "pattern": "^[a-z0-9][a-z0-9.-]*[a-z0-9]$"},
+                       "pattern": "^[a-z0-9][a-z0-9.-]*[a-z0-9]$",
+                       "x-pattern-issue": "may contain only lower-case letters, digits, dots (.) "
+                                          "and hyphens (-), and must start and end with a "
+                                          "letter or a digit"},
             "keys": {"type": "array", "minItems": 1, "maxItems": MAX_KEYS, "uniqueItems": True,
                      "items": {"type": "string", "minLength": 1, "maxLength": 1024}},
             "prefix": {"type": "string", "minLength": 1, "maxLength": 1024},
@@ -234,6 +239,38 @@ class S3BundleExporter(Exporter):
 
     def format_for(self, name: str) -> Format:
         return ZIP
+
+    def preflight(self, params: dict[str, Any], settings: Settings) -> None:
+        """The bucket exists and a prefix selects an object: one ListObjectsV2 with MaxKeys=1.
+
+        Listed keys are files unless they are folder placeholders (``.../``),
+        which the bundle leaves out: if the first is one, one more page looks
+        past it; if that page is full of them too, the build decides.
+        """
+        from botocore.exceptions import ClientError
+
+        from chalicelib.adapters.aws import client
+
+        s3, bucket, prefix = client("s3", probe=True), params["bucket"], params.get("prefix")
+        try:
+            page = s3.list_objects_v2(Bucket=bucket, MaxKeys=1, **({"Prefix": prefix} if prefix else {}))
+            if not prefix:  # explicit keys: on_missing says what a missing one does
+                return
+            keys = [o["Key"] for o in page.get("Contents", [])]
+            if keys and keys[-1].endswith("/") and page.get("IsTruncated"):
+                page = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, StartAfter=keys[-1],
+                                          MaxKeys=LIST_PAGE_SIZE)
+                keys = [o["Key"] for o in page.get("Contents", [])]
+        except ClientError as exc:
+            if _error_code(exc)[0] != "NoSuchBucket":
+                raise
+            raise ValidationError.of([{"field": "params.bucket",
+                                       "issue": "names a bucket that does not exist"}],
+                                     "bucket_not_found") from None
+        if not any(not key.endswith("/") for key in keys) and not page.get("IsTruncated"):
+            raise ValidationError.of([{"field": "params.prefix",
+                                       "issue": f"selects no object in bucket {bucket}"}],
+                                     "nothing_to_export")
 
     def total_rows(self, params: dict[str, Any]) -> int | None:
         """Known up front only for a plain key list; a prefix is listed as it goes."""

@@ -23,6 +23,7 @@ OPTION_PROPERTIES: dict[str, dict[str, Any]] = {
         "type": "string", "minLength": 1, "maxLength": 1,
         # a tab, or any one printable character but the quote
         "pattern": '^(?:\\t|[^\\x00-\\x1f\\x7f"])$',
+        "x-pattern-issue": 'must be a tab or one printable character other than the double quote (")',
         "description": "csv only: the field separator (default \",\"), e.g. \";\" or a tab.",
     },
     "bom": {
@@ -76,7 +77,7 @@ def misfits(params: Mapping[str, Any], fmt: Format) -> list[dict[str, str]]:
             continue
         takers = [f for f, spec in FORMATS.items() if name in spec.options]
         details.append({"field": f"params.{name}",
-                        "issue": f"does not apply to format {fmt.name!r}; only to {', '.join(takers)}"})
+                        "issue": f"does not apply to format {fmt.name}, only to {', '.join(takers)}"})
     return details
 
 

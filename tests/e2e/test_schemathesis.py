@@ -302,7 +302,10 @@ def undeclared_method_is_405(ctx: CheckContext, response: Any, case: Any) -> boo
 
 
 #: 400s a schema-valid request may get, for reasons the document gives in words.
-SEMANTIC_CODES = frozenset({"unknown_kind", "unknown_format", "invalid_cursor"})
+SEMANTIC_CODES = frozenset({"unknown_kind", "unknown_format", "invalid_cursor",
+                            # the create's checks of a source (Error400, "Checks at create")
+                            "table_not_found", "index_not_found", "bucket_not_found",
+                            "nothing_to_export", "log_group_not_found"})
 
 
 def is_documented_refusal(response: Any) -> bool:
@@ -325,7 +328,7 @@ def _semantic_detail(detail: dict[str, Any]) -> bool:
     fieldname, issue = str(detail.get("field", "")), str(detail.get("issue", ""))
     if fieldname == "params" or fieldname.startswith("params."):
         return True  # the kind's params_schema (GET /kinds)
-    if fieldname == "created_after" and issue == "after created_before":
+    if fieldname == "created_after" and issue == "must not be later than created_before":
         return True
     if fieldname in {"created_after", "created_before"} and "in UTC" in issue:
         return True  # e.g. 0001-01-01T00:00:00+01:00, before year 1 in UTC

@@ -186,6 +186,22 @@ def claim(task_id: str, at: datetime | None = None) -> Task:
     return claimed
 
 
+def create_then_drop_table(stack: Stack, user: str = "alice", table: str = "demo-users") -> dict[str, Any]:
+    """A ``dynamodb_table`` task whose table is there at create and gone by its build.
+
+    The create checks that the table exists (a 400 otherwise), so a source
+    that fails the build is one that changed in between: its build fails
+    ``table_not_found``.
+    """
+    ddb = boto3.client("dynamodb")
+    ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                     KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    created = stack.create(user, kind="dynamodb_table", params={"table": table})
+    ddb.delete_table(TableName=table)
+    return created
+
+
 def fast_worker(**changes: Any) -> Worker:
     """The real worker with settings a test needs (short intervals, small parts)."""
     settings: Settings = replace(SETTINGS, **changes)

@@ -3,8 +3,9 @@
 Each output is read back with an independent reader (zipfile, gzip, csv,
 json) from the object the worker stored. The allow-lists come from
 conftest's environment: buckets ``download-center-sources`` and
-``download-center-missing`` (never created), log groups
-``/download-center/demo`` and ``/download-center/missing`` (never created).
+``download-center-missing``, log groups ``/download-center/demo`` and
+``/download-center/missing`` (the ``missing`` ones only created by the tests
+that remove them between create and build).
 """
 
 from __future__ import annotations
@@ -178,9 +179,16 @@ def test_missing_key_is_listed_as_skipped_when_asked(stack, sources):
          hashlib.sha256(OBJECTS["报表/Zoë.txt"]).hexdigest())]
 
 
-def test_a_bucket_that_is_allowed_but_missing_fails_the_task(stack, sources):
-    bucket = "download-center-missing"  # on the allow-list, never created
-    task = build(stack, "s3_bundle", {"bucket": bucket, "prefix": "x/"})
+def test_a_bucket_removed_after_create_fails_the_task(stack, sources):
+    """The create saw the bucket (it refuses a missing one); the build finds it gone."""
+    bucket = "download-center-missing"  # on the allow-list
+    sources.create_bucket(Bucket=bucket)
+    sources.put_object(Bucket=bucket, Key="x/a.txt", Body=b"a")
+    created = stack.create("alice", kind="s3_bundle", params={"bucket": bucket, "prefix": "x/"})
+    sources.delete_object(Bucket=bucket, Key="x/a.txt")
+    sources.delete_bucket(Bucket=bucket)
+    assert stack.run_worker() == {"batchItemFailures": []}
+    task = stack.get(created["id"])
     assert task["status"] == "failed" and task["error"]["code"] == "bucket_not_found"
     assert bucket in task["error"]["message"]
     assert no_files_left()
@@ -307,9 +315,14 @@ def test_log_archive_of_an_empty_range_is_an_empty_gzip(stack, logs):
     assert gzip.decompress(stored(task["id"])[2]) == b"" and task["progress"]["rows"] == 0
 
 
-def test_a_log_group_that_is_allowed_but_missing_fails_the_task(stack, logs):
-    group = "/download-center/missing"  # on the allow-list, never created
-    task = build(stack, "log_archive", log_params(log_group=group))
+def test_a_log_group_deleted_after_create_fails_the_task(stack, logs):
+    """The create saw the group (it refuses a missing one); the build finds it gone."""
+    group = "/download-center/missing"  # on the allow-list
+    logs.create_log_group(logGroupName=group)
+    created = stack.create("admin", kind="log_archive", params=log_params(log_group=group))
+    logs.delete_log_group(logGroupName=group)
+    assert stack.run_worker() == {"batchItemFailures": []}
+    task = stack.get(created["id"], "admin")
     assert task["status"] == "failed" and task["error"]["code"] == "log_group_not_found"
     assert group in task["error"]["message"]
     assert no_files_left()
@@ -372,3 +385,5 @@ def test_documented_kinds_are_listed_and_build(stack, documented_kinds):
     bad = stack.client.http.post("/downloads", headers=stack.users["alice"].headers, body=json.dumps(
         {"task_name": "t", "kind": "price_list", "params": {"currency": "euro"}}))
     assert bad.status_code == 400
+    assert bad.json_body["error"]["details"] == [
+        {"field": "params.currency", "issue": "must be three capital letters, e.g. EUR"}]

@@ -27,7 +27,7 @@ from chalicelib.clock import now
 from chalicelib.sweeper import Sweeper
 from chalicelib.task import Status
 
-from .conftest import SETTINGS, Stack, fast_worker
+from .conftest import SETTINGS, Stack, create_then_drop_table, fast_worker
 
 BUCKET = SETTINGS.files_bucket
 PART = 5 * 1024 * 1024
@@ -112,7 +112,7 @@ def test_a_worker_that_dies_leaves_a_task_that_still_ends_right(stack: Stack, cr
 
 def test_a_crash_while_failing_still_ends_failed_once(stack: Stack) -> None:
     """The build fails (a source error) and dies while publishing: one failed event, no file."""
-    task_id = stack.create(kind="dynamodb_table", params={"table": "demo-users"})["id"]  # no table
+    task_id = create_then_drop_table(stack)["id"]
     events = client("events").meta.events
 
     def die(**_: object) -> None:
