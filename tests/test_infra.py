@@ -1038,6 +1038,17 @@ def test_provision_works_inside_mock_aws() -> None:
     assert _indexes(table["GlobalSecondaryIndexes"]) == EXPECTED_INDEXES
 
 
+def test_provision_makes_no_kms_key_locally() -> None:
+    """The template's KMS encryption is not mirrored: no key, the table keeps its default."""
+    with mock_aws():
+        names = provision(None)
+        keys = boto3.client("kms", region_name="us-east-1").list_keys()["Keys"]
+        table = boto3.client("dynamodb", region_name="us-east-1").describe_table(
+            TableName=names["table"])["Table"]
+    assert keys == [] and "SSEDescription" not in table
+    assert RESOURCES["Resources"]["TasksTable"]["Properties"]["SSESpecification"]["SSEEnabled"]
+
+
 def test_provision_refuses_real_aws_without_an_endpoint() -> None:
     with pytest.raises(provision_module.ProvisionError, match="real AWS"):
         provision(None)
