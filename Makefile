@@ -8,7 +8,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 OUT ?= out
 
-.PHONY: run test lint package checkov bench clean
+.PHONY: run test test-fast lint package checkov bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,16 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 run: $(STAMP)
 	$(PY) -m local.stack
 
+# The whole suite, as CI runs it. Test files are spread over the cores (PYTEST_WORKERS), a
+# file's tests staying together so that a module's stack or package is built once.
+PYTEST_WORKERS ?= auto
 test: $(STAMP) $(CHECKOV_STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+
+# The edit loop: the unit tests (no AWS, no stack) in seconds, without the few slow on purpose.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests/unit -m "not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

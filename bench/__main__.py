@@ -7,7 +7,12 @@ Sections (all by default, or some with ``--sections``):
 - memory: peak RSS of a fresh worker process for a 10 MiB and a 500 MiB
   export, and of the naive build;
 - listing: DynamoDB items read per listing page as the table grows;
-- coldstart: ``import app`` against ``import boto3``.
+- coldstart: ``import app`` against ``import boto3``;
+- package: the code package's cold start with the AWS SDK in it and without
+  (``tools.package`` leaves it out; this shows why).
+
+``--merge`` measures only the ``--sections`` given and takes the others from
+the last saved run; the document says which sections were measured when.
 
 ``--quick`` runs everything at toy sizes (a smoke test of the harness, a
 minute or so); its figures mean nothing and it does not write the docs
@@ -33,7 +38,7 @@ from bench.harness import ROOT, MotoProcess, Patience, run_child
 MiB = 1024 * 1024
 DOCS = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / ".local" / "bench" / "results.json"
-SECTIONS = ("throughput", "memory", "listing", "coldstart")
+SECTIONS = ("throughput", "memory", "listing", "coldstart", "package")
 
 
 @dataclass(frozen=True)
@@ -91,12 +96,15 @@ class Results:
     memory: dict[str, Any] = field(default_factory=dict)
     listing: dict[str, Any] = field(default_factory=dict)
     coldstart: dict[str, Any] = field(default_factory=dict)
+    package: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     retries: int = 0
     command: str = "make bench"
     quick: bool = False
     #: machine and code facts, taken when the run starts (see report.machine)
     machine: dict[str, str] = field(default_factory=dict)
+    #: sections measured later and merged in (--merge): sections, when, machine facts
+    merged: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> Results:
@@ -200,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is not met")
     parser.add_argument("--no-wait", action="store_true",
                         help="do not wait for other processes to quieten down first")
+    parser.add_argument("--merge", action="store_true",
+                        help="measure only --sections; keep the other sections of the last saved run")
     parser.add_argument("--render", type=Path, nargs="?", const=RESULTS, default=None,
                         metavar="RESULTS_JSON",
                         help=f"measure nothing: write the report again from a saved run "
@@ -217,32 +227,57 @@ def main(argv: list[str] | None = None) -> int:
     part_size = Settings.from_env(_chalice_env()).part_size_bytes
     results = Results(sizes, quick=args.quick, machine=report.machine(),
                       command="python -m bench " + " ".join(given) if given else "make bench")
+    if args.merge:
+        dump = RESULTS.with_name("results-quick.json") if args.quick else RESULTS
+        saved = Results.load(dump)
+        saved.merged.append({"sections": list(args.sections), "started": results.started,
+                             "machine": results.machine})
+        results = saved
+        _measure(results, sizes, args.sections, args.no_wait, part_size)
+        return _save_and_report(results, out, args.strict, args.quick)
+    _measure(results, sizes, args.sections, args.no_wait, part_size)
+    return _save_and_report(results, out, args.strict, args.quick)
+
+
+def _measure(results: Results, sizes: Sizes, sections: list[str], no_wait: bool, part_size: int) -> None:
+    """Run ``sections`` into ``results``."""
     t0 = time.monotonic()
-    patience = Patience(0 if args.no_wait else 150)
-    results.quiet_share = patience.wait()
-    if "throughput" in args.sections:
+    patience = Patience(0 if no_wait else 150)
+    quiet_share = patience.wait()
+    if not results.merged:
+        results.quiet_share = quiet_share
+    if "throughput" in sections:
         results.throughput = run_throughput(sizes, part_size, patience)
         first = results.throughput["rows"][0]
         bytes_per_row = first["size"] / first["rows"]
-    else:
+    elif "memory" in sections:
         sample = run_child("raw", {"rows": 20_000}, None)
         bytes_per_row = sample["size"] / sample["rows"]
-    if "memory" in args.sections:
+    if "memory" in sections:
         results.memory = run_memory(sizes, bytes_per_row, patience)
-    if "listing" in args.sections:
+    if "listing" in sections:
         results.listing = run_listing(sizes)
-    if "coldstart" in args.sections:
+    if "coldstart" in sections:
         patience.wait()
         _log(f"cold start: {sizes.coldstart_runs} fresh interpreters per statement")
         results.coldstart = coldstart.measure(sizes.coldstart_runs)
-    results.seconds = time.monotonic() - t0
-    results.retries = patience.retries
+    if "package" in sections:
+        other_load = patience.wait()
+        _log(f"package: chalice package, then {sizes.coldstart_runs} cold imports per variant")
+        results.package = coldstart.measure_package(sizes.coldstart_runs) | {"other_load": other_load}
+    if results.merged:
+        results.merged[-1].update(seconds=time.monotonic() - t0, retries=patience.retries)
+    else:
+        results.seconds = time.monotonic() - t0
+        results.retries = patience.retries
 
-    dump = RESULTS.with_name("results-quick.json") if args.quick else RESULTS
+
+def _save_and_report(results: Results, out: Path | None, strict: bool, quick: bool) -> int:
+    dump = RESULTS.with_name("results-quick.json") if quick else RESULTS
     dump.parent.mkdir(parents=True, exist_ok=True)
     dump.write_text(json.dumps(dataclasses.asdict(results), indent=1, default=str), encoding="utf-8")
     _log(f"saved the raw results to {dump.relative_to(ROOT)}")
-    return _report(results, out, args.strict)
+    return _report(results, out, strict)
 
 
 def _report(results: Results, out: Path | None, strict: bool) -> int:

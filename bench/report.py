@@ -280,6 +280,9 @@ def console(results: Results, quick: bool) -> str:
         parts.append(_table(["statement", "median ms", "min ms", "max ms"],
                             [[k, f"{v * 1000:.0f}", f"{c['min_s'][k] * 1000:.0f}",
                               f"{c['max_s'][k] * 1000:.0f}"] for k, v in c["median_s"].items()]))
+    if results.package:
+        parts.append(f"\nCode package cold start (median of {results.package['runs']}):")
+        parts.append(_table(PACKAGE_HEADER, _package_rows(results)))
     parts.append("\nTargets:")
     parts.append(_table(["target", "measured", "result"],
                         [[t.name, t.measured, _mark(t.met)] for t in targets(results)]))
@@ -506,6 +509,63 @@ model (tens of milliseconds more, for any boto3 user).
 """
 
 
+def _package_rows(results: Results) -> list[list[str]]:
+    rows = []
+    for r in results.package.get("rows", []):
+        rows.append([r["variant"], f"{r['bytes'] / 1e6:.1f}", f"{r['files']:,}",
+                     f"{r['unpacked_bytes'] / 1e6:.1f}", f"{r['unzip_s'] * 1000:.0f}",
+                     f"{r['import_s'] * 1000:.0f} ({r['import_min_s'] * 1000:.0f}–"
+                     f"{r['import_max_s'] * 1000:.0f})",
+                     f"{(r['unzip_s'] + r['import_s']) * 1000:.0f}"])
+    return rows
+
+
+PACKAGE_HEADER = ["code package", "zip MB", "files", "unpacked MB", "unzip ms",
+                  "`import app` ms, median (min–max)", "unzip + import ms"]
+
+
+def _package_md(results: Results) -> str:
+    p = results.package
+    if not p:
+        return "Not measured in this run.\n"
+    full, compiled, source = p["rows"]
+    left_out = ", ".join(f"`{name}`" for name in p["left_out"])
+    saved = (full["unzip_s"] + full["import_s"]) - (compiled["unzip_s"] + compiled["import_s"])
+    saved_source = (full["unzip_s"] + full["import_s"]) - (source["unzip_s"] + source["import_s"])
+    return f"""\
+**The choice: `make package` leaves the AWS SDK out of the code package.** Every Lambda Python
+runtime has boto3, botocore and s3transfer. Left to itself, `chalice package` ships the botocore
+that PynamoDB requires, unpinned (whatever is newest on packaging day), with what it requires
+in turn; in Lambda that copy shadows the runtime's botocore while boto3 and s3transfer still come
+from the runtime, so two SDK releases would run side by side. `tools/package.py` removes the
+SDK and everything it requires from `deployment.zip` (here: {left_out}), derived from the
+packaged distributions' metadata starting from `RUNTIME_SDK`, and `tests/test_infra.py` checks
+that the zip has none of it and that the code imports and runs from the zip with only an SDK
+beside it. The code needs little of the SDK: PynamoDB asks for botocore ≥ 1.12.54, and the
+newest feature the code uses, the `standard` retry mode, came with botocore 1.15 (2020), far
+older than any supported runtime's SDK.
+
+Measured at git {p['commit']} ({p.get('other_load', 0):.2f} cores busy with other processes at the
+start): the zip as `chalice package` builds it, and the same zip after
+`tools.package.strip_runtime_sdk`. "unzip" is extracting it (median of the runs), which Lambda
+does when it creates an execution environment; "`import app`" is a fresh interpreter (median of
+{p['runs']}, interleaved) that sees only the unpacked package and then a stand-in for the
+runtime's `/var/runtime` (boto3 and s3transfer of the bench's venv, and the very botocore and
+requirements chalice packaged, so both variants run the same SDK code), with no site-packages and
+no `.pyc` written: a chalice zip holds no `.pyc` and the function's code directory is read-only,
+so each cold start compiles every module of the package it imports. Whether the runtime's own
+copy is byte-compiled is up to the runtime, so both are shown.
+
+{_md_table(PACKAGE_HEADER, _package_rows(results))}
+
+Without the SDK the zip is {compiled['bytes'] / 1e6:.1f} MB instead of {full['bytes'] / 1e6:.1f} MB,
+and a cold start here spends {saved * 1000:.0f} ms less unpacking and importing when the runtime's
+SDK is byte-compiled ({saved_source * 1000:.0f} ms when it is not). Lambda also downloads the
+package on a cold start, which a local run cannot show; a smaller package only helps there.
+These are the measuring machine's figures, not Lambda's.
+"""
+
+
 def _missed_text(results: Results) -> str:
     """Why the pipeline misses a throughput target, in the run's own numbers."""
     jobs = _by_job(results)
@@ -564,6 +624,18 @@ def _disturbed_note(results: Results) -> str:
             "idle machine; the rows-per-CPU-second columns are the steadier cross-check.\n")
 
 
+def _merged_note(results: Results) -> str:
+    """Sections measured later (``--merge``) say so: their run is not the one described here."""
+    notes = []
+    for m in results.merged:
+        when = dt.datetime.fromtimestamp(m["started"], dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        notes.append(f"\nThe {', '.join(m['sections'])} section was measured separately, on {when}, "
+                     f"code {m['machine'].get('code measured', '?')} (`python -m bench --merge "
+                     f"--sections {' '.join(m['sections'])}`); everything else is from the run "
+                     "described below.\n")
+    return "".join(notes)
+
+
 def markdown(results: Results) -> str:
     command, quick = results.command, results.quick
     when = dt.datetime.fromtimestamp(results.started, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -571,6 +643,7 @@ def markdown(results: Results) -> str:
     target_rows = [[t.name, t.measured, _mark(t.met)] for t in targets(results)]
     quick_note = "\n**Quick run: toy sizes, these figures mean nothing.**\n" if quick else ""
     quick_note += _disturbed_note(results)
+    quick_note += _merged_note(results)
     return f"""\
 # Benchmarks
 
@@ -603,6 +676,9 @@ run's saved results without measuring). The harness is `bench/` (not shipped, no
 ## 4. Cold start
 
 {_coldstart_md(results)}
+## 5. Deployment package
+
+{_package_md(results)}
 ## Caveats
 
 - The moto server runs on the same 2 cores as the worker. Its S3 work (receiving each part,

@@ -21,8 +21,8 @@ from chalicelib.adapters.tasks_repo import (
     KeyExists,
     QuotaExceeded,
     StartKeyRejected,
-    TaskModel,
     TaskRepository,
+    TaskStore,
 )
 from chalicelib.clock import now as utcnow
 from chalicelib.config import Settings
@@ -53,6 +53,7 @@ from chalicelib.task import (
     Status,
     Task,
     TaskError,
+    TaskFilter,
 )
 from chalicelib.validation import CreateRequest, ListQuery, final_file_name
 
@@ -89,7 +90,7 @@ def event_detail(task: Task, at: datetime) -> dict[str, Any]:
 
 class Downloads:
     def __init__(
-        self, settings: Settings, repo: TaskRepository | None = None, policy: Policy | None = None,
+        self, settings: Settings, repo: TaskStore | None = None, policy: Policy | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy or load_policy()
@@ -219,36 +220,14 @@ class Downloads:
         return "by_scope", "all"
 
     @staticmethod
-    def _filters(principal: Principal, q: ListQuery, index: str, at: datetime) -> Any:
-        conds: list[Any] = []
-        if q.statuses:
-            status_conds = []
-            stored = {s for s in q.statuses if s not in (Status.SUCCEEDED, Status.EXPIRED)}
-            if stored:
-                status_conds.append(TaskModel.status.is_in(*(s.value for s in stored)))
-            if Status.SUCCEEDED in q.statuses:
-                status_conds.append((TaskModel.status == "succeeded") & (TaskModel.expires_at > at))
-            if Status.EXPIRED in q.statuses:
-                status_conds.append((TaskModel.status == "succeeded") & (TaskModel.expires_at <= at))
-            combined = status_conds[0]
-            for c in status_conds[1:]:
-                combined = combined | c
-            conds.append(combined)
-        if q.kind:
-            conds.append(TaskModel.kind == q.kind)
-        if q.task_name:
-            conds.append(TaskModel.task_name_lc.contains(q.task_name.casefold()))
-        if q.file_name:
-            conds.append(TaskModel.file_name_lc.contains(q.file_name.casefold()))
+    def _filters(principal: Principal, q: ListQuery, index: str, at: datetime) -> TaskFilter:
+        """What the listing keeps of its partition; a tenant admin's reads stay in its tenant."""
         tenant = principal.tenant if principal.scope is Scope.TENANT else q.tenant
-        if tenant and index != "by_tenant":
-            conds.append(TaskModel.tenant == tenant)
-        if not conds:
-            return None
-        result = conds[0]
-        for c in conds[1:]:
-            result = result & c
-        return result
+        return TaskFilter(
+            at=at, statuses=q.statuses, kind=q.kind or None, task_name=q.task_name or None,
+            file_name=q.file_name or None,
+            tenant=tenant if tenant and index != "by_tenant" else None,
+        )
 
     # -- writing -------------------------------------------------------------
     def new_task(self, owner: Owner, req: CreateRequest, idempotency_key: str | None) -> Task:
@@ -390,7 +369,7 @@ class Downloads:
             storage.delete_object(self.settings.files_bucket, task.object_key)
 
 
-def publish_terminal(settings: Settings, repo: TaskRepository, task: Task) -> bool:
+def publish_terminal(settings: Settings, repo: TaskStore, task: Task) -> bool:
     """Tell the world a task ended, then stop watching it; a failure never changes the task.
 
     The terminal write left the event pending (``due_at``): if publishing

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 from chalicelib import logs, metrics
 from chalicelib.adapters import storage
-from chalicelib.adapters.tasks_repo import TaskRepository
+from chalicelib.adapters.tasks_repo import TaskRepository, TaskStore
 from chalicelib.clock import now as utcnow
 from chalicelib.config import Settings
 from chalicelib.services import Downloads, publish_terminal
@@ -39,7 +39,7 @@ MAX_RESEND_INTERVAL = timedelta(hours=1)
 
 
 class Sweeper:
-    def __init__(self, settings: Settings, repo: TaskRepository | None = None) -> None:
+    def __init__(self, settings: Settings, repo: TaskStore | None = None) -> None:
         self.settings = settings
         self.lifetimes = settings.lifetimes()
         self.repo = repo or TaskRepository(self.lifetimes)

@@ -67,6 +67,22 @@ class Transition:
         is_active = self.target in ACTIVE
         return int(is_active) - int(was_active)
 
+    def admits(self, stored: Task, snapshot: Task, now: datetime, life: Lifetimes) -> bool:
+        """Whether the move may be made on ``stored`` by a writer who read ``snapshot``.
+
+        The meaning of the source statuses and the guard, in one place: the
+        in-memory repository evaluates it as is, and the DynamoDB repository
+        writes the same thing as its condition expression (the repository
+        contract tests hold both to it).
+        """
+        if stored.status not in self.sources:
+            return False
+        if self.guard is Guard.LEASE:
+            return stored.lease == snapshot.lease
+        if self.guard is Guard.STALE:
+            return stored.is_stale(now, life.stale_after)
+        return True
+
 
 def _t(name: str, sources: set[Status], target: Status, guard: Guard = Guard.STATUS) -> Transition:
     return Transition(name, frozenset(sources), target, guard)
@@ -217,6 +233,43 @@ class Task:
             "finished_at": iso(self.finished_at),
             "expires_at": iso(self.expires_at),
         }
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Which tasks of a listing's partition it keeps: all the criteria given (and-ed).
+
+    A plain value rather than a query expression, so that any repository can
+    answer it: the in-memory one calls ``matches``, the DynamoDB one writes
+    the same criteria as a filter expression (the repository contract tests
+    hold both to ``matches``).
+    """
+
+    #: the instant at which a succeeded task's file is judged expired
+    at: datetime
+    #: effective statuses (``expired`` included); empty keeps every status
+    statuses: frozenset[Status] = frozenset()
+    kind: str | None = None
+    #: case-insensitive substrings of the names
+    task_name: str | None = None
+    file_name: str | None = None
+    tenant: str | None = None
+
+    @property
+    def keeps_all(self) -> bool:
+        """No criterion at all: the repository need not filter."""
+        return not (self.statuses or self.kind or self.task_name or self.file_name or self.tenant)
+
+    def matches(self, task: Task) -> bool:
+        if self.statuses and task.effective_status(self.at) not in self.statuses:
+            return False
+        if self.kind and task.kind != self.kind:
+            return False
+        if self.task_name and self.task_name.casefold() not in task.task_name.casefold():
+            return False
+        if self.file_name and self.file_name.casefold() not in task.file_name.casefold():
+            return False
+        return not self.tenant or task.tenant == self.tenant
 
 
 #: Fields a transition's effects may set (None removes the attribute).

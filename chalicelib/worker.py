@@ -16,7 +16,7 @@ from typing import Any
 
 from chalicelib import logs, metrics
 from chalicelib.adapters import queue, storage
-from chalicelib.adapters.tasks_repo import TaskRepository
+from chalicelib.adapters.tasks_repo import TaskRepository, TaskStore
 from chalicelib.clock import now as utcnow
 from chalicelib.config import Settings
 from chalicelib.errors import ExportError
@@ -38,7 +38,7 @@ def _no_deadline() -> int:
 
 
 class Worker:
-    def __init__(self, settings: Settings, repo: TaskRepository | None = None) -> None:
+    def __init__(self, settings: Settings, repo: TaskStore | None = None) -> None:
         self.settings = settings
         self.repo = repo or TaskRepository(settings.lifetimes())
         self.downloads = Downloads(settings, self.repo)

@@ -43,12 +43,13 @@ FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "te
 # Resource properties that are deliberately not mirrored locally. They are
 # dropped before the template's intrinsic functions are resolved: they may name
 # resources that exist only in AWS.
-_TABLE_IGNORED = {"DeletionProtectionEnabled", "Tags", "ContributorInsightsSpecification"}
 # The stack's customer-managed KMS key protects data at rest in AWS; locally
 # there is no key (moto would only pretend to encrypt with it), so the table
-# and the queues keep their default encryption.
+# and the queues keep their default encryption. (A table's SSESpecification is
+# KMS encryption whatever it names: moto would make a key, an RSA key pair, for
+# every table it creates, a quarter of a second of CPU each time.)
 _KMS_QUEUE_ATTRIBUTES = {"KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds"}
-_KMS_SSE_PROPERTIES = {"SSEType", "KMSMasterKeyId"}
+_TABLE_IGNORED = {"DeletionProtectionEnabled", "Tags", "ContributorInsightsSpecification", "SSESpecification"}
 _QUEUE_IGNORED = {"Tags"} | _KMS_QUEUE_ATTRIBUTES
 # S3 server access logs are an AWS audit trail: moto delivers none, so the
 # logging configuration is not mirrored and its target bucket not created.
@@ -263,14 +264,11 @@ def _provision_table(dynamodb: Any, logical_id: str, resource: dict[str, Any], r
             "ProvisionedThroughput",
             "TimeToLiveSpecification",
             "PointInTimeRecoverySpecification",
-            "SSESpecification",
             "StreamSpecification",
         }
         | _TABLE_IGNORED,
     )
     props = _without(props, _TABLE_IGNORED)
-    if "SSESpecification" in props:
-        props["SSESpecification"] = _without(props["SSESpecification"], _KMS_SSE_PROPERTIES)
     props = resolver.resolve(props)
     name = _local_name(resource, "TableName", resolver)
     billing = props.get("BillingMode", "PROVISIONED")
@@ -289,8 +287,6 @@ def _provision_table(dynamodb: Any, logical_id: str, resource: dict[str, Any], r
         ]
     if billing == "PROVISIONED":
         kwargs["ProvisionedThroughput"] = props["ProvisionedThroughput"]
-    if "SSESpecification" in props:
-        kwargs["SSESpecification"] = {"Enabled": bool(props["SSESpecification"].get("SSEEnabled", False))}
     if "StreamSpecification" in props:
         kwargs["StreamSpecification"] = {"StreamEnabled": True} | props["StreamSpecification"]
 

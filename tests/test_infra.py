@@ -108,6 +108,99 @@ def test_packaged_template_passes_cfn_lint(packaged: dict[str, Any]) -> None:
     assert (packaged["path"].parent / "deployment.zip").is_file()
 
 
+# -- the code package leaves the AWS SDK to the Lambda runtime ----------------------------------
+SDK_CHECK = """
+import sys
+sys.path[:0] = sys.argv[1:3]
+import app  # noqa
+import boto3, botocore
+from chalicelib.exporters.s3_bundle import stream_bundle
+from chalicelib.formats import xlsx  # noqa
+assert sys.modules["pynamodb"].__file__.startswith(sys.argv[1]), "pynamodb not from the package"
+assert botocore.__file__.startswith(sys.argv[2]), "botocore not from the runtime"
+assert b"".join(stream_bundle([("a.txt", "a.txt", None, [b"x"])]))[:2] == b"PK"
+boto3.client("s3", region_name="us-east-1")
+print("ok")
+"""
+
+
+def _runtime_sdk(into: Path) -> None:
+    """A stand-in for the runtime's /var/runtime: the SDK distributions of this venv, and nothing else."""
+    from importlib import metadata
+
+    pending, seen = list(package.RUNTIME_SDK), set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        dist = metadata.distribution(name)
+        for file in dist.files or []:
+            source = Path(dist.locate_file(file))
+            if ".." in file.parts or not source.is_file():
+                continue
+            (into / file).parent.mkdir(parents=True, exist_ok=True)
+            (into / file).write_bytes(source.read_bytes())
+        pending += [n for n in map(package.required_name, dist.requires or []) if n is not None]
+
+
+@pytest.mark.packaging
+def test_the_code_package_leaves_the_sdk_to_the_runtime_and_runs_on_it(
+    packaged: dict[str, Any], tmp_path: Path,
+) -> None:
+    import sys
+    import zipfile
+
+    zip_path = packaged["path"].parent / package.DEPLOYMENT_ZIP
+    with zipfile.ZipFile(zip_path) as archive:
+        assert package.runtime_sdk_closure(archive) == set()
+        tops = {name.split("/", 1)[0] for name in archive.namelist()}
+        archive.extractall(tmp_path / "task")
+    assert {"app.py", "chalicelib", "pynamodb", "stream_zip"} <= tops
+    assert not tops & {"boto3", "botocore", "s3transfer", "urllib3", "dateutil", "jmespath"}
+    _runtime_sdk(tmp_path / "runtime")
+    # no site-packages: the package and the SDK are all the code sees, as in Lambda
+    paths = [str(tmp_path / "task"), str(tmp_path / "runtime")]
+    result = subprocess.run(
+        [sys.executable, "-E", "-S", "-B", "-c", SDK_CHECK, *paths], cwd=tmp_path / "task",
+        capture_output=True, text=True, check=False,
+        env={"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"},
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def _fake_dist(archive: Any, name: str, top: str, requires: tuple[str, ...] = ()) -> None:
+    info = f"{name.replace('-', '_')}-1.0.dist-info"
+    archive.writestr(f"{top}/__init__.py", "")
+    archive.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: " + name + "\n"
+                     + "".join(f"Requires-Dist: {r}\n" for r in requires))
+    archive.writestr(f"{info}/RECORD", f"{top}/__init__.py,,\n{info}/METADATA,,\n{info}/RECORD,,\n"
+                     f"../../bin/{top},,\n")
+
+
+def test_strip_runtime_sdk_drops_the_sdk_and_what_it_requires_only(tmp_path: Path) -> None:
+    import zipfile
+
+    zip_path = tmp_path / "deployment.zip"
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        _fake_dist(archive, "botocore", "botocore",
+                   ("jmespath (<2,>=0.7)", "python-dateutil (<3,>=2.1)", "awscrt (==0.38) ; extra == 'crt'"))
+        _fake_dist(archive, "jmespath", "jmespath")
+        _fake_dist(archive, "python-dateutil", "dateutil", ("six>=1.5",))
+        _fake_dist(archive, "six", "six_pkg")
+        _fake_dist(archive, "awscrt", "awscrt")
+        _fake_dist(archive, "PynamoDB", "pynamodb", ("botocore>=1.12.54",))
+        archive.writestr("app.py", "import pynamodb\n")
+        archive.writestr("chalicelib/__init__.py", "")
+    assert package.strip_runtime_sdk(zip_path) == ["botocore", "jmespath", "python-dateutil", "six"]
+    with zipfile.ZipFile(zip_path) as archive:
+        tops = {name.split("/", 1)[0] for name in archive.namelist()}
+        assert archive.testzip() is None
+    assert tops == {"app.py", "chalicelib", "awscrt", "awscrt-1.0.dist-info", "pynamodb",
+                    "PynamoDB-1.0.dist-info"}
+    assert package.strip_runtime_sdk(zip_path) == []  # nothing left to strip: the zip is untouched
+
+
 @pytest.mark.packaging
 def test_packaged_table_has_indexes_ttl_and_protection(packaged: dict[str, Any]) -> None:
     table = packaged["template"]["Resources"]["TasksTable"]
@@ -1095,6 +1188,17 @@ def test_provision_works_inside_mock_aws() -> None:
         names = provision(None)
         table = boto3.client("dynamodb").describe_table(TableName=names["table"])["Table"]
     assert _indexes(table["GlobalSecondaryIndexes"]) == EXPECTED_INDEXES
+
+
+def test_provision_makes_no_kms_key_locally() -> None:
+    """The template's KMS encryption is not mirrored: no key, the table keeps its default."""
+    with mock_aws():
+        names = provision(None)
+        keys = boto3.client("kms", region_name="us-east-1").list_keys()["Keys"]
+        table = boto3.client("dynamodb", region_name="us-east-1").describe_table(
+            TableName=names["table"])["Table"]
+    assert keys == [] and "SSEDescription" not in table
+    assert RESOURCES["Resources"]["TasksTable"]["Properties"]["SSESpecification"]["SSEEnabled"]
 
 
 def test_provision_refuses_real_aws_without_an_endpoint() -> None:

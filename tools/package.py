@@ -22,6 +22,11 @@ merged in by chalice. What a merge cannot express is done here afterwards:
 - the checkov checks that do not apply to the generated resources are skipped
   in their Metadata, each with its reason (``CHECKOV_SKIPS``).
 
+The code package (``deployment.zip``) leaves out the AWS SDK for Python and
+what it requires (``RUNTIME_SDK``): the Lambda runtime has them, and chalice
+would otherwise ship an unpinned botocore, pulled in by PynamoDB, that shadows
+the runtime's (docs/benchmarks.md, "Deployment package", has the figures).
+
 Finally the template is checked with cfn-lint; errors make the exit status
 non-zero, warnings are only printed.
 """
@@ -33,14 +38,18 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
+from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MERGE_TEMPLATE = Path("infra") / "resources.json"
 TEMPLATE_NAME = "sam.json"
+DEPLOYMENT_ZIP = "deployment.zip"
 
 # Logical ids declared in infra/resources.json that the wiring below relies on.
 TABLE = "TasksTable"
@@ -638,6 +647,90 @@ def unauthenticated_routes(template: dict[str, Any]) -> list[str]:
     return routes
 
 
+#: Distributions every Lambda Python runtime provides (in /var/runtime); the
+#: package leaves them out together with everything they require, so the code
+#: runs on one consistent SDK (the runtime's) rather than the runtime's boto3
+#: on a packaged botocore. What the code needs of the SDK is old: PynamoDB asks
+#: for botocore >= 1.12.54, and the newest feature used is the "standard"
+#: retry mode (botocore 1.15, 2020).
+RUNTIME_SDK = ("boto3", "botocore", "s3transfer")
+_DIST_INFO = re.compile(r"^([^/]+)-[^/-]+\.dist-info/METADATA$")
+_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+#: an optional dependency (``...; extra == 'crt'``), never installed by chalice
+_EXTRA_ONLY = re.compile(r";.*\bextra\s*==")
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def required_name(requirement: str) -> str | None:
+    """The distribution a ``Requires-Dist`` names, or None for an optional (extra) one."""
+    name = _REQUIREMENT_NAME.match(requirement)
+    if name is None or _EXTRA_ONLY.search(requirement):
+        return None
+    return _canonical(name.group(1))
+
+
+def distributions(archive: zipfile.ZipFile) -> dict[str, tuple[str, list[str]]]:
+    """Each distribution in the zip: its dist-info folder and what it requires (no extras)."""
+    found: dict[str, tuple[str, list[str]]] = {}
+    for entry in archive.namelist():
+        match = _DIST_INFO.match(entry)
+        if not match:
+            continue
+        metadata = HeaderParser().parsestr(archive.read(entry).decode("utf-8"))
+        requires = [name for name in map(required_name, metadata.get_all("Requires-Dist") or [])
+                    if name is not None]
+        found[_canonical(metadata["Name"])] = (entry.rsplit("/", 1)[0], requires)
+    return found
+
+
+def runtime_sdk_closure(archive: zipfile.ZipFile) -> set[str]:
+    """The packaged distributions the runtime provides: ``RUNTIME_SDK`` and what they require."""
+    dists = distributions(archive)
+    closure: set[str] = set()
+    pending = [_canonical(name) for name in RUNTIME_SDK]
+    while pending:
+        name = pending.pop()
+        if name in closure or name not in dists:
+            continue
+        closure.add(name)
+        pending.extend(dists[name][1])
+    return closure
+
+
+def top_level_entries(archive: zipfile.ZipFile, dist_info: str) -> set[str]:
+    """The top-level names (packages, modules, the dist-info folder) a distribution installed."""
+    names = {dist_info}
+    record = archive.read(f"{dist_info}/RECORD").decode("utf-8")
+    for line in record.splitlines():
+        path = line.split(",", 1)[0]
+        if path and not path.startswith(".."):
+            names.add(path.split("/", 1)[0])
+    return names
+
+
+def strip_runtime_sdk(zip_path: Path) -> list[str]:
+    """Rewrite the code package without the runtime's SDK; return the distributions left out."""
+    with zipfile.ZipFile(zip_path) as archive:
+        closure = runtime_sdk_closure(archive)
+        dists = distributions(archive)
+        dropped: set[str] = set()
+        for name in closure:
+            dropped |= top_level_entries(archive, dists[name][0])
+        kept = [info for info in archive.infolist() if info.filename.split("/", 1)[0] not in dropped]
+        if len(kept) == len(archive.infolist()):
+            return []
+        lean = zip_path.with_suffix(".lean.zip")
+        with zipfile.ZipFile(lean, "w", zipfile.ZIP_DEFLATED) as out:
+            for info in kept:
+                with archive.open(info) as source, out.open(info, "w") as target:
+                    shutil.copyfileobj(source, target)
+    lean.replace(zip_path)
+    return sorted(closure)
+
+
 def lint(template_path: Path) -> tuple[list[str], list[str]]:
     """cfn-lint the template; return (errors, warnings) as printable lines."""
     from cfnlint.api import lint_file  # imported late: it is slow to load
@@ -654,6 +747,7 @@ def package(project_dir: Path, stage: str, out_dir: Path) -> tuple[Path, list[st
     """Package, wire and lint; return the template path and the lint warnings."""
     out_dir = out_dir.resolve()
     template_path = run_chalice_package(project_dir.resolve(), stage, out_dir)
+    strip_runtime_sdk(out_dir / DEPLOYMENT_ZIP)
     template = json.loads(template_path.read_text(encoding="utf-8"))
     template = post_process(template)
     template_path.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")

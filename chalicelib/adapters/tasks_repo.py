@@ -11,12 +11,14 @@ time-ordered id; the sweeper reads a sparse index of the tasks it must watch.
 
 from __future__ import annotations
 
+import operator
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import reduce
+from typing import Any, Protocol
 
 from pynamodb.attributes import (
     JSONAttribute,
@@ -41,6 +43,7 @@ from chalicelib.task import (
     Status,
     Task,
     TaskError,
+    TaskFilter,
     Transition,
     due_after,
     effects,
@@ -253,6 +256,44 @@ class KeyExists(Exception):
         self.task = task
 
 
+class TaskStore(Protocol):
+    """What the services, the worker and the sweeper need of task storage.
+
+    ``TaskRepository`` (DynamoDB) is the one deployed; the tests' in-memory
+    repository answers the same calls, and one contract test module runs the
+    same cases against both. The docstrings of ``TaskRepository`` say what
+    each call promises.
+    """
+
+    lifetimes: Lifetimes
+
+    def get(self, task_id: str) -> Task | None: ...
+
+    def active_count(self, owner: str) -> int: ...
+
+    def due(self, now: datetime, limit: int = 500) -> Iterator[str]: ...
+
+    def add(self, task: Task, cap: int, key: IdempotencyRecord | None = None) -> tuple[Task, bool]: ...
+
+    def apply(
+        self, t: Transition, task: Task, now: datetime, *, cap: int | None = None, **fields: Any,
+    ) -> Task | None: ...
+
+    def heartbeat(self, task: Task, progress: dict[str, Any], now: datetime) -> Status | None: ...
+
+    def postpone(self, task: Task, until: datetime) -> bool: ...
+
+    def event_sent(self, task: Task) -> None: ...
+
+    def delete(self, task: Task) -> bool: ...
+
+    def query(
+        self, index: str, partition: str, *, id_low: str | None, id_high: str | None,
+        filter_condition: TaskFilter | None, limit: int, start_key: dict[str, Any] | None,
+        max_scanned: int,
+    ) -> Page: ...
+
+
 def _actions(changes: dict[str, Any]) -> list[Any]:
     """Update actions for ``changes`` (None removes), keeping the sweeper's key pair consistent."""
     actions = []
@@ -383,6 +424,7 @@ class TaskRepository:
                 raise
 
     def _condition(self, t: Transition, task: Task, now: datetime) -> Any:
+        """``Transition.admits`` as a condition expression: the sources, then the guard."""
         condition = TaskModel.id.exists() & TaskModel.status.is_in(*(s.value for s in t.sources))
         if t.guard is Guard.LEASE:
             condition &= TaskModel.lease == task.lease
@@ -521,7 +563,7 @@ class TaskRepository:
         *,
         id_low: str | None,
         id_high: str | None,
-        filter_condition: Any,
+        filter_condition: TaskFilter | None,
         limit: int,
         start_key: dict[str, Any] | None,
         max_scanned: int,
@@ -536,7 +578,7 @@ class TaskRepository:
         elif id_high:
             range_cond = TaskModel.id <= id_high
         result = idx.query(
-            partition, range_key_condition=range_cond, filter_condition=filter_condition,
+            partition, range_key_condition=range_cond, filter_condition=_filter_expression(filter_condition),
             scan_index_forward=False, page_size=limit, last_evaluated_key=start_key,
         )
         pages = result.page_iter
@@ -562,6 +604,34 @@ class TaskRepository:
 
 
 INDEX_HASH = {"by_owner": "owner", "by_tenant": "tenant", "by_scope": "scope"}
+
+
+def _filter_expression(f: TaskFilter | None) -> Any:
+    """``TaskFilter.matches`` as a DynamoDB filter expression (None: keep everything)."""
+    if f is None or f.keeps_all:
+        return None
+    conds: list[Any] = []
+    if f.statuses:
+        alternatives = []
+        stored = {s for s in f.statuses if s not in (Status.SUCCEEDED, Status.EXPIRED)}
+        if stored:
+            alternatives.append(TaskModel.status.is_in(*(s.value for s in stored)))
+        succeeded = TaskModel.status == Status.SUCCEEDED.value
+        if Status.SUCCEEDED in f.statuses:  # Task.effective_status: no expiry is not expired
+            alternatives.append(succeeded & ((TaskModel.expires_at > f.at)
+                                             | TaskModel.expires_at.does_not_exist()))
+        if Status.EXPIRED in f.statuses:
+            alternatives.append(succeeded & (TaskModel.expires_at <= f.at))
+        conds.append(reduce(operator.or_, alternatives))
+    if f.kind:
+        conds.append(TaskModel.kind == f.kind)
+    if f.task_name:  # DynamoDB's contains is case-sensitive: the lower-case copies
+        conds.append(TaskModel.task_name_lc.contains(f.task_name.casefold()))
+    if f.file_name:
+        conds.append(TaskModel.file_name_lc.contains(f.file_name.casefold()))
+    if f.tenant:
+        conds.append(TaskModel.tenant == f.tenant)
+    return reduce(operator.and_, conds)
 
 
 class StartKeyRejected(Exception):
@@ -596,4 +666,4 @@ def _start_key_checked(pages: Iterator[Any]) -> Iterator[Any]:
 
 
 __all__ = ["INDEX_HASH", "IdempotencyRecord", "KeyExists", "Page", "QuotaExceeded", "StartKeyRejected",
-           "TaskModel", "TaskRepository", "configure", "quota_id", "to_model", "to_task"]
+           "TaskModel", "TaskRepository", "TaskStore", "configure", "quota_id", "to_model", "to_task"]

@@ -23,6 +23,10 @@ from typing import Any
 import boto3
 import pytest
 
+# re-exported: the closing summary's lines are gathered in tests/conftest.py, which also
+# brings them back from the workers of `make test`
+from tests.conftest import add_summary_line  # noqa: F401
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0
 
@@ -151,17 +155,3 @@ def start_stack(tmp: Path, **extra_env: str) -> Iterator[RunningStack]:
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     with start_stack(tmp_path_factory.mktemp("local-stack")) as running:
         yield running
-
-
-#: Lines a test module wants shown in pytest's closing summary (e.g. how many cases it ran).
-SUMMARY_LINES = pytest.StashKey[list[str]]()
-
-
-def add_summary_line(config: pytest.Config, line: str) -> None:
-    """Queue ``line`` for the end of the run: ``-q`` hides a passing test's own output."""
-    config.stash.setdefault(SUMMARY_LINES, []).append(line)
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    for line in config.stash.get(SUMMARY_LINES, []):
-        terminalreporter.write_line(line)

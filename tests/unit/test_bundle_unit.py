@@ -177,6 +177,7 @@ def test_manifest_spills_to_disk_past_its_memory_budget(monkeypatch):
     assert len(rows) == 100 and rows[99]["name"] == "名前99"
 
 
+@pytest.mark.slow
 def test_an_entry_past_4_gib():
     """ZIP64 sizes for real: zeros compress fast, so this costs CPU time only."""
     mib, size = 1 << 20, (4 << 30) + (5 << 20)

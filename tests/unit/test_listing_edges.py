@@ -119,7 +119,8 @@ def test_a_cursor_whose_id_lies_outside_its_window_is_refused():
     b64({"v": 2, "i": "by_owner", "p": "u1", "w": [None, None], "id": 5}),
     b64({"v": True, "i": "by_owner", "p": "u1", "w": [None, None], "id": ids.new_id()}),
     b64([[[[]]]]), "[" * 3, base64.urlsafe_b64encode(b"[" * 1500).decode(), "ü",
-])
+], ids=["version 1", "no window", "id not a string", "version not a number", "nested arrays",
+        "not base64", "deeply nested", "not ascii"])  # fixed ids: the cursors hold fresh task ids
 def test_malformed_and_old_cursors_are_invalid_not_a_crash(bad):
     """The nested one raised RecursionError from json.loads: a 500."""
     assert code_of(cursor.decode, bad, "by_owner", "u1", "owner", ids.IdWindow())[0] == "invalid_cursor"

@@ -1,0 +1,244 @@
+"""Task storage in a dict, for tests of the layers above the repository.
+
+It answers the calls of ``chalicelib.adapters.tasks_repo.TaskStore`` as
+``TaskRepository`` does on DynamoDB: the same transitions (their sources and
+guards are ``Transition.admits``, their effects ``chalicelib.task.effects``),
+the same exact quota, idempotency records, the sweeper's due times and the
+listing's partitions, order, filters (``TaskFilter.matches``), read bounds
+and start keys. ``tests/integration/test_repository_contract.py`` runs one
+set of cases against both, so the two cannot drift apart.
+
+It is test code: the Lambda package never needs it, so it lives under tests/.
+What it stores is what a DynamoDB round trip gives back: due times in whole
+seconds (the sweeper's index sorts on epoch seconds) and copies, never the
+caller's objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.adapters.tasks_repo import (
+    ALL_SCOPE,
+    INDEX_HASH,
+    IdempotencyRecord,
+    KeyExists,
+    Page,
+    QuotaExceeded,
+)
+from chalicelib.task import (
+    ACTIVE,
+    BUILDING,
+    DELETABLE,
+    EFFECT_FIELDS,
+    Lifetimes,
+    Status,
+    Task,
+    TaskError,
+    TaskFilter,
+    Transition,
+    due_after,
+    effects,
+)
+
+#: Effect fields that are storage housekeeping (DynamoDB's TTL), not part of a Task.
+_NOT_ON_TASK = EFFECT_FIELDS - {f.name for f in dataclasses.fields(Task)}
+
+
+def _seconds(at: datetime | None) -> datetime | None:
+    """A due time as the sweeper's index keeps it: whole epoch seconds."""
+    return None if at is None else datetime.fromtimestamp(int(at.timestamp()), UTC)
+
+
+@dataclass(frozen=True)
+class _Key:
+    task_id: str
+    body_hash: str
+    created_at: datetime
+
+
+class MemoryTaskRepository:
+    """``TaskStore`` in memory; one lock makes every call atomic, as a transaction is."""
+
+    def __init__(self, lifetimes: Lifetimes | None = None) -> None:
+        self.lifetimes = lifetimes or Lifetimes()
+        self._tasks: dict[str, Task] = {}
+        self._active: dict[str, int] = {}
+        self._keys: dict[str, _Key] = {}
+        self._lock = threading.RLock()
+
+    def _store(self, task: Task) -> None:
+        self._tasks[task.id] = copy.deepcopy(replace(task, due_at=_seconds(task.due_at)))
+
+    def _stored(self, task_id: str) -> Task | None:
+        task = self._tasks.get(task_id)
+        return copy.deepcopy(task)
+
+    # -- reading -------------------------------------------------------------
+    def get(self, task_id: str) -> Task | None:
+        with self._lock:
+            return self._stored(task_id)
+
+    def active_count(self, owner: str) -> int:
+        with self._lock:
+            return self._active.get(owner, 0)
+
+    def due(self, now: datetime, limit: int = 500) -> Iterator[str]:
+        """Ids of the tasks due by ``now`` (to the second), most overdue first."""
+        cutoff = _seconds(now)
+        with self._lock:
+            due = sorted((t.due_at, t.id) for t in self._tasks.values()
+                         if t.due_at is not None and t.due_at <= cutoff)  # type: ignore[operator]
+        yield from (task_id for _, task_id in due[:limit])
+
+    # -- writing -------------------------------------------------------------
+    def add(self, task: Task, cap: int, key: IdempotencyRecord | None = None) -> tuple[Task, bool]:
+        """Store a queued task taking a slot, or raise KeyExists / QuotaExceeded (see TaskRepository)."""
+        task = task.with_status(Status.QUEUED, queued_at=task.created_at,
+                                due_at=due_after(Status.QUEUED, task.created_at, self.lifetimes))
+        with self._lock:
+            if key is not None and key.key_id in self._keys:
+                existing = self._keys[key.key_id]
+                stored = self._tasks.get(existing.task_id)
+                expired = existing.created_at + key.ttl <= task.created_at
+                if stored is not None and not expired:
+                    raise KeyExists(existing.body_hash, copy.deepcopy(stored))
+                del self._keys[key.key_id]  # a dead key, or its task was deleted: free again
+            if task.id in self._tasks:
+                raise ValueError(f"task {task.id} exists")
+            if self._active.get(task.owner, 0) >= cap:
+                raise QuotaExceeded()
+            if key is not None:
+                self._keys[key.key_id] = _Key(task.id, key.body_hash, task.created_at)
+            self._store(task)
+            self._active[task.owner] = self._active.get(task.owner, 0) + 1
+        return task, True
+
+    def apply(
+        self, t: Transition, task: Task, now: datetime, *, cap: int | None = None, **fields: Any,
+    ) -> Task | None:
+        """Make transition ``t`` of ``task`` if ``t.admits`` the stored task (see TaskRepository)."""
+        unknown = set(fields) - EFFECT_FIELDS
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}")
+        if t.quota > 0 and cap is None:
+            raise ValueError(f"{t.name} takes a slot: give the cap")
+        changes = {"status": t.target, **effects(t, task, now, self.lifetimes), **fields}
+        for name in _NOT_ON_TASK:
+            changes.pop(name, None)
+        if isinstance(changes.get("error"), dict):
+            changes["error"] = TaskError(changes["error"]["code"], changes["error"]["message"])
+        changes["status"] = Status(changes["status"])
+        with self._lock:
+            stored = self._tasks.get(task.id)
+            if stored is None or not t.admits(stored, task, now, self.lifetimes):
+                return None
+            if t.quota > 0 and self._active.get(task.owner, 0) >= cap:  # type: ignore[operator]
+                raise QuotaExceeded()
+            if t.quota:
+                self._active[task.owner] = self._active.get(task.owner, 0) + t.quota
+            self._store(replace(stored, **changes))
+            return self._stored(task.id)
+
+    def heartbeat(self, task: Task, progress: dict[str, Any], now: datetime) -> Status | None:
+        """Record progress if the build still holds the lease; the status it finds, else None."""
+        with self._lock:
+            stored = self._tasks.get(task.id)
+            if stored is None or stored.status not in BUILDING or stored.lease != task.lease:
+                return None
+            self._store(replace(stored, progress=progress, heartbeat_at=now,
+                                due_at=due_after(Status.RUNNING, now, self.lifetimes)))
+            return stored.status
+
+    def postpone(self, task: Task, until: datetime) -> bool:
+        """Move the sweeper's next look, if the status and due time are still the ones read."""
+        with self._lock:
+            stored = self._tasks.get(task.id)
+            if (stored is None or stored.status is not task.status
+                    or stored.due_at != _seconds(task.due_at)):
+                return False
+            self._store(replace(stored, due_at=until))
+            return True
+
+    def event_sent(self, task: Task) -> None:
+        with self._lock:
+            stored = self._tasks.get(task.id)
+            if stored is not None and stored.status is task.status:
+                self._store(replace(stored, due_at=None))
+
+    def delete(self, task: Task) -> bool:
+        """Delete a task still in the deletable status read; a queued one gives its slot back."""
+        if task.status not in DELETABLE:
+            return False
+        with self._lock:
+            stored = self._tasks.get(task.id)
+            if stored is None or stored.status is not task.status:
+                return False
+            del self._tasks[task.id]
+            if task.status in ACTIVE:
+                self._active[task.owner] = self._active.get(task.owner, 0) - 1
+            return True
+
+    # -- listing -------------------------------------------------------------
+    @staticmethod
+    def _partition_of(task: Task, hash_name: str) -> str:
+        return ALL_SCOPE if hash_name == "scope" else getattr(task, hash_name)
+
+    def query(
+        self,
+        index: str,
+        partition: str,
+        *,
+        id_low: str | None,
+        id_high: str | None,
+        filter_condition: TaskFilter | None,
+        limit: int,
+        start_key: dict[str, Any] | None,
+        max_scanned: int,
+    ) -> Page:
+        """Newest first, one partition, read in pages as TaskRepository.query reads them.
+
+        The first page reads ``limit`` items, each further one twice as many
+        (never past ``max_scanned`` in all). The last key is the last item
+        read, or, when the page fills up, the last one kept if anything may
+        follow it (a kept item later in that read, or a read still to come).
+        """
+        hash_name = INDEX_HASH[index]
+
+        def in_range(task_id: str) -> bool:
+            return (id_low is None or task_id >= id_low) and (id_high is None or task_id <= id_high)
+
+        def key(task: Task) -> dict[str, Any]:
+            return {"id": {"S": task.id}, hash_name: {"S": partition}}
+
+        with self._lock:
+            items = sorted((copy.deepcopy(t) for t in self._tasks.values()
+                            if self._partition_of(t, hash_name) == partition and in_range(t.id)),
+                           key=lambda t: t.id, reverse=True)
+        if start_key is not None:  # DynamoDB's start key: go on after that item
+            items = [t for t in items if t.id < start_key["id"]["S"]]
+        keep = filter_condition.matches if filter_condition is not None else (lambda _t: True)
+        tasks: list[Task] = []
+        scanned, read, page_size = 0, 0, limit
+        while True:
+            page = items[read:read + page_size]
+            read += len(page)
+            scanned += len(page)
+            more = read < len(items)
+            kept = [task for task in page if keep(task)]  # a page is filtered after it is read
+            for pos, task in enumerate(kept):
+                tasks.append(task)
+                if len(tasks) == limit:
+                    return Page(tasks, key(task) if pos < len(kept) - 1 or more else None, scanned)
+            if not more or scanned >= max_scanned:
+                return Page(tasks, key(page[-1]) if more else None, scanned)
+            page_size = max(1, min(max_scanned - scanned, 2 * page_size))
+
+
+__all__ = ["MemoryTaskRepository"]
