@@ -14,11 +14,26 @@ production rather than departing from it.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import botocore.loaders
 import botocore.session
 import pytest
+
+#: The test process's AWS: dummy keys, one region, never a real endpoint, and the
+#: sources the integration tests read on the allow-lists. Set here, before any test
+#: module is collected, because ``app`` reads its settings when first imported, and
+#: e2e and unit modules import it too (the e2e stacks drop these from their env).
+TEST_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing", "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+    "BUNDLE_BUCKETS": "download-center-sources,download-center-missing",
+    "LOG_GROUPS": "/download-center/demo,/download-center/missing",
+}
+os.environ.update(TEST_ENVIRONMENT)
+os.environ.pop("AWS_ENDPOINT_URL", None)
 
 
 class _SearchPaths(list[str]):

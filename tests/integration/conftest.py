@@ -8,39 +8,31 @@ verifies it as API Gateway's Cognito authorizer does (``verifying_client``).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import boto3
 import pytest
+from chalice.test import Client
+from moto import mock_aws
 
-os.environ.update(
-    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_SECURITY_TOKEN="testing",
-    AWS_SESSION_TOKEN="testing", AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1",
-    BUNDLE_BUCKETS="download-center-sources,download-center-missing",
-    LOG_GROUPS="/download-center/demo,/download-center/missing",
-)
-os.environ.pop("AWS_ENDPOINT_URL", None)
+import app as app_module
+from chalicelib.adapters import aws, queue
+from chalicelib.adapters.tasks_repo import TaskRepository, configure
+from chalicelib.clock import now
+from chalicelib.config import Settings
+from chalicelib.task import CLAIM, Task
+from chalicelib.worker import Worker
+from local.cognito import TokenVerifier, UserPool
+from local.motoserver import serialize_dynamodb
 
-import boto3  # noqa: E402
-from chalice.test import Client  # noqa: E402
-from moto import mock_aws  # noqa: E402
+from .verifying_client import VerifyingClient, moto_jwks
 
-import app as app_module  # noqa: E402
-from chalicelib.adapters import aws, queue  # noqa: E402
-from chalicelib.adapters.tasks_repo import TaskRepository, configure  # noqa: E402
-from chalicelib.clock import now  # noqa: E402
-from chalicelib.config import Settings  # noqa: E402
-from chalicelib.task import CLAIM, Task  # noqa: E402
-from chalicelib.worker import Worker  # noqa: E402
-from local.cognito import TokenVerifier, UserPool  # noqa: E402
-from local.motoserver import serialize_dynamodb  # noqa: E402
-
-from .verifying_client import VerifyingClient, moto_jwks  # noqa: E402
-
+#: app's settings, read when it was first imported: tests/conftest.py set the
+#: process's AWS environment and the allow-lists these tests read before that.
 SETTINGS = app_module.settings
 EVENTS_QUEUE = "captured-events"
 
