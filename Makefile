@@ -24,11 +24,19 @@ run: $(STAMP)
 	$(PY) -m local.stack
 
 # The whole suite, as CI runs it. Test files are spread over the cores (PYTEST_WORKERS), a
-# file's tests staying together so that a module's stack or package is built once.
+# file's tests staying together so that a module's stack or package is built once. The
+# schemathesis module runs beside them in a pytest of its own: inside an xdist worker its
+# plugin does not expand one test per API operation, and it would send a fifth of its cases.
 PYTEST_WORKERS ?= auto
+FUZZ_TESTS := tests/e2e/test_schemathesis.py
+FUZZ_LOG := .local/schemathesis.log
 test: $(STAMP) $(CHECKOV_STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	@mkdir -p $(dir $(FUZZ_LOG))
+	@$(PY) -m pytest -q -p no:xdist $(FUZZ_TESTS) > $(FUZZ_LOG) 2>&1 & fuzz=$$!; \
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --ignore $(FUZZ_TESTS); suite=$$?; \
+	wait $$fuzz; fuzzed=$$?; echo "--- $(FUZZ_TESTS)"; cat $(FUZZ_LOG); \
+	test $$suite -eq 0 && test $$fuzzed -eq 0
 
 # The edit loop: the unit tests (no AWS, no stack) in seconds, without the few slow on purpose.
 test-fast: $(STAMP)

@@ -367,7 +367,9 @@ def test_a_raw_utf8_query_filters_like_the_encoded_one(
         while len(body) < int(headers["content-length"]):
             body += sock.recv(65536)
     assert status.split()[1] == "200", (status, body)
-    assert json.loads(body)["items"] == encoded.json()["items"]
+    # the same tasks (a presigned URL or a running task's progress may differ from one second to the next)
+    raw_ids = [t["id"] for t in json.loads(body)["items"]]
+    assert raw_ids == [t["id"] for t in encoded.json()["items"]]
 
 
 def test_options_is_a_405_and_on_an_unknown_path_the_gateway_404(local_stack: RunningStack) -> None:
