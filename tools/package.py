@@ -408,9 +408,11 @@ ALLOW_LISTS = (
 def _check_allow_lists(resources: dict[str, Any], workers: list[str]) -> None:
     """What a worker may export (its env allow-lists) is exactly what its role may read.
 
-    Only the queue-triggered functions build exports (the API shares the env
-    vars but reads no source). Run after the rewrite, so it sees the ARNs that
-    will be deployed.
+    Only the queue-triggered functions build exports. The API shares the env vars
+    and only describes a source at create (``preflight``: DescribeTable,
+    DescribeLogGroups, ListObjectsV2) or for ``GET /kinds`` examples; without those
+    grants it lets the build decide, so its role is not held to the lists. Run after
+    the rewrite, so it sees the ARNs that will be deployed.
     """
     for logical_id in workers:
         props = resources[logical_id]["Properties"]
