@@ -2,7 +2,7 @@
 
 Checked for every ``*.md`` the repository tracks: ``[text](target)`` and
 ``![alt](target)`` links and ``<img src>``; a target outside the repository
-(``../shared/...``), a missing file, or a ``#fragment`` that names no heading
+(``../elsewhere/...``), a missing file, or a ``#fragment`` that names no heading
 of the target fails. The code's own pointers to documents (``see
 docs/local-stack.md``) are held to the same rule.
 """
@@ -87,7 +87,7 @@ def test_documents_named_in_the_code_exist() -> None:
 
 
 @pytest.mark.parametrize(("target", "why"), [
-    ("../shared/design/API.md", "points outside the repository"),
+    ("../../elsewhere/API.md", "points outside the repository"),
     ("docs/nowhere.md", "does not exist"),
     ("#no-such-heading", "#no-such-heading names no heading of README.md"),
 ])
