@@ -23,6 +23,7 @@ from chalicelib.validation import (
     parse_create,
     parse_json_body,
     parse_list_query,
+    parse_rename,
     validate_idempotency_key,
 )
 from chalicelib.worker import Worker
@@ -182,6 +183,14 @@ def cancel_download(task_id: str) -> Response:
 @api
 def retry_download(task_id: str) -> Response:
     return ok(downloads.retry(principal(), task_id), 202)
+
+
+@app.route("/downloads/{task_id}", methods=["PATCH"], authorizer=cognito, content_types=[
+    "application/json", "application/json; charset=utf-8", "text/plain"])
+@api
+def rename_download(task_id: str) -> Response:
+    body = parse_json_body(app.current_request.raw_body)
+    return ok(downloads.rename(principal(), task_id, parse_rename(body)))
 
 
 @app.route("/downloads/{task_id}", methods=["DELETE"], authorizer=cognito)

@@ -315,6 +315,14 @@ class Downloads:
         task = self.enqueue(task) if is_new else self._replayed(task)
         return self.resource(task), is_new
 
+    def rename(self, principal: Principal, task_id: str, task_name: str) -> dict[str, Any]:
+        """A new name for a task the caller may see, in any status (the stored file keeps its name)."""
+        self._visible(principal, task_id)
+        renamed = self.repo.rename(task_id, task_name)
+        if renamed is None:  # deleted meanwhile
+            raise NotFound(f"No download {task_id!r}.")
+        return self.resource(renamed)
+
     def cancel(self, principal: Principal, task_id: str) -> dict[str, Any]:
         task = self._visible(principal, task_id)
         for _ in range(3):

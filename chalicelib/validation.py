@@ -141,6 +141,20 @@ def validate_params(exporter: Exporter, params: Any) -> dict[str, Any]:
     return schema_issues.fill_defaults(exporter.params_schema, copy.deepcopy(params))
 
 
+def parse_rename(body: dict[str, Any]) -> str:
+    """The new ``task_name`` of a PATCH, held to the same rules as at create."""
+    details: list[dict[str, str]] = [_detail(key, "is not a field that can be changed")
+                                     for key in sorted(set(body) - {"task_name"})]
+    task_name = None
+    if "task_name" in body:
+        task_name = _check_name(body["task_name"], "task_name", details)
+    else:
+        details.append(_detail("task_name", "is required"))
+    if details or task_name is None:
+        raise ValidationError.of(details)
+    return task_name
+
+
 def parse_create(body: dict[str, Any]) -> CreateRequest:
     """Every problem of the body at once; the code is that of the first check that fails.
 

@@ -166,6 +166,15 @@ class MemoryTaskRepository:
             self._store(replace(stored, due_at=until))
             return True
 
+    def rename(self, task_id: str, task_name: str) -> Task | None:
+        """Set the name, whatever the status; None if the task is gone."""
+        with self._lock:
+            stored = self._tasks.get(task_id)
+            if stored is None:
+                return None
+            self._store(replace(stored, task_name=task_name))
+            return self._stored(task_id)
+
     def event_sent(self, task: Task) -> None:
         with self._lock:
             stored = self._tasks.get(task.id)

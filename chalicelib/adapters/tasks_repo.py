@@ -285,6 +285,8 @@ class TaskStore(Protocol):
 
     def event_sent(self, task: Task) -> None: ...
 
+    def rename(self, task_id: str, task_name: str) -> Task | None: ...
+
     def delete(self, task: Task) -> bool: ...
 
     def query(
@@ -528,6 +530,23 @@ class TaskRepository:
         except UpdateError as exc:
             if not _failed_condition(exc):
                 raise
+
+    def rename(self, task_id: str, task_name: str) -> Task | None:
+        """Name a task anew, with the lower-case copy the name filter reads, in one write.
+
+        Whatever its status: the name is the owner's label, not part of the
+        build (the file keeps the name it was stored under). None if it is gone.
+        """
+        model = TaskModel(task_id)
+        try:
+            model.update(actions=[TaskModel.task_name.set(task_name),
+                                  TaskModel.task_name_lc.set(task_name.casefold())],
+                         condition=TaskModel.id.exists())
+        except UpdateError as exc:
+            if _failed_condition(exc):
+                return None
+            raise
+        return to_task(model)
 
     def delete(self, task: Task) -> bool:
         """Delete a task in a deletable status; a queued one gives its slot back."""

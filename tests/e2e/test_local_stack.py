@@ -272,7 +272,7 @@ def test_no_such_route_is_the_gateway_404(
     [
         ("PUT", "/downloads", "GET, POST"),
         ("DELETE", "/downloads", "GET, POST"),
-        ("PATCH", "/downloads/01JDQ4V8Z8S9Y6K1E6J3X2M7TQ", "GET, DELETE"),
+        ("PUT", "/downloads/01JDQ4V8Z8S9Y6K1E6J3X2M7TQ", "GET, PATCH, DELETE"),
         ("GET", "/downloads/x/cancel", "POST"),
         ("POST", "/downloads/x/file", "GET, HEAD"),
         ("OPTIONS", "/kinds", "GET"),

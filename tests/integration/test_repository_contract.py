@@ -508,3 +508,23 @@ def test_a_full_page_stops_at_its_last_item(repo: TaskStore) -> None:
     assert first.last_key == {"id": {"S": want[1]}, "scope": {"S": "all"}}
     second = page(repo, "by_scope", "all", f=failed_or_queued, limit=2, start=first.last_key)
     assert ids(second.tasks) == want[2:4]
+
+
+# -- rename -------------------------------------------------------------------------------
+@pytest.mark.parametrize("status", [Status.QUEUED, Status.RUNNING, Status.SUCCEEDED, Status.CANCELED])
+def test_rename_sets_the_name_the_filter_reads_and_nothing_else(repo: TaskStore, status: Status) -> None:
+    task = stored_task(repo, status, task_name="Quarterly Report")
+    renamed = repo.rename(task.id, "年度 SUMMARY")
+    assert renamed is not None and renamed.task_name == "年度 SUMMARY"
+    assert repo.get(task.id) == renamed
+    assert replace(renamed, task_name=task.task_name) == task  # status, lease, quota fields untouched
+    found = page(repo, "by_scope", "all", f=TaskFilter(at=NOW, task_name="summary"), limit=10)
+    assert ids(found.tasks) == [task.id]
+    gone = page(repo, "by_scope", "all", f=TaskFilter(at=NOW, task_name="quarterly"), limit=10)
+    assert gone.tasks == []
+
+
+def test_rename_of_a_task_that_is_gone_is_none_and_creates_nothing(repo: TaskStore) -> None:
+    task = new_task()
+    assert repo.rename(task.id, "ghost") is None
+    assert repo.get(task.id) is None
