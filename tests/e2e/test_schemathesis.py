@@ -53,7 +53,7 @@ SEED = int(os.environ.get("FUZZ_SEED", "20261125"))
 #: phases add their own fixed sets on top. FUZZ_EXAMPLES for a longer run.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 #: Wall-clock budget for sending cases, stack start-up excluded (FUZZ_BUDGET_SECONDS).
-BUDGET_SECONDS = float(os.environ.get("FUZZ_BUDGET_SECONDS", "110"))
+BUDGET_SECONDS = float(os.environ.get("FUZZ_BUDGET_SECONDS", "150"))
 #: Demo exports the run creates are built by the stack's workers: keep them small.
 MAX_TEST_ROWS = 100
 #: ... except the ones created to be canceled: long enough (~0.2 s) to still be going.
