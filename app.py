@@ -82,6 +82,8 @@ cognito = CognitoUserPoolAuthorizer(
 )
 
 JSON = {"Content-Type": "application/json; charset=utf-8"}
+#: What a route with a JSON body accepts; the body is read as JSON whichever of these it names.
+JSON_BODY_TYPES = ["application/json", "application/json; charset=utf-8", "text/plain"]
 INTERNAL_ERROR = {"error": {"code": "internal_error", "message": "Something went wrong on our side."}}
 
 
@@ -132,8 +134,7 @@ def kinds() -> Response:
     return ok(downloads.kinds(principal()))
 
 
-@app.route("/downloads", methods=["POST"], authorizer=cognito, content_types=[
-    "application/json", "application/json; charset=utf-8", "text/plain"])
+@app.route("/downloads", methods=["POST"], authorizer=cognito, content_types=JSON_BODY_TYPES)
 @api
 def create_download() -> Response:
     who = principal()
@@ -185,8 +186,7 @@ def retry_download(task_id: str) -> Response:
     return ok(downloads.retry(principal(), task_id), 202)
 
 
-@app.route("/downloads/{task_id}", methods=["PATCH"], authorizer=cognito, content_types=[
-    "application/json", "application/json; charset=utf-8", "text/plain"])
+@app.route("/downloads/{task_id}", methods=["PATCH"], authorizer=cognito, content_types=JSON_BODY_TYPES)
 @api
 def rename_download(task_id: str) -> Response:
     body = parse_json_body(app.current_request.raw_body)

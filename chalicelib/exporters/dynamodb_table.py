@@ -162,11 +162,9 @@ class DynamoDBTableExporter(RowExporter):
         """One DescribeTable: the table exists, and the index is one of its own."""
         from botocore.exceptions import ClientError
 
-        from chalicelib.adapters.aws import client
-
         name = params["table"]
         try:
-            table = client("dynamodb", probe=True).describe_table(TableName=name)["Table"]
+            table = _describe_table(name, probe=True)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
                 raise
@@ -174,8 +172,7 @@ class DynamoDBTableExporter(RowExporter):
                                        "issue": "names a table that does not exist"}],
                                      "table_not_found") from None
         index = params.get("index")
-        indexes = sorted(i["IndexName"] for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes")
-                         for i in table.get(key, []))
+        indexes = sorted(i["IndexName"] for i in _indexes(table))
         if index and index not in indexes:
             issue = (f"must be an index of table {name}: {choices(indexes)}" if indexes
                      else f"must be left out: table {name} has no index")
@@ -296,13 +293,24 @@ def _key_names(schema: Sequence[Mapping[str, str]]) -> list[str]:
     return [k["AttributeName"] for k in sorted(schema, key=lambda k: k["KeyType"])]  # HASH, RANGE
 
 
+def _describe_table(table_name: str, *, probe: bool = False) -> dict[str, Any]:
+    """DescribeTable's ``Table``: at create through the quick probe client, in a build the usual one."""
+    from chalicelib.adapters.aws import client
+
+    return client("dynamodb", probe=probe).describe_table(TableName=table_name)["Table"]
+
+
+def _indexes(table: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The table's secondary indexes, global and local, as DescribeTable lists them."""
+    return [*table.get("GlobalSecondaryIndexes", []), *table.get("LocalSecondaryIndexes", [])]
+
+
 def source_shape(table: Mapping[str, Any], index: str | None) -> SourceShape:
     """The key attributes and item count of ``table`` (DescribeTable's ``Table``) or of its ``index``."""
     keys = _key_names(table.get("KeySchema", []))
     count = table.get("ItemCount")
     if index:
-        indexes = [*table.get("GlobalSecondaryIndexes", []), *table.get("LocalSecondaryIndexes", [])]
-        found = next((i for i in indexes if i.get("IndexName") == index), None)
+        found = next((i for i in _indexes(table) if i.get("IndexName") == index), None)
         if found is None:
             raise ExportError("index_not_found",
                               f"Index {index!r} does not exist on {table.get('TableName')!r}.")
@@ -315,10 +323,8 @@ def describe_source(table_name: str, index: str | None) -> SourceShape:
     """One DescribeTable: the table (and index) exist, their key attributes and item count."""
     from botocore.exceptions import ClientError
 
-    from chalicelib.adapters.aws import client
-
     try:
-        table = client("dynamodb").describe_table(TableName=table_name)["Table"]
+        table = _describe_table(table_name)
     except ClientError as exc:
         raise _source_error(exc, table_name, index) from exc
     return source_shape(table, index)
