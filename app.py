@@ -13,9 +13,9 @@ from typing import Any
 
 from chalice import Chalice, CognitoUserPoolAuthorizer, Rate, Response
 
-from chalicelib import logs, metrics
+from chalicelib import logs, metrics, openapi, webconsole
 from chalicelib.config import Settings
-from chalicelib.errors import ApiError, MethodNotAllowed, UnsupportedMediaType
+from chalicelib.errors import ApiError, MethodNotAllowed, NotFound, UnsupportedMediaType
 from chalicelib.principal import Principal, Scope
 from chalicelib.services import Downloads
 from chalicelib.sweeper import Sweeper
@@ -39,6 +39,22 @@ def log_keys(event: Any, get_response: Callable[[Any], Response]) -> Response:
     """Every line of a request names it, and is never taken for a build's (chalicelib.logs)."""
     with logs.request(event):
         return get_response(event)
+
+
+@app.middleware("http")
+def security_headers(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """Every answer is uncacheable and inert unless its route says otherwise.
+
+    API responses carry tasks and presigned URLs: no shared or browser cache may
+    keep them (``Cache-Control: no-store``), and no browser may run or frame them.
+    The console's page and assets set their own policy and caching.
+    """
+    response = get_response(event)
+    present = {name.lower() for name in response.headers}
+    for name, value in webconsole.SECURITY_HEADERS.items():
+        if name.lower() not in present:
+            response.headers[name] = value
+    return response
 
 
 @app.middleware("http")
@@ -126,6 +142,49 @@ def ok(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> R
 @api
 def health() -> Response:
     return ok({"status": "ok"})
+
+
+# -- the web console and the API's description (no sign-in: the page signs in itself) --
+
+@app.route("/", methods=["GET"])
+@api
+def console_page() -> Response:
+    request_path = (app.current_request.context or {}).get("path")
+    return Response(body=webconsole.page(request_path), status_code=200, headers={
+        "Content-Type": webconsole.PAGE_TYPE,
+        "Content-Security-Policy": webconsole.page_policy(settings.cognito_endpoint),
+    })
+
+
+@app.route("/console/config.json", methods=["GET"])
+@api
+def console_config() -> Response:
+    """Where the page signs in: the region, the app client and Cognito's endpoint."""
+    return ok({
+        "region": settings.region,
+        "client_id": settings.user_pool_client_id,
+        "cognito_endpoint": settings.cognito_endpoint,
+        "version": webconsole.version(),
+        "openapi": "openapi.json",
+    })
+
+
+@app.route("/console/{version}/{name}", methods=["GET"])
+@api
+def console_asset(version: str, name: str) -> Response:
+    found = webconsole.asset(version, name)
+    if found is None:
+        raise NotFound(f"There is no console file {name!r} in version {version!r}.")
+    return Response(body=found.body, status_code=200, headers={
+        "Content-Type": found.content_type, "Cache-Control": webconsole.ASSET_CACHE})
+
+
+@app.route("/openapi.json", methods=["GET"])
+@api
+def openapi_document() -> Response:
+    """The contract, with this deployment's root as its server."""
+    request_path = (app.current_request.context or {}).get("path")
+    return ok(openapi.served(webconsole.api_root(request_path, "/openapi.json")))
 
 
 @app.route("/kinds", methods=["GET"], authorizer=cognito)

@@ -59,6 +59,14 @@ class Settings:
     queued_expiry_hours: int = 24
     #: claims of one attempt before a task whose builds keep dying fails ``worker_lost``
     max_build_claims: int = 3
+    #: the app client the web console signs in with (InitiateAuth USER_PASSWORD_AUTH)
+    user_pool_client_id: str = ""
+    #: Cognito's endpoint for the console; the region's own when empty (the local stack sets moto's)
+    cognito_endpoint_url: str = ""
+
+    @property
+    def cognito_endpoint(self) -> str:
+        return self.cognito_endpoint_url or f"https://cognito-idp.{self.region}.amazonaws.com/"
 
     def lifetimes(self) -> Lifetimes:
         return Lifetimes(
@@ -96,4 +104,6 @@ class Settings:
             resend_after_seconds=int(e.get("RESEND_AFTER_SECONDS", "300")),
             queued_expiry_hours=int(e.get("QUEUED_EXPIRY_HOURS", "24")),
             max_build_claims=int(e.get("MAX_BUILD_CLAIMS", "3")),
+            user_pool_client_id=e.get("USER_POOL_CLIENT_ID", ""),
+            cognito_endpoint_url=e.get("COGNITO_ENDPOINT", ""),
         )

@@ -2,7 +2,8 @@
 
 Logs in the way a client in AWS would (InitiateAuth, USER_PASSWORD_AUTH)
 against the running local stack, with the password from its stack file, so a
-curl session can do ``TOKEN=$(python -m local.login alice)``.
+curl session can do ``TOKEN=$(python -m local.login alice)``; with
+``--password`` it prints the password instead, to sign in to the web console.
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ def id_token(username: str, stack: dict | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("username", nargs="?", default="alice")
+    parser.add_argument("--password", action="store_true",
+                        help="print the user's password instead (to sign in to the web console)")
     args = parser.parse_args(argv)
-    print(id_token(args.username))
+    if args.password:
+        print(find_user(read_stack_file(), args.username)["password"])
+    else:
+        print(id_token(args.username))
     return 0
 
 

@@ -164,6 +164,11 @@ def resource_env(resources: dict[str, str]) -> dict[str, str]:
     }
 
 
+def console_env(endpoint_url: str, client_id: str) -> dict[str, str]:
+    """Where the web console signs in: moto's Cognito and the stack's app client."""
+    return {"COGNITO_ENDPOINT": endpoint_url, "USER_POOL_CLIENT_ID": client_id}
+
+
 def app_environment(
     config_vars: Mapping[str, Any], local_sources: Mapping[str, str], environ: Mapping[str, str]
 ) -> dict[str, str]:
@@ -249,7 +254,8 @@ class LocalStack:
         verifier.load()
         samples = self._seed()
 
-        config, app_module = self._load_app(resources, samples)
+        console = console_env(self.endpoint_url, pool.client_id)
+        config, app_module = self._load_app(resources, samples, console)
         batch_size = self._start_api(app_module, config, verifier)
         self._start_poller(app_module, config, resources, batch_size)
         self._start_schedule(app_module, config)
@@ -260,6 +266,7 @@ class LocalStack:
 
         self.info = {
             "api_url": self.api_url,
+            "console_url": f"{self.api_url}/",
             "aws_endpoint_url": self.endpoint_url,
             "region": self.region,
             "table": resources["table"],
@@ -331,7 +338,9 @@ class LocalStack:
         return {"EXPORTABLE_TABLES": DEMO_TABLE, "BUNDLE_BUCKETS": bucket.name,
                 "LOG_GROUPS": SAMPLE_LOG_GROUP}
 
-    def _load_app(self, resources: dict[str, str], samples: Mapping[str, str]) -> tuple[Any, ModuleType]:
+    def _load_app(
+        self, resources: dict[str, str], samples: Mapping[str, str], console: Mapping[str, str]
+    ) -> tuple[Any, ModuleType]:
         """Import app.py the way ``chalice local`` does, with the stack's settings.
 
         ``.chalice/config.json``'s stage variables, with the seeded sources on
@@ -346,6 +355,7 @@ class LocalStack:
         config = CLIFactory(project_dir=str(self.project_dir)).create_config_obj(chalice_stage_name=STAGE)
         os.environ.update(app_environment(config.environment_variables, samples, os.environ))
         os.environ.update(resource_env(resources))
+        os.environ.update(console)
         if str(self.project_dir) not in sys.path:
             sys.path.insert(0, str(self.project_dir))
         app_module = importlib.import_module("app")
@@ -459,11 +469,13 @@ class LocalStack:
             for u in info["users"]
         )
         token_cmd = f"{prefix}{python_cmd} -m local.login alice"
+        password_cmd = f"{prefix}{python_cmd} -m local.login --password alice"
         body = '{"task_name": "试一试", "kind": "demo", "params": {"rows": 1000}}'
         return "\n".join(
             [
                 "",
                 "Download Center is running locally.",
+                f"  console       {info['console_url']}  (sign in as alice; her password: {password_cmd})",
                 f"  API           {info['api_url']}  (chalice local, stage {STAGE})",
                 f"  AWS (moto)    {info['aws_endpoint_url']}  region {info['region']}",
                 f"  tasks table   {info['table']}",

@@ -20,6 +20,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
+import yaml
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
@@ -157,6 +158,10 @@ def test_the_code_package_leaves_the_sdk_to_the_runtime_and_runs_on_it(
         tops = {name.split("/", 1)[0] for name in archive.namelist()}
         archive.extractall(tmp_path / "task")
     assert {"app.py", "chalicelib", "pynamodb", "stream_zip"} <= tops
+    # GET /openapi.json serves docs/openapi.yaml, carried as JSON (no YAML parser in Lambda)
+    served = json.loads((tmp_path / "task" / "chalicelib" / "openapi.json").read_text("utf-8"))
+    assert served == yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text("utf-8"))
+    assert (tmp_path / "task" / "chalicelib" / "console" / "index.html").is_file()
     assert not tops & {"boto3", "botocore", "s3transfer", "urllib3", "dateutil", "jmespath"}
     _runtime_sdk(tmp_path / "runtime")
     # no site-packages: the package and the SDK are all the code sees, as in Lambda
@@ -338,6 +343,8 @@ def test_packaged_functions_use_the_stack_resources(packaged: dict[str, Any]) ->
         for props in (r["Properties"] for r in resources.values() if r["Type"] == "AWS::Serverless::Function")
     }
     assert {"app.app", "app.build_worker"} <= set(functions)
+    assert functions["app.app"]["Environment"]["Variables"]["USER_POOL_CLIENT_ID"] == {
+        "Fn::If": ["CreateUserPool", {"Ref": "UserPoolClient"}, {"Ref": "ExistingUserPoolClientId"}]}
     for props in functions.values():
         env = props["Environment"]["Variables"]
         assert env["TASKS_TABLE"] == {"Ref": "TasksTable"}
@@ -856,6 +863,10 @@ def _chalice_like_template(worker_timeout: int = 900) -> dict[str, Any]:
             },
         },
     }
+    template["Resources"]["APIHandler"] = {
+        "Type": "AWS::Serverless::Function",
+        "Properties": {"Handler": "app.app", "Environment": {"Variables": {}}},
+    }
     template["Resources"]["RestAPI"]["Type"] = "AWS::Serverless::Api"
     template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"] = {
         "securityDefinitions": {
@@ -880,6 +891,10 @@ def test_post_process_wires_a_chalice_template() -> None:
         "cognito"
     ]["x-amazon-apigateway-authorizer"]
     assert authorizer["providerARNs"] == [USER_POOL_ARN]
+    # the console signs in with the stack's app client, or the one given with an existing pool
+    api_env = wired["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert api_env["USER_POOL_CLIENT_ID"] == package.USER_POOL_CLIENT_ID
+    assert "USER_POOL_CLIENT_ID" not in worker["Environment"]["Variables"]
     # the input is not modified: post_process returns a copy
     original_env = original["Resources"]["BuildWorker"]["Properties"]["Environment"]
     assert original_env["Variables"]["FILES_BUCKET"] == "download-center-files"

@@ -61,6 +61,10 @@ KEY = "EncryptionKey"
 USER_POOL = "UserPool"
 USER_POOL_CONDITION = "CreateUserPool"
 USER_POOL_PARAMETER = "ExistingUserPoolArn"
+USER_POOL_CLIENT = "UserPoolClient"
+USER_POOL_CLIENT_PARAMETER = "ExistingUserPoolClientId"
+#: the function that serves the HTTP API (and the web console)
+API_HANDLER = "app.app"
 LOG_RETENTION_PARAMETER = "LogRetentionDays"
 QUEUE_AGE_ALARM_PARAMETER = "BuildQueueAgeAlarmSeconds"
 
@@ -85,6 +89,16 @@ USER_POOL_ARN: dict[str, Any] = {
         USER_POOL_CONDITION,
         {"Fn::GetAtt": [USER_POOL, "Arn"]},
         {"Ref": USER_POOL_PARAMETER},
+    ]
+}
+
+
+#: the app client the web console signs in with: the stack's own, or the one given with the pool
+USER_POOL_CLIENT_ID: dict[str, Any] = {
+    "Fn::If": [
+        USER_POOL_CONDITION,
+        {"Ref": USER_POOL_CLIENT},
+        {"Ref": USER_POOL_CLIENT_PARAMETER},
     ]
 }
 
@@ -156,6 +170,7 @@ def post_process(template: dict[str, Any]) -> dict[str, Any]:
     _rewrite_policies(resources, functions, names)
     _check_allow_lists(resources, triggered)
     _wire_authorizers(resources)
+    _wire_console(functions)
     _skip_checkov_checks(resources)
     return template
 
@@ -174,7 +189,8 @@ def _check_merged(template: dict[str, Any]) -> None:
             raise PackagingError(f"resource {name} missing from the merged template")
     if USER_POOL_CONDITION not in template.get("Conditions", {}):
         raise PackagingError(f"condition {USER_POOL_CONDITION} missing")
-    for parameter in (USER_POOL_PARAMETER, LOG_RETENTION_PARAMETER, QUEUE_AGE_ALARM_PARAMETER):
+    for parameter in (USER_POOL_PARAMETER, USER_POOL_CLIENT_PARAMETER, LOG_RETENTION_PARAMETER,
+                      QUEUE_AGE_ALARM_PARAMETER):
         if parameter not in template.get("Parameters", {}):
             raise PackagingError(f"parameter {parameter} missing")
 
@@ -556,6 +572,16 @@ def _wire_authorizers(resources: dict[str, Any]) -> None:
         raise PackagingError("the API has no Cognito user pool authorizer: its routes would be public")
 
 
+def _wire_console(functions: dict[str, Any]) -> None:
+    """The API function tells the web console which app client to sign in with."""
+    api = [f for f in functions.values() if f.get("Properties", {}).get("Handler") == API_HANDLER]
+    if not api:
+        raise PackagingError(f"no function has the handler {API_HANDLER}: nothing serves the API")
+    for function in api:
+        variables = function["Properties"]["Environment"]["Variables"]
+        variables["USER_POOL_CLIENT_ID"] = copy.deepcopy(USER_POOL_CLIENT_ID)
+
+
 _NO_VPC = (
     "CKV_AWS_117",
     "Not in a VPC: the functions call only AWS APIs (DynamoDB, S3, SQS, EventBridge, CloudWatch Logs, "
@@ -733,6 +759,26 @@ def strip_runtime_sdk(zip_path: Path) -> list[str]:
     return sorted(closure)
 
 
+def add_openapi_document(zip_path: Path, project_dir: Path) -> None:
+    """Put ``docs/openapi.yaml``, as JSON, where ``chalicelib.openapi`` reads it in Lambda.
+
+    The function then serves ``GET /openapi.json`` without a YAML parser, and
+    the YAML file stays the one source.
+    """
+    import yaml  # a development dependency: packaging runs on a developer's machine or in CI
+
+    from chalicelib.openapi import PACKAGED_NAME
+
+    source = project_dir / "docs" / "openapi.yaml"
+    if not source.is_file():
+        raise PackagingError(f"{source} is missing: GET /openapi.json would have nothing to serve")
+    document = yaml.safe_load(source.read_text(encoding="utf-8"))
+    with zipfile.ZipFile(zip_path, "a", zipfile.ZIP_DEFLATED) as archive:
+        if PACKAGED_NAME in archive.namelist():
+            raise PackagingError(f"{PACKAGED_NAME} is in the project: it must only be written here")
+        archive.writestr(PACKAGED_NAME, json.dumps(document, ensure_ascii=False, separators=(",", ":")))
+
+
 def lint(template_path: Path) -> tuple[list[str], list[str]]:
     """cfn-lint the template; return (errors, warnings) as printable lines."""
     from cfnlint.api import lint_file  # imported late: it is slow to load
@@ -750,6 +796,7 @@ def package(project_dir: Path, stage: str, out_dir: Path) -> tuple[Path, list[st
     out_dir = out_dir.resolve()
     template_path = run_chalice_package(project_dir.resolve(), stage, out_dir)
     strip_runtime_sdk(out_dir / DEPLOYMENT_ZIP)
+    add_openapi_document(out_dir / DEPLOYMENT_ZIP, project_dir.resolve())
     template = json.loads(template_path.read_text(encoding="utf-8"))
     template = post_process(template)
     template_path.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")

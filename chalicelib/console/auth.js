@@ -1,0 +1,142 @@
+// Signing in with Cognito from the browser: InitiateAuth USER_PASSWORD_AUTH
+// against the endpoint GET /console/config.json names, refreshed with the
+// refresh token. Tokens live in sessionStorage (this tab only, gone when it
+// closes), never in a URL.
+
+const STORAGE_KEY = "download-center.session";
+const TARGET = "AWSCognitoIdentityProviderService.InitiateAuth";
+// refresh this long before the ID token expires
+const REFRESH_MARGIN_MS = 60_000;
+
+export class AuthError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** The claims of a JWT (not verified: the API verifies; the page only shows them). */
+export function claimsOf(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const json = decodeURIComponent(Array.from(atob(payload), (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0")}`).join(""));
+    return JSON.parse(json);
+  } catch {
+    return {};
+  }
+}
+
+export class Session {
+  constructor(config) {
+    this.config = config;
+    this.listeners = new Set();
+    this.refreshing = null;
+    this.state = load();
+  }
+
+  get signedIn() {
+    return Boolean(this.state && this.state.idToken);
+  }
+
+  /** What the page shows about the person: name, tenant, groups. */
+  get user() {
+    const claims = this.signedIn ? claimsOf(this.state.idToken) : {};
+    const groups = claims["cognito:groups"] || [];
+    return {
+      username: claims["cognito:username"] || this.state?.username || "",
+      email: claims.email || "",
+      tenant: claims["custom:tenant"] || "default",
+      groups,
+      isAdmin: groups.includes("admin"),
+      isTenantAdmin: groups.includes("tenant-admin"),
+    };
+  }
+
+  onChange(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  async signIn(username, password) {
+    const result = await this.initiateAuth({
+      AuthFlow: "USER_PASSWORD_AUTH",
+      AuthParameters: { USERNAME: username, PASSWORD: password },
+    });
+    this.store({ username, refreshToken: result.RefreshToken, ...tokens(result) });
+  }
+
+  signOut() {
+    this.store(null);
+  }
+
+  /** A valid ID token, refreshed first when it is about to expire. */
+  async idToken() {
+    if (!this.signedIn) throw new AuthError("signed_out", "Not signed in.");
+    if (Date.now() < this.state.expiresAt - REFRESH_MARGIN_MS) return this.state.idToken;
+    return this.refresh();
+  }
+
+  /** Exchange the refresh token for new tokens (once, however many callers ask at the same time). */
+  async refresh() {
+    if (!this.refreshing) {
+      this.refreshing = this.initiateAuth({
+        AuthFlow: "REFRESH_TOKEN_AUTH",
+        AuthParameters: { REFRESH_TOKEN: this.state.refreshToken },
+      }).then((result) => {
+        this.store({ ...this.state, ...tokens(result) });
+        return this.state.idToken;
+      }, (error) => {
+        this.store(null);
+        throw error;
+      }).finally(() => { this.refreshing = null; });
+    }
+    return this.refreshing;
+  }
+
+  async initiateAuth(body) {
+    let response;
+    try {
+      response = await fetch(this.config.cognito_endpoint, {
+        method: "POST",
+        headers: { "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": TARGET },
+        body: JSON.stringify({ ClientId: this.config.client_id, ...body }),
+        credentials: "omit",
+        cache: "no-store",
+      });
+    } catch {
+      throw new AuthError("network", "Cannot reach the sign-in service.");
+    }
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const type = String(data.__type || "").split("#").pop();
+      throw new AuthError(type || "sign_in_failed", data.message || "Sign-in failed.");
+    }
+    if (!data.AuthenticationResult) {
+      // e.g. NEW_PASSWORD_REQUIRED: an administrator must finish setting the account up
+      throw new AuthError(data.ChallengeName || "challenge", "This account needs a step the console does not support.");
+    }
+    return data.AuthenticationResult;
+  }
+
+  store(state) {
+    this.state = state;
+    try {
+      if (state) sessionStorage.setItem(STORAGE_KEY, JSON.stringify(state));
+      else sessionStorage.removeItem(STORAGE_KEY);
+    } catch { /* storage blocked: the session lives in memory */ }
+    for (const fn of this.listeners) fn(this);
+  }
+}
+
+function tokens(result) {
+  return { idToken: result.IdToken, expiresAt: Date.now() + (result.ExpiresIn || 3600) * 1000 };
+}
+
+function load() {
+  try {
+    const raw = sessionStorage.getItem(STORAGE_KEY);
+    return raw ? JSON.parse(raw) : null;
+  } catch {
+    return null;
+  }
+}
