@@ -8,7 +8,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 OUT ?= out
 
-.PHONY: run test test-fast lint package checkov bench clean
+.PHONY: run test test-fast lint package checkov bench clean browser
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,23 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
 	touch $(CHECKOV_STAMP)
 
+# The console's tests drive the system's Chromium (Playwright cannot download its own browser
+# here). As root on Debian, `make test` installs the `chromium` package; elsewhere install a
+# Chromium yourself, or point CHROMIUM at one.
+browser:
+	@if [ -n "$$CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Chromium for the browser tests: apt-get install chromium"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
+	else \
+	  echo "The browser tests need Chromium: on Debian, sudo apt-get install chromium;" \
+	    "or set CHROMIUM=/path/to/chromium" >&2; \
+	  exit 1; \
+	fi
+
 run: $(STAMP)
 	$(PY) -m local.stack
 
@@ -30,7 +47,7 @@ run: $(STAMP)
 PYTEST_WORKERS ?= auto
 FUZZ_TESTS := tests/e2e/test_schemathesis.py
 FUZZ_LOG := .local/schemathesis.log
-test: $(STAMP) $(CHECKOV_STAMP)
+test: $(STAMP) $(CHECKOV_STAMP) browser
 	$(PY) -m ruff check .
 	@mkdir -p $(dir $(FUZZ_LOG))
 	@$(PY) -m pytest -q -p no:xdist $(FUZZ_TESTS) > $(FUZZ_LOG) 2>&1 & fuzz=$$!; \

@@ -524,6 +524,7 @@ def test_packaged_gateway_responses_echo_nothing_of_the_request(packaged: dict[s
 @pytest.mark.packaging
 def test_packaged_gateway_responses_have_the_apps_headers(packaged: dict[str, Any]) -> None:
     from app import JSON
+    from chalicelib.webconsole import SECURITY_HEADERS
 
     responses = packaged["template"]["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
     for response_type, spec in responses.items():
@@ -532,6 +533,12 @@ def test_packaged_gateway_responses_have_the_apps_headers(packaged: dict[str, An
         # a 401 names the scheme to sign in with (RFC 9110), as the app's own 401 does
         assert ("WWW-Authenticate" in headers) == (spec.get("StatusCode") == "401"), response_type
         assert headers.get("WWW-Authenticate", "Bearer").startswith("Bearer"), response_type
+        # uncacheable and inert like the app's answers; the CSP is left out because its
+        # own quotes ('none') cannot sit inside a static mapping value, and an error
+        # body of API Gateway's runs nothing anyway
+        for name, value in SECURITY_HEADERS.items():
+            if name != "Content-Security-Policy":
+                assert headers.get(name) == value, (response_type, name)
 
 
 @pytest.mark.packaging
