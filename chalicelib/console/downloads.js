@@ -66,6 +66,7 @@ addStrings({
     "empty.filtered": "No downloads match these filters.",
     "progress.label": "Progress of {name}",
     "progress.rows": "{rows} rows",
+    "progress.rows_one": "{rows} row",
     "progress.waiting": "Waiting to start",
     "progress.stopped": "stopped",
     "none": "—",
@@ -93,6 +94,8 @@ addStrings({
     "download.unavailable": "“{name}” has no file to download now ({status}).",
     "done.ready": "“{name}” is ready.",
     "done.failed": "“{name}” failed: {reason}",
+    "done.ready_many": "{count} exports are ready.",
+    "done.failed_many": "{count} exports failed; their rows say why.",
     "notify.offer": "Notify me",
     "notify.offer_title": "Show a system notification when an export of yours finishes while this tab is in the background",
     "notify.ready": "Export ready",
@@ -147,6 +150,7 @@ addStrings({
     "empty.filtered": "没有符合筛选条件的下载。",
     "progress.label": "{name} 的进度",
     "progress.rows": "{rows} 行",
+    "progress.rows_one": "{rows} 行",
     "progress.waiting": "等待开始",
     "progress.stopped": "已停止",
     "none": "—",
@@ -174,6 +178,8 @@ addStrings({
     "download.unavailable": "“{name}”现在没有可下载的文件（{status}）。",
     "done.ready": "“{name}”已就绪。",
     "done.failed": "“{name}”失败：{reason}",
+    "done.ready_many": "{count} 个导出已就绪。",
+    "done.failed_many": "{count} 个导出失败，原因见各行。",
     "notify.offer": "通知我",
     "notify.offer_title": "当此标签页在后台时，您的导出完成后显示系统通知",
     "notify.ready": "导出已就绪",
@@ -226,6 +232,7 @@ export function mountDownloads(container, ctx) {
   let delay = POLL_FIRST_MS;
   let typingTimer = null;
   let dialog = null;
+  const finished = []; // finishes not told yet (see tellFinished)
 
   // ---- data -------------------------------------------------------------
 
@@ -414,27 +421,50 @@ export function mountDownloads(container, ctx) {
   function noticeFinish(prev, task) {
     if (!ACTIVE.has(prev.status) || (task.status !== "succeeded" && task.status !== "failed")) return;
     if (task.owner_name !== user.username) return; // an admin is told of its own exports only
-    const ready = task.status === "succeeded";
-    const reason = task.error ? `${task.error.code}: ${task.error.message}` : t("status.failed");
-    ctx.toasts.show({
-      text: ready ? t("done.ready", { name: task.task_name }) : t("done.failed", { name: task.task_name, reason }),
-      kind: ready ? "success" : "error",
-      action: ready ? { label: t("action.download"), run: () => download(task.id) } : null,
-      timeout: ready ? 20_000 : 30_000,
-    });
     state.unseen += 1;
     updateTitle();
-    systemNotification(task, ready, reason);
+    // the finishes one poll finds are told together: one toast for ten exports, not ten
+    if (!finished.length) queueMicrotask(tellFinished);
+    finished.push(task);
   }
 
-  function systemNotification(task, ready, reason) {
+  function tellFinished() {
+    const batch = finished.splice(0);
+    if (stopped || !batch.length) return;
+    const ready = batch.filter((task) => task.status === "succeeded");
+    const failed = batch.filter((task) => task.status === "failed");
+    const reason = (task) => (task.error ? `${task.error.code}: ${task.error.message}` : t("status.failed"));
+    if (ready.length === 1) {
+      const [task] = ready;
+      ctx.toasts.show({
+        text: t("done.ready", { name: task.task_name }),
+        kind: "success",
+        action: { label: t("action.download"), run: () => download(task.id) },
+        timeout: 20_000,
+      });
+    } else if (ready.length) {
+      ctx.toasts.show({ text: t("done.ready_many", { count: formatNumber(ready.length) }), kind: "success", timeout: 20_000 });
+    }
+    if (failed.length === 1) {
+      const [task] = failed;
+      ctx.toasts.show({ text: t("done.failed", { name: task.task_name, reason: reason(task) }), kind: "error", timeout: 30_000 });
+    } else if (failed.length) {
+      ctx.toasts.show({ text: t("done.failed_many", { count: formatNumber(failed.length) }), kind: "error", timeout: 30_000 });
+    }
+    systemNotification(ready, failed, reason);
+  }
+
+  function systemNotification(ready, failed, reason) {
     if (!("Notification" in window) || Notification.permission !== "granted") return;
     if (!document.hidden && document.hasFocus()) return; // the toast says it where the person looks
+    const one = ready.length + failed.length === 1 ? ready[0] || failed[0] : null;
+    const title = failed.length ? t("notify.failed") : t("notify.ready");
+    const body = one
+      ? (one.status === "succeeded" ? one.task_name : `${one.task_name}: ${reason(one)}`)
+      : [ready.length ? t("done.ready_many", { count: formatNumber(ready.length) }) : "",
+        failed.length ? t("done.failed_many", { count: formatNumber(failed.length) }) : ""].filter(Boolean).join(" ");
     try {
-      const note = new Notification(ready ? t("notify.ready") : t("notify.failed"), {
-        body: ready ? task.task_name : `${task.task_name}: ${reason}`,
-        tag: `download-center-${task.id}`,
-      });
+      const note = new Notification(title, { body, tag: one ? `download-center-${one.id}` : "download-center" });
       note.onclick = () => { window.focus(); note.close(); };
     } catch { /* a browser that only notifies from a service worker: the toast and title say it */ }
   }
@@ -592,10 +622,8 @@ export function mountDownloads(container, ctx) {
         await onConfirm();
         el.close();
       } catch (err) {
-        replace(error,
-          h("p", {}, `${err.code || "error"}: ${err.message || String(err)}`),
-          (err.details || []).length
-            ? h("ul", {}, err.details.map((d) => h("li", {}, `${d.field} ${d.issue}`))) : null);
+        // the API's message says every detail in words already; the code is for a support request
+        replace(error, h("p", {}, err.message || String(err), " ", h("code", {}, `(${err.code || "error"})`)));
       } finally {
         busy = false;
         confirmButton.removeAttribute("aria-disabled");
@@ -673,7 +701,7 @@ export function mountDownloads(container, ctx) {
     els.summary = h("span", { class: "dl-summary", role: "status" });
     els.notify = h("span", { class: "dl-notify" });
     els.more = h("div", { class: "dl-more" });
-    const table = h("table", { class: "dl-table", role: "table", "aria-labelledby": headingId, tabindex: "-1" },
+    const table = h("table", { class: `dl-table${seesOthers ? " with-owner" : ""}`, role: "table", "aria-labelledby": headingId, tabindex: "-1" },
       h("thead", {}, h("tr", { role: "row" },
         columns().map(([key, label]) => h("th", { scope: "col", role: "columnheader", class: `c-${key}` }, label)))),
       els.tbody);
@@ -875,7 +903,7 @@ export function mountDownloads(container, ctx) {
     const bits = [];
     if (percent !== null) bits.push(`${formatNumber(Math.floor(percent))}%`);
     if (rows || bytes || s === "succeeded") {
-      bits.push(t("progress.rows", { rows: formatNumber(rows) }), formatBytes(bytes));
+      bits.push(t(rows === 1 ? "progress.rows_one" : "progress.rows", { rows: formatNumber(rows) }), formatBytes(bytes));
     } else if (s === "queued") bits.push(t("progress.waiting"));
     if (!active && s !== "succeeded" && percent !== null) bits.push(t("progress.stopped"));
     const text = bits.join(" · ");
