@@ -12,7 +12,9 @@
 // (Load more) and change under the cursor. The interval starts at 1 s, grows
 // by half each quiet tick up to 10 s, and starts over when the person acts
 // (add, cancel, retry, refresh, filters, the tab shown again) or a shown task
-// changes status.
+// changes status. A hidden tab asks nothing, unless the person allowed system
+// notifications: then it goes on (same backoff), since telling a person who
+// looks elsewhere is what a notification is for.
 
 import { h, replace, uid } from "./dom.js";
 import { addStrings, formatBytes, formatNumber, formatTime, onLangChange, t } from "./i18n.js";
@@ -211,7 +213,7 @@ export function mountDownloads(container, ctx) {
   const state = {
     tasks: new Map(), // id -> task, as the API last said
     order: [], // ids, newest first (ULIDs sort by creation time)
-    fresh: new Set(), // added by add(): shown whatever the filters
+    fresh: new Map(), // id -> loadSeq when add() showed it: shown whatever the filters
     pending: new Set(), // ids with an action under way
     nextCursor: null,
     loading: true,
@@ -276,21 +278,30 @@ export function mountDownloads(container, ctx) {
     try {
       const page = await ctx.api.list(query);
       if (stopped || seq !== loadSeq) return;
+      let kept = [];
       if (!more) {
         const before = state.tasks;
+        // a task add() showed while this listing was on its way may not be in it yet: it stays
+        kept = [...state.fresh].filter(([, since]) => since >= seq).map(([id]) => before.get(id)).filter(Boolean);
         state.tasks = new Map();
         state.order = [];
-        state.fresh.clear();
+        state.fresh = new Map(kept.map((task) => [task.id, seq]));
         for (const task of page.items) {
           const prev = before.get(task.id);
           if (prev) noticeFinish(prev, task);
         }
       }
-      for (const task of page.items) put(task);
+      for (const task of [...kept, ...page.items]) put(task);
       state.nextCursor = page.next_cursor || null;
     } catch (err) {
       if (stopped || seq !== loadSeq) return;
       state.loadError = err;
+      if (!more) {
+        // rows of the last filters under new ones would mislead: the error stands alone
+        state.tasks = new Map();
+        state.order = [];
+        state.nextCursor = null;
+      }
     } finally {
       if (!stopped && seq === loadSeq) {
         state.loading = false;
@@ -339,8 +350,13 @@ export function mountDownloads(container, ctx) {
 
   // ---- polling ----------------------------------------------------------
 
+  /** Whether polling may run now: a hidden tab only polls to send a notification. */
+  function awake() {
+    return !document.hidden || notificationsAllowed();
+  }
+
   function schedule() {
-    if (stopped || timer || polling || document.hidden || !hasActive()) return;
+    if (stopped || timer || polling || !awake() || !hasActive()) return;
     timer = setTimeout(tick, delay);
   }
 
@@ -357,7 +373,7 @@ export function mountDownloads(container, ctx) {
 
   async function tick() {
     timer = null;
-    if (stopped || document.hidden) return;
+    if (stopped || !awake()) return;
     const active = state.order.map((id) => state.tasks.get(id)).filter((task) => ACTIVE.has(task.status));
     if (!active.length) return;
     polling = true;
@@ -406,14 +422,14 @@ export function mountDownloads(container, ctx) {
 
   function onVisibility() {
     if (document.hidden) {
-      if (timer) {
+      if (!awake() && timer) {
         clearTimeout(timer);
         timer = null;
       }
-    } else {
-      seen();
-      kick();
+      return;
     }
+    seen();
+    kick(); // back: catch up at once
   }
 
   // ---- being told when done ---------------------------------------------
@@ -455,7 +471,7 @@ export function mountDownloads(container, ctx) {
   }
 
   function systemNotification(ready, failed, reason) {
-    if (!("Notification" in window) || Notification.permission !== "granted") return;
+    if (!notificationsAllowed()) return;
     if (!document.hidden && document.hasFocus()) return; // the toast says it where the person looks
     const one = ready.length + failed.length === 1 ? ready[0] || failed[0] : null;
     const title = failed.length ? t("notify.failed") : t("notify.ready");
@@ -481,6 +497,10 @@ export function mountDownloads(container, ctx) {
     updateTitle();
   }
 
+  function notificationsAllowed() {
+    return "Notification" in window && Notification.permission === "granted";
+  }
+
   function canOfferNotify() {
     if (!("Notification" in window) || Notification.permission !== "default") return false;
     try { return !localStorage.getItem(NOTIFY_ASKED_KEY); } catch { return true; }
@@ -504,9 +524,12 @@ export function mountDownloads(container, ctx) {
 
   /** Run an action for a task: one at a time per task, errors as toasts, then poll soon. */
   async function act(id, label, run) {
-    if (state.pending.has(id) || !state.tasks.has(id)) return;
-    state.pending.add(id);
-    renderRow(id);
+    if (state.pending.has(id)) return;
+    const shown = state.tasks.has(id); // a toast's Download may name a task the filters hide now
+    if (shown) {
+      state.pending.add(id);
+      renderRow(id);
+    }
     try {
       await run(state.tasks.get(id));
     } catch (err) {
@@ -522,13 +545,13 @@ export function mountDownloads(container, ctx) {
   }
 
   function download(id) {
-    return act(id, t("action.download"), async (task) => {
+    return act(id, t("action.download"), async () => {
       const fresh = await ctx.api.get(id); // a fresh presigned URL: the listed one may be minutes old
       apply(fresh, { local: true });
       if (fresh.status === "succeeded" && fresh.url) window.location.assign(fresh.url);
       else {
         ctx.toasts.show({
-          text: t("download.unavailable", { name: task.task_name, status: t(`status.${fresh.status}`) }),
+          text: t("download.unavailable", { name: fresh.task_name, status: t(`status.${fresh.status}`) }),
           kind: "error",
         });
       }
@@ -1009,7 +1032,7 @@ export function mountDownloads(container, ctx) {
     add(task) {
       if (stopped || !task || !task.id) return;
       put(task);
-      state.fresh.add(task.id);
+      state.fresh.set(task.id, loadSeq);
       renderBody();
       renderMeta();
       const tr = findRow(task.id);

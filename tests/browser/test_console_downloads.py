@@ -67,6 +67,31 @@ def wait_until(stack: RunningStack, username: str, task_id: str, statuses: set[s
         time.sleep(0.2)
 
 
+#: the page thinks its tab is hidden (Playwright cannot switch tabs away in headless Chromium)
+HIDE = """() => {
+    Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+    Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+SHOW = """() => {
+    delete document.hidden;
+    delete document.visibilityState;
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+#: the browser's Notification, recording what the page shows with it (the real one still runs)
+RECORD_NOTIFICATIONS = """(() => {
+    const Real = window.Notification;
+    window.shownNotifications = [];
+    window.Notification = class extends Real {
+        constructor(title, options) {
+            super(title, options);
+            window.shownNotifications.push({title, body: options && options.body});
+        }
+    };
+    Object.defineProperty(window.Notification, "permission", {get: () => Real.permission});
+})()"""
+
+
 def row(page: Any, text: str) -> Any:
     """The table row of the task named `text` (rows hold the task name as text)."""
     return page.get_by_role("table").get_by_role("row").filter(has_text=text)
@@ -148,6 +173,10 @@ def test_a_failed_export_shows_its_error_and_the_filters_find_it(new_page: Any, 
     page.get_by_label("Created from", exact=True).fill("2020-01-01")
     page.get_by_label("Created to", exact=True).fill(time.strftime("%Y-%m-%d"))
     expect(row(page, "missing object")).to_be_visible()
+    # a range that ends before it starts: the API's refusal in words, and no rows of the last filters
+    page.get_by_label("Created from", exact=True).fill("2099-01-01")
+    expect(page.get_by_text("created_after must not be later than created_before")).to_be_visible()
+    expect(row(page, "missing object")).to_have_count(0)
 
 
 def test_bob_does_not_see_alices_tasks(new_page: Any, stack: RunningStack) -> None:
@@ -257,21 +286,13 @@ def test_cancel_a_long_export_then_retry_it(new_page: Any, stack: RunningStack) 
     target.get_by_role("button", name="Cancel", exact=True).click()
     expect(status).to_have_text(re.compile("^(canceling|canceled)$"))
     # a hidden tab asks nothing, even with a task still canceling; shown again, it catches up
-    page.evaluate("""() => {
-        Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
-        Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
-        document.dispatchEvent(new Event("visibilitychange"));
-    }""")
+    page.evaluate(HIDE)
     polls.clear()
     page.wait_for_timeout(2500)
     assert polls == []
     wait_until(stack, "bob", task["id"], {"canceled"})
     with page.expect_request(lambda r: "/downloads" in r.url and r.method == "GET"):
-        page.evaluate("""() => {
-            delete document.hidden;
-            delete document.visibilityState;
-            document.dispatchEvent(new Event("visibilitychange"));
-        }""")
+        page.evaluate(SHOW)
     expect(status).to_have_text("canceled", timeout=LONG)
     expect(target.get_by_role("button", name="Cancel", exact=True)).to_have_count(0)
 
@@ -313,6 +334,40 @@ def test_told_when_an_export_finishes_and_polling_stops(new_page: Any, stack: Ru
     assert polls == []
 
     page.keyboard.press("Shift")  # the person is back: the count is seen
+    expect(page).to_have_title("Download Center")
+
+
+def test_notify_me_is_offered_once(new_page: Any, stack: RunningStack) -> None:
+    allowed = new_page(permissions=["notifications"])
+    sign_in(allowed, stack, "bob")
+    expect(allowed.get_by_role("table")).to_be_visible()
+    expect(allowed.get_by_role("button", name="Refresh")).to_be_visible()
+    expect(allowed.get_by_role("button", name="Notify me")).to_have_count(0)  # nothing to ask
+
+    page = new_page()
+    sign_in(page, stack, "bob")
+    page.get_by_role("button", name="Notify me").click()  # the browser's own question follows
+    expect(page.get_by_role("button", name="Notify me")).to_have_count(0)
+    page.reload()
+    expect(page.get_by_role("button", name="Refresh")).to_be_visible()
+    expect(page.get_by_role("button", name="Notify me")).to_have_count(0)  # asked once, not again
+
+
+def test_a_hidden_tab_that_may_notify_keeps_watching(new_page: Any, stack: RunningStack) -> None:
+    page = new_page(permissions=["notifications"])
+    page.add_init_script(RECORD_NOTIFICATIONS)
+    page.reload()
+    sign_in(page, stack, "dave")
+    create(stack, "dave", "while you were away", rows=600_000)
+    page.get_by_role("button", name="Refresh").click()
+    target = row(page, "while you were away")
+    expect(target.locator(".dl-status")).to_have_text(re.compile("^(queued|running)$"))
+    page.evaluate(HIDE)
+    page.wait_for_function("() => window.shownNotifications.length > 0", timeout=LONG)
+    assert page.evaluate("() => window.shownNotifications") == [
+        {"title": "Export ready", "body": "while you were away"}]
+    assert page.title() == "(1) Download Center"
+    page.evaluate(SHOW)  # back on the tab: seen
     expect(page).to_have_title("Download Center")
 
 
