@@ -225,7 +225,10 @@ export function mountDownloads(container, ctx) {
     unseen: 0,
   };
   const els = {}; // the parts redrawn on their own: tbody, summary, more, notify
-  const localAt = new Map(); // id -> when an action's answer was applied (a poll started earlier is older)
+  // id -> when the request behind the task's shown state was sent: an answer to a request sent
+  // earlier (a poll overtaken by a cancel or a reload) is older news and is dropped
+  const sentAt = new Map();
+  const told = new Set(); // `${id}#${attempts}`: each finish is told once, whatever answers repeat it
   let stopped = false;
   let loadSeq = 0;
   let timer = null;
@@ -264,6 +267,7 @@ export function mountDownloads(container, ctx) {
 
   async function load({ more = false } = {}) {
     const seq = ++loadSeq;
+    const sent = performance.now();
     const query = listQuery();
     if (more) {
       if (!state.nextCursor) return;
@@ -278,20 +282,26 @@ export function mountDownloads(container, ctx) {
     try {
       const page = await ctx.api.list(query);
       if (stopped || seq !== loadSeq) return;
+      const before = state.tasks;
       let kept = [];
       if (!more) {
-        const before = state.tasks;
         // a task add() showed while this listing was on its way may not be in it yet: it stays
         kept = [...state.fresh].filter(([, since]) => since >= seq).map(([id]) => before.get(id)).filter(Boolean);
         state.tasks = new Map();
         state.order = [];
         state.fresh = new Map(kept.map((task) => [task.id, seq]));
-        for (const task of page.items) {
-          const prev = before.get(task.id);
-          if (prev) noticeFinish(prev, task);
-        }
       }
-      for (const task of [...kept, ...page.items]) put(task);
+      for (const task of kept) put(task);
+      for (const task of page.items) {
+        const prev = before.get(task.id);
+        if (prev && (sentAt.get(task.id) || 0) > sent) {
+          put(prev); // what the page has is newer than this listing
+          continue;
+        }
+        sentAt.set(task.id, sent);
+        if (prev) noticeFinish(prev, task);
+        put(task);
+      }
       state.nextCursor = page.next_cursor || null;
     } catch (err) {
       if (stopped || seq !== loadSeq) return;
@@ -328,16 +338,19 @@ export function mountDownloads(container, ctx) {
     state.tasks.delete(id);
     state.fresh.delete(id);
     state.order = state.order.filter((x) => x !== id);
-    localAt.delete(id);
+    sentAt.delete(id);
     renderBody();
     renderMeta();
   }
 
-  /** A newer state of a shown task: the model, the row, and word if it just finished. */
-  function apply(task, { local = false } = {}) {
+  /**
+   * A newer state of a shown task (from a request sent at `sent`): the model, the row, and word
+   * if it just finished. Returns whether its status changed.
+   */
+  function apply(task, sent) {
     const prev = state.tasks.get(task.id);
-    if (!prev) return false;
-    if (local) localAt.set(task.id, performance.now());
+    if (!prev || (sentAt.get(task.id) || 0) > sent) return false;
+    sentAt.set(task.id, sent);
     state.tasks.set(task.id, task);
     noticeFinish(prev, task);
     if (!sameTask(prev, task)) renderRow(task.id);
@@ -378,8 +391,7 @@ export function mountDownloads(container, ctx) {
     if (!active.length) return;
     polling = true;
     kicked = false;
-    const startedAt = performance.now();
-    const fresher = (id) => (localAt.get(id) || 0) > startedAt;
+    const sent = performance.now();
     let changed = false;
     try {
       const oldest = active.reduce((min, task) => (task.created_at < min ? task.created_at : min), active[0].created_at);
@@ -388,16 +400,15 @@ export function mountDownloads(container, ctx) {
       const now = new Map(page.items.map((task) => [task.id, task]));
       const gone = [];
       for (const task of active) {
-        if (fresher(task.id)) continue;
-        if (now.has(task.id)) changed = apply(now.get(task.id)) || changed;
-        else gone.push(task.id);
+        if (now.has(task.id)) changed = apply(now.get(task.id), sent) || changed;
+        else if ((sentAt.get(task.id) || 0) <= sent && awake()) gone.push(task.id); // hidden meanwhile: later
       }
       const ended = await Promise.all(gone.map((id) => ctx.api.get(id).catch((err) => err)));
       if (stopped) return;
       ended.forEach((result, i) => {
         const id = gone[i];
-        if (fresher(id) || !state.tasks.has(id)) return;
-        if (result && result.id) changed = apply(result) || changed;
+        if ((sentAt.get(id) || 0) > sent || !state.tasks.has(id)) return;
+        if (result && result.id) changed = apply(result, sent) || changed;
         else if (result && result.status === 404) {
           const task = state.tasks.get(id);
           removeTask(id);
@@ -437,6 +448,9 @@ export function mountDownloads(container, ctx) {
   function noticeFinish(prev, task) {
     if (!ACTIVE.has(prev.status) || (task.status !== "succeeded" && task.status !== "failed")) return;
     if (task.owner_name !== user.username) return; // an admin is told of its own exports only
+    const key = `${task.id}#${task.attempts}`; // a retry that finishes again is news again
+    if (told.has(key)) return;
+    told.add(key);
     state.unseen += 1;
     updateTitle();
     // the finishes one poll finds are told together: one toast for ten exports, not ten
@@ -531,7 +545,7 @@ export function mountDownloads(container, ctx) {
       renderRow(id);
     }
     try {
-      await run(state.tasks.get(id));
+      await run(performance.now());
     } catch (err) {
       if (!stopped) {
         actionError(label, err);
@@ -545,9 +559,9 @@ export function mountDownloads(container, ctx) {
   }
 
   function download(id) {
-    return act(id, t("action.download"), async () => {
+    return act(id, t("action.download"), async (sent) => {
       const fresh = await ctx.api.get(id); // a fresh presigned URL: the listed one may be minutes old
-      apply(fresh, { local: true });
+      apply(fresh, sent);
       if (fresh.status === "succeeded" && fresh.url) window.location.assign(fresh.url);
       else {
         ctx.toasts.show({
@@ -559,11 +573,11 @@ export function mountDownloads(container, ctx) {
   }
 
   function cancel(id) {
-    return act(id, t("action.cancel"), async () => apply(await ctx.api.cancel(id), { local: true }));
+    return act(id, t("action.cancel"), async (sent) => apply(await ctx.api.cancel(id), sent));
   }
 
   function retry(id) {
-    return act(id, t("action.retry"), async () => apply(await ctx.api.retry(id), { local: true }));
+    return act(id, t("action.retry"), async (sent) => apply(await ctx.api.retry(id), sent));
   }
 
   function remove(id) {
@@ -609,9 +623,10 @@ export function mountDownloads(container, ctx) {
       onConfirm: async () => {
         const name = input.value;
         if (name === state.tasks.get(id)?.task_name) return;
+        const sent = performance.now();
         const renamed = await ctx.api.rename(id, name);
         if (stopped) return;
-        apply(renamed, { local: true });
+        apply(renamed, sent);
         ctx.toasts.show({ text: t("rename.done", { name: renamed.task_name }), kind: "success" });
       },
     });
@@ -625,7 +640,9 @@ export function mountDownloads(container, ctx) {
   function openDialog({ title, body, confirm, dismiss, onConfirm, initialFocus, focusDismiss, returnTo }) {
     closeDialog();
     const headingId = uid("dialog");
-    const error = h("div", { class: "dl-dialog-error", role: "alert" });
+    const errorId = uid("dialog-error");
+    const error = h("div", { id: errorId, class: "dl-dialog-error", role: "alert" });
+    if (initialFocus) initialFocus.setAttribute("aria-describedby", errorId);
     const confirmButton = h("button", { type: "submit", class: confirm.class }, confirm.label);
     const dismissButton = h("button", { type: "button", onclick: () => el.close() }, dismiss);
     const form = h("form", { class: "dl-dialog-form", novalidate: false },
@@ -641,12 +658,17 @@ export function mountDownloads(container, ctx) {
       busy = true;
       confirmButton.setAttribute("aria-disabled", "true");
       replace(error);
+      if (initialFocus) initialFocus.removeAttribute("aria-invalid");
       try {
         await onConfirm();
         el.close();
       } catch (err) {
         // the API's message says every detail in words already; the code is for a support request
         replace(error, h("p", {}, err.message || String(err), " ", h("code", {}, `(${err.code || "error"})`)));
+        if (initialFocus) {
+          initialFocus.setAttribute("aria-invalid", "true");
+          initialFocus.focus();
+        }
       } finally {
         busy = false;
         confirmButton.removeAttribute("aria-disabled");
@@ -1032,6 +1054,7 @@ export function mountDownloads(container, ctx) {
     add(task) {
       if (stopped || !task || !task.id) return;
       put(task);
+      sentAt.set(task.id, performance.now());
       state.fresh.set(task.id, loadSeq);
       renderBody();
       renderMeta();

@@ -160,6 +160,17 @@ def test_a_failed_export_shows_its_error_and_the_filters_find_it(new_page: Any, 
     expect(bad.get_by_role("button", name="Retry", exact=True)).to_be_visible()
     expect(row(page, "a control export")).to_be_visible()
 
+    # an action's error is a toast with the API's code and message: here the task went elsewhere
+    gone = create(stack, "alice", "deleted elsewhere", kind="s3_bundle",
+                  params={"bucket": stack.info["sample_bucket"], "keys": ["also/missing.txt"]})
+    wait_until(stack, "alice", gone["id"], {"failed"})
+    page.get_by_role("button", name="Refresh").click()
+    assert requests.delete(f"{stack.api}/downloads/{gone['id']}", headers=auth(stack, "alice"),
+                           timeout=30).status_code == 204
+    row(page, "deleted elsewhere").get_by_role("button", name="Retry", exact=True).click()
+    expect(page.locator("#toasts .toast.error")).to_contain_text("Retry failed: not_found:")
+    expect(row(page, "deleted elsewhere")).to_have_count(0)
+
     page.get_by_label("Status", exact=True).select_option("failed")
     expect(row(page, "a control export")).to_have_count(0)
     expect(row(page, "missing object")).to_be_visible()
@@ -420,8 +431,11 @@ def test_admins_see_the_owner(new_page: Any, stack: RunningStack) -> None:
 
 
 def test_a_phone_sized_window(new_page: Any, stack: RunningStack) -> None:
-    create(stack, "alice", "on a phone", rows=10)
-    page = new_page(width=375, height=812)
+    task = create(stack, "alice", "on a phone", rows=10)
+    page = new_page(width=375, height=812, permissions=["clipboard-read", "clipboard-write"])
+    # a page on plain http has no navigator.clipboard: the copy button falls back
+    page.add_init_script("Object.defineProperty(Navigator.prototype, 'clipboard', {get: () => undefined})")
+    page.reload()
     sign_in(page, stack, "alice")
     target = row(page, "on a phone")
     download = target.get_by_role("button", name="Download", exact=True)
@@ -431,3 +445,10 @@ def test_a_phone_sized_window(new_page: Any, stack: RunningStack) -> None:
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 375
     shot(page, "downloads-375")
     page.screenshot(path=str(SCREENSHOTS / "downloads-375-top.png"))  # what the phone shows first
+
+    target.get_by_role("button", name="Copy SHA-256").click()
+    expect(page.locator("#toasts")).to_contain_text("SHA-256 copied.")
+    reader = page.context.new_page()  # a page with the Clipboard API reads what the fallback copied
+    reader.goto(stack.info["console_url"])
+    sha256 = wait_until(stack, "alice", task["id"], {"succeeded"})["sha256"]
+    assert reader.evaluate("() => navigator.clipboard.readText()") == sha256
