@@ -69,7 +69,11 @@ addStrings({
     "progress.label": "Progress of {name}",
     "progress.rows": "{rows} rows",
     "progress.rows_one": "{rows} row",
+    "progress.files": "{rows} files",
+    "progress.files_one": "{rows} file",
     "progress.waiting": "Waiting to start",
+    "progress.starting": "Starting…",
+    "progress.stopping": "Stopping…",
     "progress.stopped": "stopped",
     "none": "—",
     "action.download": "Download",
@@ -153,7 +157,11 @@ addStrings({
     "progress.label": "{name} 的进度",
     "progress.rows": "{rows} 行",
     "progress.rows_one": "{rows} 行",
+    "progress.files": "{rows} 个文件",
+    "progress.files_one": "{rows} 个文件",
     "progress.waiting": "等待开始",
+    "progress.starting": "正在开始…",
+    "progress.stopping": "正在停止…",
     "progress.stopped": "已停止",
     "none": "—",
     "action.download": "下载",
@@ -948,8 +956,12 @@ export function mountDownloads(container, ctx) {
     const bits = [];
     if (percent !== null) bits.push(`${formatNumber(Math.floor(percent))}%`);
     if (rows || bytes || s === "succeeded") {
-      bits.push(t(rows === 1 ? "progress.rows_one" : "progress.rows", { rows: formatNumber(rows) }), formatBytes(bytes));
-    } else if (s === "queued") bits.push(t("progress.waiting"));
+      // a zip bundle counts the files it holds in `rows`
+      const unit = task.format === "zip" ? "progress.files" : "progress.rows";
+      bits.push(t(rows === 1 ? `${unit}_one` : unit, { rows: formatNumber(rows) }), formatBytes(bytes));
+    } else if (active) {
+      bits.push(t(s === "queued" ? "progress.waiting" : s === "running" ? "progress.starting" : "progress.stopping"));
+    }
     if (!active && s !== "succeeded" && percent !== null) bits.push(t("progress.stopped"));
     const text = bits.join(" · ");
     if (percent === null && !active) return text ? h("span", { class: "dl-progress-text" }, text) : none();

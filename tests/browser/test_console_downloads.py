@@ -397,12 +397,17 @@ def test_the_chinese_page(new_page: Any, stack: RunningStack) -> None:
     expect(page).to_have_title("下载中心")
     shot(page, "downloads-zh-1440")
 
-    # switching the language redraws the list from what the page has: no new request
+    page.get_by_label("名称包含", exact=True).fill("中文页面")
+    expect(page.get_by_role("table").get_by_role("row")).to_have_count(2)  # the header and the one
+
+    # switching the language redraws the list from what the page has (filters included): no request
     polls = listing_requests(page)
     page.get_by_label("语言", exact=True).select_option("en")
     expect(target.locator(".dl-status")).to_have_text("succeeded")
     expect(page.get_by_role("columnheader", name="Task name")).to_be_visible()
     expect(target.get_by_role("button", name="Download", exact=True)).to_be_visible()
+    expect(page.get_by_label("Name contains", exact=True)).to_have_value("中文页面")
+    expect(page.get_by_role("table").get_by_role("row")).to_have_count(2)
     assert polls == []
 
 
