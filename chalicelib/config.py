@@ -25,6 +25,10 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with production-sane defaults."""
@@ -59,6 +63,12 @@ class Settings:
     queued_expiry_hours: int = 24
     #: claims of one attempt before a task whose builds keep dying fails ``worker_lost``
     max_build_claims: int = 3
+    #: the From address of "your export is ready" mail (an SES identity); empty: no mail is sent
+    mail_sender: str = ""
+    #: whether a task mails its owner when the create body does not say (``notify.email``)
+    notify_email_default: bool = False
+    #: the web console's address, which mail links to
+    console_url: str = ""
     #: the app client the web console signs in with (InitiateAuth USER_PASSWORD_AUTH)
     user_pool_client_id: str = ""
     #: Cognito's endpoint for the console; the region's own when empty (the local stack sets moto's)
@@ -104,6 +114,9 @@ class Settings:
             resend_after_seconds=int(e.get("RESEND_AFTER_SECONDS", "300")),
             queued_expiry_hours=int(e.get("QUEUED_EXPIRY_HOURS", "24")),
             max_build_claims=int(e.get("MAX_BUILD_CLAIMS", "3")),
+            mail_sender=e.get("MAIL_SENDER", "").strip(),
+            notify_email_default=_flag(e.get("NOTIFY_EMAIL_DEFAULT", "false")),
+            console_url=e.get("CONSOLE_URL", "").strip(),
             user_pool_client_id=e.get("USER_POOL_CLIENT_ID", ""),
             cognito_endpoint_url=e.get("COGNITO_ENDPOINT", ""),
         )

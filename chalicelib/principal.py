@@ -41,6 +41,15 @@ def _groups(claims: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(str(g) for g in groups)
 
 
+def _verified_email(claims: Mapping[str, Any]) -> str | None:
+    """The address, if Cognito verified it; API Gateway passes the flag as the string "true"."""
+    email = claims.get("email")
+    verified = claims.get("email_verified")
+    if isinstance(email, str) and email and (verified is True or str(verified).lower() == "true"):
+        return email
+    return None
+
+
 @dataclass(frozen=True)
 class Principal:
     sub: str
@@ -48,6 +57,8 @@ class Principal:
     tenant: str = DEFAULT_TENANT
     scope: Scope = Scope.OWN
     groups: frozenset[str] = field(default_factory=frozenset)
+    #: the ``email`` claim, only when Cognito says it is verified (mail goes nowhere else)
+    email: str | None = None
 
     @classmethod
     def from_claims(
@@ -67,7 +78,7 @@ class Principal:
             scope = Scope.OWN
         username = claims.get("cognito:username") or claims.get("username") or claims["sub"]
         return cls(sub=claims["sub"], username=str(username), tenant=str(tenant or DEFAULT_TENANT),
-                   scope=scope, groups=groups)
+                   scope=scope, groups=groups, email=_verified_email(claims))
 
     @property
     def is_admin(self) -> bool:

@@ -33,6 +33,7 @@ from chalicelib.errors import (
     InvalidState,
     NotFound,
     TooManyActiveTasks,
+    ValidationError,
 )
 from chalicelib.exporters import REGISTRY, get_exporter
 from chalicelib.ids import IdWindow, is_valid, ms_at, new_id
@@ -74,6 +75,8 @@ class Owner:
     sub: str
     name: str
     tenant: str
+    #: where the task's "ready" mail goes; None: no mail
+    notify_email: str | None = None
 
 
 def body_hash(body: dict[str, Any]) -> str:
@@ -240,7 +243,7 @@ class Downloads:
             task_name=req.task_name, file_name=final_file_name(req.file_name, req.task_name, ext, at),
             kind=req.kind, format=req.format, params=req.params, status=Status.QUEUED,
             created_at=at, attempts=1, progress=dict(ZERO_PROGRESS),
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key, notify_email=owner.notify_email,
         )
 
     def _too_many(self) -> TooManyActiveTasks:
@@ -309,11 +312,33 @@ class Downloads:
         idempotency_key: str | None,
     ) -> tuple[dict[str, Any], bool]:
         self.check_allowed(principal, req)
+        notify_email = self.mail_to(principal, req.notify_email)
         self.preflight(req)
-        owner = Owner(principal.sub, principal.username, principal.tenant)
+        owner = Owner(principal.sub, principal.username, principal.tenant, notify_email)
         task, is_new = self.store_new(owner, req, body, idempotency_key)
         task = self.enqueue(task) if is_new else self._replayed(task)
         return self.resource(task), is_new
+
+    def mail_to(self, principal: Principal, asked: bool | None) -> str | None:
+        """The address a new task's "ready" mail goes to, or None for no mail.
+
+        Asked for explicitly, mail must be possible (a sender configured, a
+        verified address on the account), else the create says why. By the
+        deployment's default, it is sent where it can be and silently not otherwise.
+        """
+        wanted = self.settings.notify_email_default if asked is None else asked
+        if not wanted:
+            return None
+        problem = None
+        if not self.settings.mail_sender:
+            problem = "cannot be true: this deployment sends no mail"
+        elif principal.email is None:
+            problem = "needs a verified email address on your account"
+        if problem is None:
+            return principal.email
+        if asked:
+            raise ValidationError.of([{"field": "notify.email", "issue": problem}], "validation_error")
+        return None
 
     def rename(self, principal: Principal, task_id: str, task_name: str) -> dict[str, Any]:
         """A new name for a task the caller may see, in any status (the stored file keeps its name)."""

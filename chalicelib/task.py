@@ -187,6 +187,8 @@ class Task:
     queued_at: datetime | None = None
     #: when the sweeper should look at the task (None: nothing left to watch)
     due_at: datetime | None = None
+    #: where "your export is ready" mail goes (the owner's verified address); None: no mail
+    notify_email: str | None = None
 
     def effective_status(self, now: datetime) -> Status:
         if self.status is Status.SUCCEEDED and self.expires_at and self.expires_at <= now:
@@ -224,6 +226,7 @@ class Task:
             "url_expires_at": iso(url_expires_at) if downloadable and url else None,
             "error": self.error.to_dict() if self.error else None,
             "warnings": list(self.warnings),
+            "notify": {"email": self.notify_email is not None},
             "owner": self.owner,
             "owner_name": self.owner_name,
             "tenant": self.tenant,

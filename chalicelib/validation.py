@@ -39,6 +39,8 @@ class CreateRequest:
     format: str
     file_name: str | None
     params: dict[str, Any]
+    #: ``notify.email`` as the body says it; None: the deployment's default
+    notify_email: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
     the params fit the schema.
     """
     details: list[dict[str, str]] = []
-    unknown = sorted(set(body) - {"task_name", "kind", "format", "file_name", "params"})
+    unknown = sorted(set(body) - {"task_name", "kind", "format", "file_name", "params", "notify"})
     for key in unknown:
         details.append(_detail(key, "is not a known field"))
     task_name = None
@@ -183,6 +185,7 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
     params = body.get("params", {})
     if params is None:
         params = {}
+    notify_email = _check_notify(body.get("notify"), details)
     code = "validation_error" if details else None
     exporter = get_exporter(kind) if isinstance(kind, str) else None
     if isinstance(kind, str) and exporter is None:
@@ -213,7 +216,23 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
     if code:
         raise ValidationError.of(details, code)
     return CreateRequest(task_name=task_name, kind=kind, format=fmt,  # type: ignore[arg-type]
-                         file_name=file_name, params=params)
+                         file_name=file_name, params=params, notify_email=notify_email)
+
+
+def _check_notify(notify: Any, details: list[dict[str, str]]) -> bool | None:
+    """``{"email": true|false}``, or absent/null for the deployment's default."""
+    if notify is None:
+        return None
+    if not isinstance(notify, dict):
+        details.append(_detail("notify", 'must be an object such as {"email": true}'))
+        return None
+    for key in sorted(set(notify) - {"email"}):
+        details.append(_detail(f"notify.{key}", "is not a known field"))
+    email = notify.get("email")
+    if email is not None and not isinstance(email, bool):
+        details.append(_detail("notify.email", "must be true or false"))
+        return None
+    return email
 
 
 def final_file_name(file_name: str | None, task_name: str, extension: str, created: datetime) -> str:

@@ -133,6 +133,8 @@ def create_user_pool(endpoint_url: str, region: str) -> UserPool:
             ClientName=CLIENT_NAME,
             GenerateSecret=False,
             ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+            # moto puts only readable attributes in the ID token (Cognito: all, by default)
+            ReadAttributes=["email", "email_verified", f"custom:{TENANT_ATTRIBUTE}"],
         )["UserPoolClient"]["ClientId"]
     for group in (ADMIN_GROUP, TENANT_ADMIN_GROUP):
         with contextlib.suppress(client.exceptions.GroupExistsException):

@@ -164,9 +164,22 @@ def resource_env(resources: dict[str, str]) -> dict[str, str]:
     }
 
 
-def console_env(endpoint_url: str, client_id: str) -> dict[str, str]:
-    """Where the web console signs in: moto's Cognito and the stack's app client."""
-    return {"COGNITO_ENDPOINT": endpoint_url, "USER_POOL_CLIENT_ID": client_id}
+#: the From address of the local stack's mail (moto's SES keeps what it "sends")
+LOCAL_MAIL_SENDER = "download-center@example.com"
+
+
+def console_env(endpoint_url: str, client_id: str, api_url: str) -> dict[str, str]:
+    """Where the web console signs in (moto's Cognito, the stack's app client), and the mail it sends."""
+    return {"COGNITO_ENDPOINT": endpoint_url, "USER_POOL_CLIENT_ID": client_id,
+            "CONSOLE_URL": f"{api_url}/", "MAIL_SENDER": os.environ.get("MAIL_SENDER", LOCAL_MAIL_SENDER)}
+
+
+def verify_mail_sender(endpoint_url: str, region: str, sender: str) -> None:
+    """SES sends only as a verified identity (moto verifies at once)."""
+    import boto3
+
+    boto3.client("ses", endpoint_url=endpoint_url, region_name=region).verify_email_identity(
+        EmailAddress=sender)
 
 
 def app_environment(
@@ -227,6 +240,7 @@ class LocalStack:
     _server: Any = None
     _server_thread: threading.Thread | None = None
     _poller: Any = None
+    _event_pollers: list[Any] = field(default_factory=list)
     _schedule: Any = None
     _wrote_stack_file: bool = False
 
@@ -254,10 +268,13 @@ class LocalStack:
         verifier.load()
         samples = self._seed()
 
-        console = console_env(self.endpoint_url, pool.client_id)
+        console = console_env(self.endpoint_url, pool.client_id, self.api_url)
+        if console["MAIL_SENDER"]:
+            verify_mail_sender(self.endpoint_url, self.region, console["MAIL_SENDER"])
         config, app_module = self._load_app(resources, samples, console)
         batch_size = self._start_api(app_module, config, verifier)
         self._start_poller(app_module, config, resources, batch_size)
+        self._start_event_pollers(app_module, config, resources)
         self._start_schedule(app_module, config)
 
         status = wait_for_health(self.api_url)
@@ -414,6 +431,29 @@ class LocalStack:
             timeout,
         )
 
+    def _start_event_pollers(self, app_module: ModuleType, config: Any, resources: dict[str, str]) -> None:
+        """The app's event functions (the notifier), fed by rules on the stack's bus."""
+        import boto3
+
+        from local.events import invoke_with_events, wire_rules
+        from local.poller import SqsPoller
+
+        sqs = boto3.client("sqs", endpoint_url=self.endpoint_url, region_name=self.region)
+        events = boto3.client("events", endpoint_url=self.endpoint_url, region_name=self.region)
+        for target in wire_rules(app_module.app, sqs, events, resources["event_bus"]):
+            scoped = config.scope(chalice_stage=STAGE, function_name=target.function)
+            poller = SqsPoller(
+                sqs_client=sqs, handler=invoke_with_events(getattr(app_module, target.function),
+                                           account=target.queue_arn.split(":")[4]),
+                queue_url=target.queue_url, queue_arn=target.queue_arn, region=self.region,
+                function_name=f"{config.app_name}-{STAGE}-{target.function}",
+                timeout_seconds=int(scoped.lambda_timeout or 60),
+                memory_size=int(scoped.lambda_memory_size or 128), batch_size=1, workers=1,
+            )
+            poller.start()
+            self._event_pollers.append(poller)
+            log.info("events: rule on %s -> app.%s", resources["event_bus"], target.function)
+
     def _start_schedule(self, app_module: ModuleType, config: Any) -> None:
         from local.schedule import Schedule
 
@@ -448,6 +488,9 @@ class LocalStack:
             if not self._poller.stop():
                 log.warning("builds still running; leaving them behind")
             self._poller = None
+        for poller in self._event_pollers:
+            poller.stop(timeout=5)
+        self._event_pollers.clear()
         if self._moto is not None:
             self._moto.stop()
             self._moto = None

@@ -71,6 +71,7 @@ class MemoryTaskRepository:
         self._tasks: dict[str, Task] = {}
         self._active: dict[str, int] = {}
         self._keys: dict[str, _Key] = {}
+        self._notified: dict[str, set[str]] = {}
         self._lock = threading.RLock()
 
     def _store(self, task: Task) -> None:
@@ -181,6 +182,18 @@ class MemoryTaskRepository:
             if stored is not None and stored.status is task.status:
                 self._store(replace(stored, due_at=None))
 
+    def claim_notification(self, task_id: str, key: str) -> bool:
+        with self._lock:
+            sent = self._notified.setdefault(task_id, set())
+            if task_id not in self._tasks or key in sent:
+                return False
+            sent.add(key)
+            return True
+
+    def release_notification(self, task_id: str, key: str) -> None:
+        with self._lock:
+            self._notified.get(task_id, set()).discard(key)
+
     def delete(self, task: Task) -> bool:
         """Delete a task still in the deletable status read; a queued one gives its slot back."""
         if task.status not in DELETABLE:
@@ -190,6 +203,7 @@ class MemoryTaskRepository:
             if stored is None or stored.status is not task.status:
                 return False
             del self._tasks[task.id]
+            self._notified.pop(task.id, None)
             if task.status in ACTIVE:
                 self._active[task.owner] = self._active.get(task.owner, 0) - 1
             return True

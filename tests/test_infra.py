@@ -1256,3 +1256,40 @@ def test_template_indexes_match_the_task_model() -> None:
     assert {tuple(sorted(d.items())) for d in schema["attribute_definitions"]} == {
         tuple(sorted(d.items())) for d in table_props["AttributeDefinitions"]
     }
+
+
+@pytest.mark.packaging
+def test_packaged_notifier_hears_the_stacks_bus_and_may_only_mail_as_the_identity(
+    packaged: dict[str, Any],
+) -> None:
+    template = packaged["template"]
+    resources = template["Resources"]
+    notifier = _functions_by_handler(template)["app.notifier"]
+    (rule,) = notifier["Events"].values()
+    assert rule["Type"] == "CloudWatchEvent"
+    assert rule["Properties"]["EventBusName"] == {"Ref": "EventBus"}
+    assert rule["Properties"]["Pattern"] == {
+        "source": ["download-center"], "detail-type": ["download.failed", "download.succeeded"]}
+    env = notifier["Environment"]["Variables"]
+    assert env["MAIL_SENDER"] == {"Ref": "MailSender"}
+    assert "${RestAPI}" in env["CONSOLE_URL"]["Fn::Sub"]
+    assert notifier["ReservedConcurrentExecutions"] == package.NOTIFIER_CONCURRENCY
+    # the API refuses notify.email when no sender is configured: it knows the sender too
+    assert _functions_by_handler(template)["app.app"]["Environment"]["Variables"]["MAIL_SENDER"] == {
+        "Ref": "MailSender"}
+    assert template["Parameters"]["MailSender"]["Default"] == ""
+
+    role = resources[notifier["Role"]["Fn::GetAtt"][0]]
+    statements = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    granted = {a for s in statements for a in _as_list(s["Action"])}
+    assert granted == {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                       "dynamodb:GetItem", "dynamodb:UpdateItem", "ses:SendEmail",
+                       "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    (mail,) = [s for s in statements if "ses:SendEmail" in _as_list(s["Action"])]
+    assert mail["Resource"] == package.MAIL_IDENTITY_ARN
+    # no other role may send mail
+    for name, resource in resources.items():
+        if resource["Type"] == "AWS::IAM::Role" and name != notifier["Role"]["Fn::GetAtt"][0]:
+            for policy in resource["Properties"].get("Policies", []):
+                for statement in policy["PolicyDocument"]["Statement"]:
+                    assert not any(a.startswith("ses:") for a in _as_list(statement["Action"])), name

@@ -82,7 +82,17 @@ ENVIRONMENT: dict[str, Any] = {
     "DEAD_LETTER_QUEUE_NAME": {"Fn::GetAtt": [DLQ, "QueueName"]},
     "DEAD_LETTER_QUEUE_URL": {"Ref": DLQ},
     "EVENT_BUS_NAME": {"Ref": EVENT_BUS},
+    "MAIL_SENDER": {"Ref": "MailSender"},
 }
+#: the notifier's policy names this identity; the template puts the deployment's in its place
+MAIL_IDENTITY_PLACEHOLDER = "identity/download-center-mail-identity"
+MAIL_IDENTITY_ARN = {
+    "Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${MailIdentity}"}
+#: the function that mails owners when their exports end, and how many may send at once
+NOTIFIER_HANDLER = "app.notifier"
+NOTIFIER_CONCURRENCY = 2
+#: where the mail's link points: the API's stage root, which serves the console
+CONSOLE_URL = {"Fn::Sub": "https://${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/api/"}
 
 USER_POOL_ARN: dict[str, Any] = {
     "Fn::If": [
@@ -171,6 +181,7 @@ def post_process(template: dict[str, Any]) -> dict[str, Any]:
     _check_allow_lists(resources, triggered)
     _wire_authorizers(resources)
     _wire_console(functions)
+    _wire_notifier(functions)
     _skip_checkov_checks(resources)
     return template
 
@@ -190,7 +201,7 @@ def _check_merged(template: dict[str, Any]) -> None:
     if USER_POOL_CONDITION not in template.get("Conditions", {}):
         raise PackagingError(f"condition {USER_POOL_CONDITION} missing")
     for parameter in (USER_POOL_PARAMETER, USER_POOL_CLIENT_PARAMETER, LOG_RETENTION_PARAMETER,
-                      QUEUE_AGE_ALARM_PARAMETER):
+                      QUEUE_AGE_ALARM_PARAMETER, "MailSender", "MailIdentity"):
         if parameter not in template.get("Parameters", {}):
             raise PackagingError(f"parameter {parameter} missing")
 
@@ -540,6 +551,8 @@ def _rewrite_arn(arn: Any, names: dict[tuple[str, str], str]) -> Any:
         target = names.get(("sqs", rest))
     elif service == "events" and rest.startswith("event-bus/"):
         target = names.get(("events", rest[len("event-bus/") :]))
+    elif service == "ses" and rest == MAIL_IDENTITY_PLACEHOLDER:
+        return copy.deepcopy(MAIL_IDENTITY_ARN)
     elif service == "kms" and rest.startswith("alias/"):
         # IAM matches KMS actions against the key's ARN, never an alias's.
         target = names.get(("kms", rest))
@@ -580,6 +593,27 @@ def _wire_console(functions: dict[str, Any]) -> None:
     for function in api:
         variables = function["Properties"]["Environment"]["Variables"]
         variables["USER_POOL_CLIENT_ID"] = copy.deepcopy(USER_POOL_CLIENT_ID)
+
+
+def _wire_notifier(functions: dict[str, Any]) -> None:
+    """The notifier hears the stack's own bus (chalice's rule would watch the default bus).
+
+    Its mail links to the console at the API's stage root. Only the notifier
+    names the API: the API's own function cannot (the API depends on it).
+    """
+    for function in functions.values():
+        props = function.get("Properties", {})
+        if props.get("Handler") != NOTIFIER_HANDLER:
+            continue
+        rules = [e for e in props.get("Events", {}).values() if e.get("Type") == "CloudWatchEvent"]
+        if not rules:
+            raise PackagingError(f"{NOTIFIER_HANDLER} has no event rule: no mail would go out")
+        for rule in rules:
+            rule["Properties"]["EventBusName"] = {"Ref": EVENT_BUS}
+        props["Environment"]["Variables"]["CONSOLE_URL"] = copy.deepcopy(CONSOLE_URL)
+        # a burst of endings becomes a queue of invocations (Lambda holds throttled events and
+        # retries them for hours), not a burst on SES's sending rate
+        props["ReservedConcurrentExecutions"] = NOTIFIER_CONCURRENCY
 
 
 _NO_VPC = (
@@ -636,6 +670,17 @@ CHECKOV_SKIPS: dict[str, tuple[tuple[str, str], ...]] = {
             "Only the one-minute schedule invokes it: a failed tick carries no data (the next tick sweeps "
             "everything due again), so a dead-letter queue would keep nothing of use; failing sweeps "
             "page through SweeperErrorsAlarm.",
+        ),
+    ),
+    "Notifier": (
+        _NO_VPC,
+        _PLAIN_ENVIRONMENT,
+        (
+            "CKV_AWS_116",
+            "EventBridge invokes it asynchronously and retries a failed mail twice; a notice that still "
+            "fails is logged at ERROR with its task id. The task, its file and its event are unaffected "
+            "(the console and the API show the outcome), so a queue of undelivered courtesy mail would "
+            "add a resource to watch and nothing to act on.",
         ),
     ),
     "RestAPI": (

@@ -25,6 +25,7 @@ from pynamodb.attributes import (
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
     UTCDateTimeAttribute,
 )
 from pynamodb.exceptions import DeleteError, DoesNotExist, QueryError, TransactWriteError, UpdateError
@@ -140,6 +141,9 @@ class TaskModel(Model):
     #: epoch seconds: the sweeper's index sorts on it
     due_at = NumberAttribute(null=True)
     idempotency_key = UnicodeAttribute(null=True)
+    notify_email = UnicodeAttribute(null=True)
+    #: the notifications sent, ``<attempt>:<status>`` each, so that a repeated event mails no one twice
+    notified = UnicodeSetAttribute(null=True)
     ttl = TTLAttribute(null=True)
 
     by_owner = ByOwner()
@@ -208,6 +212,7 @@ def to_task(m: TaskModel) -> Task:
         idempotency_key=m.idempotency_key, lease=int(m.lease or 0), claims=int(m.claims or 0),
         heartbeat_at=m.heartbeat_at, queued_at=m.queued_at,
         due_at=datetime.fromtimestamp(m.due_at, UTC) if m.due_at is not None else None,
+        notify_email=m.notify_email,
     )
 
 
@@ -219,7 +224,7 @@ def to_model(t: Task) -> TaskModel:
         status=t.status.value, attempts=t.attempts, lease=t.lease, claims=t.claims,
         progress=t.progress or None, created_at=t.created_at, queued_at=t.queued_at,
         sweep=SWEEP_PARTITION if t.due_at else None, due_at=_epoch(t.due_at),
-        idempotency_key=t.idempotency_key,
+        idempotency_key=t.idempotency_key, notify_email=t.notify_email,
     )
 
 
@@ -286,6 +291,10 @@ class TaskStore(Protocol):
     def event_sent(self, task: Task) -> None: ...
 
     def rename(self, task_id: str, task_name: str) -> Task | None: ...
+
+    def claim_notification(self, task_id: str, key: str) -> bool: ...
+
+    def release_notification(self, task_id: str, key: str) -> None: ...
 
     def delete(self, task: Task) -> bool: ...
 
@@ -547,6 +556,31 @@ class TaskRepository:
                 return None
             raise
         return to_task(model)
+
+    def claim_notification(self, task_id: str, key: str) -> bool:
+        """Record that notification ``key`` goes out; False if it already did (or the task is gone).
+
+        One conditional write, so that of two deliveries of the same event
+        exactly one mails.
+        """
+        try:
+            TaskModel(task_id).update(
+                actions=[TaskModel.notified.add({key})],
+                condition=TaskModel.id.exists() & ~TaskModel.notified.contains(key))
+        except UpdateError as exc:
+            if _failed_condition(exc):
+                return False
+            raise
+        return True
+
+    def release_notification(self, task_id: str, key: str) -> None:
+        """Forget a claimed notification that could not be sent, so a retry of the event sends it."""
+        try:
+            TaskModel(task_id).update(actions=[TaskModel.notified.delete({key})],
+                                      condition=TaskModel.id.exists())
+        except UpdateError as exc:
+            if not _failed_condition(exc):
+                raise
 
     def delete(self, task: Task) -> bool:
         """Delete a task in a deletable status; a queued one gives its slot back."""

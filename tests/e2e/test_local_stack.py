@@ -54,6 +54,7 @@ def alice_task(local_stack: RunningStack, alice: dict[str, str]) -> dict[str, An
         "kind": "demo",
         "format": "csv",
         "params": {"rows": 20000, "seed": 7},
+        "notify": {"email": True},
     }
     resp = requests.post(f"{local_stack.api}/downloads", json=body, headers=alice, timeout=HTTP_TIMEOUT)
     assert resp.status_code == 202, resp.text
@@ -87,6 +88,7 @@ def test_stack_file_describes_the_stack(local_stack: RunningStack) -> None:
     info = local_stack.info
     assert set(info) == {
         "api_url",
+        "console_url",
         "aws_endpoint_url",
         "region",
         "table",
@@ -102,6 +104,7 @@ def test_stack_file_describes_the_stack(local_stack: RunningStack) -> None:
         "sample_log_group",
     }
     assert info["api_url"].startswith("http://127.0.0.1:")
+    assert info["console_url"] == info["api_url"] + "/"
     assert info["aws_endpoint_url"].startswith("http://127.0.0.1:")
     assert info["demo_table"] == "demo-users"
     assert (info["sample_bucket"], info["sample_log_group"]) == ("demo-files", "/demo/app")
@@ -377,6 +380,27 @@ def test_options_is_a_405_and_on_an_unknown_path_the_gateway_404(local_stack: Ru
     resp = requests.options(f"{local_stack.api}/health", timeout=HTTP_TIMEOUT)
     assert_error(resp, 405, "method_not_allowed")
     assert_missing_route(requests.options(f"{local_stack.api}/nope", timeout=HTTP_TIMEOUT))
+
+
+def sent_mail(local_stack: RunningStack) -> list[dict[str, Any]]:
+    """What moto's SES has "sent" (its model data, over HTTP)."""
+    data = requests.get(f"{local_stack.info['aws_endpoint_url']}/moto-api/data.json", timeout=HTTP_TIMEOUT)
+    return data.json()["ses"]["Message"]
+
+
+def test_the_owner_is_mailed_once_when_the_export_is_ready(
+    local_stack: RunningStack, alice_task: dict[str, Any],
+) -> None:
+    """The task's event reaches the notifier through a rule on the stack's bus, as deployed."""
+    deadline = time.monotonic() + 20
+    while not (mails := [m for m in sent_mail(local_stack) if alice_task["task_name"] in m["subject"]]):
+        assert time.monotonic() < deadline, f"no mail:\n{local_stack.log_tail()}"
+        time.sleep(0.3)
+    (mail,) = mails
+    assert mail["destinations"]["ToAddresses"] == ["alice@acme.example"]
+    assert mail["subject"] == f'Your export "{alice_task["task_name"]}" is ready'
+    assert f"{local_stack.api}/" in mail["body"]  # the console
+    assert alice_task["url"].split("?")[0] not in mail["body"] and "X-Amz-" not in mail["body"]
 
 
 def test_sigint_stops_everything(local_stack: RunningStack) -> None:

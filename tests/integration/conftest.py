@@ -100,6 +100,19 @@ class Stack:
         return resp.json_body
 
 
+#: carol has no address, bob one he has not verified; the others' are verified
+UNVERIFIED_EMAIL = "bob"
+NO_EMAIL = "carol"
+
+
+def email_attributes(user: User) -> list[dict[str, str]]:
+    if user.username == NO_EMAIL:
+        return []
+    verified = "false" if user.username == UNVERIFIED_EMAIL else "true"
+    return [{"Name": "email", "Value": f"{user.username}@{user.tenant}.example"},
+            {"Name": "email_verified", "Value": verified}]
+
+
 def _cognito_users() -> tuple[UserPool, dict[str, User]]:
     idp = boto3.client("cognito-idp")
     pool = idp.create_user_pool(
@@ -107,7 +120,8 @@ def _cognito_users() -> tuple[UserPool, dict[str, User]]:
         Schema=[{"Name": "tenant", "AttributeDataType": "String", "Mutable": True}],
     )["UserPool"]["Id"]
     client_id = idp.create_user_pool_client(
-        UserPoolId=pool, ClientName="tests", ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH"]
+        UserPoolId=pool, ClientName="tests", ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH"],
+        ReadAttributes=["email", "email_verified", "custom:tenant"],
     )["UserPoolClient"]["ClientId"]
     for group in ("admin", "tenant-admin"):
         idp.create_group(GroupName=group, UserPoolId=pool)
@@ -120,7 +134,7 @@ def _cognito_users() -> tuple[UserPool, dict[str, User]]:
         password = secrets.token_urlsafe(12) + "aA1!"
         created = idp.admin_create_user(
             UserPoolId=pool, Username=user.username, MessageAction="SUPPRESS",
-            UserAttributes=[{"Name": "custom:tenant", "Value": user.tenant}],
+            UserAttributes=[{"Name": "custom:tenant", "Value": user.tenant}, *email_attributes(user)],
         )
         user.sub = next(a["Value"] for a in created["User"]["Attributes"] if a["Name"] == "sub")
         idp.admin_set_user_password(UserPoolId=pool, Username=user.username, Password=password,

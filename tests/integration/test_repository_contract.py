@@ -528,3 +528,27 @@ def test_rename_of_a_task_that_is_gone_is_none_and_creates_nothing(repo: TaskSto
     task = new_task()
     assert repo.rename(task.id, "ghost") is None
     assert repo.get(task.id) is None
+
+
+# -- notifications ------------------------------------------------------------------------
+def test_a_notification_is_claimed_once_per_key(repo: TaskStore) -> None:
+    task = stored_task(repo, Status.SUCCEEDED, notify_email="alice@example.com")
+    assert repo.get(task.id).notify_email == "alice@example.com"
+    assert repo.claim_notification(task.id, "1:succeeded") is True
+    assert repo.claim_notification(task.id, "1:succeeded") is False  # the event again
+    assert repo.claim_notification(task.id, "2:succeeded") is True  # a retry's own end
+    assert repo.get(task.id) == task  # the ledger is no part of the task
+
+
+def test_a_released_notification_can_be_claimed_again(repo: TaskStore) -> None:
+    task = stored_task(repo, Status.FAILED)
+    assert repo.claim_notification(task.id, "1:failed")
+    repo.release_notification(task.id, "1:failed")
+    assert repo.claim_notification(task.id, "1:failed")
+
+
+def test_no_notification_is_claimed_for_a_task_that_is_gone(repo: TaskStore) -> None:
+    task = new_task()
+    assert repo.claim_notification(task.id, "1:succeeded") is False
+    repo.release_notification(task.id, "1:succeeded")  # nothing to forget: no error
+    assert repo.get(task.id) is None
