@@ -116,7 +116,8 @@ let current = null;
  * on success it calls ctx.downloads.add(task) and closes. Returns {dialog, close()}.
  */
 export function openExportForm(ctx) {
-  if (current) return current;
+  // (a dialog just closed is no longer open, though its close event may not have run yet)
+  if (current && current.dialog.open) return current;
   const texts = new Texts();
   const opener = document.activeElement;
   // made once per opening: every Create of this dialog is the same request to the API
@@ -180,6 +181,8 @@ export function openExportForm(ctx) {
       if (ctx.downloads) ctx.downloads.add(task);
     } catch (err) {
       if (dialog.open) editor.showError(err);
+      // closed while it was sent: say so where the person still looks
+      else ctx.toasts.show({ text: t("form.not_created", { message: errorText(err) }), kind: "error" });
     } finally {
       busy = false;
       createButton.disabled = false;
@@ -195,7 +198,7 @@ export function openExportForm(ctx) {
     stopLang();
     stopSession();
     dialog.remove();
-    current = null;
+    if (current && current.dialog === dialog) current = null;
     if (opener && opener.isConnected && typeof opener.focus === "function") opener.focus();
   });
 

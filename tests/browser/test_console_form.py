@@ -230,6 +230,33 @@ def test_server_issues_appear_beside_the_fields_they_name(new_page: Any, stack: 
     assert task["params"]["filters"] == [{"attr": "age", "op": "between", "value": [18, 65]}]
 
 
+def test_an_issue_about_all_parameters_goes_under_their_legend(new_page: Any, stack: RunningStack) -> None:
+    from playwright.sync_api import expect
+
+    page = new_page()
+    sign_in(page, stack, "alice")
+    dialog = open_form(page)
+    dialog.get_by_label("Task name").fill(unique("bundle"))
+    dialog.get_by_label("Kind").select_option("s3_bundle")
+    for label in ("bucket", "keys", "prefix", "on_missing"):
+        expect(dialog.get_by_label(label, exact=True)).to_be_visible()
+    # one format only: shown, nothing to choose
+    expect(dialog.get_by_label("Format")).to_have_value("zip")
+    dialog.get_by_label("bucket", exact=True).fill(stack.info["sample_bucket"])
+    dialog.get_by_role("button", name="Create").click()
+    params = dialog.get_by_role("group", name="Parameters s3_bundle")
+    error = params.locator("> .field-error")
+    expect(error).to_have_text("must name keys, a prefix, or both")
+    assert params.get_attribute("aria-describedby") == error.get_attribute("id")
+    # no single field is blamed; the first of them gets the focus
+    expect(dialog.get_by_label("bucket", exact=True)).to_be_focused()
+    expect(dialog.get_by_label("bucket", exact=True)).not_to_have_attribute("aria-invalid", "true")
+    dialog.get_by_role("button", name="Use example").click()
+    expect(dialog.get_by_label("prefix", exact=True)).not_to_have_value("")
+    dialog.get_by_role("button", name="Create").click()
+    expect(dialog).to_be_hidden()
+
+
 def test_a_double_click_creates_one_task(new_page: Any, stack: RunningStack) -> None:
     from playwright.sync_api import expect
 
@@ -344,7 +371,7 @@ def test_cancel_closes_without_creating(new_page: Any, stack: RunningStack) -> N
     dialog.get_by_label("Task name").fill(name)
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_be_hidden()
-    assert page.locator("dialog").count() == 0
+    expect(page.locator("dialog")).to_have_count(0)  # removed, not only hidden
     assert tasks_named(stack, name) == []
 
 
