@@ -25,10 +25,11 @@ export class Api {
     return url;
   }
 
-  async request(method, path, { query, body } = {}) {
+  async request(method, path, { query, body, headers = {} } = {}) {
     const send = async (token) => fetch(this.url(path, query), {
       method,
       headers: {
+        ...headers,
         Authorization: token,
         ...(body === undefined ? {} : { "Content-Type": "application/json" }),
       },
@@ -57,7 +58,10 @@ export class Api {
   kinds() { return this.request("GET", "kinds"); }
   list(query) { return this.request("GET", "downloads", { query }); }
   get(id) { return this.request("GET", `downloads/${encodeURIComponent(id)}`); }
-  create(body) { return this.request("POST", "downloads", { body }); }
+  /** idempotencyKey: the same key (and body) again answers with the first task, never a second one */
+  create(body, { idempotencyKey } = {}) {
+    return this.request("POST", "downloads", { body, headers: idempotencyKey ? { "Idempotency-Key": idempotencyKey } : {} });
+  }
   cancel(id) { return this.request("POST", `downloads/${encodeURIComponent(id)}/cancel`); }
   retry(id) { return this.request("POST", `downloads/${encodeURIComponent(id)}/retry`); }
   remove(id) { return this.request("DELETE", `downloads/${encodeURIComponent(id)}`); }
