@@ -426,3 +426,34 @@ def test_kinds_that_fail_to_load_say_so_and_can_be_retried(new_page: Any, stack:
     dialog.get_by_role("button", name="Try again").click()
     expect(dialog.get_by_label("rows", exact=True)).to_be_visible()
     expect(dialog.get_by_role("button", name="Create")).to_be_enabled()
+
+
+def test_an_export_made_in_the_form_runs_to_its_download(new_page: Any, stack: RunningStack) -> None:
+    """The whole errand: create through the form, watch it in the list, save the file."""
+    import hashlib
+    from pathlib import Path
+
+    from playwright.sync_api import expect
+
+    page = new_page()
+    sign_in(page, stack, "alice")
+    dialog = open_form(page)
+    name = unique("Quarterly 报表")
+    dialog.get_by_label("Task name").fill(name)
+    dialog.get_by_label("rows", exact=True).fill("30000")
+    dialog.get_by_role("button", name="Create").click()
+    expect(dialog).to_be_hidden()
+    # the new task is at the top of the list at once, and followed there
+    row = page.get_by_role("table").get_by_role("row").filter(has_text=name)
+    expect(row).to_have_count(1)
+    expect(page.get_by_role("table").get_by_role("row").nth(1)).to_contain_text(name)
+    bar = row.get_by_role("progressbar")
+    expect(bar).to_have_attribute("aria-valuenow", "100", timeout=TIMEOUT_MS)
+    expect(row.locator(".dl-status")).to_have_text("succeeded")
+    [task] = tasks_named(stack, name)
+    assert task["status"] == "succeeded"
+    with page.expect_download() as info:
+        row.get_by_role("button", name="Download", exact=True).click()
+    saved = Path(info.value.path()).read_bytes()
+    assert hashlib.sha256(saved).hexdigest() == task["sha256"]
+    assert info.value.suggested_filename == task["file_name"]
