@@ -62,3 +62,35 @@ def test_the_language_switch_is_remembered(new_page: Any) -> None:
     page.get_by_label("用户名").wait_for()
     page.reload()
     page.get_by_label("用户名").wait_for()
+
+
+def test_an_expiring_token_is_refreshed_with_the_refresh_token(new_page: Any, stack: Any) -> None:
+    """The page trades its refresh token for a new ID token instead of signing the person out."""
+    import json
+
+    page = new_page()
+    sign_in(page, stack, "alice")
+    key = "download-center.session"
+    state = json.loads(page.evaluate(f"() => sessionStorage.getItem('{key}')"))
+    assert "refreshToken" in state and state["idToken"].count(".") == 2
+    page.evaluate(f"""() => sessionStorage.setItem('{key}',
+        JSON.stringify({{...JSON.parse(sessionStorage.getItem('{key}')), expiresAt: 0}}))""")
+    flows: list[str] = []
+    page.on("request", lambda request: flows.append(json.loads(request.post_data or "{}").get("AuthFlow", ""))
+            if request.url.startswith(stack.info["aws_endpoint_url"]) else None)
+    page.reload()
+    page.get_by_role("table").wait_for()
+    page.get_by_role("button", name="Sign out").wait_for()
+    assert flows == ["REFRESH_TOKEN_AUTH"]
+    refreshed = json.loads(page.evaluate(f"() => sessionStorage.getItem('{key}')"))
+    assert refreshed["idToken"] != state["idToken"] and refreshed["expiresAt"] > 0
+
+
+def test_the_console_links_to_the_api_description(new_page: Any, stack: Any) -> None:
+    page = new_page()
+    sign_in(page, stack, "alice")
+    link = page.get_by_role("link", name="API description")
+    href = link.evaluate("a => a.href")
+    assert href == stack.info["console_url"] + "openapi.json"
+    document = page.request.get(href).json()
+    assert document["openapi"].startswith("3.") and "/downloads" in document["paths"]
