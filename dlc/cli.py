@@ -8,6 +8,7 @@ documented exit code, so nothing reaches the user as a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import click
 from rich.text import Text
 
 from dlc import display
-from dlc.client import Client, DownloadResult, Task, target_path
+from dlc.client import Client, DownloadResult, Task, part_path, target_path
 from dlc.config import TokenStore, resolve_api_url
 from dlc.errors import (
     EXIT_INTERRUPTED,
@@ -379,6 +380,8 @@ def _download(client: Client, task: Task, output: str | None, force: bool, limit
                                    limit_rate=limit_rate)
         except KeyboardInterrupt:
             done = bar.done
+    with contextlib.suppress(OSError, KeyError):  # what is on disk, written past the last report
+        done = part_path(target_path(task, output)).stat().st_size
     raise Interrupted("interrupted",
                       f"download stopped at byte {done:,} of {int(task.get('size') or 0):,}; "
                       f"run `{resume_command}` to resume it",
