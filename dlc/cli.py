@@ -561,7 +561,7 @@ def run(argv: list[str] | None = None) -> int:
         return _report(UsageError("usage", exc.format_message() + hint), as_json)
     except click.Abort:
         # Ctrl-C outside a wait or a download (at a prompt, in a request)
-        return _report(Interrupted("interrupted", "interrupted"), as_json)
+        return _report(Interrupted("interrupted", "stopped by Ctrl-C"), as_json)
     except click.ClickException as exc:
         error = DlcError("error", exc.format_message())
         error.exit_code = exc.exit_code
@@ -569,7 +569,7 @@ def run(argv: list[str] | None = None) -> int:
     except DlcError as exc:
         return _report(exc, as_json)
     except KeyboardInterrupt:
-        return _report(Interrupted("interrupted", "interrupted"), as_json)
+        return _report(Interrupted("interrupted", "stopped by Ctrl-C"), as_json)
     except Exception as exc:  # a bug: still one line, unless asked for the traceback
         if os.environ.get("DLC_DEBUG"):
             traceback.print_exc()

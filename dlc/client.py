@@ -48,6 +48,8 @@ PART_SUFFIX = ".dlc-part"
 CHUNK_SIZE = 256 * 1024
 #: how often a broken download stream is picked up again within one call
 STREAM_RETRIES = 3
+#: polls in a row that may fail (no connection, a 5xx) before a wait gives up
+WAIT_RETRIES = 5
 COGNITO_TARGET = "AWSCognitoIdentityProviderService.InitiateAuth"
 #: Cognito's exceptions that mean "these credentials do not sign in" (exit 3, not a crash)
 COGNITO_AUTH_ERRORS = {
@@ -400,14 +402,26 @@ class Client:
         """Poll the task until it is succeeded, failed, canceled or expired; its last state.
 
         The poll interval grows from ``interval`` to ``max_interval`` (the
-        server updates progress every couple of seconds). ``timeout`` (s)
+        server updates progress every couple of seconds); a few failed polls in
+        a row (no connection, a 5xx) are waited out. ``timeout`` (s)
         raises ``ApiError wait_timeout``; a Ctrl-C raises KeyboardInterrupt
         and leaves the task alone.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = interval
+        blips = 0
         while True:
-            task = self.get(task_id)
+            try:
+                task = self.get(task_id)
+            except ApiError as exc:
+                # a long wait outlives a dropped connection or a 5xx: only a run of them ends it
+                transient = exc.code == "unreachable" or (exc.status or 0) >= 500
+                blips += 1
+                if not transient or blips > WAIT_RETRIES:
+                    raise
+                time.sleep(min(max_interval * blips, 10.0))
+                continue
+            blips = 0
             if on_update is not None:
                 on_update(task)
             if task.get("status") in TERMINAL:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.server
 import json
 import os
 import pty
@@ -22,6 +23,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -334,6 +336,54 @@ def test_a_corrupted_byte_in_the_partial_file_is_caught(alice: Dlc, export: dict
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["download"]["resumed_from"] == 0
     assert digests(tmp_path / export["file_name"]) == (export["md5"], export["sha256"])
+
+
+@contextlib.contextmanager
+def expired_link() -> Iterator[tuple[str, list[str | None]]]:
+    """A link that answers as S3 does once a presigned URL has expired; the Range of each request."""
+    asked: list[str | None] = []
+
+    class Expired(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            asked.append(self.headers.get("Range"))
+            body = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                    b"<Message>Request has expired</Message></Error>")
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Expired)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        yield f"http://127.0.0.1:{port}/download-center-files/expired?X-Amz-Expires=1", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_resumed_download_replaces_an_expired_link_with_a_fresh_one(
+        alice: Dlc, export: dict[str, Any], tmp_path: Path) -> None:
+    """The importable Client: a task whose presigned URL has expired since it was read."""
+    from dlc import Client
+    from dlc.config import TokenStore
+
+    part = cut_download(alice, export, tmp_path)
+    cut_at = part.stat().st_size
+    client = Client(alice.api, store=TokenStore(alice.config))
+    with expired_link() as (url, asked):
+        result = client.download({**export, "url": url}, f"{tmp_path}/")
+    assert asked == [f"bytes={cut_at}-"]  # the old link was tried once, for the rest of the file
+    assert result.resumed_from == cut_at
+    assert result.path == tmp_path / export["file_name"]
+    assert digests(result.path) == (export["md5"], export["sha256"])
+    assert not part.exists()
 
 
 def cut_download(alice: Dlc, export: dict[str, Any], folder: Path) -> Path:
