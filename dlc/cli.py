@@ -421,7 +421,7 @@ def _check_target(task: Task, output: str | None, force: bool, created: bool = T
         return  # the file's name is not known before the task is created
     target = target_path(task, output)
     if target.exists():
-        after = f"; task {task['id']} goes on: dlc watch {task['id']}" if created else ""
+        after = f"; task {task['id']} goes on: dlc watch {task['id']} -o OTHER_PATH" if created else ""
         raise UsageError("file_exists",
                          f"{target} already exists (pass --force to overwrite it, or -o another path){after}")
 

@@ -67,15 +67,15 @@ def status_text(status: str | None) -> Text:
     return Text(str(status or "?"), style=STATUS_STYLES.get(str(status), ""))
 
 
-def when(value: str | None) -> str:
-    """An API timestamp in the local time zone, to the second; '' for none."""
+def when(value: str | None, seconds: bool = True) -> str:
+    """An API timestamp in the local time zone, to the second (or minute); '' for none."""
     if not value:
         return ""
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return value
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def progress_summary(task: dict[str, Any]) -> str:
@@ -130,7 +130,7 @@ def tasks_table(items: list[dict[str, Any]]) -> Table:
             amount = f"{float(percent):.0f}%" if percent is not None and status != "failed" else ""
         table.add_row(Text(str(task.get("id"))), Text(str(task.get("task_name"))),
                       Text(f"{task.get('kind')}/{task.get('format')}"), status_text(status),
-                      Text(amount), Text(when(task.get("created_at"))))
+                      Text(amount), Text(when(task.get("created_at"), seconds=False)))
     return table
 
 

@@ -147,7 +147,7 @@ def installed() -> Path:
                     f"{PROJECT_DIR}` (make's venv step does)")
     where = subprocess.run([sys.executable, "-c", "import dlc; print(dlc.__file__)"], cwd="/",
                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
-    module = Path(where.stdout.strip())
+    module = Path(where.stdout.strip()).resolve()
     if where.returncode != 0 or not module.is_relative_to(PROJECT_DIR):
         pytest.fail(f"{DLC} runs {module or where.stderr.strip()}, not this checkout's dlc/: "
                     f"`{sys.executable} -m pip install -e {PROJECT_DIR}`")
