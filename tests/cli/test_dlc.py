@@ -211,6 +211,21 @@ def test_an_expired_id_token_is_refreshed_with_the_refresh_token(alice: Dlc, tmp
     assert (copy.config / "tokens.json").stat().st_mode & 0o777 == 0o600
 
 
+def test_logout_forgets_this_apis_tokens_only(alice: Dlc, tmp_path: Path) -> None:
+    copy = Dlc(alice.api, tmp_path / "config", alice.workdir)
+    copy.config.mkdir(mode=0o700)
+    data = json.loads((alice.config / "tokens.json").read_text(encoding="utf-8"))
+    data["apis"]["https://elsewhere.example"] = dict(data["apis"][alice.api])
+    (copy.config / "tokens.json").write_text(json.dumps(data), encoding="utf-8")
+
+    result = copy.run("logout")
+    assert result.returncode == 0 and result.stdout == f"Signed out of {alice.api}\n"
+    left = json.loads((copy.config / "tokens.json").read_text(encoding="utf-8"))["apis"]
+    assert list(left) == ["https://elsewhere.example"]
+    assert copy.run("ls").returncode == 3
+    assert copy.ok_json("logout") == {"api_url": alice.api, "signed_out": False}
+
+
 def test_a_wrong_password_exits_3_and_stores_nothing(installed: Path, local_stack: RunningStack,
                                                        tmp_path: Path) -> None:
     user = Dlc(local_stack.api, tmp_path / "config", tmp_path)
@@ -280,6 +295,21 @@ def test_create_wait_download_saves_the_file_under_its_name_with_checksums_verif
     forced = alice.run("download", task["id"], "-o", f"{out}/", "--force")
     assert forced.returncode == 0, forced.stderr
     assert digests(path) == (task["md5"], task["sha256"])
+
+
+def test_create_takes_a_params_file_format_file_name_and_idempotency_key(alice: Dlc, tmp_path: Path) -> None:
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"rows": 5, "seed": 1, "bom": False}), encoding="utf-8")
+    key = uuid.uuid4().hex
+    args = ["create", "demo", "--params-file", str(params), "-p", "seed=3", "-p", "bom=yes",
+            "-p", 'headers={"name": "姓名"}', "--format", "csv", "--name", "Options",
+            "--file-name", "我的 export", "--idempotency-key", key]
+    first = alice.ok_json(*args)
+    assert first["params"] == {"rows": 5, "seed": 3, "bom": True, "headers": {"name": "姓名"}}
+    assert first["format"] == "csv" and first["file_name"] == "我的 export.csv"
+    assert first["task_name"] == "Options"
+    assert alice.ok_json(*args)["id"] == first["id"]  # the same key: the same task, not a second one
+    assert alice.ok_json("watch", first["id"])["status"] == "succeeded"
 
 
 def test_json_output_is_one_document_for_every_command(alice: Dlc, export: dict[str, Any]) -> None:
@@ -457,26 +487,34 @@ def test_a_task_canceled_while_waiting_exits_1(alice: Dlc) -> None:
     assert task["id"] == items[0]["id"] and task["status"] == "canceled"
     assert err == f"task_canceled: task {task['id']} is canceled\n"
 
+    again = alice.ok_json("retry", task["id"])
+    assert again["status"] == "queued" and again["attempts"] == task["attempts"] + 1
+    assert alice.ok_json("cancel", task["id"])["status"] in ("canceling", "canceled")
+
 
 # -- the terminal ----------------------------------------------------------------------------------
 
 
-def test_wait_shows_a_live_progress_display_on_a_terminal_only(alice: Dlc) -> None:
-    with in_terminal(alice, "create", "demo", "-p", "rows=50000", "--name", "On a terminal", "--wait") as (
-            proc, screen):
+def test_wait_and_download_show_live_progress_on_a_terminal_only(alice: Dlc, tmp_path: Path) -> None:
+    args = ["create", "demo", "-p", "rows=50000", "--wait", "--download", "-o", f"{tmp_path}/"]
+    with in_terminal(alice, *args, "--name", "On a terminal") as (proc, screen):
         wait_for(lambda: exited(proc, screen), 60, "dlc exits")
         shown = screen()
     assert proc.returncode == 0, shown
-    bar = next(line for line in shown.splitlines() if "On a terminal · succeeded" in line)
+    lines = shown.splitlines()
+    bar = next(line for line in lines if "On a terminal · succeeded" in line)
     assert re.search(r"━+ 100% 50,000 rows \d+\.\d (kB|MB)", bar), bar
+    download = next(line for line in lines if line.startswith("On a terminal_") and "━" in line)
+    assert re.search(r"━+ (\d+\.\d)/\1 MB", download), download  # all the bytes of the file
     assert re.search(r"Task \w+ “On a terminal” succeeded: On a terminal_\S+\.csv", shown)
+    assert "md5 and sha256 verified" in " ".join(shown.split())  # wrapped at the terminal's width
 
-    piped = alice.run("create", "demo", "-p", "rows=50000", "--name", "On a pipe", "--wait")
+    piped = alice.run(*args, "--name", "On a pipe")
     assert piped.returncode == 0
     assert piped.stderr == ""
     assert "━" not in piped.stdout and "%" not in piped.stdout
-    assert re.fullmatch(r"Task \w+ “On a pipe” succeeded: On a pipe_\S+\.csv, [\d.]+ MB, 50,000 rows\n",
-                        piped.stdout)
+    assert re.fullmatch(r"Task \w+ “On a pipe” succeeded: On a pipe_\S+\.csv, [\d.]+ MB, 50,000 rows\n"
+                        r"Saved .+ \([\d.]+ MB; md5 and sha256 verified\)\n", piped.stdout)
 
 
 @pytest.mark.parametrize("cancel_on_interrupt", [False, True], ids=["keeps-the-task", "cancels-it"])
