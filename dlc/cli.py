@@ -570,6 +570,8 @@ def run(argv: list[str] | None = None) -> int:
         return _report(exc, as_json)
     except KeyboardInterrupt:
         return _report(Interrupted("interrupted", "stopped by Ctrl-C"), as_json)
+    except OSError as exc:  # the disk's: a folder that cannot be written, a full disk
+        return _report(DlcError("io_error", str(exc)), as_json)
     except Exception as exc:  # a bug: still one line, unless asked for the traceback
         if os.environ.get("DLC_DEBUG"):
             traceback.print_exc()

@@ -335,7 +335,8 @@ class DownloadDisplay:
         self.done = offset
         if offset:
             # a note rather than progress: shown on a pipe too, so a log says the file was resumed
-            stderr_console().print(Text(f"Resuming {self.label} at byte {offset:,} of {size:,}"))
+            console = self.progress.console if self.progress is not None else stderr_console()
+            console.print(Text(f"Resuming {self.label} at byte {offset:,} of {size:,}"))
         if self.progress is not None:
             self.bar = self.progress.add_task(self.label, total=size, completed=offset)
 
