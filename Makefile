@@ -10,9 +10,11 @@ OUT ?= out
 
 .PHONY: run test test-fast lint package checkov bench clean browser
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The venv also gets the `dlc` command line client (dlc/, editable: .venv/bin/dlc runs this checkout).
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
 
 $(CHECKOV_STAMP): requirements-checkov.txt

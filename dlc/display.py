@@ -1,0 +1,351 @@
+"""What ``dlc`` shows people: tables, task details, and the live progress bars.
+
+Kept apart from the commands so that ``cli.py`` stays a thin layer of
+argument handling. Progress goes to stderr and only when stderr is a
+terminal: a script that pipes or captures it sees nothing but errors and
+the notes it needs (how to resume), and ``--json`` output stays one document
+on stdout either way. Every piece of user data is rendered as plain text,
+never as rich markup (a task named ``[red]x`` shows those characters).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import textwrap
+import time
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.filesize import decimal
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+STATUS_STYLES = {
+    "queued": "yellow",
+    "running": "cyan",
+    "canceling": "magenta",
+    "succeeded": "green",
+    "failed": "bold red",
+    "canceled": "dim",
+    "expired": "dim",
+}
+
+
+def stdout_console() -> Console:
+    """Stdout; a pipe gets a wide, colourless table rather than one cut at 80 columns."""
+    return Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False, markup=False)
+
+
+def progress_enabled() -> bool:
+    """Live progress only for a person watching: stderr must be a terminal."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def status_text(status: str | None) -> Text:
+    return Text(str(status or "?"), style=STATUS_STYLES.get(str(status), ""))
+
+
+def when(value: str | None, seconds: bool = True) -> str:
+    """An API timestamp in the local time zone, to the second (or minute); '' for none."""
+    if not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def progress_summary(task: dict[str, Any]) -> str:
+    """'1,000 rows, 98.3 kB, 42%' (what is known of it)."""
+    progress = task.get("progress") or {}
+    parts = []
+    if progress.get("rows") is not None:
+        parts.append(f"{int(progress['rows']):,} rows")
+    if progress.get("bytes") is not None:
+        parts.append(decimal(int(progress["bytes"])))
+    if progress.get("percent") is not None:
+        parts.append(f"{float(progress['percent']):.0f}%")
+    return ", ".join(parts)
+
+
+def task_line(task: dict[str, Any]) -> Text:
+    """One sentence on a task: what became of it."""
+    line = Text()
+    line.append(f"Task {task.get('id')} ")
+    line.append(f"“{task.get('task_name')}” ")
+    line.append_text(status_text(task.get("status")))
+    status = task.get("status")
+    if status == "succeeded":
+        line.append(f": {task.get('file_name')}, {decimal(int(task.get('size') or 0))}")
+        rows = (task.get("progress") or {}).get("rows")
+        if rows is not None:
+            line.append(f", {int(rows):,} rows")
+    elif task.get("error"):
+        error = task["error"]
+        line.append(f": {error.get('code')}: {error.get('message')}")
+    elif status in ("queued", "running", "canceling"):
+        summary = progress_summary(task)
+        if summary:
+            line.append(f" ({summary})")
+    return line
+
+
+def tasks_table(items: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("ID", no_wrap=True)
+    table.add_column("NAME", overflow="fold")
+    table.add_column("KIND", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("SIZE / PROGRESS", justify="right", no_wrap=True)
+    table.add_column("CREATED", no_wrap=True)
+    for task in items:
+        status = task.get("status")
+        if status in ("succeeded", "expired") and task.get("size") is not None:
+            amount = decimal(int(task["size"]))
+        else:
+            percent = (task.get("progress") or {}).get("percent")
+            amount = f"{float(percent):.0f}%" if percent is not None and status != "failed" else ""
+        table.add_row(Text(str(task.get("id"))), Text(str(task.get("task_name"))),
+                      Text(f"{task.get('kind')}/{task.get('format')}"), status_text(status),
+                      Text(amount), Text(when(task.get("created_at"), seconds=False)))
+    return table
+
+
+def kv_lines(rows: list[tuple[str, Any]], width: int, label_style: str = "bold") -> list[Text]:
+    """Label and value lines, values wrapped under themselves (no padding at the end of a line)."""
+    rows = [(label, value) for label, value in rows if value not in (None, "")]
+    pad = max((len(label) for label, _ in rows), default=0) + 2
+    lines = []
+    for label, value in rows:
+        text = value if isinstance(value, Text) else Text(str(value))
+        wrapped = textwrap.wrap(text.plain, max(20, width - pad), break_on_hyphens=False) or [""]
+        if len(wrapped) == 1:
+            lines.append(Text.assemble((label.ljust(pad), label_style), text))
+            continue
+        lines.append(Text.assemble((label.ljust(pad), label_style), wrapped[0]))
+        lines.extend(Text(" " * pad + more) for more in wrapped[1:])
+    return lines
+
+
+def task_details(task: dict[str, Any], width: int) -> list[Text]:
+    rows: list[tuple[str, Any]] = [
+        ("id", task.get("id")),
+        ("name", task.get("task_name")),
+        ("kind", f"{task.get('kind')} ({task.get('format')})"),
+        ("status", status_text(task.get("status"))),
+        ("progress", progress_summary(task)),
+        ("file", task.get("file_name")),
+    ]
+    if task.get("size") is not None:
+        rows.append(("size", f"{decimal(int(task['size']))} ({int(task['size']):,} bytes)"))
+    rows += [
+        ("md5", task.get("md5")),
+        ("sha256", task.get("sha256")),
+        ("params", shlex.join(f"{k}={_plain(v)}" for k, v in (task.get("params") or {}).items())),
+        ("owner", task.get("owner_name")),
+        ("attempts", task.get("attempts")),
+        ("created", when(task.get("created_at"))),
+        ("started", when(task.get("started_at"))),
+        ("finished", when(task.get("finished_at"))),
+        ("expires", when(task.get("expires_at"))),
+    ]
+    if task.get("error"):
+        rows.append(("error", f"{task['error'].get('code')}: {task['error'].get('message')}"))
+    for warning in task.get("warnings") or []:
+        rows.append(("warning", f"{warning.get('field')}: {warning.get('message')}"))
+    if task.get("status") == "succeeded":
+        rows.append(("download", f"dlc download {task.get('id')}"))
+    return kv_lines(rows, width)
+
+
+def _plain(value: Any) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def param_lines(kind: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each parameter of a kind and what it takes, in words."""
+    schema = kind.get("params_schema") or {}
+    required = set(schema.get("required") or [])
+    lines = []
+    for name, prop in (schema.get("properties") or {}).items():
+        words = []
+        if "enum" in prop:
+            words.append(" | ".join(_plain(v) for v in prop["enum"]))
+        elif prop.get("type"):
+            declared = prop["type"]
+            words.append(" or ".join(declared) if isinstance(declared, list) else str(declared))
+            if declared == "array" and isinstance(prop.get("items"), dict) and prop["items"].get("type"):
+                words[-1] = f"list of {prop['items']['type']}"
+        if name in required:
+            words.append("required")
+        if "default" in prop:
+            words.append(f"default {_plain(prop['default'])}")
+        if "minimum" in prop and "maximum" in prop:
+            words.append(f"{prop['minimum']} to {prop['maximum']}")
+        elif "minimum" in prop:
+            words.append(f"at least {prop['minimum']}")
+        elif "maximum" in prop:
+            words.append(f"at most {prop['maximum']}")
+        text = ", ".join(words)
+        if prop.get("description"):
+            text = f"{text}: {prop['description']}" if text else str(prop["description"])
+        lines.append((name, text))
+    return lines
+
+
+def example_command(kind: dict[str, Any]) -> str | None:
+    """The kind's first example as a ``dlc create`` line to paste."""
+    examples = (kind.get("params_schema") or {}).get("examples") or []
+    if not examples or not isinstance(examples[0], dict):
+        return None
+    args = ["dlc", "create", str(kind.get("kind"))]
+    for key, value in examples[0].items():
+        args += ["-p", f"{key}={_plain(value)}"]
+    return shlex.join(args)
+
+
+def kinds_view(kinds: list[dict[str, Any]], width: int) -> list[Text]:
+    lines: list[Text] = []
+    for index, kind in enumerate(kinds):
+        if index:
+            lines.append(Text(""))
+        lines.append(Text.assemble((str(kind.get("kind")), "bold"), "  ", str(kind.get("title") or "")))
+        rows: list[tuple[str, Any]] = [("formats", ", ".join(kind.get("formats") or []))]
+        sources = kind.get("sources") or {}
+        if sources.get("param"):
+            allowed = ", ".join(sources.get("allowed") or []) or "none"
+            rows.append(("sources", f"{sources['param']}: {allowed}"))
+        rows += [(f"-p {name}", words) for name, words in param_lines(kind)]
+        example = example_command(kind)
+        if example:
+            rows.append(("example", example))
+        lines += [Text("  ") + line for line in kv_lines(rows, width - 2, label_style="")]
+    return lines
+
+
+class WaitDisplay:
+    """The live bar of a task being built: status, percent, rows, bytes and rows per second."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.progress: Progress | None = None
+        self.bar: TaskID | None = None
+        self.first: tuple[float, int] | None = None
+        self.rate = ""
+
+    def __enter__(self) -> WaitDisplay:
+        if self.enabled:
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}", markup=False),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[rows]}", markup=False),
+                TextColumn("{task.fields[bytes]}", markup=False),
+                TextColumn("{task.fields[rate]}", markup=False),
+                TimeElapsedColumn(),
+                console=stderr_console(),
+            )
+            self.progress.start()
+            self.bar = self.progress.add_task("waiting", total=None, rows="", bytes="", rate="")
+        return self
+
+    def update(self, task: dict[str, Any]) -> None:
+        if self.progress is None or self.bar is None:
+            return
+        progress = task.get("progress") or {}
+        rows = int(progress.get("rows") or 0)
+        now = time.monotonic()
+        if task.get("status") == "running":
+            if self.first is None:
+                self.first = (now, rows)
+            elif now > self.first[0] and rows > self.first[1]:
+                self.rate = f"{(rows - self.first[1]) / (now - self.first[0]):,.0f} rows/s"
+        percent = progress.get("percent")
+        if task.get("status") == "succeeded":
+            percent = 100
+        name = str(task.get("task_name") or task.get("id"))
+        name = name if len(name) <= 32 else name[:31] + "…"
+        self.progress.update(
+            self.bar,
+            description=f"{name} · {task.get('status')}",
+            total=100 if percent is not None else None,
+            completed=float(percent or 0),
+            rows=f"{rows:,} rows",
+            bytes=decimal(int(progress.get("bytes") or 0)),
+            rate=self.rate,
+        )
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+class DownloadDisplay:
+    """The live bar of a download: bytes of the total, speed and time left."""
+
+    def __init__(self, enabled: bool, label: str) -> None:
+        self.enabled = enabled
+        self.label = label
+        self.progress: Progress | None = None
+        self.bar: TaskID | None = None
+        #: the last byte written, for the "resume from" note after a Ctrl-C
+        self.done = 0
+
+    def __enter__(self) -> DownloadDisplay:
+        if self.enabled:
+            self.progress = Progress(
+                TextColumn("{task.description}", markup=False),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=stderr_console(),
+            )
+            self.progress.start()
+        return self
+
+    def start(self, offset: int, size: int) -> None:
+        self.done = offset
+        if offset:
+            # a note rather than progress: shown on a pipe too, so a log says the file was resumed
+            console = self.progress.console if self.progress is not None else stderr_console()
+            console.print(Text(f"Resuming {self.label} at byte {offset:,} of {size:,}"))
+        if self.progress is not None:
+            self.bar = self.progress.add_task(self.label, total=size, completed=offset)
+
+    def advance(self, done: int, size: int) -> None:
+        self.done = done
+        if self.progress is not None and self.bar is not None:
+            self.progress.update(self.bar, completed=done)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.progress is not None:
+            self.progress.stop()

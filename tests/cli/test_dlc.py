@@ -1,0 +1,539 @@
+"""``dlc``, the installed console script, run as a user runs it against a real local stack.
+
+Every test starts the real executable (the one ``pip install -e .`` put beside
+this Python) as a subprocess, with its own config directory, and checks what
+a person or a script sees: exit codes, stdout, stderr, the files it writes.
+A pseudo-terminal stands in for a person's terminal where the progress
+display matters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import http.server
+import json
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import PROJECT_DIR, RunningStack
+
+DLC = Path(sys.executable).parent / "dlc"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+
+
+def _password(stack: RunningStack, username: str) -> str:
+    return next(u["password"] for u in stack.info["users"] if u["username"] == username)
+
+
+def _default_sigint() -> None:
+    """A child started from a shell's background job would inherit SIGINT ignored: restore it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@dataclass
+class Dlc:
+    """One user's ``dlc``: the executable, the API, and a config directory of its own."""
+
+    api: str
+    config: Path
+    workdir: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("STACK_FILE", "DLC_API_URL", "COLUMNS", "LINES", "FORCE_COLOR")}
+        env.update({"DLC_CONFIG_DIR": str(self.config), "DLC_API_URL": self.api,
+                    "NO_PROXY": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1"})
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, stdin: str | None = None, timeout: float = 60,
+            env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(DLC), *args], input=stdin, capture_output=True, text=True,
+                              timeout=timeout, env=env or self.env(), cwd=cwd or self.workdir,
+                              preexec_fn=_default_sigint)
+
+    def ok_json(self, *args: str) -> Any:
+        """``dlc ... --json`` that must succeed: its stdout, parsed whole (one document)."""
+        result = self.run(*args, "--json")
+        assert result.returncode == 0, f"dlc {' '.join(args)}: {result.returncode}\n{result.stderr}"
+        return json.loads(result.stdout)
+
+    def popen(self, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen([str(DLC), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=self.env(), cwd=self.workdir, preexec_fn=_default_sigint,
+                                **kwargs)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``condition`` until it is truthy (its value), or fail saying what did not happen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout:.0f} s: {what}")
+        time.sleep(0.05)
+
+
+def digests(path: Path) -> tuple[str, str]:
+    data = path.read_bytes()
+    return hashlib.md5(data, usedforsecurity=False).hexdigest(), hashlib.sha256(data).hexdigest()
+
+
+@contextlib.contextmanager
+def in_terminal(dlc: Dlc, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], Callable[[], str]]]:
+    """``dlc`` with stdin, stdout and stderr on a pseudo-terminal of 120 x 30; a reader of the screen."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    proc = subprocess.Popen([str(DLC), *args], stdin=slave, stdout=slave, stderr=slave,
+                            env=dlc.env(TERM="xterm-256color"), cwd=dlc.workdir, preexec_fn=_default_sigint)
+    os.close(slave)
+    seen = bytearray()
+
+    def screen() -> str:
+        """Everything written so far, without the terminal's control sequences."""
+        while select.select([master], [], [], 0.05)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen.extend(chunk)
+        return ANSI.sub("", seen.decode("utf-8", "replace"))
+
+    try:
+        yield proc, screen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        os.close(master)
+
+
+def exited(proc: subprocess.Popen[bytes], screen: Callable[[], str]) -> bool:
+    """Whether the child has exited, reading its terminal meanwhile (a full one would block it)."""
+    screen()
+    return proc.poll() is not None
+
+
+# -- fixtures --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def installed() -> Path:
+    """The console script of this venv, running this checkout's code."""
+    if not DLC.exists():
+        pytest.fail(f"{DLC} is missing: install the client with `{sys.executable} -m pip install -e "
+                    f"{PROJECT_DIR}` (make's venv step does)")
+    where = subprocess.run([sys.executable, "-c", "import dlc; print(dlc.__file__)"], cwd="/",
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    module = Path(where.stdout.strip()).resolve()
+    if where.returncode != 0 or not module.is_relative_to(PROJECT_DIR):
+        pytest.fail(f"{DLC} runs {module or where.stderr.strip()}, not this checkout's dlc/: "
+                    f"`{sys.executable} -m pip install -e {PROJECT_DIR}`")
+    return DLC
+
+
+def _signed_in(stack: RunningStack, tmp: Path, username: str) -> Dlc:
+    user = Dlc(stack.api, tmp / f"config-{username}", tmp / f"work-{username}")
+    user.workdir.mkdir()
+    result = user.run("login", "--username", username, "--password-stdin",
+                      stdin=_password(stack, username) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert f"as {username}" in result.stdout
+    return user
+
+
+@pytest.fixture(scope="module")
+def alice(installed: Path, local_stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Dlc:
+    return _signed_in(local_stack, tmp_path_factory.mktemp("alice"), "alice")
+
+
+@pytest.fixture(scope="module")
+def bob(installed: Path, local_stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Dlc:
+    return _signed_in(local_stack, tmp_path_factory.mktemp("bob"), "bob")
+
+
+@pytest.fixture(scope="module")
+def export(alice: Dlc) -> dict[str, Any]:
+    """A succeeded demo export of about 2 MB, for the download tests."""
+    task = alice.ok_json("create", "demo", "-p", "rows=30000", "--name", "Resumable 用户", "--wait")
+    assert task["status"] == "succeeded" and task["size"] > 1_000_000
+    return task
+
+
+# -- sign-in ---------------------------------------------------------------------------------------
+
+
+def test_login_keeps_the_tokens_for_this_api_readable_by_the_user_only(alice: Dlc) -> None:
+    tokens = alice.config / "tokens.json"
+    assert tokens.stat().st_mode & 0o777 == 0o600
+    assert alice.config.stat().st_mode & 0o777 == 0o700
+    data = json.loads(tokens.read_text(encoding="utf-8"))
+    entry = data["apis"][alice.api]
+    assert entry["username"] == "alice" and entry["id_token"].count(".") == 2 and entry["refresh_token"]
+    assert "password" not in json.dumps(data).lower()
+
+
+def test_an_expired_id_token_is_refreshed_with_the_refresh_token(alice: Dlc, tmp_path: Path) -> None:
+    copy = Dlc(alice.api, tmp_path / "config", alice.workdir)
+    copy.config.mkdir(mode=0o700)
+    data = json.loads((alice.config / "tokens.json").read_text(encoding="utf-8"))
+    old = data["apis"][alice.api]["id_token"]
+    data["apis"][alice.api]["expires_at"] = 0
+    (copy.config / "tokens.json").write_text(json.dumps(data), encoding="utf-8")
+
+    assert isinstance(copy.ok_json("ls")["items"], list)
+
+    entry = json.loads((copy.config / "tokens.json").read_text(encoding="utf-8"))["apis"][alice.api]
+    assert entry["id_token"] != old
+    assert entry["expires_at"] > time.time() + 600
+    assert (copy.config / "tokens.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_logout_forgets_this_apis_tokens_only(alice: Dlc, tmp_path: Path) -> None:
+    copy = Dlc(alice.api, tmp_path / "config", alice.workdir)
+    copy.config.mkdir(mode=0o700)
+    data = json.loads((alice.config / "tokens.json").read_text(encoding="utf-8"))
+    data["apis"]["https://elsewhere.example"] = dict(data["apis"][alice.api])
+    (copy.config / "tokens.json").write_text(json.dumps(data), encoding="utf-8")
+
+    result = copy.run("logout")
+    assert result.returncode == 0 and result.stdout == f"Signed out of {alice.api}\n"
+    left = json.loads((copy.config / "tokens.json").read_text(encoding="utf-8"))["apis"]
+    assert list(left) == ["https://elsewhere.example"]
+    assert copy.run("ls").returncode == 3
+    assert copy.ok_json("logout") == {"api_url": alice.api, "signed_out": False}
+
+
+def test_a_wrong_password_exits_3_and_stores_nothing(installed: Path, local_stack: RunningStack,
+                                                       tmp_path: Path) -> None:
+    user = Dlc(local_stack.api, tmp_path / "config", tmp_path)
+    result = user.run("login", "-u", "alice", "--password-stdin", stdin="not-the-password\n")
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("not_authorized: ")
+    assert "Traceback" not in result.stderr
+    assert not (user.config / "tokens.json").exists()
+
+
+def test_without_a_login_every_call_exits_3(installed: Path, local_stack: RunningStack,
+                                            tmp_path: Path) -> None:
+    user = Dlc(local_stack.api, tmp_path / "config", tmp_path)
+    result = user.run("ls")
+    assert result.returncode == 3
+    assert result.stderr == f"not_logged_in: not signed in to {local_stack.api}: run `dlc login`\n"
+    result = user.run("get", "x", "--json")
+    assert result.returncode == 3
+    assert json.loads(result.stdout)["error"]["code"] == "not_logged_in"
+
+
+def test_the_api_comes_from_the_running_stacks_file_or_a_clear_error(
+        alice: Dlc, local_stack: RunningStack, tmp_path: Path) -> None:
+    env = alice.env(STACK_FILE=str(local_stack.stack_file))
+    del env["DLC_API_URL"]
+    kinds = json.loads(alice.run("kinds", "--json", env=env).stdout)["items"]
+    assert "demo" in [k["kind"] for k in kinds]
+
+    nowhere = {k: v for k, v in env.items() if k != "STACK_FILE"}
+    nowhere["DLC_CONFIG_DIR"] = str(tmp_path / "empty")
+    result = alice.run("ls", env=nowhere, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("no_api_url: no API to talk to: pass --api-url URL or set DLC_API_URL")
+
+
+# -- create, wait, download ------------------------------------------------------------------------
+
+
+def test_create_wait_download_saves_the_file_under_its_name_with_checksums_verified(
+        alice: Dlc, tmp_path: Path) -> None:
+    out = tmp_path / "exports"
+    doc = alice.ok_json("create", "demo", "-p", "rows=2000", "-p", "seed=7", "--name", "Users, 三月",
+                        "--wait", "--download", "-o", f"{out}/")
+    task, saved = doc["task"], doc["download"]
+    assert task["status"] == "succeeded"
+    assert task["params"] == {"rows": 2000, "seed": 7}  # typed from the kind's schema: numbers
+    path = Path(saved["path"])
+    assert path == out / task["file_name"] and task["file_name"].startswith("Users, 三月")
+    assert path.stat().st_size == task["size"] == saved["size"]
+    assert digests(path) == (task["md5"], task["sha256"])
+    assert saved["verified"] == ["md5", "sha256"] and saved["resumed_from"] == 0
+    assert not list(out.glob(".*dlc-part*"))
+    assert path.read_text(encoding="utf-8").splitlines()[0] == "id,name,email,city,amount,signup_date"
+
+    # the human view of the same: one line on the task, one on the file; nothing on stderr (a pipe)
+    again = alice.run("download", task["id"], "-o", str(tmp_path / "copy.csv"))
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == ""
+    assert f"Saved {tmp_path / 'copy.csv'} (" in again.stdout and "md5 and sha256 verified" in again.stdout
+
+    # never over an existing file, unless --force
+    path.write_text("mine", encoding="utf-8")
+    refused = alice.run("download", task["id"], "-o", f"{out}/")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("file_exists: ") and "--force" in refused.stderr
+    assert path.read_text(encoding="utf-8") == "mine"
+    forced = alice.run("download", task["id"], "-o", f"{out}/", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert digests(path) == (task["md5"], task["sha256"])
+
+
+def test_create_takes_a_params_file_format_file_name_and_idempotency_key(alice: Dlc, tmp_path: Path) -> None:
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"rows": 5, "seed": 1, "bom": False}), encoding="utf-8")
+    key = uuid.uuid4().hex
+    args = ["create", "demo", "--params-file", str(params), "-p", "seed=3", "-p", "bom=yes",
+            "-p", 'headers={"name": "姓名"}', "--format", "csv", "--name", "Options",
+            "--file-name", "我的 export", "--idempotency-key", key]
+    first = alice.ok_json(*args)
+    assert first["params"] == {"rows": 5, "seed": 3, "bom": True, "headers": {"name": "姓名"}}
+    assert first["format"] == "csv" and first["file_name"] == "我的 export.csv"
+    assert first["task_name"] == "Options"
+    assert alice.ok_json(*args)["id"] == first["id"]  # the same key: the same task, not a second one
+    assert alice.ok_json("watch", first["id"])["status"] == "succeeded"
+
+
+def test_json_output_is_one_document_for_every_command(alice: Dlc, export: dict[str, Any]) -> None:
+    kinds = alice.ok_json("kinds")["items"]
+    assert {"demo", "dynamodb_table"} <= {k["kind"] for k in kinds}
+    got = alice.ok_json("get", export["id"])
+    assert got["id"] == export["id"] and got["sha256"] == export["sha256"]
+    listed = alice.ok_json("ls", "--name", "resumable 用户", "--status", "succeeded")
+    assert [t["id"] for t in listed["items"]] == [export["id"]] and listed["next_cursor"] is None
+    queued = alice.ok_json("create", "demo", "-p", "rows=10", "--name", "to rename")
+    assert queued["status"] in ("queued", "running", "succeeded")
+    renamed = alice.ok_json("rename", queued["id"], "renamed 名前")
+    assert renamed["task_name"] == "renamed 名前"
+    everything = alice.ok_json("ls", "--all", "--limit", "1")
+    assert everything["next_cursor"] is None
+    assert {export["id"], queued["id"]} <= {t["id"] for t in everything["items"]}
+    alice.run("watch", queued["id"])
+    assert alice.ok_json("rm", queued["id"]) == {"deleted": queued["id"]}
+    assert alice.run("get", queued["id"]).returncode == 4
+
+
+def test_an_interrupted_download_resumes_from_where_it_stopped_and_verifies(
+        alice: Dlc, export: dict[str, Any], tmp_path: Path) -> None:
+    part = cut_download(alice, export, tmp_path)
+    cut_at = part.stat().st_size
+
+    result = alice.run("download", export["id"], "-o", f"{tmp_path}/", "--json")
+    assert result.returncode == 0, result.stderr
+    saved = json.loads(result.stdout)["download"]
+    assert saved["resumed_from"] == cut_at > 0
+    assert f"at byte {cut_at:,} of {export['size']:,}" in result.stderr
+    path = tmp_path / export["file_name"]
+    assert digests(path) == (export["md5"], export["sha256"]) == (saved["md5"], saved["sha256"])
+    assert not part.exists()
+
+
+def test_a_corrupted_byte_in_the_partial_file_is_caught(alice: Dlc, export: dict[str, Any],
+                                                         tmp_path: Path) -> None:
+    part = cut_download(alice, export, tmp_path)
+    with open(part, "r+b") as fh:
+        fh.seek(10)
+        byte = fh.read(1)
+        fh.seek(10)
+        fh.write(bytes([byte[0] ^ 0x01]))
+
+    result = alice.run("download", export["id"], "-o", f"{tmp_path}/")
+    assert result.returncode == 5
+    assert result.stderr.splitlines()[-1].startswith("checksum_mismatch: the downloaded file does not match")
+    assert "The partial file was deleted" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    # the next run starts over and succeeds
+    again = alice.run("download", export["id"], "-o", f"{tmp_path}/", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["download"]["resumed_from"] == 0
+    assert digests(tmp_path / export["file_name"]) == (export["md5"], export["sha256"])
+
+
+@contextlib.contextmanager
+def expired_link() -> Iterator[tuple[str, list[str | None]]]:
+    """A link that answers as S3 does once a presigned URL has expired; the Range of each request."""
+    asked: list[str | None] = []
+
+    class Expired(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            asked.append(self.headers.get("Range"))
+            body = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                    b"<Message>Request has expired</Message></Error>")
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Expired)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        yield f"http://127.0.0.1:{port}/download-center-files/expired?X-Amz-Expires=1", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_resumed_download_replaces_an_expired_link_with_a_fresh_one(
+        alice: Dlc, export: dict[str, Any], tmp_path: Path) -> None:
+    """The importable Client: a task whose presigned URL has expired since it was read."""
+    from dlc import Client
+    from dlc.config import TokenStore
+
+    part = cut_download(alice, export, tmp_path)
+    cut_at = part.stat().st_size
+    client = Client(alice.api, store=TokenStore(alice.config))
+    with expired_link() as (url, asked):
+        result = client.download({**export, "url": url}, f"{tmp_path}/")
+    assert asked == [f"bytes={cut_at}-"]  # the old link was tried once, for the rest of the file
+    assert result.resumed_from == cut_at
+    assert result.path == tmp_path / export["file_name"]
+    assert digests(result.path) == (export["md5"], export["sha256"])
+    assert not part.exists()
+
+
+def cut_download(alice: Dlc, export: dict[str, Any], folder: Path) -> Path:
+    """A download stopped by Ctrl-C (SIGINT) partway: exit 130, the partial file kept."""
+    part = folder / f".{export['file_name']}.dlc-part"
+    proc = alice.popen("download", export["id"], "-o", f"{folder}/", "--limit-rate", "100k")
+    try:
+        wait_for(lambda: part.exists() and part.stat().st_size >= 20_000, 30, "the partial file grows")
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    size = part.stat().st_size
+    assert 0 < size < export["size"]
+    assert err.startswith(f"interrupted: download stopped at byte {size:,} of {export['size']:,}; "
+                          f"run `dlc download {export['id']} -o {folder}/` to resume it")
+    assert not (folder / export["file_name"]).exists()
+    return part
+
+
+# -- exit codes ------------------------------------------------------------------------------------
+
+
+def test_usage_mistakes_exit_2(alice: Dlc) -> None:
+    missing = alice.run("create")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("usage: Missing argument 'KIND'.")
+    not_a_number = alice.run("create", "demo", "-p", "rows=many")
+    assert not_a_number.returncode == 2
+    assert not_a_number.stderr == "invalid_param: params.rows: 'many' is not an integer\n"
+    unknown = alice.run("create", "demo", "-p", "colour=red")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("invalid_param: params.colour: ")
+    refused_by_the_api = alice.run("ls", "--status", "lost")
+    assert refused_by_the_api.returncode == 2
+    assert refused_by_the_api.stderr.startswith("validation_error: ")
+    for result in (missing, not_a_number, unknown, refused_by_the_api):
+        assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_an_unknown_task_exits_4(alice: Dlc) -> None:
+    result = alice.run("get", "01AAAAAAAAAAAAAAAAAAAAAAAA")
+    assert result.returncode == 4
+    assert result.stderr.startswith("not_found: ")
+
+
+def test_bob_cannot_see_or_touch_alices_task(alice: Dlc, bob: Dlc, export: dict[str, Any],
+                                             tmp_path: Path) -> None:
+    for args in (("get", export["id"]), ("download", export["id"], "-o", f"{tmp_path}/"),
+                 ("cancel", export["id"]), ("rm", export["id"])):
+        result = bob.run(*args)
+        assert result.returncode == 4, (args, result.stderr)
+        assert result.stderr.startswith("not_found: ")
+    assert list(tmp_path.iterdir()) == []
+    assert alice.ok_json("get", export["id"])["status"] == "succeeded"
+
+
+def test_a_task_canceled_while_waiting_exits_1(alice: Dlc) -> None:
+    name = f"cancel me {uuid.uuid4().hex[:8]}"
+    proc = alice.popen("create", "demo", "-p", "rows=5000000", "--name", name, "--wait", "--json")
+    try:
+        items = wait_for(lambda: alice.ok_json("ls", "--name", name)["items"], 30, "the task is listed")
+        assert alice.run("cancel", items[0]["id"]).returncode == 0
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    task = json.loads(out)
+    assert task["id"] == items[0]["id"] and task["status"] == "canceled"
+    assert err == f"task_canceled: task {task['id']} is canceled\n"
+
+    again = alice.ok_json("retry", task["id"])
+    assert again["status"] == "queued" and again["attempts"] == task["attempts"] + 1
+    assert alice.ok_json("cancel", task["id"])["status"] in ("canceling", "canceled")
+
+
+# -- the terminal ----------------------------------------------------------------------------------
+
+
+def test_wait_and_download_show_live_progress_on_a_terminal_only(alice: Dlc, tmp_path: Path) -> None:
+    args = ["create", "demo", "-p", "rows=50000", "--wait", "--download", "-o", f"{tmp_path}/"]
+    with in_terminal(alice, *args, "--name", "On a terminal") as (proc, screen):
+        wait_for(lambda: exited(proc, screen), 60, "dlc exits")
+        shown = screen()
+    assert proc.returncode == 0, shown
+    lines = shown.splitlines()
+    bar = next(line for line in lines if "On a terminal · succeeded" in line)
+    assert re.search(r"━+ 100% 50,000 rows \d+\.\d (kB|MB)", bar), bar
+    download = next(line for line in lines if line.startswith("On a terminal_") and "━" in line)
+    assert re.search(r"━+ (\d+\.\d)/\1 MB", download), download  # all the bytes of the file
+    assert re.search(r"Task \w+ “On a terminal” succeeded: On a terminal_\S+\.csv", shown)
+    assert "md5 and sha256 verified" in " ".join(shown.split())  # wrapped at the terminal's width
+
+    piped = alice.run(*args, "--name", "On a pipe")
+    assert piped.returncode == 0
+    assert piped.stderr == ""
+    assert "━" not in piped.stdout and "%" not in piped.stdout
+    assert re.fullmatch(r"Task \w+ “On a pipe” succeeded: On a pipe_\S+\.csv, [\d.]+ MB, 50,000 rows\n"
+                        r"Saved .+ \([\d.]+ MB; md5 and sha256 verified\)\n", piped.stdout)
+
+
+@pytest.mark.parametrize("cancel_on_interrupt", [False, True], ids=["keeps-the-task", "cancels-it"])
+def test_ctrl_c_while_waiting_exits_130_and_says_how_to_go_on(alice: Dlc, cancel_on_interrupt: bool) -> None:
+    args = ["create", "demo", "-p", "rows=5000000", "--name", "Interrupted", "--wait"]
+    if cancel_on_interrupt:
+        args.append("--cancel-on-interrupt")
+    with in_terminal(alice, *args) as (proc, screen):
+        wait_for(lambda: "Interrupted · running" in screen(), 60, "the progress display shows the build")
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: exited(proc, screen), 30, "dlc exits")
+        shown = screen()
+    assert proc.returncode == 130, shown
+    task_id = re.search(r"task (\w+)", shown.split("interrupted: ", 1)[1]).group(1)
+    status = alice.ok_json("get", task_id)["status"]
+    if cancel_on_interrupt:
+        assert f"interrupted: stopped waiting and canceled task {task_id}" in shown
+        assert status in ("canceling", "canceled")
+    else:
+        assert f"Follow it with: dlc watch {task_id}" in shown
+        assert status in ("queued", "running")  # still building: Ctrl-C does not cancel
+        assert alice.run("cancel", task_id).returncode == 0
