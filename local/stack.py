@@ -40,6 +40,7 @@ from local.logformat import DATEFMT, FORMAT, use_console_format
 from local.stackfile import (
     PROJECT_DIR,
     bypass_proxy_for_loopback,
+    remove_stack_file,
     stack_file_path,
     write_stack_file,
 )
@@ -472,7 +473,7 @@ class LocalStack:
     def stop(self) -> None:
         """Stop whatever was started, newest first; safe after a partial start."""
         if self._wrote_stack_file:
-            self.stack_file.unlink(missing_ok=True)
+            remove_stack_file(self.stack_file, self.info)
             self._wrote_stack_file = False
         if self._server is not None:
             self._server.shutdown()

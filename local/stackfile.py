@@ -42,6 +42,23 @@ def write_stack_file(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
+def remove_stack_file(path: Path, data: dict[str, Any]) -> bool:
+    """Remove the file if it still describes this stack (``data``); say whether it did.
+
+    Another stack started on the same ``STACK_FILE`` while this one was
+    stopping has replaced it: that file is the other stack's readiness signal
+    and must stay.
+    """
+    try:
+        current = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        current = None
+    if current != data:
+        return False
+    path.unlink(missing_ok=True)
+    return True
+
+
 def read_stack_file(path: Path | None = None) -> dict[str, Any]:
     """Load the running stack's description, with a helpful error if it is not up."""
     path = path or stack_file_path()

@@ -351,3 +351,19 @@ def test_gateway_response_the_local_stack_cannot_mirror_fails_loudly(spec: dict[
 )
 def test_a_raw_utf8_request_target_reads_as_its_percent_encoded_form(target: str, expected: str) -> None:
     assert utf8_request_target(target) == expected
+
+
+def test_a_stopping_stack_leaves_a_newer_stacks_file(tmp_path: Any) -> None:
+    """Two stacks on one STACK_FILE, the first stopping as the second comes up: the file the
+    second wrote is its readiness signal (and holds its passwords): the first must not take it."""
+    from local.stackfile import read_stack_file, remove_stack_file, write_stack_file
+
+    path = tmp_path / "stack.json"
+    first, second = {"api_url": "http://127.0.0.1:8001"}, {"api_url": "http://127.0.0.1:8002"}
+    write_stack_file(path, first)
+    write_stack_file(path, second)  # the new stack is up
+    assert remove_stack_file(path, first) is False
+    assert read_stack_file(path) == second
+    assert remove_stack_file(path, second) is True
+    assert not path.exists()
+    assert remove_stack_file(path, second) is False  # already gone: nothing to do
