@@ -411,7 +411,9 @@ class LocalStack:
         from local.poller import SqsPoller
 
         worker_config = config.scope(chalice_stage=STAGE, function_name=WORKER_FUNCTION)
-        timeout = int(worker_config.lambda_timeout or 900)
+        # the countdown each build gets, as Lambda's timeout would give it: the function's
+        # configured timeout unless WORKER_TIMEOUT_SECONDS says less (to see a time budget run out)
+        timeout = _positive_int("WORKER_TIMEOUT_SECONDS", int(worker_config.lambda_timeout or 900))
         self._poller = SqsPoller(
             sqs_client=boto3.client("sqs", endpoint_url=self.endpoint_url, region_name=self.region),
             handler=getattr(app_module, WORKER_FUNCTION),

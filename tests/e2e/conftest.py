@@ -123,7 +123,7 @@ def start_stack(tmp: Path, **extra_env: str) -> Iterator[RunningStack]:
     }
     # the defaults, whatever the developer's shell (or another test module) sets: the
     # environment wins over .chalice/config.json for a local run
-    for name in ("LOCAL_WORKERS", "SWEEP_INTERVAL_SECONDS", *app_setting_names()):
+    for name in ("LOCAL_WORKERS", "SWEEP_INTERVAL_SECONDS", "WORKER_TIMEOUT_SECONDS", *app_setting_names()):
         env.pop(name, None)
     env.update(extra_env)
     with open(log_file, "wb") as log:
