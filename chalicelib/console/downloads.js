@@ -17,6 +17,12 @@
 // looks elsewhere is what a notification is for.
 
 import { h, replace, uid } from "./dom.js";
+import { captureFocus, restoreFocus } from "./downloads-focus.js";
+import {
+  ACTIVE, ACTIVE_QUERY, EMPTY_FILTERS, STATUSES, acceptAnswer, activeTasks, addFresh, createModel, dropTask,
+  failLoad, finishKey, hasActive, isFiltered, kindsOffered, listQuery, mergePage, oldestCreated, overtaken,
+  ownersOffered, sameTask, seesOthers,
+} from "./downloads-model.js";
 import { addStrings, formatBytes, formatNumber, formatTime, onLangChange, t } from "./i18n.js";
 
 addStrings({
@@ -198,16 +204,11 @@ addStrings({
   },
 });
 
-const STATUSES = ["queued", "running", "canceling", "succeeded", "failed", "canceled", "expired"];
-const ACTIVE = new Set(["queued", "running", "canceling"]);
-const ACTIVE_QUERY = "queued,running,canceling";
-const PAGE_SIZE = 20;
 const POLL_FIRST_MS = 1000;
 const POLL_MAX_MS = 10_000;
 const POLL_GROWTH = 1.5;
 const TYPING_DELAY_MS = 350;
 const NOTIFY_ASKED_KEY = "download-center.notify-asked";
-const EMPTY_FILTERS = { status: "", kind: "", name: "", from: "", to: "", owner: "", tenant: "" };
 
 /**
  * Draw the signed-in person's downloads into `container` and keep them current.
@@ -217,28 +218,12 @@ const EMPTY_FILTERS = { status: "", kind: "", name: "", from: "", to: "", owner:
  */
 export function mountDownloads(container, ctx) {
   const user = ctx.user;
-  const seesOthers = Boolean(user.isAdmin || user.isTenantAdmin);
-  const state = {
-    tasks: new Map(), // id -> task, as the API last said
-    order: [], // ids, newest first (ULIDs sort by creation time)
-    fresh: new Map(), // id -> loadSeq when add() showed it: shown whatever the filters
-    pending: new Set(), // ids with an action under way
-    nextCursor: null,
-    loading: true,
-    loadingMore: false,
-    loadError: null,
-    pollError: null,
-    filters: { ...EMPTY_FILTERS },
-    kinds: [],
-    unseen: 0,
-  };
+  const others = seesOthers(user);
+  const state = createModel();
+  let unseen = 0; // finishes told while the person was away: the count in the title
   const els = {}; // the parts redrawn on their own: tbody, summary, more, notify
-  // id -> when the request behind the task's shown state was sent: an answer to a request sent
-  // earlier (a poll overtaken by a cancel or a reload) is older news and is dropped
-  const sentAt = new Map();
-  const told = new Set(); // `${id}#${attempts}`: each finish is told once, whatever answers repeat it
+  const told = new Set(); // finishKey()s told already: each finish is told once, whatever answers repeat it
   let stopped = false;
-  let loadSeq = 0;
   let timer = null;
   let polling = false;
   let kicked = false;
@@ -249,34 +234,10 @@ export function mountDownloads(container, ctx) {
 
   // ---- data -------------------------------------------------------------
 
-  function listQuery() {
-    const f = state.filters;
-    const query = { limit: PAGE_SIZE };
-    if (f.status) query.status = f.status === "active" ? ACTIVE_QUERY : f.status;
-    if (f.kind) query.kind = f.kind;
-    if (f.name.trim()) query.task_name = f.name.trim();
-    if (f.from) query.created_after = localDay(f.from, false).toISOString();
-    if (f.to) query.created_before = localDay(f.to, true).toISOString();
-    if (seesOthers && f.owner.trim()) query.owner = ownerId(f.owner.trim());
-    if (user.isAdmin && f.tenant.trim()) query.tenant = f.tenant.trim();
-    return query;
-  }
-
-  /** A person picks an owner by name; the API filters by user ID (sub). */
-  function ownerId(value) {
-    for (const task of state.tasks.values()) if (task.owner_name === value) return task.owner;
-    return value;
-  }
-
-  function filtered() {
-    const f = state.filters;
-    return Boolean(f.status || f.kind || f.name.trim() || f.from || f.to || f.owner.trim() || f.tenant.trim());
-  }
-
   async function load({ more = false } = {}) {
-    const seq = ++loadSeq;
+    const seq = ++state.loadSeq;
     const sent = performance.now();
-    const query = listQuery();
+    const query = listQuery(state, user);
     if (more) {
       if (!state.nextCursor) return;
       query.cursor = state.nextCursor;
@@ -289,64 +250,26 @@ export function mountDownloads(container, ctx) {
     renderMore();
     try {
       const page = await ctx.api.list(query);
-      if (stopped || seq !== loadSeq) return;
-      const before = state.tasks;
-      let kept = [];
-      if (!more) {
-        // a task add() showed while this listing was on its way may not be in it yet: it stays
-        kept = [...state.fresh].filter(([, since]) => since >= seq).map(([id]) => before.get(id)).filter(Boolean);
-        state.tasks = new Map();
-        state.order = [];
-        state.fresh = new Map(kept.map((task) => [task.id, seq]));
-      }
-      for (const task of kept) put(task);
-      for (const task of page.items) {
-        const prev = before.get(task.id);
-        if (prev && (sentAt.get(task.id) || 0) > sent) {
-          put(prev); // what the page has is newer than this listing
-          continue;
-        }
-        sentAt.set(task.id, sent);
-        if (prev) noticeFinish(prev, task);
-        put(task);
-      }
-      state.nextCursor = page.next_cursor || null;
+      if (stopped || seq !== state.loadSeq) return;
+      for (const [prev, task] of mergePage(state, page, { seq, sent, more })) noticeFinish(prev, task);
     } catch (err) {
-      if (stopped || seq !== loadSeq) return;
-      state.loadError = err;
-      if (!more) {
-        // rows of the last filters under new ones would mislead: the error stands alone
-        state.tasks = new Map();
-        state.order = [];
-        state.nextCursor = null;
-      }
+      if (stopped || seq !== state.loadSeq) return;
+      failLoad(state, err, more);
     } finally {
-      if (!stopped && seq === loadSeq) {
+      if (!stopped && seq === state.loadSeq) {
         state.loading = false;
         state.loadingMore = false;
       }
     }
-    if (stopped || seq !== loadSeq) return;
+    if (stopped || seq !== state.loadSeq) return;
     renderBody();
     renderMeta();
     renderMore();
     kick();
   }
 
-  /** Insert or replace a task in the model (not the page). */
-  function put(task) {
-    if (!state.tasks.has(task.id)) {
-      state.order.push(task.id);
-      state.order.sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
-    }
-    state.tasks.set(task.id, task);
-  }
-
   function removeTask(id) {
-    state.tasks.delete(id);
-    state.fresh.delete(id);
-    state.order = state.order.filter((x) => x !== id);
-    sentAt.delete(id);
+    dropTask(state, id);
     renderBody();
     renderMeta();
   }
@@ -356,17 +279,11 @@ export function mountDownloads(container, ctx) {
    * if it just finished. Returns whether its status changed.
    */
   function apply(task, sent) {
-    const prev = state.tasks.get(task.id);
-    if (!prev || (sentAt.get(task.id) || 0) > sent) return false;
-    sentAt.set(task.id, sent);
-    state.tasks.set(task.id, task);
+    const prev = acceptAnswer(state, task, sent);
+    if (!prev) return false;
     noticeFinish(prev, task);
     if (!sameTask(prev, task)) renderRow(task.id);
     return prev.status !== task.status;
-  }
-
-  function hasActive() {
-    return state.order.some((id) => ACTIVE.has(state.tasks.get(id).status));
   }
 
   // ---- polling ----------------------------------------------------------
@@ -377,7 +294,7 @@ export function mountDownloads(container, ctx) {
   }
 
   function schedule() {
-    if (stopped || timer || polling || !awake() || !hasActive()) return;
+    if (stopped || timer || polling || !awake() || !hasActive(state)) return;
     timer = setTimeout(tick, delay);
   }
 
@@ -395,27 +312,26 @@ export function mountDownloads(container, ctx) {
   async function tick() {
     timer = null;
     if (stopped || !awake()) return;
-    const active = state.order.map((id) => state.tasks.get(id)).filter((task) => ACTIVE.has(task.status));
+    const active = activeTasks(state);
     if (!active.length) return;
     polling = true;
     kicked = false;
     const sent = performance.now();
     let changed = false;
     try {
-      const oldest = active.reduce((min, task) => (task.created_at < min ? task.created_at : min), active[0].created_at);
-      const page = await ctx.api.list({ status: ACTIVE_QUERY, created_after: oldest, limit: 100 });
+      const page = await ctx.api.list({ status: ACTIVE_QUERY, created_after: oldestCreated(active), limit: 100 });
       if (stopped) return;
       const now = new Map(page.items.map((task) => [task.id, task]));
       const gone = [];
       for (const task of active) {
         if (now.has(task.id)) changed = apply(now.get(task.id), sent) || changed;
-        else if ((sentAt.get(task.id) || 0) <= sent && awake()) gone.push(task.id); // hidden meanwhile: later
+        else if (!overtaken(state, task.id, sent) && awake()) gone.push(task.id); // hidden meanwhile: later
       }
       const ended = await Promise.all(gone.map((id) => ctx.api.get(id).catch((err) => err)));
       if (stopped) return;
       ended.forEach((result, i) => {
         const id = gone[i];
-        if ((sentAt.get(id) || 0) > sent || !state.tasks.has(id)) return;
+        if (overtaken(state, id, sent) || !state.tasks.has(id)) return;
         if (result && result.id) changed = apply(result, sent) || changed;
         else if (result && result.status === 404) {
           const task = state.tasks.get(id);
@@ -454,12 +370,10 @@ export function mountDownloads(container, ctx) {
   // ---- being told when done ---------------------------------------------
 
   function noticeFinish(prev, task) {
-    if (!ACTIVE.has(prev.status) || (task.status !== "succeeded" && task.status !== "failed")) return;
-    if (task.owner_name !== user.username) return; // an admin is told of its own exports only
-    const key = `${task.id}#${task.attempts}`; // a retry that finishes again is news again
-    if (told.has(key)) return;
+    const key = finishKey(prev, task, user.username);
+    if (key === null || told.has(key)) return;
     told.add(key);
-    state.unseen += 1;
+    unseen += 1;
     updateTitle();
     // the finishes one poll finds are told together: one toast for ten exports, not ten
     if (!finished.length) queueMicrotask(tellFinished);
@@ -509,13 +423,13 @@ export function mountDownloads(container, ctx) {
 
   function updateTitle() {
     const title = t("app.title");
-    document.title = state.unseen ? `(${state.unseen}) ${title}` : title;
+    document.title = unseen ? `(${unseen}) ${title}` : title;
   }
 
   /** The person is here: what finished has been seen. */
   function seen() {
-    if (!state.unseen || document.hidden) return;
-    state.unseen = 0;
+    if (!unseen || document.hidden) return;
+    unseen = 0;
     updateTitle();
   }
 
@@ -739,13 +653,13 @@ export function mountDownloads(container, ctx) {
       ["created", t("col.created")],
       ["finished", t("col.finished")],
       ["sha256", t("col.sha256")],
-      ...(seesOthers ? [["owner", t("col.owner")]] : []),
+      ...(others ? [["owner", t("col.owner")]] : []),
       ["actions", t("col.actions")],
     ];
   }
 
   function render() {
-    const focus = captureFocus();
+    const focus = captureFocus(container);
     updateTitle();
     const headingId = uid("downloads-heading");
     const heading = user.isAdmin ? t("dl.heading_admin")
@@ -754,7 +668,7 @@ export function mountDownloads(container, ctx) {
     els.summary = h("span", { class: "dl-summary", role: "status" });
     els.notify = h("span", { class: "dl-notify" });
     els.more = h("div", { class: "dl-more" });
-    const table = h("table", { class: `dl-table${seesOthers ? " with-owner" : ""}`, role: "table", "aria-labelledby": headingId, tabindex: "-1" },
+    const table = h("table", { class: `dl-table${others ? " with-owner" : ""}`, role: "table", "aria-labelledby": headingId, tabindex: "-1" },
       h("thead", {}, h("tr", { role: "row" },
         columns().map(([key, label]) => h("th", { scope: "col", role: "columnheader", class: `c-${key}` }, label)))),
       els.tbody);
@@ -769,7 +683,7 @@ export function mountDownloads(container, ctx) {
     renderBody();
     renderMeta();
     renderMore();
-    restoreFocus(focus);
+    restoreFocus(container, focus, findRow);
   }
 
   function filterForm() {
@@ -782,15 +696,13 @@ export function mountDownloads(container, ctx) {
       clearTimeout(typingTimer);
       typingTimer = setTimeout(() => load(), TYPING_DELAY_MS);
     };
-    const kinds = [...new Set([...state.kinds, ...[...state.tasks.values()].map((task) => task.kind), f.kind]
-      .filter(Boolean))].sort();
     const status = h("select", { id: uid("f-status"), "data-key": "f-status", onchange: onSelect("status") },
       h("option", { value: "", selected: !f.status }, t("filter.status_all")),
       h("option", { value: "active", selected: f.status === "active" }, t("filter.status_active")),
       STATUSES.map((s) => h("option", { value: s, selected: f.status === s }, t(`status.${s}`))));
     const kind = h("select", { id: uid("f-kind"), "data-key": "f-kind", onchange: onSelect("kind") },
       h("option", { value: "", selected: !f.kind }, t("filter.kind_all")),
-      kinds.map((k) => h("option", { value: k, selected: f.kind === k }, k)));
+      kindsOffered(state).map((k) => h("option", { value: k, selected: f.kind === k }, k)));
     const name = h("input", { id: uid("f-name"), "data-key": "f-name", type: "search", value: f.name,
       autocomplete: "off", spellcheck: "false", oninput: onType("name") });
     const from = h("input", { id: uid("f-from"), "data-key": "f-from", type: "date", value: f.from,
@@ -804,14 +716,13 @@ export function mountDownloads(container, ctx) {
       field("from", t("filter.from"), from),
       field("to", t("filter.to"), to),
     ];
-    if (seesOthers) {
+    if (others) {
       const listId = uid("owners");
-      const owners = new Map([...state.tasks.values()].map((task) => [task.owner_name, task.owner]));
       const hintId = uid("owner-hint");
       const owner = h("input", { id: uid("f-owner"), "data-key": "f-owner", value: f.owner, list: listId,
         autocomplete: "off", spellcheck: "false", "aria-describedby": hintId, oninput: onType("owner") });
       fields.push(field("owner", t("filter.owner"), owner,
-        [h("datalist", { id: listId }, [...owners.keys()].sort().map((n) => h("option", { value: n }))),
+        [h("datalist", { id: listId }, ownersOffered(state).map((n) => h("option", { value: n }))),
           h("span", { id: hintId, class: "dl-hint" }, t("filter.owner_hint"))]));
     }
     if (user.isAdmin) {
@@ -835,25 +746,25 @@ export function mountDownloads(container, ctx) {
   function clearFilters() {
     clearTimeout(typingTimer);
     state.filters = { ...EMPTY_FILTERS };
-    const focus = captureFocus();
+    const focus = captureFocus(container);
     const form = container.querySelector(".dl-filters");
     form.replaceWith(filterForm());
-    restoreFocus(focus);
+    restoreFocus(container, focus, findRow);
     load();
   }
 
   function renderBody() {
     if (!els.tbody) return;
-    const focus = captureFocus();
+    const focus = captureFocus(container);
     if (!state.order.length) {
-      const text = state.loading ? t("loading") : state.loadError ? "" : filtered() ? t("empty.filtered") : t("empty.none");
+      const text = state.loading ? t("loading") : state.loadError ? "" : isFiltered(state.filters) ? t("empty.filtered") : t("empty.none");
       replace(els.tbody, text
         ? h("tr", { role: "row", class: "dl-empty" }, h("td", { role: "cell", colspan: String(columns().length) }, text))
         : null);
     } else {
       replace(els.tbody, state.order.map((id) => row(state.tasks.get(id))));
     }
-    restoreFocus(focus);
+    restoreFocus(container, focus, findRow);
   }
 
   function findRow(id) {
@@ -865,9 +776,9 @@ export function mountDownloads(container, ctx) {
     const old = findRow(id);
     const task = state.tasks.get(id);
     if (!old || !task) return renderBody();
-    const focus = captureFocus();
+    const focus = captureFocus(container);
     old.replaceWith(row(task));
-    restoreFocus(focus);
+    restoreFocus(container, focus, findRow);
   }
 
   function renderMeta() {
@@ -883,24 +794,24 @@ export function mountDownloads(container, ctx) {
     } else if (state.pollError) {
       parts.push(h("span", { class: "dl-warn" }, t("summary.poll_failed", { message: errorText(state.pollError) })));
     }
-    const focus = captureFocus();
+    const focus = captureFocus(container);
     replace(els.summary, h("span", { class: state.loadError ? "error" : "" }, text), parts);
     replace(els.notify, canOfferNotify()
       ? h("button", { type: "button", class: "dl-small", "data-key": "notify", title: t("notify.offer_title"),
         onclick: askNotify }, t("notify.offer"))
       : null);
-    restoreFocus(focus);
+    restoreFocus(container, focus, findRow);
   }
 
   function renderMore() {
     if (!els.more) return;
-    const focus = captureFocus();
+    const focus = captureFocus(container);
     replace(els.more, state.nextCursor
       ? h("button", { type: "button", "data-key": "more", "aria-disabled": state.loadingMore ? "true" : null,
         onclick: () => { if (!state.loadingMore) load({ more: true }); } },
       state.loadingMore ? t("loading") : t("load_more"))
       : null);
-    restoreFocus(focus);
+    restoreFocus(container, focus, findRow);
   }
 
   function row(task) {
@@ -917,7 +828,7 @@ export function mountDownloads(container, ctx) {
       cell("created", time(task.created_at)),
       cell("finished", task.finished_at ? time(task.finished_at) : none()),
       cell("sha256", sha(task)),
-      seesOthers ? cell("owner", h("span", { title: `${task.owner} · ${task.tenant}` }, task.owner_name),
+      others ? cell("owner", h("span", { title: `${task.owner} · ${task.tenant}` }, task.owner_name),
         user.isAdmin ? h("span", { class: "dl-tenant" }, task.tenant) : null) : null,
       cell("actions", actions(task)));
   }
@@ -1003,26 +914,6 @@ export function mountDownloads(container, ctx) {
       s === "running" || s === "canceling" ? null : button("delete", t("action.delete"), remove, "danger"));
   }
 
-  // focus survives redraws: the same control of the same row, or of the filters
-  function captureFocus() {
-    const el = document.activeElement;
-    if (!el || !container.contains(el) || el === document.body) return null;
-    const tr = el.closest("tr[data-id]");
-    return { id: tr ? tr.dataset.id : null, action: el.dataset.action || null, key: el.dataset.key || null, el };
-  }
-
-  function restoreFocus(focus) {
-    if (!focus || (focus.el.isConnected && document.activeElement === focus.el)) return;
-    let target = null;
-    if (focus.key) target = container.querySelector(`[data-key="${focus.key}"]`);
-    else if (focus.id) {
-      const tr = findRow(focus.id);
-      if (tr) target = (focus.action && tr.querySelector(`[data-action="${focus.action}"]`)) || tr.querySelector("button");
-    }
-    if (!target) target = container.querySelector(".dl-table");
-    if (target) target.focus();
-  }
-
   // ---- life cycle -------------------------------------------------------------
 
   const onInteract = () => seen();
@@ -1039,9 +930,9 @@ export function mountDownloads(container, ctx) {
     state.kinds = (answer.items || []).map((k) => k.kind);
     const select = container.querySelector("[data-key=f-kind]");
     if (select && state.kinds.length) {
-      const focus = captureFocus();
+      const focus = captureFocus(container);
       container.querySelector(".dl-filters").replaceWith(filterForm());
-      restoreFocus(focus);
+      restoreFocus(container, focus, findRow);
     }
   }, () => { /* the kind filter offers the kinds in the list */ });
 
@@ -1057,7 +948,7 @@ export function mountDownloads(container, ctx) {
       document.removeEventListener("pointerdown", onInteract, true);
       document.removeEventListener("keydown", onInteract, true);
       closeDialog();
-      state.unseen = 0;
+      unseen = 0;
       document.title = t("app.title");
     },
     refresh() {
@@ -1065,9 +956,7 @@ export function mountDownloads(container, ctx) {
     },
     add(task) {
       if (stopped || !task || !task.id) return;
-      put(task);
-      sentAt.set(task.id, performance.now());
-      state.fresh.set(task.id, loadSeq);
+      addFresh(state, task, performance.now());
       renderBody();
       renderMeta();
       const tr = findRow(task.id);
@@ -1079,15 +968,4 @@ export function mountDownloads(container, ctx) {
 
 function errorText(err) {
   return err && err.code && err.code !== "network" ? `${err.code}: ${err.message}` : (err && err.message) || String(err);
-}
-
-/** The first or last millisecond of a calendar day in the browser's time zone. */
-function localDay(value, end) {
-  const [y, m, d] = value.split("-").map(Number);
-  return end ? new Date(y, m - 1, d, 23, 59, 59, 999) : new Date(y, m - 1, d, 0, 0, 0, 0);
-}
-
-function sameTask(a, b) {
-  const strip = ({ url, url_expires_at: urlExpires, ...rest }) => rest;
-  return JSON.stringify(strip(a)) === JSON.stringify(strip(b));
 }
