@@ -1,28 +1,16 @@
 // The downloads list: filters, the table, live progress, row actions, and
 // word when an export of the person's own finishes.
 //
-// Polling (only while a shown task is queued, running or canceling; never
-// while the tab is hidden): one GET /downloads?status=queued,running,canceling
-// with created_after = the oldest active task's creation time answers for
-// every active task at once, whatever their number; a shown task missing from
-// it has left the active states, and one GET /downloads/{id} each says how it
-// ended (or 404: deleted elsewhere). A tick thus costs one request plus one
-// per task that just finished, where a GET per active task would cost one per
-// task every tick, and re-listing the shown page would miss tasks further down
-// (Load more) and change under the cursor. The interval starts at 1 s, grows
-// by half each quiet tick up to 10 s, and starts over when the person acts
-// (add, cancel, retry, refresh, filters, the tab shown again) or a shown task
-// changes status. A hidden tab asks nothing, unless the person allowed system
-// notifications: then it goes on (same backoff), since telling a person who
-// looks elsewhere is what a notification is for.
+// Polling: downloads-poller.js; word of a finish: downloads-announcer.js.
 
 import { h, replace, uid } from "./dom.js";
+import { askNotify, canOfferNotify, createAnnouncer } from "./downloads-announcer.js";
 import { captureFocus, restoreFocus } from "./downloads-focus.js";
 import {
-  ACTIVE, ACTIVE_QUERY, EMPTY_FILTERS, STATUSES, acceptAnswer, activeTasks, addFresh, createModel, dropTask,
-  failLoad, finishKey, hasActive, isFiltered, kindsOffered, listQuery, mergePage, oldestCreated, overtaken,
-  ownersOffered, sameTask, seesOthers,
+  ACTIVE, EMPTY_FILTERS, STATUSES, acceptAnswer, addFresh, createModel, dropTask, failLoad, hasActive,
+  isFiltered, kindsOffered, listQuery, mergePage, ownersOffered, sameTask, seesOthers,
 } from "./downloads-model.js";
+import { createPoller, pollActive } from "./downloads-poller.js";
 import { addStrings, formatBytes, formatNumber, formatTime, onLangChange, t } from "./i18n.js";
 
 addStrings({
@@ -102,16 +90,7 @@ addStrings({
     "rename.close": "Close",
     "rename.done": "Renamed to “{name}”.",
     "error.action": "{action} failed: {code}: {message}",
-    "error.gone": "“{name}” is gone (deleted elsewhere).",
     "download.unavailable": "“{name}” has no file to download now ({status}).",
-    "done.ready": "“{name}” is ready.",
-    "done.failed": "“{name}” failed: {reason}",
-    "done.ready_many": "{count} exports are ready.",
-    "done.failed_many": "{count} exports failed; their rows say why.",
-    "notify.offer": "Notify me",
-    "notify.offer_title": "Show a system notification when an export of yours finishes while this tab is in the background",
-    "notify.ready": "Export ready",
-    "notify.failed": "Export failed",
     "warning": "Warning",
   },
   zh: {
@@ -190,25 +169,12 @@ addStrings({
     "rename.close": "关闭",
     "rename.done": "已重命名为“{name}”。",
     "error.action": "{action}失败：{code}：{message}",
-    "error.gone": "“{name}”已不存在（已在别处删除）。",
     "download.unavailable": "“{name}”现在没有可下载的文件（{status}）。",
-    "done.ready": "“{name}”已就绪。",
-    "done.failed": "“{name}”失败：{reason}",
-    "done.ready_many": "{count} 个导出已就绪。",
-    "done.failed_many": "{count} 个导出失败，原因见各行。",
-    "notify.offer": "通知我",
-    "notify.offer_title": "当此标签页在后台时，您的导出完成后显示系统通知",
-    "notify.ready": "导出已就绪",
-    "notify.failed": "导出失败",
     "warning": "警告",
   },
 });
 
-const POLL_FIRST_MS = 1000;
-const POLL_MAX_MS = 10_000;
-const POLL_GROWTH = 1.5;
 const TYPING_DELAY_MS = 350;
-const NOTIFY_ASKED_KEY = "download-center.notify-asked";
 
 /**
  * Draw the signed-in person's downloads into `container` and keep them current.
@@ -220,17 +186,13 @@ export function mountDownloads(container, ctx) {
   const user = ctx.user;
   const others = seesOthers(user);
   const state = createModel();
-  let unseen = 0; // finishes told while the person was away: the count in the title
   const els = {}; // the parts redrawn on their own: tbody, summary, more, notify
-  const told = new Set(); // finishKey()s told already: each finish is told once, whatever answers repeat it
   let stopped = false;
-  let timer = null;
-  let polling = false;
-  let kicked = false;
-  let delay = POLL_FIRST_MS;
+  const isStopped = () => stopped;
   let typingTimer = null;
   let dialog = null;
-  const finished = []; // finishes not told yet (see tellFinished)
+  const poller = createPoller({ hasWork: () => hasActive(state), poll, onShown: () => announcer.seen() });
+  const announcer = createAnnouncer({ toasts: ctx.toasts, username: user.username, download, isStopped });
 
   // ---- data -------------------------------------------------------------
 
@@ -251,7 +213,7 @@ export function mountDownloads(container, ctx) {
     try {
       const page = await ctx.api.list(query);
       if (stopped || seq !== state.loadSeq) return;
-      for (const [prev, task] of mergePage(state, page, { seq, sent, more })) noticeFinish(prev, task);
+      for (const [prev, task] of mergePage(state, page, { seq, sent, more })) announcer.notice(prev, task);
     } catch (err) {
       if (stopped || seq !== state.loadSeq) return;
       failLoad(state, err, more);
@@ -265,7 +227,7 @@ export function mountDownloads(container, ctx) {
     renderBody();
     renderMeta();
     renderMore();
-    kick();
+    poller.kick();
   }
 
   function removeTask(id) {
@@ -281,171 +243,23 @@ export function mountDownloads(container, ctx) {
   function apply(task, sent) {
     const prev = acceptAnswer(state, task, sent);
     if (!prev) return false;
-    noticeFinish(prev, task);
+    announcer.notice(prev, task);
     if (!sameTask(prev, task)) renderRow(task.id);
     return prev.status !== task.status;
   }
 
-  // ---- polling ----------------------------------------------------------
-
-  /** Whether polling may run now: a hidden tab only polls to send a notification. */
-  function awake() {
-    return !document.hidden || notificationsAllowed();
-  }
-
-  function schedule() {
-    if (stopped || timer || polling || !awake() || !hasActive(state)) return;
-    timer = setTimeout(tick, delay);
-  }
-
-  /** Poll soon again: the person did something, so the next change is likely near. */
-  function kick() {
-    delay = POLL_FIRST_MS;
-    kicked = true;
-    if (timer) {
-      clearTimeout(timer);
-      timer = null;
-    }
-    schedule();
-  }
-
-  async function tick() {
-    timer = null;
-    if (stopped || !awake()) return;
-    const active = activeTasks(state);
-    if (!active.length) return;
-    polling = true;
-    kicked = false;
-    const sent = performance.now();
-    let changed = false;
-    try {
-      const page = await ctx.api.list({ status: ACTIVE_QUERY, created_after: oldestCreated(active), limit: 100 });
-      if (stopped) return;
-      const now = new Map(page.items.map((task) => [task.id, task]));
-      const gone = [];
-      for (const task of active) {
-        if (now.has(task.id)) changed = apply(now.get(task.id), sent) || changed;
-        else if (!overtaken(state, task.id, sent) && awake()) gone.push(task.id); // hidden meanwhile: later
-      }
-      const ended = await Promise.all(gone.map((id) => ctx.api.get(id).catch((err) => err)));
-      if (stopped) return;
-      ended.forEach((result, i) => {
-        const id = gone[i];
-        if (overtaken(state, id, sent) || !state.tasks.has(id)) return;
-        if (result && result.id) changed = apply(result, sent) || changed;
-        else if (result && result.status === 404) {
-          const task = state.tasks.get(id);
-          removeTask(id);
-          ctx.toasts.show({ text: t("error.gone", { name: task.task_name }) });
-        } else throw result;
-      });
-      if (state.pollError) {
-        state.pollError = null;
-        renderMeta();
-      }
-    } catch (err) {
-      if (stopped) return;
-      state.pollError = err;
+  /** One poll; its failure pauses nothing but is said in the summary until a poll goes through. */
+  async function poll() {
+    const { changed, error } = await pollActive({ api: ctx.api, model: state, toasts: ctx.toasts, apply, removeTask, isStopped });
+    if (stopped) return changed;
+    if (error) {
+      state.pollError = error;
       renderMeta();
-    } finally {
-      polling = false;
+    } else if (state.pollError) {
+      state.pollError = null;
+      renderMeta();
     }
-    delay = changed || kicked ? POLL_FIRST_MS : Math.min(Math.round(delay * POLL_GROWTH), POLL_MAX_MS);
-    kicked = false;
-    schedule();
-  }
-
-  function onVisibility() {
-    if (document.hidden) {
-      if (!awake() && timer) {
-        clearTimeout(timer);
-        timer = null;
-      }
-      return;
-    }
-    seen();
-    kick(); // back: catch up at once
-  }
-
-  // ---- being told when done ---------------------------------------------
-
-  function noticeFinish(prev, task) {
-    const key = finishKey(prev, task, user.username);
-    if (key === null || told.has(key)) return;
-    told.add(key);
-    unseen += 1;
-    updateTitle();
-    // the finishes one poll finds are told together: one toast for ten exports, not ten
-    if (!finished.length) queueMicrotask(tellFinished);
-    finished.push(task);
-  }
-
-  function tellFinished() {
-    const batch = finished.splice(0);
-    if (stopped || !batch.length) return;
-    const ready = batch.filter((task) => task.status === "succeeded");
-    const failed = batch.filter((task) => task.status === "failed");
-    const reason = (task) => (task.error ? `${task.error.code}: ${task.error.message}` : t("status.failed"));
-    if (ready.length === 1) {
-      const [task] = ready;
-      ctx.toasts.show({
-        text: t("done.ready", { name: task.task_name }),
-        kind: "success",
-        action: { label: t("action.download"), run: () => download(task.id) },
-        timeout: 20_000,
-      });
-    } else if (ready.length) {
-      ctx.toasts.show({ text: t("done.ready_many", { count: formatNumber(ready.length) }), kind: "success", timeout: 20_000 });
-    }
-    if (failed.length === 1) {
-      const [task] = failed;
-      ctx.toasts.show({ text: t("done.failed", { name: task.task_name, reason: reason(task) }), kind: "error", timeout: 30_000 });
-    } else if (failed.length) {
-      ctx.toasts.show({ text: t("done.failed_many", { count: formatNumber(failed.length) }), kind: "error", timeout: 30_000 });
-    }
-    systemNotification(ready, failed, reason);
-  }
-
-  function systemNotification(ready, failed, reason) {
-    if (!notificationsAllowed()) return;
-    if (!document.hidden && document.hasFocus()) return; // the toast says it where the person looks
-    const one = ready.length + failed.length === 1 ? ready[0] || failed[0] : null;
-    const title = failed.length ? t("notify.failed") : t("notify.ready");
-    const body = one
-      ? (one.status === "succeeded" ? one.task_name : `${one.task_name}: ${reason(one)}`)
-      : [ready.length ? t("done.ready_many", { count: formatNumber(ready.length) }) : "",
-        failed.length ? t("done.failed_many", { count: formatNumber(failed.length) }) : ""].filter(Boolean).join(" ");
-    try {
-      const note = new Notification(title, { body, tag: one ? `download-center-${one.id}` : "download-center" });
-      note.onclick = () => { window.focus(); note.close(); };
-    } catch { /* a browser that only notifies from a service worker: the toast and title say it */ }
-  }
-
-  function updateTitle() {
-    const title = t("app.title");
-    document.title = unseen ? `(${unseen}) ${title}` : title;
-  }
-
-  /** The person is here: what finished has been seen. */
-  function seen() {
-    if (!unseen || document.hidden) return;
-    unseen = 0;
-    updateTitle();
-  }
-
-  function notificationsAllowed() {
-    return "Notification" in window && Notification.permission === "granted";
-  }
-
-  function canOfferNotify() {
-    if (!("Notification" in window) || Notification.permission !== "default") return false;
-    try { return !localStorage.getItem(NOTIFY_ASKED_KEY); } catch { return true; }
-  }
-
-  async function askNotify() {
-    try { localStorage.setItem(NOTIFY_ASKED_KEY, "1"); } catch { /* storage blocked: asked this once */ }
-    try { await Notification.requestPermission(); } catch { /* refused or unsupported */ }
-    if (!stopped) renderMeta();
+    return changed;
   }
 
   // ---- actions ------------------------------------------------------------
@@ -477,7 +291,7 @@ export function mountDownloads(container, ctx) {
       state.pending.delete(id);
       if (!stopped && state.tasks.has(id)) renderRow(id);
     }
-    if (!stopped) kick();
+    if (!stopped) poller.kick();
   }
 
   function download(id) {
@@ -605,7 +419,7 @@ export function mountDownloads(container, ctx) {
       const target = row && (row.querySelector(`[data-action="${returnTo.action}"]`) || row.querySelector("button"));
       if (target) target.focus();
       else container.querySelector(".dl-table")?.focus(); // the row is gone (deleted)
-      kick();
+      poller.kick();
     });
     document.body.append(el);
     dialog = el;
@@ -660,7 +474,7 @@ export function mountDownloads(container, ctx) {
 
   function render() {
     const focus = captureFocus(container);
-    updateTitle();
+    announcer.updateTitle();
     const headingId = uid("downloads-heading");
     const heading = user.isAdmin ? t("dl.heading_admin")
       : user.isTenantAdmin ? t("dl.heading_tenant", { tenant: user.tenant }) : t("dl.heading");
@@ -798,9 +612,14 @@ export function mountDownloads(container, ctx) {
     replace(els.summary, h("span", { class: state.loadError ? "error" : "" }, text), parts);
     replace(els.notify, canOfferNotify()
       ? h("button", { type: "button", class: "dl-small", "data-key": "notify", title: t("notify.offer_title"),
-        onclick: askNotify }, t("notify.offer"))
+        onclick: onNotify }, t("notify.offer"))
       : null);
     restoreFocus(container, focus, findRow);
+  }
+
+  async function onNotify() {
+    await askNotify();
+    if (!stopped) renderMeta();
   }
 
   function renderMore() {
@@ -916,9 +735,8 @@ export function mountDownloads(container, ctx) {
 
   // ---- life cycle -------------------------------------------------------------
 
-  const onInteract = () => seen();
+  const onInteract = () => announcer.seen();
   const offLang = onLangChange(() => { if (!stopped) render(); });
-  document.addEventListener("visibilitychange", onVisibility);
   window.addEventListener("focus", onInteract);
   document.addEventListener("pointerdown", onInteract, true);
   document.addEventListener("keydown", onInteract, true);
@@ -939,17 +757,14 @@ export function mountDownloads(container, ctx) {
   return {
     stop() {
       stopped = true;
-      clearTimeout(timer);
+      poller.stop();
       clearTimeout(typingTimer);
-      timer = null;
       offLang();
-      document.removeEventListener("visibilitychange", onVisibility);
       window.removeEventListener("focus", onInteract);
       document.removeEventListener("pointerdown", onInteract, true);
       document.removeEventListener("keydown", onInteract, true);
       closeDialog();
-      unseen = 0;
-      document.title = t("app.title");
+      announcer.reset();
     },
     refresh() {
       return load();
@@ -961,7 +776,7 @@ export function mountDownloads(container, ctx) {
       renderMeta();
       const tr = findRow(task.id);
       if (tr) tr.scrollIntoView({ block: "nearest" });
-      kick();
+      poller.kick();
     },
   };
 }
