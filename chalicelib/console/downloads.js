@@ -1,9 +1,11 @@
 // The downloads list: filters, the table, live progress, row actions, and
 // word when an export of the person's own finishes.
 //
-// Polling: downloads-poller.js; word of a finish: downloads-announcer.js.
+// Polling: downloads-poller.js; word of a finish: downloads-announcer.js;
+// row actions and their dialogs: downloads-actions.js.
 
 import { h, replace, uid } from "./dom.js";
+import { createRowActions } from "./downloads-actions.js";
 import { askNotify, canOfferNotify, createAnnouncer } from "./downloads-announcer.js";
 import { captureFocus, restoreFocus } from "./downloads-focus.js";
 import {
@@ -70,27 +72,6 @@ addStrings({
     "progress.stopping": "Stopping…",
     "progress.stopped": "stopped",
     "none": "—",
-    "action.download": "Download",
-    "action.cancel": "Cancel",
-    "action.retry": "Retry",
-    "action.delete": "Delete",
-    "action.rename": "Rename",
-    "action.copy": "Copy",
-    "action.copy_sha": "Copy SHA-256",
-    "copy.done": "SHA-256 copied.",
-    "copy.manual": "This browser cannot copy here; the SHA-256 is {hash}",
-    "delete.title": "Delete this download?",
-    "delete.text": "“{name}” and its file will be deleted. This cannot be undone.",
-    "delete.confirm": "Delete",
-    "delete.keep": "Don’t delete",
-    "delete.done": "“{name}” was deleted.",
-    "rename.title": "Rename download",
-    "rename.label": "Task name",
-    "rename.save": "Save",
-    "rename.close": "Close",
-    "rename.done": "Renamed to “{name}”.",
-    "error.action": "{action} failed: {code}: {message}",
-    "download.unavailable": "“{name}” has no file to download now ({status}).",
     "warning": "Warning",
   },
   zh: {
@@ -149,27 +130,6 @@ addStrings({
     "progress.stopping": "正在停止…",
     "progress.stopped": "已停止",
     "none": "—",
-    "action.download": "下载",
-    "action.cancel": "取消",
-    "action.retry": "重试",
-    "action.delete": "删除",
-    "action.rename": "重命名",
-    "action.copy": "复制",
-    "action.copy_sha": "复制 SHA-256",
-    "copy.done": "已复制 SHA-256。",
-    "copy.manual": "此浏览器无法在这里复制；SHA-256 为 {hash}",
-    "delete.title": "删除这个下载？",
-    "delete.text": "“{name}”及其文件将被删除，且无法恢复。",
-    "delete.confirm": "删除",
-    "delete.keep": "不删除",
-    "delete.done": "已删除“{name}”。",
-    "rename.title": "重命名下载",
-    "rename.label": "任务名称",
-    "rename.save": "保存",
-    "rename.close": "关闭",
-    "rename.done": "已重命名为“{name}”。",
-    "error.action": "{action}失败：{code}：{message}",
-    "download.unavailable": "“{name}”现在没有可下载的文件（{status}）。",
     "warning": "警告",
   },
 });
@@ -190,9 +150,11 @@ export function mountDownloads(container, ctx) {
   let stopped = false;
   const isStopped = () => stopped;
   let typingTimer = null;
-  let dialog = null;
   const poller = createPoller({ hasWork: () => hasActive(state), poll, onShown: () => announcer.seen() });
-  const announcer = createAnnouncer({ toasts: ctx.toasts, username: user.username, download, isStopped });
+  const actions = createRowActions({
+    ctx, model: state, container, isStopped, apply, removeTask, renderRow, findRow, kick: poller.kick,
+  });
+  const announcer = createAnnouncer({ toasts: ctx.toasts, username: user.username, download: actions.download, isStopped });
 
   // ---- data -------------------------------------------------------------
 
@@ -260,198 +222,6 @@ export function mountDownloads(container, ctx) {
       renderMeta();
     }
     return changed;
-  }
-
-  // ---- actions ------------------------------------------------------------
-
-  function actionError(label, err) {
-    ctx.toasts.show({
-      text: t("error.action", { action: label, code: err.code || "error", message: err.message || String(err) }),
-      kind: "error",
-      timeout: 15_000,
-    });
-  }
-
-  /** Run an action for a task: one at a time per task, errors as toasts, then poll soon. */
-  async function act(id, label, run) {
-    if (state.pending.has(id)) return;
-    const shown = state.tasks.has(id); // a toast's Download may name a task the filters hide now
-    if (shown) {
-      state.pending.add(id);
-      renderRow(id);
-    }
-    try {
-      await run(performance.now());
-    } catch (err) {
-      if (!stopped) {
-        actionError(label, err);
-        if (err.status === 404 && state.tasks.has(id)) removeTask(id);
-      }
-    } finally {
-      state.pending.delete(id);
-      if (!stopped && state.tasks.has(id)) renderRow(id);
-    }
-    if (!stopped) poller.kick();
-  }
-
-  function download(id) {
-    return act(id, t("action.download"), async (sent) => {
-      const fresh = await ctx.api.get(id); // a fresh presigned URL: the listed one may be minutes old
-      apply(fresh, sent);
-      if (fresh.status === "succeeded" && fresh.url) window.location.assign(fresh.url);
-      else {
-        ctx.toasts.show({
-          text: t("download.unavailable", { name: fresh.task_name, status: t(`status.${fresh.status}`) }),
-          kind: "error",
-        });
-      }
-    });
-  }
-
-  function cancel(id) {
-    return act(id, t("action.cancel"), async (sent) => apply(await ctx.api.cancel(id), sent));
-  }
-
-  function retry(id) {
-    return act(id, t("action.retry"), async (sent) => apply(await ctx.api.retry(id), sent));
-  }
-
-  function remove(id) {
-    const task = state.tasks.get(id);
-    openDialog({
-      title: t("delete.title"),
-      body: [h("p", {}, t("delete.text", { name: task.task_name }))],
-      confirm: { label: t("delete.confirm"), class: "danger" },
-      dismiss: t("delete.keep"),
-      focusDismiss: true,
-      returnTo: { id, action: "delete" },
-      onConfirm: async () => {
-        // errors of a delete are toasts like the row's other actions; the dialog closes either way
-        try {
-          await ctx.api.remove(id);
-        } catch (err) {
-          if (stopped) return;
-          actionError(t("action.delete"), err);
-          if (err.status === 404 && state.tasks.has(id)) removeTask(id);
-          return;
-        }
-        if (stopped) return;
-        removeTask(id);
-        ctx.toasts.show({ text: t("delete.done", { name: task.task_name }), kind: "success" });
-      },
-    });
-  }
-
-  function rename(id) {
-    const task = state.tasks.get(id);
-    const inputId = uid("rename");
-    const input = h("input", {
-      id: inputId, name: "task_name", value: task.task_name, required: true, maxlength: "200",
-      autocomplete: "off", spellcheck: "false",
-    });
-    openDialog({
-      title: t("rename.title"),
-      body: [h("label", { for: inputId }, t("rename.label")), input],
-      confirm: { label: t("rename.save"), class: "primary" },
-      dismiss: t("rename.close"),
-      initialFocus: input,
-      returnTo: { id, action: "rename" },
-      onConfirm: async () => {
-        const name = input.value;
-        if (name === state.tasks.get(id)?.task_name) return;
-        const sent = performance.now();
-        const renamed = await ctx.api.rename(id, name);
-        if (stopped) return;
-        apply(renamed, sent);
-        ctx.toasts.show({ text: t("rename.done", { name: renamed.task_name }), kind: "success" });
-      },
-    });
-    input.select();
-  }
-
-  /**
-   * A modal <dialog> (showModal: focus stays inside, Esc closes it). onConfirm may
-   * throw an ApiError: its message and details are shown in the dialog, which stays.
-   */
-  function openDialog({ title, body, confirm, dismiss, onConfirm, initialFocus, focusDismiss, returnTo }) {
-    closeDialog();
-    const headingId = uid("dialog");
-    const errorId = uid("dialog-error");
-    const error = h("div", { id: errorId, class: "dl-dialog-error", role: "alert" });
-    if (initialFocus) initialFocus.setAttribute("aria-describedby", errorId);
-    const confirmButton = h("button", { type: "submit", class: confirm.class }, confirm.label);
-    const dismissButton = h("button", { type: "button", onclick: () => el.close() }, dismiss);
-    const form = h("form", { class: "dl-dialog-form", novalidate: false },
-      h("h2", { id: headingId }, title),
-      ...body,
-      error,
-      h("div", { class: "dl-dialog-buttons" }, confirmButton, dismissButton));
-    const el = h("dialog", { class: "dl-dialog", "aria-labelledby": headingId }, form);
-    let busy = false;
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      if (busy) return;
-      busy = true;
-      confirmButton.setAttribute("aria-disabled", "true");
-      replace(error);
-      if (initialFocus) initialFocus.removeAttribute("aria-invalid");
-      try {
-        await onConfirm();
-        el.close();
-      } catch (err) {
-        // the API's message says every detail in words already; the code is for a support request
-        replace(error, h("p", {}, err.message || String(err), " ", h("code", {}, `(${err.code || "error"})`)));
-        if (initialFocus) {
-          initialFocus.setAttribute("aria-invalid", "true");
-          initialFocus.focus();
-        }
-      } finally {
-        busy = false;
-        confirmButton.removeAttribute("aria-disabled");
-      }
-    });
-    el.addEventListener("close", () => {
-      el.remove();
-      if (dialog === el) dialog = null;
-      if (stopped) return;
-      // the row may have been redrawn while the dialog was open: focus its button again
-      const row = returnTo && findRow(returnTo.id);
-      const target = row && (row.querySelector(`[data-action="${returnTo.action}"]`) || row.querySelector("button"));
-      if (target) target.focus();
-      else container.querySelector(".dl-table")?.focus(); // the row is gone (deleted)
-      poller.kick();
-    });
-    document.body.append(el);
-    dialog = el;
-    el.showModal();
-    (initialFocus || (focusDismiss ? dismissButton : confirmButton)).focus();
-  }
-
-  function closeDialog() {
-    if (dialog) dialog.close();
-  }
-
-  async function copyHash(hash, button) {
-    let copied = false;
-    try {
-      if (navigator.clipboard && window.isSecureContext) {
-        await navigator.clipboard.writeText(hash);
-        copied = true;
-      }
-    } catch { copied = false; }
-    if (!copied) {
-      // plain http: no Clipboard API; the old way still works in most browsers
-      const area = h("textarea", { class: "dl-offscreen", readonly: true, "aria-hidden": "true", tabindex: "-1" });
-      area.value = hash;
-      document.body.append(area);
-      area.select();
-      try { copied = document.execCommand("copy"); } catch { copied = false; }
-      area.remove();
-      if (button && button.isConnected) button.focus();
-    }
-    ctx.toasts.show(copied
-      ? { text: t("copy.done"), kind: "success", timeout: 3000 }
-      : { text: t("copy.manual", { hash }), timeout: 30_000 });
   }
 
   // ---- drawing ------------------------------------------------------------
@@ -649,7 +419,7 @@ export function mountDownloads(container, ctx) {
       cell("sha256", sha(task)),
       others ? cell("owner", h("span", { title: `${task.owner} · ${task.tenant}` }, task.owner_name),
         user.isAdmin ? h("span", { class: "dl-tenant" }, task.tenant) : null) : null,
-      cell("actions", actions(task)));
+      cell("actions", actions.buttons(task)));
   }
 
   function label(key) {
@@ -715,22 +485,7 @@ export function mountDownloads(container, ctx) {
     return h("span", { class: "dl-sha" },
       h("code", { title: task.sha256 }, short),
       h("button", { type: "button", class: "dl-small", "data-action": "copy", "aria-label": t("action.copy_sha"),
-        onclick: (event) => copyHash(task.sha256, event.currentTarget) }, t("action.copy")));
-  }
-
-  function actions(task) {
-    const s = task.status;
-    const busy = state.pending.has(task.id);
-    const button = (action, text, run, cls = null) => h("button", {
-      type: "button", class: cls, "data-action": action, "aria-disabled": busy ? "true" : null,
-      onclick: () => run(task.id),
-    }, text);
-    return h("div", { class: "dl-actions" },
-      s === "succeeded" ? button("download", t("action.download"), download, "primary") : null,
-      s === "queued" || s === "running" ? button("cancel", t("action.cancel"), cancel) : null,
-      s === "failed" || s === "canceled" ? button("retry", t("action.retry"), retry) : null,
-      button("rename", t("action.rename"), rename),
-      s === "running" || s === "canceling" ? null : button("delete", t("action.delete"), remove, "danger"));
+        onclick: (event) => actions.copyHash(task.sha256, event.currentTarget) }, t("action.copy")));
   }
 
   // ---- life cycle -------------------------------------------------------------
@@ -763,7 +518,7 @@ export function mountDownloads(container, ctx) {
       window.removeEventListener("focus", onInteract);
       document.removeEventListener("pointerdown", onInteract, true);
       document.removeEventListener("keydown", onInteract, true);
-      closeDialog();
+      actions.closeDialog();
       announcer.reset();
     },
     refresh() {
