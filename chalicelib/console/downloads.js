@@ -2,15 +2,16 @@
 // word when an export of the person's own finishes.
 //
 // Polling: downloads-poller.js; word of a finish: downloads-announcer.js;
-// row actions and their dialogs: downloads-actions.js.
+// row actions and their dialogs: downloads-actions.js; the filters bar: downloads-filters.js.
 
 import { h, replace, uid } from "./dom.js";
 import { createRowActions } from "./downloads-actions.js";
 import { askNotify, canOfferNotify, createAnnouncer } from "./downloads-announcer.js";
+import { createFilters } from "./downloads-filters.js";
 import { captureFocus, restoreFocus } from "./downloads-focus.js";
 import {
-  ACTIVE, EMPTY_FILTERS, STATUSES, acceptAnswer, addFresh, createModel, dropTask, failLoad, hasActive,
-  isFiltered, kindsOffered, listQuery, mergePage, ownersOffered, sameTask, seesOthers,
+  ACTIVE, acceptAnswer, addFresh, createModel, dropTask, failLoad, hasActive, isFiltered, listQuery, mergePage,
+  sameTask, seesOthers,
 } from "./downloads-model.js";
 import { createPoller, pollActive } from "./downloads-poller.js";
 import { addStrings, formatBytes, formatNumber, formatTime, onLangChange, t } from "./i18n.js";
@@ -39,20 +40,6 @@ addStrings({
     "status.failed": "failed",
     "status.canceled": "canceled",
     "status.expired": "expired",
-    "filter.label": "Filter downloads",
-    "filter.status": "Status",
-    "filter.status_all": "All statuses",
-    "filter.status_active": "Active",
-    "filter.kind": "Kind",
-    "filter.kind_all": "All kinds",
-    "filter.name": "Name contains",
-    "filter.from": "Created from",
-    "filter.to": "Created to",
-    "filter.owner": "Owner",
-    "filter.owner_hint": "a user name from the list, or a user ID",
-    "filter.tenant": "Tenant",
-    "filter.clear": "Clear filters",
-    "refresh": "Refresh",
     "load_more": "Load more",
     "loading": "Loading…",
     "summary.count": "{count} shown",
@@ -97,20 +84,6 @@ addStrings({
     "status.failed": "失败",
     "status.canceled": "已取消",
     "status.expired": "已过期",
-    "filter.label": "筛选下载",
-    "filter.status": "状态",
-    "filter.status_all": "全部状态",
-    "filter.status_active": "进行中",
-    "filter.kind": "类型",
-    "filter.kind_all": "全部类型",
-    "filter.name": "名称包含",
-    "filter.from": "创建日期从",
-    "filter.to": "创建日期到",
-    "filter.owner": "所有者",
-    "filter.owner_hint": "列表中的用户名，或用户 ID",
-    "filter.tenant": "租户",
-    "filter.clear": "清除筛选",
-    "refresh": "刷新",
     "load_more": "加载更多",
     "loading": "加载中…",
     "summary.count": "显示 {count} 项",
@@ -134,8 +107,6 @@ addStrings({
   },
 });
 
-const TYPING_DELAY_MS = 350;
-
 /**
  * Draw the signed-in person's downloads into `container` and keep them current.
  * ctx: {api, session, config, toasts, user, base}. Returns a controller:
@@ -149,12 +120,12 @@ export function mountDownloads(container, ctx) {
   const els = {}; // the parts redrawn on their own: tbody, summary, more, notify
   let stopped = false;
   const isStopped = () => stopped;
-  let typingTimer = null;
   const poller = createPoller({ hasWork: () => hasActive(state), poll, onShown: () => announcer.seen() });
   const actions = createRowActions({
     ctx, model: state, container, isStopped, apply, removeTask, renderRow, findRow, kick: poller.kick,
   });
   const announcer = createAnnouncer({ toasts: ctx.toasts, username: user.username, download: actions.download, isStopped });
+  const filters = createFilters({ container, model: state, user, findRow, load });
 
   // ---- data -------------------------------------------------------------
 
@@ -260,7 +231,7 @@ export function mountDownloads(container, ctx) {
       // the page's #app is a live region; a list that updates every second must not talk
       h("div", { class: "dl", "aria-live": "off" },
         h("div", { class: "dl-head" }, h("h2", { id: headingId }, heading)),
-        filterForm(),
+        filters.form(),
         h("div", { class: "dl-meta" }, els.summary, els.notify),
         h("div", { class: "dl-scroll" }, table),
         els.more));
@@ -268,73 +239,6 @@ export function mountDownloads(container, ctx) {
     renderMeta();
     renderMore();
     restoreFocus(container, focus, findRow);
-  }
-
-  function filterForm() {
-    const f = state.filters;
-    const field = (key, label, control, extra = null) => h("div", { class: `dl-field f-${key}` },
-      h("label", { for: control.id }, label), control, extra);
-    const onSelect = (key) => (event) => { state.filters[key] = event.target.value; load(); };
-    const onType = (key) => (event) => {
-      state.filters[key] = event.target.value;
-      clearTimeout(typingTimer);
-      typingTimer = setTimeout(() => load(), TYPING_DELAY_MS);
-    };
-    const status = h("select", { id: uid("f-status"), "data-key": "f-status", onchange: onSelect("status") },
-      h("option", { value: "", selected: !f.status }, t("filter.status_all")),
-      h("option", { value: "active", selected: f.status === "active" }, t("filter.status_active")),
-      STATUSES.map((s) => h("option", { value: s, selected: f.status === s }, t(`status.${s}`))));
-    const kind = h("select", { id: uid("f-kind"), "data-key": "f-kind", onchange: onSelect("kind") },
-      h("option", { value: "", selected: !f.kind }, t("filter.kind_all")),
-      kindsOffered(state).map((k) => h("option", { value: k, selected: f.kind === k }, k)));
-    const name = h("input", { id: uid("f-name"), "data-key": "f-name", type: "search", value: f.name,
-      autocomplete: "off", spellcheck: "false", oninput: onType("name") });
-    const from = h("input", { id: uid("f-from"), "data-key": "f-from", type: "date", value: f.from,
-      onchange: onSelect("from") });
-    const to = h("input", { id: uid("f-to"), "data-key": "f-to", type: "date", value: f.to,
-      onchange: onSelect("to") });
-    const fields = [
-      field("name", t("filter.name"), name),
-      field("status", t("filter.status"), status),
-      field("kind", t("filter.kind"), kind),
-      field("from", t("filter.from"), from),
-      field("to", t("filter.to"), to),
-    ];
-    if (others) {
-      const listId = uid("owners");
-      const hintId = uid("owner-hint");
-      const owner = h("input", { id: uid("f-owner"), "data-key": "f-owner", value: f.owner, list: listId,
-        autocomplete: "off", spellcheck: "false", "aria-describedby": hintId, oninput: onType("owner") });
-      fields.push(field("owner", t("filter.owner"), owner,
-        [h("datalist", { id: listId }, ownersOffered(state).map((n) => h("option", { value: n }))),
-          h("span", { id: hintId, class: "dl-hint" }, t("filter.owner_hint"))]));
-    }
-    if (user.isAdmin) {
-      const tenant = h("input", { id: uid("f-tenant"), "data-key": "f-tenant", value: f.tenant,
-        autocomplete: "off", spellcheck: "false", oninput: onType("tenant") });
-      fields.push(field("tenant", t("filter.tenant"), tenant));
-    }
-    const form = h("form", { class: "dl-filters", role: "search", "aria-label": t("filter.label") },
-      fields,
-      h("div", { class: "dl-filter-buttons" },
-        h("button", { type: "button", "data-key": "f-clear", onclick: clearFilters }, t("filter.clear")),
-        h("button", { type: "button", "data-key": "refresh", onclick: () => load() }, t("refresh"))));
-    form.addEventListener("submit", (event) => {
-      event.preventDefault(); // Enter in the name field: search now
-      clearTimeout(typingTimer);
-      load();
-    });
-    return form;
-  }
-
-  function clearFilters() {
-    clearTimeout(typingTimer);
-    state.filters = { ...EMPTY_FILTERS };
-    const focus = captureFocus(container);
-    const form = container.querySelector(".dl-filters");
-    form.replaceWith(filterForm());
-    restoreFocus(container, focus, findRow);
-    load();
   }
 
   function renderBody() {
@@ -502,18 +406,14 @@ export function mountDownloads(container, ctx) {
     if (stopped) return;
     state.kinds = (answer.items || []).map((k) => k.kind);
     const select = container.querySelector("[data-key=f-kind]");
-    if (select && state.kinds.length) {
-      const focus = captureFocus(container);
-      container.querySelector(".dl-filters").replaceWith(filterForm());
-      restoreFocus(container, focus, findRow);
-    }
+    if (select && state.kinds.length) filters.redraw();
   }, () => { /* the kind filter offers the kinds in the list */ });
 
   return {
     stop() {
       stopped = true;
       poller.stop();
-      clearTimeout(typingTimer);
+      filters.stop();
       offLang();
       window.removeEventListener("focus", onInteract);
       document.removeEventListener("pointerdown", onInteract, true);
