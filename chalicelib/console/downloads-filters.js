@@ -3,8 +3,8 @@
 // administrator the tenant. A pick reloads at once; typing waits for a pause,
 // so a name typed letter by letter is one request, not one per letter.
 
-import { STATUSES, EMPTY_FILTERS, kindsOffered, ownersOffered, seesOthers } from "./downloads-model.js";
 import { captureFocus, restoreFocus } from "./downloads-focus.js";
+import { EMPTY_FILTERS, STATUSES, kindsOffered, ownersOffered, seesOthers } from "./downloads-model.js";
 import { h, uid } from "./dom.js";
 import { addStrings, t } from "./i18n.js";
 

@@ -35,6 +35,7 @@ export function mountDownloads(container, ctx) {
   let stopped = false;
   const isStopped = () => stopped;
 
+  // the parts call one another through arrows: each is made before any of them runs
   const poller = createPoller({ hasWork: () => hasActive(model), poll, onShown: () => announcer.seen() });
   const actions = createRowActions({
     ctx, model, container, isStopped, apply, removeTask,
