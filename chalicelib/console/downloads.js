@@ -1,213 +1,27 @@
 // The downloads list: filters, the table, live progress, row actions, and
 // word when an export of the person's own finishes.
 //
-// Polling (only while a shown task is queued, running or canceling; never
-// while the tab is hidden): one GET /downloads?status=queued,running,canceling
-// with created_after = the oldest active task's creation time answers for
-// every active task at once, whatever their number; a shown task missing from
-// it has left the active states, and one GET /downloads/{id} each says how it
-// ended (or 404: deleted elsewhere). A tick thus costs one request plus one
-// per task that just finished, where a GET per active task would cost one per
-// task every tick, and re-listing the shown page would miss tasks further down
-// (Load more) and change under the cursor. The interval starts at 1 s, grows
-// by half each quiet tick up to 10 s, and starts over when the person acts
-// (add, cancel, retry, refresh, filters, the tab shown again) or a shown task
-// changes status. A hidden tab asks nothing, unless the person allowed system
-// notifications: then it goes on (same backoff), since telling a person who
-// looks elsewhere is what a notification is for.
+// mountDownloads wires the parts together; each part is a module of its own:
+//   downloads-model.js      what the list knows, and the rules for changing it (no DOM)
+//   downloads-table.js      drawing the table (cards when narrow), the summary, Load more
+//   downloads-filters.js    the filters bar
+//   downloads-poller.js     when to poll (backoff, hidden tab) and what one poll asks
+//   downloads-actions.js    download, cancel, retry, rename, delete, copy; their dialogs
+//   downloads-dialog.js     the modal dialog those ask in
+//   downloads-announcer.js  toasts, the title's count and system notifications on a finish
+//   downloads-focus.js      focus that survives redraws
+// What stays here is what touches several of them at once: loading a page, taking
+// an answer into the model and the row, and the life cycle.
 
-import { h, replace, uid } from "./dom.js";
-import { addStrings, formatBytes, formatNumber, formatTime, onLangChange, t } from "./i18n.js";
-
-addStrings({
-  en: {
-    "dl.heading": "Your downloads",
-    "dl.heading_admin": "All downloads",
-    "dl.heading_tenant": "Downloads of tenant {tenant}",
-    "dl.table": "Downloads",
-    "col.task_name": "Task name",
-    "col.file_name": "File name",
-    "col.kind": "Kind / format",
-    "col.status": "Status",
-    "col.progress": "Progress",
-    "col.size": "Size",
-    "col.created": "Created",
-    "col.finished": "Finished",
-    "col.sha256": "SHA-256",
-    "col.owner": "Owner",
-    "col.actions": "Actions",
-    "status.queued": "queued",
-    "status.running": "running",
-    "status.canceling": "canceling",
-    "status.succeeded": "succeeded",
-    "status.failed": "failed",
-    "status.canceled": "canceled",
-    "status.expired": "expired",
-    "filter.label": "Filter downloads",
-    "filter.status": "Status",
-    "filter.status_all": "All statuses",
-    "filter.status_active": "Active",
-    "filter.kind": "Kind",
-    "filter.kind_all": "All kinds",
-    "filter.name": "Name contains",
-    "filter.from": "Created from",
-    "filter.to": "Created to",
-    "filter.owner": "Owner",
-    "filter.owner_hint": "a user name from the list, or a user ID",
-    "filter.tenant": "Tenant",
-    "filter.clear": "Clear filters",
-    "refresh": "Refresh",
-    "load_more": "Load more",
-    "loading": "Loading…",
-    "summary.count": "{count} shown",
-    "summary.count_more": "{count} shown, more below",
-    "summary.load_failed": "The list could not be loaded: {message}",
-    "summary.poll_failed": "Updates paused: {message}. Trying again…",
-    "try_again": "Try again",
-    "empty.none": "No downloads yet. “New export” makes one.",
-    "empty.filtered": "No downloads match these filters.",
-    "progress.label": "Progress of {name}",
-    "progress.rows": "{rows} rows",
-    "progress.rows_one": "{rows} row",
-    "progress.files": "{rows} files",
-    "progress.files_one": "{rows} file",
-    "progress.waiting": "Waiting to start",
-    "progress.starting": "Starting…",
-    "progress.stopping": "Stopping…",
-    "progress.stopped": "stopped",
-    "none": "—",
-    "action.download": "Download",
-    "action.cancel": "Cancel",
-    "action.retry": "Retry",
-    "action.delete": "Delete",
-    "action.rename": "Rename",
-    "action.copy": "Copy",
-    "action.copy_sha": "Copy SHA-256",
-    "copy.done": "SHA-256 copied.",
-    "copy.manual": "This browser cannot copy here; the SHA-256 is {hash}",
-    "delete.title": "Delete this download?",
-    "delete.text": "“{name}” and its file will be deleted. This cannot be undone.",
-    "delete.confirm": "Delete",
-    "delete.keep": "Don’t delete",
-    "delete.done": "“{name}” was deleted.",
-    "rename.title": "Rename download",
-    "rename.label": "Task name",
-    "rename.save": "Save",
-    "rename.close": "Close",
-    "rename.done": "Renamed to “{name}”.",
-    "error.action": "{action} failed: {code}: {message}",
-    "error.gone": "“{name}” is gone (deleted elsewhere).",
-    "download.unavailable": "“{name}” has no file to download now ({status}).",
-    "done.ready": "“{name}” is ready.",
-    "done.failed": "“{name}” failed: {reason}",
-    "done.ready_many": "{count} exports are ready.",
-    "done.failed_many": "{count} exports failed; their rows say why.",
-    "notify.offer": "Notify me",
-    "notify.offer_title": "Show a system notification when an export of yours finishes while this tab is in the background",
-    "notify.ready": "Export ready",
-    "notify.failed": "Export failed",
-    "warning": "Warning",
-  },
-  zh: {
-    "dl.heading": "我的下载",
-    "dl.heading_admin": "全部下载",
-    "dl.heading_tenant": "租户 {tenant} 的下载",
-    "dl.table": "下载列表",
-    "col.task_name": "任务名称",
-    "col.file_name": "文件名",
-    "col.kind": "类型 / 格式",
-    "col.status": "状态",
-    "col.progress": "进度",
-    "col.size": "大小",
-    "col.created": "创建时间",
-    "col.finished": "完成时间",
-    "col.sha256": "SHA-256",
-    "col.owner": "所有者",
-    "col.actions": "操作",
-    "status.queued": "排队中",
-    "status.running": "运行中",
-    "status.canceling": "取消中",
-    "status.succeeded": "已完成",
-    "status.failed": "失败",
-    "status.canceled": "已取消",
-    "status.expired": "已过期",
-    "filter.label": "筛选下载",
-    "filter.status": "状态",
-    "filter.status_all": "全部状态",
-    "filter.status_active": "进行中",
-    "filter.kind": "类型",
-    "filter.kind_all": "全部类型",
-    "filter.name": "名称包含",
-    "filter.from": "创建日期从",
-    "filter.to": "创建日期到",
-    "filter.owner": "所有者",
-    "filter.owner_hint": "列表中的用户名，或用户 ID",
-    "filter.tenant": "租户",
-    "filter.clear": "清除筛选",
-    "refresh": "刷新",
-    "load_more": "加载更多",
-    "loading": "加载中…",
-    "summary.count": "显示 {count} 项",
-    "summary.count_more": "显示 {count} 项，还有更多",
-    "summary.load_failed": "无法加载列表：{message}",
-    "summary.poll_failed": "更新暂停：{message}。正在重试…",
-    "try_again": "重试",
-    "empty.none": "还没有下载。点击“新建导出”创建一个。",
-    "empty.filtered": "没有符合筛选条件的下载。",
-    "progress.label": "{name} 的进度",
-    "progress.rows": "{rows} 行",
-    "progress.rows_one": "{rows} 行",
-    "progress.files": "{rows} 个文件",
-    "progress.files_one": "{rows} 个文件",
-    "progress.waiting": "等待开始",
-    "progress.starting": "正在开始…",
-    "progress.stopping": "正在停止…",
-    "progress.stopped": "已停止",
-    "none": "—",
-    "action.download": "下载",
-    "action.cancel": "取消",
-    "action.retry": "重试",
-    "action.delete": "删除",
-    "action.rename": "重命名",
-    "action.copy": "复制",
-    "action.copy_sha": "复制 SHA-256",
-    "copy.done": "已复制 SHA-256。",
-    "copy.manual": "此浏览器无法在这里复制；SHA-256 为 {hash}",
-    "delete.title": "删除这个下载？",
-    "delete.text": "“{name}”及其文件将被删除，且无法恢复。",
-    "delete.confirm": "删除",
-    "delete.keep": "不删除",
-    "delete.done": "已删除“{name}”。",
-    "rename.title": "重命名下载",
-    "rename.label": "任务名称",
-    "rename.save": "保存",
-    "rename.close": "关闭",
-    "rename.done": "已重命名为“{name}”。",
-    "error.action": "{action}失败：{code}：{message}",
-    "error.gone": "“{name}”已不存在（已在别处删除）。",
-    "download.unavailable": "“{name}”现在没有可下载的文件（{status}）。",
-    "done.ready": "“{name}”已就绪。",
-    "done.failed": "“{name}”失败：{reason}",
-    "done.ready_many": "{count} 个导出已就绪。",
-    "done.failed_many": "{count} 个导出失败，原因见各行。",
-    "notify.offer": "通知我",
-    "notify.offer_title": "当此标签页在后台时，您的导出完成后显示系统通知",
-    "notify.ready": "导出已就绪",
-    "notify.failed": "导出失败",
-    "warning": "警告",
-  },
-});
-
-const STATUSES = ["queued", "running", "canceling", "succeeded", "failed", "canceled", "expired"];
-const ACTIVE = new Set(["queued", "running", "canceling"]);
-const ACTIVE_QUERY = "queued,running,canceling";
-const PAGE_SIZE = 20;
-const POLL_FIRST_MS = 1000;
-const POLL_MAX_MS = 10_000;
-const POLL_GROWTH = 1.5;
-const TYPING_DELAY_MS = 350;
-const NOTIFY_ASKED_KEY = "download-center.notify-asked";
-const EMPTY_FILTERS = { status: "", kind: "", name: "", from: "", to: "", owner: "", tenant: "" };
+import { createRowActions } from "./downloads-actions.js";
+import { createAnnouncer } from "./downloads-announcer.js";
+import { createFilters } from "./downloads-filters.js";
+import {
+  acceptAnswer, addFresh, createModel, dropTask, failLoad, hasActive, listQuery, mergePage, sameTask,
+} from "./downloads-model.js";
+import { createPoller, pollActive } from "./downloads-poller.js";
+import { createTable } from "./downloads-table.js";
+import { onLangChange } from "./i18n.js";
 
 /**
  * Draw the signed-in person's downloads into `container` and keep them current.
@@ -217,138 +31,55 @@ const EMPTY_FILTERS = { status: "", kind: "", name: "", from: "", to: "", owner:
  */
 export function mountDownloads(container, ctx) {
   const user = ctx.user;
-  const seesOthers = Boolean(user.isAdmin || user.isTenantAdmin);
-  const state = {
-    tasks: new Map(), // id -> task, as the API last said
-    order: [], // ids, newest first (ULIDs sort by creation time)
-    fresh: new Map(), // id -> loadSeq when add() showed it: shown whatever the filters
-    pending: new Set(), // ids with an action under way
-    nextCursor: null,
-    loading: true,
-    loadingMore: false,
-    loadError: null,
-    pollError: null,
-    filters: { ...EMPTY_FILTERS },
-    kinds: [],
-    unseen: 0,
-  };
-  const els = {}; // the parts redrawn on their own: tbody, summary, more, notify
-  // id -> when the request behind the task's shown state was sent: an answer to a request sent
-  // earlier (a poll overtaken by a cancel or a reload) is older news and is dropped
-  const sentAt = new Map();
-  const told = new Set(); // `${id}#${attempts}`: each finish is told once, whatever answers repeat it
+  const model = createModel();
   let stopped = false;
-  let loadSeq = 0;
-  let timer = null;
-  let polling = false;
-  let kicked = false;
-  let delay = POLL_FIRST_MS;
-  let typingTimer = null;
-  let dialog = null;
-  const finished = []; // finishes not told yet (see tellFinished)
+  const isStopped = () => stopped;
 
-  // ---- data -------------------------------------------------------------
+  // the parts call one another through arrows: each is made before any of them runs
+  const poller = createPoller({ hasWork: () => hasActive(model), poll, onShown: () => announcer.seen() });
+  const actions = createRowActions({
+    ctx, model, container, isStopped, apply, removeTask,
+    renderRow: (id) => table.renderRow(id),
+    findRow: (id) => table.findRow(id),
+    kick: poller.kick,
+  });
+  const announcer = createAnnouncer({ toasts: ctx.toasts, username: user.username, download: actions.download, isStopped });
+  const filters = createFilters({ container, model, user, findRow: (id) => table.findRow(id), load });
+  const table = createTable({ container, model, user, actions, filters, load, isStopped });
 
-  function listQuery() {
-    const f = state.filters;
-    const query = { limit: PAGE_SIZE };
-    if (f.status) query.status = f.status === "active" ? ACTIVE_QUERY : f.status;
-    if (f.kind) query.kind = f.kind;
-    if (f.name.trim()) query.task_name = f.name.trim();
-    if (f.from) query.created_after = localDay(f.from, false).toISOString();
-    if (f.to) query.created_before = localDay(f.to, true).toISOString();
-    if (seesOthers && f.owner.trim()) query.owner = ownerId(f.owner.trim());
-    if (user.isAdmin && f.tenant.trim()) query.tenant = f.tenant.trim();
-    return query;
-  }
-
-  /** A person picks an owner by name; the API filters by user ID (sub). */
-  function ownerId(value) {
-    for (const task of state.tasks.values()) if (task.owner_name === value) return task.owner;
-    return value;
-  }
-
-  function filtered() {
-    const f = state.filters;
-    return Boolean(f.status || f.kind || f.name.trim() || f.from || f.to || f.owner.trim() || f.tenant.trim());
-  }
-
+  /** Load the first page the filters ask for, or (more) the next one; the latest asked wins. */
   async function load({ more = false } = {}) {
-    const seq = ++loadSeq;
+    const seq = ++model.loadSeq;
     const sent = performance.now();
-    const query = listQuery();
+    const query = listQuery(model, user);
     if (more) {
-      if (!state.nextCursor) return;
-      query.cursor = state.nextCursor;
-      state.loadingMore = true;
+      if (!model.nextCursor) return;
+      query.cursor = model.nextCursor;
+      model.loadingMore = true;
     } else {
-      state.loading = true;
+      model.loading = true;
     }
-    state.loadError = null;
-    renderMeta();
-    renderMore();
+    model.loadError = null;
+    table.renderMeta();
+    table.renderMore();
     try {
       const page = await ctx.api.list(query);
-      if (stopped || seq !== loadSeq) return;
-      const before = state.tasks;
-      let kept = [];
-      if (!more) {
-        // a task add() showed while this listing was on its way may not be in it yet: it stays
-        kept = [...state.fresh].filter(([, since]) => since >= seq).map(([id]) => before.get(id)).filter(Boolean);
-        state.tasks = new Map();
-        state.order = [];
-        state.fresh = new Map(kept.map((task) => [task.id, seq]));
-      }
-      for (const task of kept) put(task);
-      for (const task of page.items) {
-        const prev = before.get(task.id);
-        if (prev && (sentAt.get(task.id) || 0) > sent) {
-          put(prev); // what the page has is newer than this listing
-          continue;
-        }
-        sentAt.set(task.id, sent);
-        if (prev) noticeFinish(prev, task);
-        put(task);
-      }
-      state.nextCursor = page.next_cursor || null;
+      if (stopped || seq !== model.loadSeq) return;
+      for (const [prev, task] of mergePage(model, page, { seq, sent, more })) announcer.notice(prev, task);
     } catch (err) {
-      if (stopped || seq !== loadSeq) return;
-      state.loadError = err;
-      if (!more) {
-        // rows of the last filters under new ones would mislead: the error stands alone
-        state.tasks = new Map();
-        state.order = [];
-        state.nextCursor = null;
-      }
+      if (stopped || seq !== model.loadSeq) return;
+      failLoad(model, err, more);
     } finally {
-      if (!stopped && seq === loadSeq) {
-        state.loading = false;
-        state.loadingMore = false;
+      if (!stopped && seq === model.loadSeq) {
+        model.loading = false;
+        model.loadingMore = false;
       }
     }
-    if (stopped || seq !== loadSeq) return;
-    renderBody();
-    renderMeta();
-    renderMore();
-    kick();
-  }
-
-  /** Insert or replace a task in the model (not the page). */
-  function put(task) {
-    if (!state.tasks.has(task.id)) {
-      state.order.push(task.id);
-      state.order.sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
-    }
-    state.tasks.set(task.id, task);
-  }
-
-  function removeTask(id) {
-    state.tasks.delete(id);
-    state.fresh.delete(id);
-    state.order = state.order.filter((x) => x !== id);
-    sentAt.delete(id);
-    renderBody();
-    renderMeta();
+    if (stopped || seq !== model.loadSeq) return;
+    table.renderBody();
+    table.renderMeta();
+    table.renderMore();
+    poller.kick();
   }
 
   /**
@@ -356,678 +87,42 @@ export function mountDownloads(container, ctx) {
    * if it just finished. Returns whether its status changed.
    */
   function apply(task, sent) {
-    const prev = state.tasks.get(task.id);
-    if (!prev || (sentAt.get(task.id) || 0) > sent) return false;
-    sentAt.set(task.id, sent);
-    state.tasks.set(task.id, task);
-    noticeFinish(prev, task);
-    if (!sameTask(prev, task)) renderRow(task.id);
+    const prev = acceptAnswer(model, task, sent);
+    if (!prev) return false;
+    announcer.notice(prev, task);
+    if (!sameTask(prev, task)) table.renderRow(task.id);
     return prev.status !== task.status;
   }
 
-  function hasActive() {
-    return state.order.some((id) => ACTIVE.has(state.tasks.get(id).status));
+  function removeTask(id) {
+    dropTask(model, id);
+    table.renderBody();
+    table.renderMeta();
   }
 
-  // ---- polling ----------------------------------------------------------
-
-  /** Whether polling may run now: a hidden tab only polls to send a notification. */
-  function awake() {
-    return !document.hidden || notificationsAllowed();
-  }
-
-  function schedule() {
-    if (stopped || timer || polling || !awake() || !hasActive()) return;
-    timer = setTimeout(tick, delay);
-  }
-
-  /** Poll soon again: the person did something, so the next change is likely near. */
-  function kick() {
-    delay = POLL_FIRST_MS;
-    kicked = true;
-    if (timer) {
-      clearTimeout(timer);
-      timer = null;
+  /** One poll; its failure pauses nothing but is said in the summary until a poll goes through. */
+  async function poll() {
+    const { changed, error } = await pollActive({ api: ctx.api, model, toasts: ctx.toasts, apply, removeTask, isStopped });
+    if (stopped) return changed;
+    if (error) {
+      model.pollError = error;
+      table.renderMeta();
+    } else if (model.pollError) {
+      model.pollError = null;
+      table.renderMeta();
     }
-    schedule();
-  }
-
-  async function tick() {
-    timer = null;
-    if (stopped || !awake()) return;
-    const active = state.order.map((id) => state.tasks.get(id)).filter((task) => ACTIVE.has(task.status));
-    if (!active.length) return;
-    polling = true;
-    kicked = false;
-    const sent = performance.now();
-    let changed = false;
-    try {
-      const oldest = active.reduce((min, task) => (task.created_at < min ? task.created_at : min), active[0].created_at);
-      const page = await ctx.api.list({ status: ACTIVE_QUERY, created_after: oldest, limit: 100 });
-      if (stopped) return;
-      const now = new Map(page.items.map((task) => [task.id, task]));
-      const gone = [];
-      for (const task of active) {
-        if (now.has(task.id)) changed = apply(now.get(task.id), sent) || changed;
-        else if ((sentAt.get(task.id) || 0) <= sent && awake()) gone.push(task.id); // hidden meanwhile: later
-      }
-      const ended = await Promise.all(gone.map((id) => ctx.api.get(id).catch((err) => err)));
-      if (stopped) return;
-      ended.forEach((result, i) => {
-        const id = gone[i];
-        if ((sentAt.get(id) || 0) > sent || !state.tasks.has(id)) return;
-        if (result && result.id) changed = apply(result, sent) || changed;
-        else if (result && result.status === 404) {
-          const task = state.tasks.get(id);
-          removeTask(id);
-          ctx.toasts.show({ text: t("error.gone", { name: task.task_name }) });
-        } else throw result;
-      });
-      if (state.pollError) {
-        state.pollError = null;
-        renderMeta();
-      }
-    } catch (err) {
-      if (stopped) return;
-      state.pollError = err;
-      renderMeta();
-    } finally {
-      polling = false;
-    }
-    delay = changed || kicked ? POLL_FIRST_MS : Math.min(Math.round(delay * POLL_GROWTH), POLL_MAX_MS);
-    kicked = false;
-    schedule();
-  }
-
-  function onVisibility() {
-    if (document.hidden) {
-      if (!awake() && timer) {
-        clearTimeout(timer);
-        timer = null;
-      }
-      return;
-    }
-    seen();
-    kick(); // back: catch up at once
-  }
-
-  // ---- being told when done ---------------------------------------------
-
-  function noticeFinish(prev, task) {
-    if (!ACTIVE.has(prev.status) || (task.status !== "succeeded" && task.status !== "failed")) return;
-    if (task.owner_name !== user.username) return; // an admin is told of its own exports only
-    const key = `${task.id}#${task.attempts}`; // a retry that finishes again is news again
-    if (told.has(key)) return;
-    told.add(key);
-    state.unseen += 1;
-    updateTitle();
-    // the finishes one poll finds are told together: one toast for ten exports, not ten
-    if (!finished.length) queueMicrotask(tellFinished);
-    finished.push(task);
-  }
-
-  function tellFinished() {
-    const batch = finished.splice(0);
-    if (stopped || !batch.length) return;
-    const ready = batch.filter((task) => task.status === "succeeded");
-    const failed = batch.filter((task) => task.status === "failed");
-    const reason = (task) => (task.error ? `${task.error.code}: ${task.error.message}` : t("status.failed"));
-    if (ready.length === 1) {
-      const [task] = ready;
-      ctx.toasts.show({
-        text: t("done.ready", { name: task.task_name }),
-        kind: "success",
-        action: { label: t("action.download"), run: () => download(task.id) },
-        timeout: 20_000,
-      });
-    } else if (ready.length) {
-      ctx.toasts.show({ text: t("done.ready_many", { count: formatNumber(ready.length) }), kind: "success", timeout: 20_000 });
-    }
-    if (failed.length === 1) {
-      const [task] = failed;
-      ctx.toasts.show({ text: t("done.failed", { name: task.task_name, reason: reason(task) }), kind: "error", timeout: 30_000 });
-    } else if (failed.length) {
-      ctx.toasts.show({ text: t("done.failed_many", { count: formatNumber(failed.length) }), kind: "error", timeout: 30_000 });
-    }
-    systemNotification(ready, failed, reason);
-  }
-
-  function systemNotification(ready, failed, reason) {
-    if (!notificationsAllowed()) return;
-    if (!document.hidden && document.hasFocus()) return; // the toast says it where the person looks
-    const one = ready.length + failed.length === 1 ? ready[0] || failed[0] : null;
-    const title = failed.length ? t("notify.failed") : t("notify.ready");
-    const body = one
-      ? (one.status === "succeeded" ? one.task_name : `${one.task_name}: ${reason(one)}`)
-      : [ready.length ? t("done.ready_many", { count: formatNumber(ready.length) }) : "",
-        failed.length ? t("done.failed_many", { count: formatNumber(failed.length) }) : ""].filter(Boolean).join(" ");
-    try {
-      const note = new Notification(title, { body, tag: one ? `download-center-${one.id}` : "download-center" });
-      note.onclick = () => { window.focus(); note.close(); };
-    } catch { /* a browser that only notifies from a service worker: the toast and title say it */ }
-  }
-
-  function updateTitle() {
-    const title = t("app.title");
-    document.title = state.unseen ? `(${state.unseen}) ${title}` : title;
-  }
-
-  /** The person is here: what finished has been seen. */
-  function seen() {
-    if (!state.unseen || document.hidden) return;
-    state.unseen = 0;
-    updateTitle();
-  }
-
-  function notificationsAllowed() {
-    return "Notification" in window && Notification.permission === "granted";
-  }
-
-  function canOfferNotify() {
-    if (!("Notification" in window) || Notification.permission !== "default") return false;
-    try { return !localStorage.getItem(NOTIFY_ASKED_KEY); } catch { return true; }
-  }
-
-  async function askNotify() {
-    try { localStorage.setItem(NOTIFY_ASKED_KEY, "1"); } catch { /* storage blocked: asked this once */ }
-    try { await Notification.requestPermission(); } catch { /* refused or unsupported */ }
-    if (!stopped) renderMeta();
-  }
-
-  // ---- actions ------------------------------------------------------------
-
-  function actionError(label, err) {
-    ctx.toasts.show({
-      text: t("error.action", { action: label, code: err.code || "error", message: err.message || String(err) }),
-      kind: "error",
-      timeout: 15_000,
-    });
-  }
-
-  /** Run an action for a task: one at a time per task, errors as toasts, then poll soon. */
-  async function act(id, label, run) {
-    if (state.pending.has(id)) return;
-    const shown = state.tasks.has(id); // a toast's Download may name a task the filters hide now
-    if (shown) {
-      state.pending.add(id);
-      renderRow(id);
-    }
-    try {
-      await run(performance.now());
-    } catch (err) {
-      if (!stopped) {
-        actionError(label, err);
-        if (err.status === 404 && state.tasks.has(id)) removeTask(id);
-      }
-    } finally {
-      state.pending.delete(id);
-      if (!stopped && state.tasks.has(id)) renderRow(id);
-    }
-    if (!stopped) kick();
-  }
-
-  function download(id) {
-    return act(id, t("action.download"), async (sent) => {
-      const fresh = await ctx.api.get(id); // a fresh presigned URL: the listed one may be minutes old
-      apply(fresh, sent);
-      if (fresh.status === "succeeded" && fresh.url) window.location.assign(fresh.url);
-      else {
-        ctx.toasts.show({
-          text: t("download.unavailable", { name: fresh.task_name, status: t(`status.${fresh.status}`) }),
-          kind: "error",
-        });
-      }
-    });
-  }
-
-  function cancel(id) {
-    return act(id, t("action.cancel"), async (sent) => apply(await ctx.api.cancel(id), sent));
-  }
-
-  function retry(id) {
-    return act(id, t("action.retry"), async (sent) => apply(await ctx.api.retry(id), sent));
-  }
-
-  function remove(id) {
-    const task = state.tasks.get(id);
-    openDialog({
-      title: t("delete.title"),
-      body: [h("p", {}, t("delete.text", { name: task.task_name }))],
-      confirm: { label: t("delete.confirm"), class: "danger" },
-      dismiss: t("delete.keep"),
-      focusDismiss: true,
-      returnTo: { id, action: "delete" },
-      onConfirm: async () => {
-        // errors of a delete are toasts like the row's other actions; the dialog closes either way
-        try {
-          await ctx.api.remove(id);
-        } catch (err) {
-          if (stopped) return;
-          actionError(t("action.delete"), err);
-          if (err.status === 404 && state.tasks.has(id)) removeTask(id);
-          return;
-        }
-        if (stopped) return;
-        removeTask(id);
-        ctx.toasts.show({ text: t("delete.done", { name: task.task_name }), kind: "success" });
-      },
-    });
-  }
-
-  function rename(id) {
-    const task = state.tasks.get(id);
-    const inputId = uid("rename");
-    const input = h("input", {
-      id: inputId, name: "task_name", value: task.task_name, required: true, maxlength: "200",
-      autocomplete: "off", spellcheck: "false",
-    });
-    openDialog({
-      title: t("rename.title"),
-      body: [h("label", { for: inputId }, t("rename.label")), input],
-      confirm: { label: t("rename.save"), class: "primary" },
-      dismiss: t("rename.close"),
-      initialFocus: input,
-      returnTo: { id, action: "rename" },
-      onConfirm: async () => {
-        const name = input.value;
-        if (name === state.tasks.get(id)?.task_name) return;
-        const sent = performance.now();
-        const renamed = await ctx.api.rename(id, name);
-        if (stopped) return;
-        apply(renamed, sent);
-        ctx.toasts.show({ text: t("rename.done", { name: renamed.task_name }), kind: "success" });
-      },
-    });
-    input.select();
-  }
-
-  /**
-   * A modal <dialog> (showModal: focus stays inside, Esc closes it). onConfirm may
-   * throw an ApiError: its message and details are shown in the dialog, which stays.
-   */
-  function openDialog({ title, body, confirm, dismiss, onConfirm, initialFocus, focusDismiss, returnTo }) {
-    closeDialog();
-    const headingId = uid("dialog");
-    const errorId = uid("dialog-error");
-    const error = h("div", { id: errorId, class: "dl-dialog-error", role: "alert" });
-    if (initialFocus) initialFocus.setAttribute("aria-describedby", errorId);
-    const confirmButton = h("button", { type: "submit", class: confirm.class }, confirm.label);
-    const dismissButton = h("button", { type: "button", onclick: () => el.close() }, dismiss);
-    const form = h("form", { class: "dl-dialog-form", novalidate: false },
-      h("h2", { id: headingId }, title),
-      ...body,
-      error,
-      h("div", { class: "dl-dialog-buttons" }, confirmButton, dismissButton));
-    const el = h("dialog", { class: "dl-dialog", "aria-labelledby": headingId }, form);
-    let busy = false;
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      if (busy) return;
-      busy = true;
-      confirmButton.setAttribute("aria-disabled", "true");
-      replace(error);
-      if (initialFocus) initialFocus.removeAttribute("aria-invalid");
-      try {
-        await onConfirm();
-        el.close();
-      } catch (err) {
-        // the API's message says every detail in words already; the code is for a support request
-        replace(error, h("p", {}, err.message || String(err), " ", h("code", {}, `(${err.code || "error"})`)));
-        if (initialFocus) {
-          initialFocus.setAttribute("aria-invalid", "true");
-          initialFocus.focus();
-        }
-      } finally {
-        busy = false;
-        confirmButton.removeAttribute("aria-disabled");
-      }
-    });
-    el.addEventListener("close", () => {
-      el.remove();
-      if (dialog === el) dialog = null;
-      if (stopped) return;
-      // the row may have been redrawn while the dialog was open: focus its button again
-      const row = returnTo && findRow(returnTo.id);
-      const target = row && (row.querySelector(`[data-action="${returnTo.action}"]`) || row.querySelector("button"));
-      if (target) target.focus();
-      else container.querySelector(".dl-table")?.focus(); // the row is gone (deleted)
-      kick();
-    });
-    document.body.append(el);
-    dialog = el;
-    el.showModal();
-    (initialFocus || (focusDismiss ? dismissButton : confirmButton)).focus();
-  }
-
-  function closeDialog() {
-    if (dialog) dialog.close();
-  }
-
-  async function copyHash(hash, button) {
-    let copied = false;
-    try {
-      if (navigator.clipboard && window.isSecureContext) {
-        await navigator.clipboard.writeText(hash);
-        copied = true;
-      }
-    } catch { copied = false; }
-    if (!copied) {
-      // plain http: no Clipboard API; the old way still works in most browsers
-      const area = h("textarea", { class: "dl-offscreen", readonly: true, "aria-hidden": "true", tabindex: "-1" });
-      area.value = hash;
-      document.body.append(area);
-      area.select();
-      try { copied = document.execCommand("copy"); } catch { copied = false; }
-      area.remove();
-      if (button && button.isConnected) button.focus();
-    }
-    ctx.toasts.show(copied
-      ? { text: t("copy.done"), kind: "success", timeout: 3000 }
-      : { text: t("copy.manual", { hash }), timeout: 30_000 });
-  }
-
-  // ---- drawing ------------------------------------------------------------
-
-  function columns() {
-    return [
-      ["task_name", t("col.task_name")],
-      ["file_name", t("col.file_name")],
-      ["kind", t("col.kind")],
-      ["status", t("col.status")],
-      ["progress", t("col.progress")],
-      ["size", t("col.size")],
-      ["created", t("col.created")],
-      ["finished", t("col.finished")],
-      ["sha256", t("col.sha256")],
-      ...(seesOthers ? [["owner", t("col.owner")]] : []),
-      ["actions", t("col.actions")],
-    ];
+    return changed;
   }
 
   function render() {
-    const focus = captureFocus();
-    updateTitle();
-    const headingId = uid("downloads-heading");
-    const heading = user.isAdmin ? t("dl.heading_admin")
-      : user.isTenantAdmin ? t("dl.heading_tenant", { tenant: user.tenant }) : t("dl.heading");
-    els.tbody = h("tbody", {});
-    els.summary = h("span", { class: "dl-summary", role: "status" });
-    els.notify = h("span", { class: "dl-notify" });
-    els.more = h("div", { class: "dl-more" });
-    const table = h("table", { class: `dl-table${seesOthers ? " with-owner" : ""}`, role: "table", "aria-labelledby": headingId, tabindex: "-1" },
-      h("thead", {}, h("tr", { role: "row" },
-        columns().map(([key, label]) => h("th", { scope: "col", role: "columnheader", class: `c-${key}` }, label)))),
-      els.tbody);
-    replace(container,
-      // the page's #app is a live region; a list that updates every second must not talk
-      h("div", { class: "dl", "aria-live": "off" },
-        h("div", { class: "dl-head" }, h("h2", { id: headingId }, heading)),
-        filterForm(),
-        h("div", { class: "dl-meta" }, els.summary, els.notify),
-        h("div", { class: "dl-scroll" }, table),
-        els.more));
-    renderBody();
-    renderMeta();
-    renderMore();
-    restoreFocus(focus);
-  }
-
-  function filterForm() {
-    const f = state.filters;
-    const field = (key, label, control, extra = null) => h("div", { class: `dl-field f-${key}` },
-      h("label", { for: control.id }, label), control, extra);
-    const onSelect = (key) => (event) => { state.filters[key] = event.target.value; load(); };
-    const onType = (key) => (event) => {
-      state.filters[key] = event.target.value;
-      clearTimeout(typingTimer);
-      typingTimer = setTimeout(() => load(), TYPING_DELAY_MS);
-    };
-    const kinds = [...new Set([...state.kinds, ...[...state.tasks.values()].map((task) => task.kind), f.kind]
-      .filter(Boolean))].sort();
-    const status = h("select", { id: uid("f-status"), "data-key": "f-status", onchange: onSelect("status") },
-      h("option", { value: "", selected: !f.status }, t("filter.status_all")),
-      h("option", { value: "active", selected: f.status === "active" }, t("filter.status_active")),
-      STATUSES.map((s) => h("option", { value: s, selected: f.status === s }, t(`status.${s}`))));
-    const kind = h("select", { id: uid("f-kind"), "data-key": "f-kind", onchange: onSelect("kind") },
-      h("option", { value: "", selected: !f.kind }, t("filter.kind_all")),
-      kinds.map((k) => h("option", { value: k, selected: f.kind === k }, k)));
-    const name = h("input", { id: uid("f-name"), "data-key": "f-name", type: "search", value: f.name,
-      autocomplete: "off", spellcheck: "false", oninput: onType("name") });
-    const from = h("input", { id: uid("f-from"), "data-key": "f-from", type: "date", value: f.from,
-      onchange: onSelect("from") });
-    const to = h("input", { id: uid("f-to"), "data-key": "f-to", type: "date", value: f.to,
-      onchange: onSelect("to") });
-    const fields = [
-      field("name", t("filter.name"), name),
-      field("status", t("filter.status"), status),
-      field("kind", t("filter.kind"), kind),
-      field("from", t("filter.from"), from),
-      field("to", t("filter.to"), to),
-    ];
-    if (seesOthers) {
-      const listId = uid("owners");
-      const owners = new Map([...state.tasks.values()].map((task) => [task.owner_name, task.owner]));
-      const hintId = uid("owner-hint");
-      const owner = h("input", { id: uid("f-owner"), "data-key": "f-owner", value: f.owner, list: listId,
-        autocomplete: "off", spellcheck: "false", "aria-describedby": hintId, oninput: onType("owner") });
-      fields.push(field("owner", t("filter.owner"), owner,
-        [h("datalist", { id: listId }, [...owners.keys()].sort().map((n) => h("option", { value: n }))),
-          h("span", { id: hintId, class: "dl-hint" }, t("filter.owner_hint"))]));
-    }
-    if (user.isAdmin) {
-      const tenant = h("input", { id: uid("f-tenant"), "data-key": "f-tenant", value: f.tenant,
-        autocomplete: "off", spellcheck: "false", oninput: onType("tenant") });
-      fields.push(field("tenant", t("filter.tenant"), tenant));
-    }
-    const form = h("form", { class: "dl-filters", role: "search", "aria-label": t("filter.label") },
-      fields,
-      h("div", { class: "dl-filter-buttons" },
-        h("button", { type: "button", "data-key": "f-clear", onclick: clearFilters }, t("filter.clear")),
-        h("button", { type: "button", "data-key": "refresh", onclick: () => load() }, t("refresh"))));
-    form.addEventListener("submit", (event) => {
-      event.preventDefault(); // Enter in the name field: search now
-      clearTimeout(typingTimer);
-      load();
-    });
-    return form;
-  }
-
-  function clearFilters() {
-    clearTimeout(typingTimer);
-    state.filters = { ...EMPTY_FILTERS };
-    const focus = captureFocus();
-    const form = container.querySelector(".dl-filters");
-    form.replaceWith(filterForm());
-    restoreFocus(focus);
-    load();
-  }
-
-  function renderBody() {
-    if (!els.tbody) return;
-    const focus = captureFocus();
-    if (!state.order.length) {
-      const text = state.loading ? t("loading") : state.loadError ? "" : filtered() ? t("empty.filtered") : t("empty.none");
-      replace(els.tbody, text
-        ? h("tr", { role: "row", class: "dl-empty" }, h("td", { role: "cell", colspan: String(columns().length) }, text))
-        : null);
-    } else {
-      replace(els.tbody, state.order.map((id) => row(state.tasks.get(id))));
-    }
-    restoreFocus(focus);
-  }
-
-  function findRow(id) {
-    if (!els.tbody) return null;
-    return [...els.tbody.children].find((tr) => tr.dataset.id === id) || null;
-  }
-
-  function renderRow(id) {
-    const old = findRow(id);
-    const task = state.tasks.get(id);
-    if (!old || !task) return renderBody();
-    const focus = captureFocus();
-    old.replaceWith(row(task));
-    restoreFocus(focus);
-  }
-
-  function renderMeta() {
-    if (!els.summary) return;
-    const count = state.order.length;
-    let text = state.loading ? t("loading")
-      : state.nextCursor ? t("summary.count_more", { count: formatNumber(count) })
-        : t("summary.count", { count: formatNumber(count) });
-    const parts = [];
-    if (state.loadError) {
-      text = t("summary.load_failed", { message: errorText(state.loadError) });
-      parts.push(h("button", { type: "button", "data-key": "retry-load", onclick: () => load() }, t("try_again")));
-    } else if (state.pollError) {
-      parts.push(h("span", { class: "dl-warn" }, t("summary.poll_failed", { message: errorText(state.pollError) })));
-    }
-    const focus = captureFocus();
-    replace(els.summary, h("span", { class: state.loadError ? "error" : "" }, text), parts);
-    replace(els.notify, canOfferNotify()
-      ? h("button", { type: "button", class: "dl-small", "data-key": "notify", title: t("notify.offer_title"),
-        onclick: askNotify }, t("notify.offer"))
-      : null);
-    restoreFocus(focus);
-  }
-
-  function renderMore() {
-    if (!els.more) return;
-    const focus = captureFocus();
-    replace(els.more, state.nextCursor
-      ? h("button", { type: "button", "data-key": "more", "aria-disabled": state.loadingMore ? "true" : null,
-        onclick: () => { if (!state.loadingMore) load({ more: true }); } },
-      state.loadingMore ? t("loading") : t("load_more"))
-      : null);
-    restoreFocus(focus);
-  }
-
-  function row(task) {
-    const s = task.status;
-    const cell = (key, ...content) => h("td", { role: "cell", class: `c-${key}`, "data-label": label(key) }, content);
-    return h("tr", { role: "row", "data-id": task.id, class: `dl-row s-${s}${state.fresh.has(task.id) ? " fresh" : ""}` },
-      h("th", { scope: "row", role: "rowheader", class: "c-task_name", "data-label": label("task_name") },
-        h("span", { class: "dl-name" }, task.task_name)),
-      cell("file_name", h("span", { class: "dl-file" }, task.file_name)),
-      cell("kind", h("span", { class: "dl-kind" }, task.kind), h("span", { class: "dl-format" }, task.format)),
-      cell("status", h("span", { class: `dl-status s-${s}` }, t(`status.${s}`)), problems(task)),
-      cell("progress", progress(task)),
-      cell("size", task.size === null || task.size === undefined ? none() : formatBytes(task.size)),
-      cell("created", time(task.created_at)),
-      cell("finished", task.finished_at ? time(task.finished_at) : none()),
-      cell("sha256", sha(task)),
-      seesOthers ? cell("owner", h("span", { title: `${task.owner} · ${task.tenant}` }, task.owner_name),
-        user.isAdmin ? h("span", { class: "dl-tenant" }, task.tenant) : null) : null,
-      cell("actions", actions(task)));
-  }
-
-  function label(key) {
-    return (columns().find(([k]) => k === key) || [key, key])[1];
-  }
-
-  function none() {
-    return h("span", { class: "dl-none", "aria-hidden": "true" }, t("none"));
-  }
-
-  function time(iso) {
-    return h("time", { datetime: iso, title: iso }, formatTime(iso));
-  }
-
-  function problems(task) {
-    const out = [];
-    if (task.error && (task.error.code || task.error.message)) {
-      out.push(h("p", { class: "dl-error" }, h("code", {}, task.error.code || ""), " ", task.error.message || ""));
-    }
-    for (const w of task.warnings || []) {
-      out.push(h("p", { class: "dl-warning" }, h("span", { class: "dl-warn-label" }, t("warning")), " ",
-        h("code", {}, w.code), " ", w.message));
-    }
-    return out;
-  }
-
-  function progress(task) {
-    const p = task.progress || {};
-    const s = task.status;
-    const active = ACTIVE.has(s);
-    const percent = s === "succeeded" ? 100 : typeof p.percent === "number" ? Math.max(0, Math.min(100, p.percent)) : null;
-    const rows = p.rows || 0;
-    const bytes = p.bytes || 0;
-    const bits = [];
-    if (percent !== null) bits.push(`${formatNumber(Math.floor(percent))}%`);
-    if (rows || bytes || s === "succeeded") {
-      // a zip bundle counts the files it holds in `rows`
-      const unit = task.format === "zip" ? "progress.files" : "progress.rows";
-      bits.push(t(rows === 1 ? `${unit}_one` : unit, { rows: formatNumber(rows) }), formatBytes(bytes));
-    } else if (active) {
-      bits.push(t(s === "queued" ? "progress.waiting" : s === "running" ? "progress.starting" : "progress.stopping"));
-    }
-    if (!active && s !== "succeeded" && percent !== null) bits.push(t("progress.stopped"));
-    const text = bits.join(" · ");
-    if (percent === null && !active) return text ? h("span", { class: "dl-progress-text" }, text) : none();
-    const fill = h("span", { class: "dl-bar-fill" });
-    if (percent !== null) fill.style.width = `${percent}%`;
-    const bar = h("div", {
-      class: `dl-bar s-${s}${percent === null ? " indeterminate" : ""}`,
-      role: "progressbar",
-      "aria-label": t("progress.label", { name: task.task_name }),
-      "aria-valuemin": "0",
-      "aria-valuemax": "100",
-      "aria-valuenow": percent === null ? null : String(Math.round(percent * 10) / 10),
-      "aria-valuetext": text || null,
-    }, fill);
-    return h("div", { class: "dl-progress" }, bar, h("span", { class: "dl-progress-text" }, text));
-  }
-
-  function sha(task) {
-    if (!task.sha256) return none();
-    const short = `${task.sha256.slice(0, 10)}…${task.sha256.slice(-4)}`;
-    return h("span", { class: "dl-sha" },
-      h("code", { title: task.sha256 }, short),
-      h("button", { type: "button", class: "dl-small", "data-action": "copy", "aria-label": t("action.copy_sha"),
-        onclick: (event) => copyHash(task.sha256, event.currentTarget) }, t("action.copy")));
-  }
-
-  function actions(task) {
-    const s = task.status;
-    const busy = state.pending.has(task.id);
-    const button = (action, text, run, cls = null) => h("button", {
-      type: "button", class: cls, "data-action": action, "aria-disabled": busy ? "true" : null,
-      onclick: () => run(task.id),
-    }, text);
-    return h("div", { class: "dl-actions" },
-      s === "succeeded" ? button("download", t("action.download"), download, "primary") : null,
-      s === "queued" || s === "running" ? button("cancel", t("action.cancel"), cancel) : null,
-      s === "failed" || s === "canceled" ? button("retry", t("action.retry"), retry) : null,
-      button("rename", t("action.rename"), rename),
-      s === "running" || s === "canceling" ? null : button("delete", t("action.delete"), remove, "danger"));
-  }
-
-  // focus survives redraws: the same control of the same row, or of the filters
-  function captureFocus() {
-    const el = document.activeElement;
-    if (!el || !container.contains(el) || el === document.body) return null;
-    const tr = el.closest("tr[data-id]");
-    return { id: tr ? tr.dataset.id : null, action: el.dataset.action || null, key: el.dataset.key || null, el };
-  }
-
-  function restoreFocus(focus) {
-    if (!focus || (focus.el.isConnected && document.activeElement === focus.el)) return;
-    let target = null;
-    if (focus.key) target = container.querySelector(`[data-key="${focus.key}"]`);
-    else if (focus.id) {
-      const tr = findRow(focus.id);
-      if (tr) target = (focus.action && tr.querySelector(`[data-action="${focus.action}"]`)) || tr.querySelector("button");
-    }
-    if (!target) target = container.querySelector(".dl-table");
-    if (target) target.focus();
+    announcer.updateTitle();
+    table.render();
   }
 
   // ---- life cycle -------------------------------------------------------------
 
-  const onInteract = () => seen();
+  const onInteract = () => announcer.seen();
   const offLang = onLangChange(() => { if (!stopped) render(); });
-  document.addEventListener("visibilitychange", onVisibility);
   window.addEventListener("focus", onInteract);
   document.addEventListener("pointerdown", onInteract, true);
   document.addEventListener("keydown", onInteract, true);
@@ -1036,58 +131,34 @@ export function mountDownloads(container, ctx) {
   load();
   ctx.api.kinds().then((answer) => {
     if (stopped) return;
-    state.kinds = (answer.items || []).map((k) => k.kind);
+    model.kinds = (answer.items || []).map((k) => k.kind);
     const select = container.querySelector("[data-key=f-kind]");
-    if (select && state.kinds.length) {
-      const focus = captureFocus();
-      container.querySelector(".dl-filters").replaceWith(filterForm());
-      restoreFocus(focus);
-    }
+    if (select && model.kinds.length) filters.redraw();
   }, () => { /* the kind filter offers the kinds in the list */ });
 
   return {
     stop() {
       stopped = true;
-      clearTimeout(timer);
-      clearTimeout(typingTimer);
-      timer = null;
+      poller.stop();
+      filters.stop();
       offLang();
-      document.removeEventListener("visibilitychange", onVisibility);
       window.removeEventListener("focus", onInteract);
       document.removeEventListener("pointerdown", onInteract, true);
       document.removeEventListener("keydown", onInteract, true);
-      closeDialog();
-      state.unseen = 0;
-      document.title = t("app.title");
+      actions.closeDialog();
+      announcer.reset();
     },
     refresh() {
       return load();
     },
     add(task) {
       if (stopped || !task || !task.id) return;
-      put(task);
-      sentAt.set(task.id, performance.now());
-      state.fresh.set(task.id, loadSeq);
-      renderBody();
-      renderMeta();
-      const tr = findRow(task.id);
+      addFresh(model, task, performance.now());
+      table.renderBody();
+      table.renderMeta();
+      const tr = table.findRow(task.id);
       if (tr) tr.scrollIntoView({ block: "nearest" });
-      kick();
+      poller.kick();
     },
   };
-}
-
-function errorText(err) {
-  return err && err.code && err.code !== "network" ? `${err.code}: ${err.message}` : (err && err.message) || String(err);
-}
-
-/** The first or last millisecond of a calendar day in the browser's time zone. */
-function localDay(value, end) {
-  const [y, m, d] = value.split("-").map(Number);
-  return end ? new Date(y, m - 1, d, 23, 59, 59, 999) : new Date(y, m - 1, d, 0, 0, 0, 0);
-}
-
-function sameTask(a, b) {
-  const strip = ({ url, url_expires_at: urlExpires, ...rest }) => rest;
-  return JSON.stringify(strip(a)) === JSON.stringify(strip(b));
 }
