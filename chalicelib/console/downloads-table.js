@@ -214,7 +214,8 @@ export function createTable({ container, model, user, actions, filters, load, is
   function renderMore() {
     if (!els.more) return;
     const focus = captureFocus(container);
-    replace(els.more, model.nextCursor
+    // no Load more while a first page (new filters, a refresh) is on its way: its cursor is the old page's
+    replace(els.more, model.nextCursor && !model.loading
       ? h("button", { type: "button", "data-key": "more", "aria-disabled": model.loadingMore ? "true" : null,
         onclick: () => { if (!model.loadingMore) load({ more: true }); } },
       model.loadingMore ? t("loading") : t("load_more"))

@@ -49,11 +49,12 @@ export function mountDownloads(container, ctx) {
 
   /** Load the first page the filters ask for, or (more) the next one; the latest asked wins. */
   async function load({ more = false } = {}) {
+    // a cursor belongs to the page it came with: none to follow while a first page is on its way
+    if (more && (model.loading || !model.nextCursor)) return;
     const seq = ++model.loadSeq;
     const sent = performance.now();
     const query = listQuery(model, user);
     if (more) {
-      if (!model.nextCursor) return;
       query.cursor = model.nextCursor;
       model.loadingMore = true;
     } else {

@@ -348,6 +348,35 @@ def test_told_when_an_export_finishes_and_polling_stops(new_page: Any, stack: Ru
     expect(page).to_have_title("Download Center")
 
 
+def test_no_load_more_of_the_old_page_while_new_filters_load(new_page: Any, stack: RunningStack) -> None:
+    """The cursor on screen belongs to the page shown: following it while the filters' own first
+    page is on its way would mix the old filters' rows into the new list."""
+    for n in range(21 - len(requests.get(f"{stack.api}/downloads", params={"limit": 100},
+                                         headers=auth(stack, "carol"), timeout=30).json()["items"])):
+        create(stack, "carol", f"filler {n:02}", rows=1)  # more than a page, whatever ran before
+    page = new_page()
+    sign_in(page, stack, "carol")
+    expect(page.get_by_role("button", name="Load more")).to_be_visible()
+    held: list[Any] = []
+
+    def filtered(url: str) -> bool:
+        return "task_name=" in url
+
+    def hold(route: Any) -> None:
+        held.append(route)  # the filtered page waits here
+
+    page.route(filtered, hold)
+    page.get_by_label("Name contains").fill("zzz-no-such-task")
+    while not held:
+        page.wait_for_timeout(50)
+    expect(page.get_by_role("button", name="Load more")).to_have_count(0)
+    held[0].continue_()
+    page.unroute(filtered, hold)
+    expect(row(page, "bulk")).to_have_count(0)  # nothing matches: no row of the old list is left
+    expect(row(page, "filler")).to_have_count(0)
+    expect(page.get_by_role("button", name="Load more")).to_have_count(0)
+
+
 def test_notify_me_is_offered_once(new_page: Any, stack: RunningStack) -> None:
     allowed = new_page(permissions=["notifications"])
     sign_in(allowed, stack, "bob")
