@@ -432,7 +432,8 @@ class ZipStream:
             end64_at = start + size
             end += _END64.pack(0x06064B50, 44, 45, 45, 0, 0, count, count, size, start)
             end += _END64_LOCATOR.pack(0x07064B50, 0, end64_at, 1)
-            count, size, start = _FULL16, _FULL32, _FULL32
+        # a field that fits keeps its value (as zipfile writes it): readers without ZIP64 still cope
+        count, size, start = min(count, _FULL16), min(size, _FULL32), min(start, _FULL32)
         end += _END.pack(0x06054B50, 0, 0, count, count, size, start, 0)
         self.offset += size + len(end)
         return directory + end
