@@ -184,6 +184,16 @@ def test_xlsx_yields_a_chunk_per_batch_so_the_worker_can_check_cancel(private_tm
     assert len(read_xlsx(b"".join(chunks))["data"]) == BATCH_ROWS * 3 + 1
 
 
+def test_xlsx_reads_fewer_rows_a_batch_when_they_are_wide(monkeypatch):
+    monkeypatch.setattr(xlsx_module, "BATCH_CELLS", 100)
+    columns = [f"c{i}" for i in range(30)]
+    rows = [{c: i for c in columns} for i in range(50)]
+    counted: list[int] = []
+    chunks = list(FORMATS["xlsx"].encode(columns, rows, counted.append))
+    assert counted == [3] * 16 + [2]  # 100 cells: 3 rows of 30 a batch
+    assert read_xlsx(b"".join(chunks))["data"][1:] == [(i,) * 30 for i in range(50)]
+
+
 def test_xlsx_bytes_leave_as_the_rows_are_written():
     """Streamed: most of the file has left before the last row is read (no temp file to fill first)."""
     total = 20 * BATCH_ROWS
