@@ -742,12 +742,19 @@ def _disturbed_note(results: Results) -> str:
 
 
 def _merged_note(results: Results) -> str:
-    """Sections measured later (``--merge``) say so: their run is not the one described here."""
+    """Sections measured later (``--merge``) say so: their run is not the one described here.
+
+    A section measured again by a later merge is the later run's; an earlier merge whose
+    sections were all measured again is not mentioned.
+    """
     notes = []
-    for m in results.merged:
+    for i, m in enumerate(results.merged):
+        later = {s for n in results.merged[i + 1:] for s in n["sections"]}
+        kept = [s for s in m["sections"] if s not in later]
+        if not kept:
+            continue
         when = dt.datetime.fromtimestamp(m["started"], dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        names = " and ".join(m["sections"])
-        notes.append(f"\nThe {names} section{'s were' if len(m['sections']) > 1 else ' was'} measured "
+        notes.append(f"\nThe {' and '.join(kept)} section{'s were' if len(kept) > 1 else ' was'} measured "
                      f"separately, on {when}, "
                      f"code {m['machine'].get('code measured', '?')} (`python -m bench --merge "
                      f"--sections {' '.join(m['sections'])}`); everything else is from the run "
