@@ -9,7 +9,10 @@ Sections (all by default, or some with ``--sections``):
 - listing: DynamoDB items read per listing page as the table grows;
 - coldstart: ``import app`` against ``import boto3``;
 - package: the code package's cold start with the AWS SDK in it and without
-  (``tools.package`` leaves it out; this shows why).
+  (``tools.package`` leaves it out; this shows why);
+- xlsx: the streamed xlsx writer against the seed's XlsxWriter writer it
+  replaced (and csv as a yardstick): rows/s and peak RSS of the encoder
+  alone, and of one Worker.build each.
 
 ``--merge`` measures only the ``--sections`` given and takes the others from
 the last saved run; the document says which sections were measured when.
@@ -38,7 +41,7 @@ from bench.harness import ROOT, MotoProcess, Patience, run_child
 MiB = 1024 * 1024
 DOCS = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / ".local" / "bench" / "results.json"
-SECTIONS = ("throughput", "memory", "listing", "coldstart", "package")
+SECTIONS = ("throughput", "memory", "listing", "coldstart", "package", "xlsx")
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,15 @@ class Sizes:
     others: tuple[int, ...] = (10, 10_000)
     coldstart_runs: int = 15
     profile_rows: int = 1_000_000
+    xlsx_rows: tuple[int, ...] = (200_000, 1_000_000)
+    xlsx_rounds: int = 3
+    xlsx_pipeline_rows: int = 1_000_000
 
 
 FULL = Sizes()
 QUICK = Sizes(rows=100_000, rounds=1, memory_mib=(2, 20), naive_mib=(2, 10), others=(10, 300),
-              coldstart_runs=3, profile_rows=100_000)
+              coldstart_runs=3, profile_rows=100_000, xlsx_rows=(20_000, 100_000), xlsx_rounds=1,
+              xlsx_pipeline_rows=100_000)
 
 
 Variant = tuple[str, str, dict[str, Any]]
@@ -97,6 +104,7 @@ class Results:
     listing: dict[str, Any] = field(default_factory=dict)
     coldstart: dict[str, Any] = field(default_factory=dict)
     package: dict[str, Any] = field(default_factory=dict)
+    xlsx: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     retries: int = 0
     command: str = "make bench"
@@ -190,6 +198,56 @@ def run_memory(sizes: Sizes, bytes_per_row: float, patience: Patience) -> dict[s
     return {"runs": runs, "moto_peak_rss": moto_peak, "bytes_per_row": bytes_per_row}
 
 
+#: The writers of the xlsx section, the one measured against first.
+XLSX_VARIANTS = ("xlsxwriter", "streamed", "csv")
+
+
+def run_xlsx(sizes: Sizes, patience: Patience) -> dict[str, Any]:
+    """Each writer on the same demo rows in a fresh process, rounds interleaved; then one build each."""
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {w: {n: [] for n in sizes.xlsx_rows}
+                                                          for w in XLSX_VARIANTS}
+    for rnd in range(sizes.xlsx_rounds):
+        k = rnd % len(XLSX_VARIANTS)
+        order = XLSX_VARIANTS[k:] + XLSX_VARIANTS[:k]  # rotated: no writer always runs first
+        for rows in sizes.xlsx_rows:
+            for writer in order:
+                _log(f"xlsx round {rnd + 1}/{sizes.xlsx_rounds}: {writer}, {rows:,} rows")
+                runs[writer][rows].append(patience.run("xlsx", {"rows": rows, "writer": writer}, None))
+    table = []
+    for rows in sizes.xlsx_rows:
+        before = runs["xlsxwriter"][rows]
+        for writer in XLSX_VARIANTS:
+            got = runs[writer][rows]
+            seconds = [r["seconds"] for r in got]
+            med = statistics.median(seconds)
+            table.append({
+                "writer": writer, "rows": rows, "size": got[0]["size"], "seconds": med,
+                "min": min(seconds), "max": max(seconds), "rows_per_s": rows / med,
+                "cpu_seconds": statistics.median(r["cpu_seconds"] for r in got),
+                "cpu_rows_per_s": statistics.median(rows / r["cpu_seconds"] for r in got),
+                "rss_before": statistics.median(r["rss_before"] for r in got),
+                "peak_rss": max(r["peak_rss"] for r in got),
+                "chunks": got[0]["chunks"], "largest_chunk": max(r["largest_chunk"] for r in got),
+                "others_share": statistics.median(r["_machine"]["others_cpu"] / r["_machine"]["wall"]
+                                                  for r in got),
+                # paired within each round, as in the throughput section
+                "speedup": statistics.median(b["seconds"] / r["seconds"]
+                                             for b, r in zip(before, got, strict=True)),
+                "cpu_speedup": statistics.median(b["cpu_seconds"] / r["cpu_seconds"]
+                                                 for b, r in zip(before, got, strict=True)),
+                "speedups": [b["seconds"] / r["seconds"] for b, r in zip(before, got, strict=True)],
+            })
+    builds = []
+    with MotoProcess() as moto:
+        for writer in XLSX_VARIANTS[:2]:
+            _log(f"xlsx: Worker.build of {sizes.xlsx_pipeline_rows:,} rows with {writer}")
+            got = patience.run("pipeline", {"rows": sizes.xlsx_pipeline_rows, "fmt": "xlsx",
+                                            "xlsx_writer": writer}, moto.url, moto, tries=1)
+            got.update(writer=writer)
+            builds.append(got)
+    return {"rows": table, "builds": builds, "rounds": sizes.xlsx_rounds}
+
+
 def run_listing(sizes: Sizes) -> dict[str, Any]:
     with MotoProcess() as moto:
         _log(f"listing: {sizes.user_tasks} tasks of one user, then {sizes.others} of others")
@@ -265,6 +323,9 @@ def _measure(results: Results, sizes: Sizes, sections: list[str], no_wait: bool,
         other_load = patience.wait()
         _log(f"package: chalice package, then {sizes.coldstart_runs} cold imports per variant")
         results.package = coldstart.measure_package(sizes.coldstart_runs) | {"other_load": other_load}
+    if "xlsx" in sections:
+        patience.wait()
+        results.xlsx = run_xlsx(sizes, patience)
     if results.merged:
         results.merged[-1].update(seconds=time.monotonic() - t0, retries=patience.retries)
     else:

@@ -94,7 +94,7 @@ def job_raw(rows: int) -> Result:
     return _measured(run)
 
 
-def _queued_task(rows: int) -> tuple[Any, Any]:
+def _queued_task(rows: int, fmt: str = "csv") -> tuple[Any, Any]:
     """A queued demo task, and the worker's clients made, as in a warm Lambda.
 
     The other variants create their S3 client before their timer too; the
@@ -102,7 +102,7 @@ def _queued_task(rows: int) -> tuple[Any, Any]:
     """
     from chalicelib.worker import Worker
 
-    body = {"task_name": "bench", "kind": "demo", "format": "csv",
+    body = {"task_name": "bench", "kind": "demo", "format": fmt,
             "params": {"rows": rows, "seed": SEED}}
     task, _ = Downloads(SETTINGS).store_new(Owner("bench-sub", "bench", "acme"),
                                             parse_create(body), body, None)
@@ -111,9 +111,11 @@ def _queued_task(rows: int) -> tuple[Any, Any]:
     return task, Worker(SETTINGS)
 
 
-def job_pipeline(rows: int) -> Result:
+def job_pipeline(rows: int, fmt: str = "csv", xlsx_writer: str = "streamed") -> Result:
     """The real worker: a queued task claimed and built by Worker.build."""
-    task, worker = _queued_task(rows)
+    if fmt == "xlsx":
+        _use_xlsx_writer(xlsx_writer)
+    task, worker = _queued_task(rows, fmt)
 
     def run() -> Result:
         done = worker.build(task.id)
@@ -256,6 +258,57 @@ def job_upload_only(rows: int, rounds: int = 3) -> Result:
                                "cpu_seconds": statistics.median(c for _, c in v),
                                "min": min(w for w, _ in v), "max": max(w for w, _ in v)}
                         for name, v in samples.items()}}
+
+
+# -- xlsx ----------------------------------------------------------------------
+XLSX_WRITERS = ("xlsxwriter", "streamed")
+
+
+def _use_xlsx_writer(writer: str) -> None:
+    """Make ``writer`` the one the exporters call for xlsx, its modules imported before any timer.
+
+    "streamed" is the shipped writer (chalicelib.formats.xlsx); "xlsxwriter" the
+    seed's XlsxWriter writer it replaced, kept in bench/xlsx_seed.py.
+    """
+    import dataclasses
+
+    from chalicelib.formats import FORMATS
+    from chalicelib.formats import xlsx as streamed  # imported now, not inside the measured span
+
+    if writer == "xlsxwriter":
+        import xlsxwriter  # noqa: F401 - imported here, not inside the measured span
+
+        from bench.xlsx_seed import write_xlsx
+
+        FORMATS["xlsx"] = dataclasses.replace(FORMATS["xlsx"], encode=write_xlsx)
+    elif writer != "streamed":
+        raise ValueError(f"no xlsx writer {writer!r}")
+    assert FORMATS["xlsx"].encode is not None and streamed.MAX_SHEET_ROWS
+
+
+def job_xlsx(rows: int, writer: str) -> Result:
+    """Demo rows through one row writer, the bytes hashed and sent nowhere: a writer's raw limit.
+
+    ``writer`` is one of ``XLSX_WRITERS``, or "csv" for the csv encoder as a
+    yardstick. The rows come from the same exporter path the worker uses.
+    """
+    fmt = "csv" if writer == "csv" else "xlsx"
+    if fmt == "xlsx":
+        _use_xlsx_writer(writer)
+
+    def run() -> Result:
+        md5, sha256, size, chunks, largest = hashlib.md5(usedforsecurity=False), hashlib.sha256(), 0, 0, 0
+        exporter, params, ctx, _ = _demo(rows)
+        for chunk in exporter.stream(params, fmt, ctx):
+            md5.update(chunk)
+            sha256.update(chunk)
+            size += len(chunk)
+            chunks += bool(chunk)  # the empty ones are ticks, not bytes
+            largest = max(largest, len(chunk))
+        return {"rows": ctx.rows, "size": size, "md5": md5.hexdigest(), "chunks": chunks,
+                "largest_chunk": largest}
+
+    return _measured(run)
 
 
 # -- profile -------------------------------------------------------------------
@@ -480,7 +533,7 @@ def job_provision() -> Result:
 JOBS: dict[str, Callable[..., Result]] = {
     "raw": job_raw, "pipeline": job_pipeline, "naive": job_naive, "smart_open": job_smart_open,
     "stages": job_stages, "upload_only": job_upload_only, "profile": job_profile, "listing": job_listing,
-    "provision": job_provision,
+    "provision": job_provision, "xlsx": job_xlsx,
 }
 
 

@@ -116,10 +116,11 @@ sys.path[:0] = sys.argv[1:3]
 import app  # noqa
 import boto3, botocore
 from chalicelib.exporters.s3_bundle import stream_bundle
-from chalicelib.formats import xlsx  # noqa
+from chalicelib.formats import xlsx
 assert sys.modules["pynamodb"].__file__.startswith(sys.argv[1]), "pynamodb not from the package"
 assert botocore.__file__.startswith(sys.argv[2]), "botocore not from the runtime"
 assert b"".join(stream_bundle([("a.txt", "a.txt", None, [b"x"])]))[:2] == b"PK"
+assert b"".join(xlsx.write_xlsx(["a"], [{"a": 1}], lambda n: None))[:2] == b"PK"
 boto3.client("s3", region_name="us-east-1")
 print("ok")
 """

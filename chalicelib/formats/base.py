@@ -321,7 +321,7 @@ def encode_jsonl(
 def encode_xlsx(
     columns: Sequence[str], rows: Iterable[Row], on_rows: RowCounter, options: WriteOptions = PLAIN
 ) -> Iterator[bytes]:
-    """Imported on first use, so the API's cold start never loads XlsxWriter."""
+    """Imported on first use, so the API's cold start never loads the xlsx writer."""
     from chalicelib.formats.xlsx import write_xlsx
 
     return write_xlsx(columns, rows, on_rows, options)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -161,54 +161,74 @@ def test_xlsx_without_rows_still_has_its_header():
     assert read_xlsx(encode("xlsx", ["id", "name"], [])) == {"data": [("id", "name")]}
 
 
-def test_xlsx_ticks_while_writing_so_the_worker_can_check_cancel(private_tmp):
+def test_xlsx_yields_a_chunk_per_batch_so_the_worker_can_check_cancel(private_tmp):
+    pulled = 0
+
+    def rows() -> Iterator[dict[str, int]]:
+        nonlocal pulled
+        for i in range(BATCH_ROWS * 3):
+            pulled += 1
+            yield {"id": i}
+
     counted: list[int] = []
-    rows = ({"id": i} for i in range(BATCH_ROWS * 3))
-    chunks = list(FORMATS["xlsx"].encode(["id"], rows, counted.append))
-    assert chunks[:3] == [b"", b"", b""] and counted == [BATCH_ROWS] * 3
-    data = b"".join(chunks)
-    assert all(len(c) <= xlsx_module.READ_CHUNK for c in chunks)
-    assert len(read_xlsx(data)["data"]) == BATCH_ROWS * 3 + 1
+    seen: list[tuple[int, int]] = []  # (rows pulled, rows counted) as each chunk comes out
+    chunks = []
+    for chunk in FORMATS["xlsx"].encode(["id"], rows(), counted.append):
+        chunks.append(chunk)
+        seen.append((pulled, sum(counted)))
+    assert counted == [BATCH_ROWS] * 3
+    # one chunk a batch (deflate may keep it back: then it is empty), never more than a
+    # batch read ahead of what is written: the worker gets control back every batch
+    assert [c for _, c in seen[1:4]] == [BATCH_ROWS, 2 * BATCH_ROWS, 3 * BATCH_ROWS]
+    assert all(p - c <= BATCH_ROWS for p, c in seen)
+    assert len(read_xlsx(b"".join(chunks))["data"]) == BATCH_ROWS * 3 + 1
 
 
-def test_xlsx_is_read_back_in_bounded_chunks(monkeypatch):
-    monkeypatch.setattr(xlsx_module, "READ_CHUNK", 1000)
-    chunks = [c for c in FORMATS["xlsx"].encode(["id"], [{"id": i} for i in range(3000)],
-                                                lambda n: None) if c]
-    assert len(chunks) > 3 and max(map(len, chunks)) == 1000
-    assert len(read_xlsx(b"".join(chunks))["data"]) == 3001
+def test_xlsx_reads_fewer_rows_a_batch_when_they_are_wide(monkeypatch):
+    monkeypatch.setattr(xlsx_module, "BATCH_CELLS", 100)
+    columns = [f"c{i}" for i in range(30)]
+    rows = [{c: i for c in columns} for i in range(50)]
+    counted: list[int] = []
+    chunks = list(FORMATS["xlsx"].encode(columns, rows, counted.append))
+    assert counted == [3] * 16 + [2]  # 100 cells: 3 rows of 30 a batch
+    assert read_xlsx(b"".join(chunks))["data"][1:] == [(i,) * 30 for i in range(50)]
 
 
-def test_xlsx_temp_files_are_removed_when_the_consumer_stops(private_tmp):
+def test_xlsx_bytes_leave_as_the_rows_are_written():
+    """Streamed: most of the file has left before the last row is read (no temp file to fill first)."""
+    total = 20 * BATCH_ROWS
+    pulled = 0
+
+    def rows() -> Iterator[dict[str, str]]:
+        nonlocal pulled
+        for i in range(total):
+            pulled += 1
+            yield {"h": hashlib.sha256(str(i).encode()).hexdigest()}  # text that hardly compresses
+
+    sizes = [(len(chunk), pulled) for chunk in FORMATS["xlsx"].encode(["h"], rows(), lambda n: None)]
+    size = sum(n for n, _ in sizes)
+    before_last_batch = sum(n for n, p in sizes if p <= total - BATCH_ROWS)
+    assert before_last_batch > size * 0.8
+    assert max(n for n, _ in sizes) < size / 10  # no chunk is the whole file
+
+
+def test_xlsx_writes_no_temp_files(private_tmp):
     gen = FORMATS["xlsx"].encode(["id"], ({"id": i} for i in range(10 * BATCH_ROWS)),
                                  lambda n: None)
-    assert next(gen) == b""
-    assert os.listdir(private_tmp)  # the workbook's dir exists while it is written
+    next(gen)
+    next(gen)
+    assert os.listdir(private_tmp) == []
     gen.close()  # what a cancel or a time-out does to the generator
     assert os.listdir(private_tmp) == []
 
 
-def test_xlsx_temp_files_are_removed_when_the_source_fails(private_tmp):
+def test_xlsx_source_failure_propagates(private_tmp):
     def rows() -> Iterator[dict[str, int]]:
         yield from ({"id": i} for i in range(BATCH_ROWS + 1))
         raise RuntimeError("source broke")
 
     with pytest.raises(RuntimeError, match="source broke"):
         b"".join(FORMATS["xlsx"].encode(["id"], rows(), lambda n: None))
-    assert os.listdir(private_tmp) == []
-
-
-def test_xlsx_temp_files_are_removed_when_stopped_while_zipping(private_tmp, monkeypatch):
-    monkeypatch.setattr(xlsx_module, "CLOSE_TICK_SECONDS", 0.0001)
-    gen = FORMATS["xlsx"].encode(["id"], [{"id": i} for i in range(20_000)], lambda n: None)
-    for ticks, _ in enumerate(gen):
-        if ticks >= 10:  # past the 10 batches of rows: the zip thread runs; stop listening now
-            break
-    gen.close()
-    for _ in range(200):  # the zip thread removes its leftovers when it ends
-        if not os.listdir(private_tmp):
-            break
-        time.sleep(0.05)
     assert os.listdir(private_tmp) == []
 
 
