@@ -290,13 +290,15 @@ WORKER_STORAGE_PARAMETER = "WorkerEphemeralStorageMB"
 
 
 def _give_workers_disk(template: dict[str, Any], functions: dict[str, Any], workers: list[str]) -> None:
-    """xlsx builds spill sheet data to /tmp: the worker gets more than Lambda's 512 MB default.
+    """An ``s3_bundle`` manifest past 4 MiB spills to /tmp: the worker gets more than Lambda's 512 MB.
+
+    (xlsx used to spill whole sheets there; it streams now, like csv.)
 
     Chalice's config has no setting for it, so the template carries it as a parameter.
     """
     template.setdefault("Parameters", {})[WORKER_STORAGE_PARAMETER] = {
         "Type": "Number", "Default": 2048, "MinValue": 512, "MaxValue": 10240,
-        "Description": "The build worker's /tmp in MB (xlsx exports need about the workbook's size).",
+        "Description": "The build worker's /tmp in MB (an s3_bundle manifest past 4 MiB spills there).",
     }
     for name in workers:
         functions[name]["Properties"]["EphemeralStorage"] = {"Size": {"Ref": WORKER_STORAGE_PARAMETER}}
