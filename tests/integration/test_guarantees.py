@@ -138,11 +138,13 @@ def test_queued_builds_each_get_a_whole_invocation_with_a_short_timeout(stack):
         finally:
             elapsed.append(time.monotonic() - started)
 
-    # a function timeout that fits one of these builds, not three
+    # a function timeout that fits one of these builds, not three: measured here, with room
+    # for a build that runs slower than the measured one on a loaded machine (make test runs
+    # other modules' stacks beside this one)
     t0 = time.monotonic()
     worker.build(stack.create(params={"rows": 150_000})["id"])
     one_build = time.monotonic() - t0
-    timeout = max(2, int(one_build * 2) + 1)
+    timeout = max(3, int(one_build * 2.5) + 2)
     arn = boto3.client("sqs").get_queue_attributes(
         QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     poller = SqsPoller(sqs_client=boto3.client("sqs"), handler=handler, queue_url=stack.queue_url,
