@@ -63,7 +63,7 @@ class Sizes:
     xlsx_pipeline_rows: int = 1_000_000
     #: the recorded demo-users pages (10,000 items) are replayed this many times a run
     ddb_repeat: int = 10
-    ddb_rounds: int = 5
+    ddb_rounds: int = 3
 
 
 FULL = Sizes()

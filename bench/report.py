@@ -816,8 +816,8 @@ on a page; `DynamoDBTableExporter._rows`; `RowExporter.write` with the columns t
 (`key_first` of `sample_names` of the first page: the key, {', '.join(rec['keys'])}, then the
 other attributes in code-point order) and the kind's default options (csv escapes formulas).
 
-- **(a) typed pages → bytes** (`typed`, each format): a parsed page (its parse off the clock)
-  through the resource's handler, `_rows` and `RowExporter.write`: the row path.
+- **(a) typed pages → bytes** (`typed`, each format): parsed pages through the resource's
+  handler, `_rows` and `RowExporter.write`: the row path.
 - **(b) rows → bytes** (`encode`, each format): the rows the worker's path makes of the recorded
   items, made before the clock starts and repeated: the encoder alone.
 - **(c) convert** (`convert`): (a) without the encoder, each row dropped; `deserialize` is the
@@ -834,9 +834,10 @@ other attributes in code-point order) and the kind's default options (csv escape
 
 Each variant runs in a fresh process (`bench.child dynamodb_rows`); {rounds}, each
 running every variant once in a rotated order. A variant's clock (wall and CPU time) stops around
-what it leaves out, page by page (the parse of a page where it is not timed, hashing the output
-everywhere), so memory holds a few pages, as in the worker. For each format every variant wrote
-the same bytes (same md5), and every variant saw all {n:,} items.
+what it leaves out, page by page: where the parse is not timed, each page comes as botocore
+parsed it, unpickled afresh with the clock stopped (the handler changes a page in place), and the
+output is hashed with the clock stopped; so memory holds a few pages, as in the worker. For each
+format every variant wrote the same bytes (same md5), and every variant saw all {n:,} items.
 
 {_md_table(DDB_HEADER, _ddb_rows(results))}
 
