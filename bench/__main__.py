@@ -12,7 +12,11 @@ Sections (all by default, or some with ``--sections``):
   (``tools.package`` leaves it out; this shows why);
 - xlsx: the streamed xlsx writer against the seed's XlsxWriter writer it
   replaced (and csv as a yardstick): rows/s and peak RSS of the encoder
-  alone, and of one Worker.build each.
+  alone, and of one Worker.build each;
+- dynamodb_rows: the dynamodb_table exporter's row path on recorded Scan
+  pages of the demo-users table (parse, deserialize, rows, csv/jsonl/xlsx)
+  against the same rows already in Python, so the cost of converting the
+  items shows (bench/dynamodb_rows.py).
 
 ``--merge`` measures only the ``--sections`` given and takes the others from
 the last saved run; the document says which sections were measured when.
@@ -41,7 +45,7 @@ from bench.harness import ROOT, MotoProcess, Patience, run_child
 MiB = 1024 * 1024
 DOCS = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / ".local" / "bench" / "results.json"
-SECTIONS = ("throughput", "memory", "listing", "coldstart", "package", "xlsx")
+SECTIONS = ("throughput", "memory", "listing", "coldstart", "package", "xlsx", "dynamodb_rows")
 
 
 @dataclass(frozen=True)
@@ -57,12 +61,15 @@ class Sizes:
     xlsx_rows: tuple[int, ...] = (200_000, 1_000_000)
     xlsx_rounds: int = 3
     xlsx_pipeline_rows: int = 1_000_000
+    #: the recorded demo-users pages (10,000 items) are replayed this many times a run
+    ddb_repeat: int = 10
+    ddb_rounds: int = 3
 
 
 FULL = Sizes()
 QUICK = Sizes(rows=100_000, rounds=1, memory_mib=(2, 20), naive_mib=(2, 10), others=(10, 300),
               coldstart_runs=3, profile_rows=100_000, xlsx_rows=(20_000, 100_000), xlsx_rounds=1,
-              xlsx_pipeline_rows=100_000)
+              xlsx_pipeline_rows=100_000, ddb_repeat=1, ddb_rounds=1)
 
 
 Variant = tuple[str, str, dict[str, Any]]
@@ -105,6 +112,7 @@ class Results:
     coldstart: dict[str, Any] = field(default_factory=dict)
     package: dict[str, Any] = field(default_factory=dict)
     xlsx: dict[str, Any] = field(default_factory=dict)
+    dynamodb_rows: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     retries: int = 0
     command: str = "make bench"
@@ -248,6 +256,81 @@ def run_xlsx(sizes: Sizes, patience: Patience) -> dict[str, Any]:
     return {"rows": table, "builds": builds, "rounds": sizes.xlsx_rounds}
 
 
+def run_dynamodb_rows(sizes: Sizes, patience: Patience) -> dict[str, Any]:
+    """Record demo-users' Scan pages once, then every variant in a fresh process, rounds interleaved."""
+    from bench.dynamodb_rows import plan
+
+    with MotoProcess() as moto:
+        _log("dynamodb_rows: seeding demo-users on a moto server and recording its Scan pages")
+        recording = run_child("dynamodb_record", {}, moto.url, moto=moto)
+    variants = plan()
+    runs: dict[tuple[str, str | None], list[dict[str, Any]]] = {v: [] for v in variants}
+    for rnd in range(sizes.ddb_rounds):
+        k = rnd * len(variants) // sizes.ddb_rounds  # rotated: no variant always runs first
+        for variant, fmt in variants[k:] + variants[:k]:
+            _log(f"dynamodb_rows round {rnd + 1}/{sizes.ddb_rounds}: {variant} {fmt or ''}")
+            runs[(variant, fmt)].append(patience.run(
+                "dynamodb_rows", {"variant": variant, "repeat_pages": sizes.ddb_repeat, "fmt": fmt}, None))
+    return dynamodb_rows_summary(recording, runs, sizes.ddb_repeat)
+
+
+def dynamodb_rows_summary(recording: dict[str, Any], runs: dict[tuple[str, str | None], list[dict[str, Any]]],
+                          repeat_pages: int) -> dict[str, Any]:
+    """Medians per variant and the ratios the report judges by, each paired within its round.
+
+    Every variant of a format must have written the same bytes, and every
+    variant must have seen every item, or the comparison is void.
+    """
+    items = recording["items"] * repeat_pages
+    for (variant, fmt), got in runs.items():
+        if {r["items"] for r in got} != {items} or any(r.get("rows", items) != items for r in got):
+            raise SystemExit(f"dynamodb_rows {variant} {fmt}: not every item became a row: "
+                             f"{[(r['items'], r.get('rows')) for r in got]}")
+    for fmt in {f for _, f in runs if f}:
+        md5s = {r["md5"] for (_, f), got in runs.items() if f == fmt for r in got}
+        if len(md5s) != 1:
+            raise SystemExit(f"dynamodb_rows: the {fmt} variants did not write the same bytes: {md5s}")
+    table = []
+    for (variant, fmt), got in runs.items():
+        seconds = [r["seconds"] for r in got]
+        med = statistics.median(seconds)
+        table.append({
+            "variant": variant, "fmt": fmt, "items": items, "seconds": med, "min": min(seconds),
+            "max": max(seconds), "rows_per_s": items / med, "us_per_item": med / items * 1e6,
+            "cpu_seconds": statistics.median(r["cpu_seconds"] for r in got),
+            "cpu_rows_per_s": statistics.median(items / r["cpu_seconds"] for r in got),
+            "size": got[0].get("size"), "md5": got[0].get("md5"), "peak_rss": max(r["peak_rss"] for r in got),
+            "others_share": statistics.median(r["_machine"]["others_share"] for r in got),
+        })
+
+    def paired(fn: Any, key: str = "seconds") -> dict[str, Any]:
+        """``fn(seconds of a variant in this round)`` for every round: median, min, max."""
+        values = [fn(lambda variant, fmt=None, i=i: runs[(variant, fmt)][i][key])
+                  for i in range(len(next(iter(runs.values()))))]
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    formats = sorted({f for _, f in runs if f}, key=["csv", "jsonl", "xlsx"].index)
+    ratios: dict[str, Any] = {}
+    for key in ("seconds", "cpu_seconds"):
+        ratios[key] = {
+            "conversion_share": {f: paired(lambda t, f=f: 1 - t("encode", f) / t("typed", f), key)
+                                 for f in formats},
+            "parse_share_worker_csv": paired(lambda t: t("parse") / t("worker", "csv"), key),
+            "typed_vs_encode": {f: paired(lambda t, f=f: t("typed", f) / t("encode", f), key)
+                                for f in formats},
+            "onepass_vs_convert": paired(lambda t: t("convert") / t("onepass"), key),
+            "direct_vs_convert": paired(lambda t: t("convert") / t("direct"), key),
+            "onepass_csv_vs_typed_csv": paired(lambda t: t("typed", "csv") / t("onepass_encode", "csv"), key),
+            # the worker's csv path with the one-pass converter in place of deserialize + _plain
+            "onepass_worker_csv": paired(
+                lambda t: t("worker", "csv") / (t("worker", "csv") - t("convert") + t("onepass")), key),
+            "parse_vs_rawparse": paired(lambda t: t("parse") / t("rawparse"), key),
+            "raw_worker_vs_worker": paired(lambda t: t("worker", "csv") / t("raw_worker", "csv"), key),
+        }
+    return {"recording": recording, "repeat": repeat_pages, "items": items,
+            "rounds": len(next(iter(runs.values()))), "rows": table, "ratios": ratios}
+
+
 def run_listing(sizes: Sizes) -> dict[str, Any]:
     with MotoProcess() as moto:
         _log(f"listing: {sizes.user_tasks} tasks of one user, then {sizes.others} of others")
@@ -326,6 +409,9 @@ def _measure(results: Results, sizes: Sizes, sections: list[str], no_wait: bool,
     if "xlsx" in sections:
         patience.wait()
         results.xlsx = run_xlsx(sizes, patience)
+    if "dynamodb_rows" in sections:
+        patience.wait()
+        results.dynamodb_rows = run_dynamodb_rows(sizes, patience)
     if results.merged:
         results.merged[-1].update(seconds=time.monotonic() - t0, retries=patience.retries)
     else:

@@ -530,10 +530,30 @@ def job_provision() -> Result:
     return provision(os.environ["AWS_ENDPOINT_URL"])
 
 
+def job_dynamodb_record(segments: int = 0) -> Result:
+    """The demo-users table's Scan pages, recorded once for ``job_dynamodb_rows`` (bench/dynamodb_rows.py).
+
+    ``segments`` defaults to the deployment's SCAN_SEGMENTS, as the worker scans.
+    """
+    from bench.dynamodb_rows import record
+
+    return record(segments or SETTINGS.scan_segments)
+
+
+def job_dynamodb_rows(variant: str, repeat_pages: int, fmt: str | None = None) -> Result:
+    """One variant of the dynamodb_table row path on the recorded pages (bench/dynamodb_rows.py)."""
+    from bench.dynamodb_rows import run
+
+    result = run(variant, repeat_pages, fmt)
+    result["peak_rss"] = _peak_rss()
+    return result
+
+
 JOBS: dict[str, Callable[..., Result]] = {
     "raw": job_raw, "pipeline": job_pipeline, "naive": job_naive, "smart_open": job_smart_open,
     "stages": job_stages, "upload_only": job_upload_only, "profile": job_profile, "listing": job_listing,
-    "provision": job_provision, "xlsx": job_xlsx,
+    "provision": job_provision, "xlsx": job_xlsx, "dynamodb_record": job_dynamodb_record,
+    "dynamodb_rows": job_dynamodb_rows,
 }
 
 

@@ -315,6 +315,11 @@ def console(results: Results, quick: bool) -> str:
         parts.append(f"\nxlsx writers, demo rows, bytes sent nowhere (median of {results.xlsx['rounds']}):")
         parts.append(_table(XLSX_HEADER, _xlsx_rows(results)))
         parts.append(_table(XLSX_BUILD_HEADER, _xlsx_build_rows(results)))
+    if results.dynamodb_rows:
+        d = results.dynamodb_rows
+        parts.append(f"\ndynamodb_table row path, {d['items']:,} recorded demo-users items "
+                     f"(median of {d['rounds']}):")
+        parts.append(_table(DDB_HEADER, _ddb_rows(results)))
     parts.append("\nTargets:")
     parts.append(_table(["target", "measured", "result"],
                         [[t.name, t.measured, _mark(t.met)] for t in targets(results)]))
@@ -683,6 +688,226 @@ and the ratios, not the rows/s, are what carries over.
 """
 
 
+DDB_NAMES = {
+    "json": "`json.loads` of the bodies (for scale)",
+    "parse": "botocore's parse of the bodies: typed items",
+    "deserialize": "deserialize: the resource's after-call handler (shape walk + `TypeDeserializer`)",
+    "convert": "(c) convert: deserialize + the exporter's `_rows` (`_plain`): rows",
+    "rawparse": "side: botocore's parse, attribute values left as JSON (`raw_attribute_parser`)",
+    "worker": "worker path: parse + convert + encode",
+    "typed": "(a) typed pages → rows → bytes",
+    "encode": "(b) the same rows, already Python → bytes",
+    "direct": "side: `TypeDeserializer` per attribute, no shape walk, + `_plain`: rows",
+    "onepass": "side: one-pass converter (`plain_item`): rows",
+    "onepass_encode": "side: one-pass converter → rows → bytes",
+    "raw_worker": "side: `raw_attribute_parser` + one-pass converter + encode",
+}
+DDB_HEADER = ["variant", "format", "rows/s", "µs an item", "seconds: median (min–max)", "CPU s",
+              "rows per CPU s", "output MiB", "other load (cores)"]
+
+
+def _ddb_row(results: Results, variant: str, fmt: str | None = None) -> dict[str, Any]:
+    return next(r for r in results.dynamodb_rows["rows"] if r["variant"] == variant and r["fmt"] == fmt)
+
+
+def _ddb_rows(results: Results) -> list[list[str]]:
+    return [[DDB_NAMES[r["variant"]], r["fmt"] or "—", f"{r['rows_per_s']:,.0f}", f"{r['us_per_item']:.1f}",
+             f"{r['seconds']:.2f} ({r['min']:.2f}–{r['max']:.2f})", f"{r['cpu_seconds']:.2f}",
+             f"{r['cpu_rows_per_s']:,.0f}", "—" if r["size"] is None else f"{r['size'] / MiB:.1f}",
+             f"{r['others_share']:.2f}"]
+            for r in results.dynamodb_rows["rows"]]
+
+
+def _spread(ratio: dict[str, float], fmt: str = "{:.0%}") -> str:
+    """A paired ratio as "median (min–max)"."""
+    return f"{fmt.format(ratio['median'])} ({fmt.format(ratio['min'])}–{fmt.format(ratio['max'])})"
+
+
+def _ddb_types(types: dict[str, int], items: int) -> str:
+    names = {"S": "strings", "N": "numbers", "BOOL": "booleans", "L": "lists", "M": "maps", "NULL": "nulls",
+             "SS": "string sets", "NS": "number sets", "B": "binaries", "BS": "binary sets"}
+    ordered = sorted(types.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{n / items:.2f} {names.get(k, k)}" for k, n in ordered)
+
+
+def _dynamodb_rows_md(results: Results) -> str:
+    d = results.dynamodb_rows
+    if not d:
+        return "Not measured in this run.\n"
+    rec, n = d["recording"], d["items"]
+    wall, cpu = d["ratios"]["seconds"], d["ratios"]["cpu_seconds"]
+    formats = list(wall["conversion_share"])
+    us = {(r["variant"], r["fmt"]): r["us_per_item"] for r in d["rows"]}
+    parse, json_us, rawparse = us[("parse", None)], us[("json", None)], us[("rawparse", None)]
+    deser, convert, direct, onepass = (us[(v, None)] for v in ("deserialize", "convert", "direct", "onepass"))
+    encode_csv, worker_csv = us[("encode", "csv")], us[("worker", "csv")]
+    raw_worker = us[("raw_worker", "csv")]
+    plain, walk = convert - deser, convert - direct
+    in_pipeline = us[("typed", "csv")] - encode_csv
+    steps = [
+        ("botocore's parse of the body", "`parse`", parse),
+        ("deserialize: the resource's after-call handler", "`deserialize`", deser),
+        ("`_rows` / `_plain`", "`convert` − `deserialize`", plain),
+        ("csv encoding", "`encode`, csv", encode_csv),
+    ]
+    step_rows = [[f"{name} ({source})", f"{v:.1f}", f"{v / worker_csv:.0%}"] for name, source, v in steps]
+    total = sum(v for *_, v in steps)
+    step_rows += [["sum of the steps", f"{total:.1f}", f"{total / worker_csv:.0%}"],
+                  ["measured: the worker path, csv (`worker`)", f"{worker_csv:.1f}", "100%"]]
+    share_rows = [[f, f"{_ddb_row(results, 'typed', f)['rows_per_s']:,.0f}",
+                   f"{_ddb_row(results, 'encode', f)['rows_per_s']:,.0f}",
+                   _spread(wall["conversion_share"][f]), _spread(cpu["conversion_share"][f]),
+                   f"{us[('typed', f)] - us[('encode', f)]:.1f}"] for f in formats]
+    estimate = worker_csv - convert + onepass
+    reader_rows = [
+        ["the worker's: botocore's parse, the resource's handler, `_plain`", f"{worker_csv:.1f}",
+         f"{1e6 / worker_csv:,.0f}", "1.00×", "measured (`worker`)"],
+        ["botocore's parse, then `plain_item` (a low-level client)", f"{estimate:.1f}",
+         f"{1e6 / estimate:,.0f}", _spread(wall["onepass_worker_csv"], "{:.2f}×"),
+         "estimated: `worker` − `convert` + `onepass`"],
+        ["`raw_attribute_parser`, then `plain_item`", f"{raw_worker:.1f}", f"{1e6 / raw_worker:,.0f}",
+         _spread(wall["raw_worker_vs_worker"], "{:.2f}×"), "measured (`raw_worker`)"],
+    ]
+    name, _, largest = max(steps, key=lambda s: s[2])
+    if in_pipeline > convert * 1.05:
+        drained = (f"Drained on its own, (c), it is {convert:.1f} µs: it costs a little more inside the "
+                   "pipeline, where it alternates with the encoder batch by batch (and (b) encodes the "
+                   f"same {rec['items']:,} row objects over and over, which may flatter the encoder). "
+                   "(a) − (b) is the figure to go by.")
+    else:
+        drained = f"Drained on its own, (c), it is {convert:.1f} µs, about the same."
+    if walk > 0.1 * convert:
+        walk_text = f"so the walk is about {walk:.1f} µs of the {convert:.1f}"
+    else:
+        walk_text = (f"{'no faster than' if walk <= 0 else 'about'} the {convert:.1f} µs through the "
+                     "handler: the walk over the shape costs next to nothing, the time is "
+                     "`TypeDeserializer`'s own (a method looked up by name for every value, a "
+                     "`Decimal` for every number) and `_plain`'s")
+    parse_share = wall["parse_share_worker_csv"]["median"]
+    if name.startswith("botocore"):
+        parse_text = (f"**But the largest step of the worker's path is botocore's parse of the body**, which "
+                      f"the row path from typed pages leaves out: {parse:.1f} µs of the {worker_csv:.1f} µs "
+                      f"an item costs ({parse_share:.0%}, paired by round)")
+    else:
+        parse_text = (f"The largest step of the worker's path is {name}: {largest:.1f} µs of the "
+                      f"{worker_csv:.1f} µs an item costs. botocore's parse of the body, which the row path "
+                      f"from typed pages leaves out, is {parse:.1f} µs ({parse_share:.0%}, paired by round)")
+    bound = ("So the item conversion the issue asks about is not what bounds an export; the SDK's parse is."
+             if parse > convert + encode_csv else "")
+    rounds = f"{d['rounds']} round{'s' if d['rounds'] != 1 else ''}"
+    times = f"{d['repeat']} time{'s' if d['repeat'] != 1 else ''}"
+    csv_share = wall["conversion_share"]["csv"]["median"]
+    pages = ", ".join(f"{k:,}" for k in rec["page_items"])
+    moto_extra = rec["moto_bytes"] / rec["body_bytes"] - 1
+    absent = [label for kind, label in (("M", "maps"), ("SS", "sets"), ("NS", "sets"), ("BS", "sets"),
+                                        ("B", "binaries"), ("NULL", "nulls")) if kind not in rec["types"]]
+    absent_text = f", no {' or '.join(dict.fromkeys(absent))}" if absent else ""
+    values_per_item = sum(rec["types"].values()) / rec["items"]
+    return f"""\
+**What it shows: how much of the `dynamodb_table` exporter's time per item goes into turning
+DynamoDB's typed items into rows, against encoding the rows.** The worker reads with `Table.scan`
+of a boto3 resource, one per scan segment (`_segment_pages`), so every page is parsed by
+botocore (`json.loads`, then a walk over the Scan output shape that rebuilds every attribute
+value), deserialized by the resource's `after-call` handler (boto3's `TransformationInjector`,
+which walks the shape again and calls `TypeDeserializer` on every attribute value: `Decimal` for
+numbers, `set` for sets, `Binary` for binaries), and each item then goes through `_plain` in
+`DynamoDBTableExporter._rows` (`Decimal` to int or float, sets to sorted lists) before
+`RowExporter.write` encodes it. It all runs on the worker's CPU: the segment threads parse and
+deserialize while the main thread encodes, under one interpreter lock.
+
+The pages are real Scan responses, recorded at the start of the section: `local.seed` fills
+`{rec['table']}` on the bench's moto server ({rec['items']:,} items of the local stack's demo
+table: UTF-8 names and cities, an age and a balance, a boolean, dates as text, a list of tags on
+most items, a note on some; per item {_ddb_types(rec['types'], rec['items'])}), a low-level client
+scans it in {rec['segments']} segments as the worker does (`SCAN_SEGMENTS`), and the HTTP bodies
+are kept: {rec['pages']} pages of {pages} items, {rec['body_bytes'] / MiB:.1f} MiB of typed JSON,
+written back as compact UTF-8 JSON as DynamoDB sends it (moto escapes every non-ASCII character,
+{moto_extra:.0%} more bytes). Every run replays the bodies {times}, {n:,} items,
+through the worker's own code: botocore's JSON parser; the `after-call` event of the worker's
+resource client (`chalicelib.adapters.aws.resource`), whose handlers are what `Table.scan` runs
+on a page; `DynamoDBTableExporter._rows`; `RowExporter.write` with the columns the exporter picks
+(`key_first` of `sample_names` of the first page: the key, {', '.join(rec['keys'])}, then the
+other attributes in code-point order) and the kind's default options (csv escapes formulas).
+
+- **(a) typed pages → bytes** (`typed`, each format): parsed pages through the resource's
+  handler, `_rows` and `RowExporter.write`: the row path.
+- **(b) rows → bytes** (`encode`, each format): the rows the worker's path makes of the recorded
+  items, made before the clock starts and repeated: the encoder alone.
+- **(c) convert** (`convert`): (a) without the encoder, each row dropped; `deserialize` is the
+  handler alone, `parse` botocore's parse alone, `json` `json.loads` alone, for scale.
+- **the worker path** (`worker`, csv): (a) with the parse on the clock: all the CPU an item costs
+  the worker between the HTTP body and the csv bytes.
+- **side experiment**, readers the exporter does not use (`bench/dynamodb_rows.py`): `direct`,
+  `TypeDeserializer` called on each attribute value without the walk over the output shape, then
+  `_plain`; `onepass`, `plain_item`: typed JSON straight to the row's values in one pass (no
+  `Decimal` for an integer), and `onepass_encode`, the same to csv; `rawparse`, botocore's parser
+  told to leave attribute values as the JSON has them (`raw_attribute_parser`); `raw_worker`, that
+  parser, `plain_item` and the csv encoder, all on the clock. `tests/unit/test_bench_dynamodb_rows.py`
+  checks that both give exactly the worker's rows, value and type, for every DynamoDB type.
+
+Each variant runs in a fresh process (`bench.child dynamodb_rows`); {rounds}, each
+running every variant once in a rotated order. A variant's clock (wall and CPU time) stops around
+what it leaves out, page by page: where the parse is not timed, each page comes as botocore
+parsed it, unpickled afresh with the clock stopped (the handler changes a page in place), and the
+output is hashed with the clock stopped; so memory holds a few pages, as in the worker. For each
+format every variant wrote the same bytes (same md5), and every variant saw all {n:,} items.
+
+{_md_table(DDB_HEADER, _ddb_rows(results))}
+
+The conversion's share of the row path from typed pages, `1 − (b)/(a)`, taken within each round,
+median over the rounds (min–max in brackets), by wall time and by CPU time:
+
+{_md_table(["format", "(a) typed → bytes, rows/s", "(b) rows → bytes, rows/s", "conversion share, wall",
+            "by CPU", "µs an item, (a) − (b)"], share_rows)}
+
+Where an item's time goes on the worker's csv path (medians of runs of their own, so the steps
+need not add up exactly to the measured whole):
+
+{_md_table(["step", "µs an item", "share of the worker path"], step_rows)}
+
+The worker's csv path with the side experiment's readers:
+
+{_md_table(["reader", "µs an item", "rows/s", "vs the worker's (per-round min–max)", "how"], reader_rows)}
+
+What the numbers say:
+
+- **The conversion is {csv_share:.0%} of the csv row path from typed pages** (the issue's row path;
+  {", ".join(f"{wall['conversion_share'][f]['median']:.0%} for {f}" for f in formats if f != "csv")}):
+  {in_pipeline:.1f} µs an item against {encode_csv:.1f} µs to encode csv. {drained}
+- Within the conversion, the resource's handler (`TypeDeserializer`) takes {deser:.1f} µs
+  ({deser / convert:.0%} of it) and `_plain` {plain:.1f} µs. `TypeDeserializer` called directly,
+  without the handler's walk over the output shape, takes {direct:.1f} µs with `_plain`,
+  {walk_text}.
+- {parse_text}. Of it, `json.loads` is {json_us:.1f} µs; the rest is botocore rebuilding every
+  attribute value while it walks the output shape. The conversion is {convert:.1f} µs,
+  {convert / worker_csv:.0%} of the worker path, and encoding csv {encode_csv / worker_csv:.0%}. {bound}
+- Side experiment, converter: `plain_item` takes {onepass:.1f} µs an item drained
+  ({_spread(wall['onepass_vs_convert'], '{:.2f}×')} faster than the worker's conversion), and the csv
+  row path from typed pages goes from {_ddb_row(results, 'typed', 'csv')['rows_per_s']:,.0f} to
+  {_ddb_row(results, 'onepass_encode', 'csv')['rows_per_s']:,.0f} rows/s
+  ({_spread(wall['onepass_csv_vs_typed_csv'], '{:.2f}×')}). On the worker's path, where the parse stays,
+  that is about {wall['onepass_worker_csv']['median']:.2f}×. It needs the exporter to read with the
+  low-level client (the resource deserializes before the exporter sees a page) and to turn the
+  filters into an expression itself with boto3's `ConditionExpressionBuilder` and
+  `TypeSerializer`, which the resource does today.
+- Side experiment, parser: leaving attribute values as the JSON has them makes botocore's parse
+  {_spread(wall['parse_vs_rawparse'], '{:.2f}×')} faster ({parse:.1f} → {rawparse:.1f} µs an item), and
+  with `plain_item` the worker's csv path goes from {1e6 / worker_csv:,.0f} to {1e6 / raw_worker:,.0f}
+  rows/s, **{wall['raw_worker_vs_worker']['median']:.2f}× measured**. The catch: it overrides
+  botocore's private `JSONParser._parse_shape` and reaches the client through its session's
+  `response_parser_factory` component, so a botocore upgrade could change it underneath; a test
+  pinning its rows against the worker's (as the bench's) would have to come with it.
+
+Caveats: the items are the local demo table's ({values_per_item:.1f} attribute values an
+item{absent_text}); everything here costs per attribute value, so wider or nested items cost
+more per row, and the encoders' share moves with the format and the data. No server is involved:
+in a real export each page also waits for DynamoDB (at most 1 MB a page, read capacity), which
+this section leaves out on purpose, as it leaves out botocore's HTTP handling and the CRC32 it
+checks on every DynamoDB body. These are this machine's figures; the shares and ratios, not the
+rows/s, are what carries over.
+"""
+
+
 def _missed_text(results: Results) -> str:
     """Why the pipeline misses a throughput target, in the run's own numbers."""
     jobs = _by_job(results)
@@ -808,6 +1033,9 @@ run's saved results without measuring). The harness is `bench/` (not shipped, no
 ## 6. xlsx writer
 
 {_xlsx_md(results)}
+## 7. dynamodb_table rows: what converting the items costs
+
+{_dynamodb_rows_md(results)}
 ## Caveats
 
 - The moto server runs on the same 2 cores as the worker. Its S3 work (receiving each part,
