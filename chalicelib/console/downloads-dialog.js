@@ -19,7 +19,7 @@ export function openDialog({ title, body, confirm, dismiss, onConfirm, initialFo
   if (initialFocus) initialFocus.setAttribute("aria-describedby", errorId);
   const confirmButton = h("button", { type: "submit", class: confirm.class }, confirm.label);
   const dismissButton = h("button", { type: "button", onclick: () => el.close() }, dismiss);
-  const form = h("form", { class: "dl-dialog-form", novalidate: false },
+  const form = h("form", { class: "dl-dialog-form" },
     h("h2", { id: headingId }, title),
     ...body,
     error,
