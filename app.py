@@ -16,7 +16,7 @@ from chalice import Chalice, CognitoUserPoolAuthorizer, Rate, Response
 from chalicelib import logs, metrics, openapi, webconsole
 from chalicelib.config import Settings
 from chalicelib.errors import ApiError, MethodNotAllowed, NotFound, UnsupportedMediaType
-from chalicelib.notifier import MAILED, Notifier
+from chalicelib.notifier import EVENT_PATTERN, Notifier
 from chalicelib.principal import Principal, Scope
 from chalicelib.services import Downloads
 from chalicelib.sweeper import Sweeper
@@ -322,7 +322,7 @@ def build_worker(event: Any) -> dict[str, Any]:
 
 # "Your export is ready" mail, from the events every ending publishes (on the stack's bus:
 # tools/package.py points the rule there).
-@app.on_cw_event({"source": ["download-center"], "detail-type": sorted(MAILED)}, name="notifier")
+@app.on_cw_event(EVENT_PATTERN, name="notifier")
 def notifier(event: Any) -> None:
     with logs.invocation(event.context):
         Notifier(settings, worker.repo).handle(event.detail_type, event.detail)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.adapters import mail
+from chalicelib.adapters import events, mail
 from chalicelib.adapters.tasks_repo import TaskStore
 from chalicelib.config import Settings
 
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: the events that mail, by EventBridge detail-type (cancel is the owner's own doing: no mail)
 MAILED = {"download.succeeded": "succeeded", "download.failed": "failed"}
+#: the EventBridge rule that invokes the notifier: this app's events that mail
+EVENT_PATTERN = {"source": [events.SOURCE], "detail-type": sorted(MAILED)}
 
 
 @dataclass(frozen=True)
