@@ -27,8 +27,11 @@ class ConsoleFormatter(logging.Formatter):
         return f"{text} [{keys}]" if keys else text
 
 
-def use_console_format() -> None:
-    """Write the app's lines (imported already: ``app.py`` sets its logging up) as console text."""
+def use_console_format(fmt: str = FORMAT) -> None:
+    """Write the app's lines (imported already: ``app.py`` sets its logging up) as console text.
+
+    ``fmt``: the stack's ``FORMAT``, or a worker process's with its pid (``local.workerproc``).
+    """
     from chalicelib import logs
 
-    logs.handler().setFormatter(ConsoleFormatter(FORMAT, DATEFMT))
+    logs.handler().setFormatter(ConsoleFormatter(fmt, DATEFMT))

@@ -108,6 +108,7 @@ class SqsPoller:
         batch_size: int = 1,
         wait_seconds: int = 2,
         workers: int = 1,
+        first_worker: int = 1,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
@@ -122,10 +123,11 @@ class SqsPoller:
         self._batch_size = max(1, min(batch_size, SQS_MAX_BATCH))
         self._wait_seconds = wait_seconds
         self._stopping = threading.Event()
-        # Daemon threads: a build still running at exit must not keep the process alive.
+        # Daemon threads: a build still running at exit must not keep the process alive. Numbered
+        # from ``first_worker``: a worker process's one consumer keeps its number across processes.
         self._threads = [
             threading.Thread(target=self._run, name=f"sqs-poller-{n}", daemon=True)
-            for n in range(1, workers + 1)
+            for n in range(first_worker, first_worker + workers)
         ]
         self._count_lock = threading.Lock()
         self.batches = 0

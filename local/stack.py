@@ -1,6 +1,7 @@
 """``make run``: the whole Download Center on this machine (see docs/local-stack.md).
 
-One process, several threads: a moto server standing in for AWS, the real
+One process, several threads (and with ``LOCAL_WORKER_MODE=processes`` a child
+process per build consumer): a moto server standing in for AWS, the real
 ``app.py`` behind ``chalice local`` (with Cognito tokens verified), and a
 poller feeding the build queue to ``app.build_worker`` as the Lambda event
 source mapping would. Before the API starts, moto gets something to export
@@ -11,7 +12,10 @@ it is up and disappears when it stops (Ctrl-C or SIGTERM; exit status 0).
 
 Environment: ``MOTO_PORT`` (5000), ``PORT`` (8000), ``STACK_FILE``
 (``.local/stack.json``), ``LOCAL_WORKERS`` (2: how many builds run side by
-side, like concurrent Lambda invocations), ``SWEEP_INTERVAL_SECONDS`` (10: how
+side, like concurrent Lambda invocations), ``LOCAL_WORKER_MODE`` (``threads``:
+the builds run in threads of this process; ``processes``: each consumer is a
+child process of its own, as each Lambda invocation has a sandbox, see
+``local/workerproc.py``), ``SWEEP_INTERVAL_SECONDS`` (10: how
 often the sweeper runs; every minute in the deployment). The app's settings
 are the caller's environment over ``.chalice/config.json`` (stage ``dev``), see
 :func:`app_environment`; the resource names and URLs come from provisioning.
@@ -106,6 +110,18 @@ def _positive_float(name: str, default: float) -> float:
     return value
 
 
+#: ``LOCAL_WORKER_MODE``'s values: where the ``LOCAL_WORKERS`` build consumers run
+WORKER_MODES = ("threads", "processes")
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` from the environment; anything else stops start-up, naming them."""
+    value = os.environ.get(name, default).strip().lower() or default
+    if value not in choices:
+        raise StartupError(f"{name}={os.environ[name]!r} is none of {', '.join(choices)}")
+    return value
+
+
 def check_port_free(port: int, variable: str) -> None:
     """Refuse early if something already listens on ``port`` (the server binds it later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -118,11 +134,14 @@ def check_port_free(port: int, variable: str) -> None:
             ) from exc
 
 
-def configure_logging() -> None:
-    """One console stream for the stack, the API, the poller and the worker's logs."""
+def configure_logging(fmt: str = FORMAT) -> None:
+    """One console stream for the stack, the API, the poller and the worker's logs.
+
+    ``fmt``: the stack's ``FORMAT``; a worker process (``local.workerproc``) adds its pid.
+    """
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format=FORMAT, datefmt=DATEFMT)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format=fmt, datefmt=DATEFMT)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -235,12 +254,14 @@ class LocalStack:
     project_dir: Path = PROJECT_DIR
     region: str = REGION
     workers: int = 2
+    worker_mode: str = "threads"
     sweep_interval: float = 10.0
     info: dict[str, Any] = field(default_factory=dict)
     _moto: Any = None
     _server: Any = None
     _server_thread: threading.Thread | None = None
     _poller: Any = None
+    _worker_processes: Any = None
     _event_pollers: list[Any] = field(default_factory=list)
     _schedule: Any = None
     _wrote_stack_file: bool = False
@@ -414,15 +435,20 @@ class LocalStack:
         # the countdown each build gets, as Lambda's timeout would give it: the function's
         # configured timeout unless WORKER_TIMEOUT_SECONDS says less (to see a time budget run out)
         timeout = _positive_int("WORKER_TIMEOUT_SECONDS", int(worker_config.lambda_timeout or 900))
+        function_name = f"{config.app_name}-{STAGE}-{WORKER_FUNCTION}"
+        memory_size = int(worker_config.lambda_memory_size or 128)
+        if self.worker_mode == "processes":
+            self._start_worker_processes(resources, function_name, timeout, memory_size, batch_size)
+            return
         self._poller = SqsPoller(
             sqs_client=boto3.client("sqs", endpoint_url=self.endpoint_url, region_name=self.region),
             handler=getattr(app_module, WORKER_FUNCTION),
             queue_url=resources["queue_url"],
             queue_arn=resources["queue_arn"],
             region=self.region,
-            function_name=f"{config.app_name}-{STAGE}-{WORKER_FUNCTION}",
+            function_name=function_name,
             timeout_seconds=timeout,
-            memory_size=int(worker_config.lambda_memory_size or 128),
+            memory_size=memory_size,
             batch_size=batch_size,
             workers=self.workers,
         )
@@ -431,6 +457,38 @@ class LocalStack:
             "poller: build queue -> app.%s, %d at a time (timeout %d s)",
             WORKER_FUNCTION,
             self.workers,
+            timeout,
+        )
+
+    def _start_worker_processes(
+        self, resources: dict[str, str], function_name: str, timeout: int, memory_size: int,
+        batch_size: int,
+    ) -> None:
+        """``LOCAL_WORKER_MODE=processes``: each consumer a child with this process's environment.
+
+        The environment is the app's as :meth:`_load_app` set it (moto's
+        endpoint, the resources' names, the settings), so the children's
+        ``app.py`` sees what the API's does.
+        """
+        from local.workerproc import WorkerProcesses, WorkerSpec, WorkerStartError
+
+        specs = [
+            WorkerSpec(index=n, queue_url=resources["queue_url"], queue_arn=resources["queue_arn"],
+                       region=self.region, function_name=function_name, handler=WORKER_FUNCTION,
+                       timeout_seconds=timeout, memory_size=memory_size, batch_size=batch_size,
+                       endpoint_url=self.endpoint_url)
+            for n in range(1, self.workers + 1)
+        ]
+        self._worker_processes = WorkerProcesses(specs, self.project_dir, os.environ)
+        try:
+            self._worker_processes.start()
+        except (OSError, WorkerStartError) as exc:
+            raise StartupError(f"LOCAL_WORKER_MODE=processes: {exc}") from exc
+        log.info(
+            "worker processes: build queue -> app.%s, %d at a time, one a process (pids %s; timeout %d s)",
+            WORKER_FUNCTION,
+            self.workers,
+            ", ".join(map(str, self._worker_processes.pids)),
             timeout,
         )
 
@@ -491,6 +549,10 @@ class LocalStack:
             if not self._poller.stop():
                 log.warning("builds still running; leaving them behind")
             self._poller = None
+        if self._worker_processes is not None:
+            if not self._worker_processes.stop():
+                log.warning("builds still running; their worker processes were killed")
+            self._worker_processes = None
         for poller in self._event_pollers:
             poller.stop(timeout=5)
         self._event_pollers.clear()
@@ -527,7 +589,9 @@ class LocalStack:
                 f"  tasks table   {info['table']}",
                 f"  files bucket  {info['bucket']}",
                 f"  build queue   {info['queue_url']}  -> app.{WORKER_FUNCTION}",
-                f"  builds        {self.workers} at a time (LOCAL_WORKERS)",
+                f"  builds        {self.workers} at a time (LOCAL_WORKERS), "
+                f"{'each in a process of its own' if self.worker_mode == 'processes' else 'in threads'}"
+                " (LOCAL_WORKER_MODE)",
                 f"  sweeper       every {self.sweep_interval:g} s (SWEEP_INTERVAL_SECONDS)",
                 f"  dead letters  {info['dlq_url']}",
                 f"  event bus     {info['event_bus']}",
@@ -585,6 +649,7 @@ def main() -> int:
             api_port=_port("PORT", 8000),
             stack_file=stack_file_path(),
             workers=_positive_int("LOCAL_WORKERS", 2),
+            worker_mode=_choice("LOCAL_WORKER_MODE", "threads", WORKER_MODES),
             sweep_interval=_positive_float("SWEEP_INTERVAL_SECONDS", 10.0),
         )
         stack.start()

@@ -101,11 +101,15 @@ def id_token(stack: RunningStack, username: str) -> str:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the process group this fixture created (start_new_session=True)."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    """SIGKILL the process group this fixture created (start_new_session=True).
+
+    Even when the stack itself has exited: its worker processes
+    (``LOCAL_WORKER_MODE=processes``) are in the group too. The group's id
+    stays reserved while any member lives, so this reaches no one else's.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -123,7 +127,8 @@ def start_stack(tmp: Path, **extra_env: str) -> Iterator[RunningStack]:
     }
     # the defaults, whatever the developer's shell (or another test module) sets: the
     # environment wins over .chalice/config.json for a local run
-    for name in ("LOCAL_WORKERS", "SWEEP_INTERVAL_SECONDS", "WORKER_TIMEOUT_SECONDS", *app_setting_names()):
+    for name in ("LOCAL_WORKERS", "LOCAL_WORKER_MODE", "SWEEP_INTERVAL_SECONDS", "WORKER_TIMEOUT_SECONDS",
+                 *app_setting_names()):
         env.pop(name, None)
     env.update(extra_env)
     with open(log_file, "wb") as log:

@@ -204,9 +204,10 @@ def test_a_short_build_overtakes_a_long_one(local_stack: RunningStack, alice: di
 
 @pytest.mark.parametrize("name,value", [("LOCAL_WORKERS", "0"), ("LOCAL_WORKERS", "two"),
                                         ("SWEEP_INTERVAL_SECONDS", "0"),
-                                        ("SWEEP_INTERVAL_SECONDS", "soon")])
+                                        ("SWEEP_INTERVAL_SECONDS", "soon"),
+                                        ("LOCAL_WORKER_MODE", "fork")])
 def test_bad_local_settings_stop_start_up(tmp_path: Any, name: str, value: str) -> None:
-    """A bad LOCAL_WORKERS or SWEEP_INTERVAL_SECONDS is refused at once, naming it, before anything starts."""
+    """A bad LOCAL_WORKERS, LOCAL_WORKER_MODE or SWEEP_INTERVAL_SECONDS is refused at once, naming it."""
     moto_port, api_port = free_ports(2)
     env = {
         **os.environ,
