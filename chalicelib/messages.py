@@ -16,6 +16,7 @@ from chalicelib.validation import CreateRequest, parse_create
 
 BUILD = "download.build"
 REQUEST = "download.request"
+SEGMENT = "download.segment"
 _MAX_FIELD = 256
 
 
@@ -28,6 +29,15 @@ class InvalidMessage(Exception):
 @dataclass(frozen=True)
 class BuildMessage:
     task_id: str
+
+
+@dataclass(frozen=True)
+class SegmentMessage:
+    """One segment of a planned task, under the lease of the build that planned it."""
+
+    task_id: str
+    lease: int
+    segment: int
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,8 @@ def _short_str(value: Any, name: str, required: bool) -> str | None:
 def _parse_request(req: Any) -> RequestMessage:
     if not isinstance(req, dict):
         raise InvalidMessage("request must be an object")
-    body = {k: req[k] for k in ("task_name", "kind", "format", "file_name", "params") if k in req}
+    body = {k: req[k] for k in ("task_name", "kind", "format", "file_name", "params", "parallelism",
+                                "output") if k in req}
     try:
         create = parse_create(body)
     except ValidationError as exc:
@@ -70,7 +81,14 @@ def _parse_request(req: Any) -> RequestMessage:
     )
 
 
-def parse(body: str) -> BuildMessage | RequestMessage:
+def _positive(data: dict[str, Any], name: str) -> int:
+    value = data.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidMessage(f"{name} must be a positive integer")
+    return value
+
+
+def parse(body: str) -> BuildMessage | SegmentMessage | RequestMessage:
     try:
         data = json.loads(body)
     except (ValueError, TypeError) as exc:
@@ -91,6 +109,11 @@ def parse(body: str) -> BuildMessage | RequestMessage:
         if not isinstance(task_id, str) or not task_id or len(task_id) > 64:
             raise InvalidMessage("task_id must be a non-empty string")
         return BuildMessage(task_id)
+    if kind == SEGMENT:
+        task_id = data.get("task_id")
+        if not isinstance(task_id, str) or not task_id or len(task_id) > 64:
+            raise InvalidMessage("task_id must be a non-empty string")
+        return SegmentMessage(task_id, _positive(data, "lease"), _positive(data, "segment"))
     if kind == REQUEST:
         return _parse_request(data.get("request"))
     raise InvalidMessage(f"unknown message type {kind!r}")

@@ -70,6 +70,13 @@ class ServiceUnavailable(ApiError):
     code = "unavailable"
 
 
+class MultipleFiles(ApiError):
+    """``/file`` of a parts task: there is no one file to redirect to."""
+
+    status = 409
+    code = "multiple_files"
+
+
 @dataclass(frozen=True)
 class Owner:
     sub: str
@@ -154,12 +161,20 @@ class Downloads:
     def resource(self, task: Task, at: datetime | None = None) -> dict[str, Any]:
         at = at or utcnow()
         url = url_expires = None
-        if task.effective_status(at) is Status.SUCCEEDED and task.object_key:
+        urls: dict[str, str] = {}
+        if task.effective_status(at) is Status.SUCCEEDED and task.files:
+            for f in [*task.files, task.manifest or {}]:
+                if f.get("key"):
+                    content_type = "application/json" if f is task.manifest else task.content_type
+                    urls[f["key"]], url_expires = storage.presign_get(
+                        self.settings.files_bucket, f["key"], f["name"], content_type,
+                        self.settings.url_ttl_seconds, at)
+        elif task.effective_status(at) is Status.SUCCEEDED and task.object_key:
             url, url_expires = storage.presign_get(
                 self.settings.files_bucket, task.object_key, task.file_name,
                 task.content_type, self.settings.url_ttl_seconds, at,
             )
-        return task.to_resource(at, url, url_expires)
+        return task.to_resource(at, url, url_expires, urls)
 
     def _visible(self, principal: Principal, task_id: str) -> Task:
         task = self.repo.get(task_id) if is_valid(task_id) else None
@@ -178,6 +193,10 @@ class Downloads:
             raise Expired("The file has expired; create the export again.")
         if status is not Status.SUCCEEDED or not task.object_key:
             raise InvalidState(f"The download is {status.value}; its file is not ready.")
+        if task.files:
+            raise MultipleFiles(
+                f"The download is {len(task.files)} files: each has its url in files "
+                f"(GET /downloads/{task.id}), and manifest.json lists them with their checksums.")
         return self.resource(task, at)["url"]
 
     def list(self, principal: Principal, q: ListQuery) -> dict[str, Any]:
@@ -244,6 +263,7 @@ class Downloads:
             kind=req.kind, format=req.format, params=req.params, status=Status.QUEUED,
             created_at=at, attempts=1, progress=dict(ZERO_PROGRESS),
             idempotency_key=idempotency_key, notify_email=owner.notify_email,
+            parallelism=req.parallelism, output=req.output,
         )
 
     def _too_many(self) -> TooManyActiveTasks:
@@ -398,8 +418,8 @@ class Downloads:
             if self.repo.get(task.id) is None:
                 return
             raise InvalidState("The download started meanwhile; cancel it first.")
-        if task.object_key:
-            storage.delete_object(self.settings.files_bucket, task.object_key)
+        if task.object_key or task.segmented:  # a segmented task's parts and segments too
+            storage.clear_task(self.settings.files_bucket, storage.task_prefix(task.tenant, task.id))
 
 
 def publish_terminal(settings: Settings, repo: TaskStore, task: Task) -> bool:

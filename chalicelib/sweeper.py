@@ -29,6 +29,7 @@ from chalicelib.adapters import storage
 from chalicelib.adapters.tasks_repo import TaskRepository, TaskStore
 from chalicelib.clock import now as utcnow
 from chalicelib.config import Settings
+from chalicelib.segments import SegStatus
 from chalicelib.services import Downloads, publish_terminal
 from chalicelib.task import ABANDON, BUILDING, FAIL_QUEUED, LOSE, REQUEUE, TERMINAL, Status, Task, TaskError
 
@@ -109,8 +110,12 @@ class Sweeper:
             return "nothing"
         log.warning("task %s: build %d stopped beating at %s: %s", task.id, task.lease,
                     task.heartbeat_at.isoformat() if task.heartbeat_at else "?", action)
-        # no build holds the task now: whatever its dead builds left is garbage
-        storage.clear_task(self.settings.files_bucket, storage.task_prefix(task.tenant, task.id))
+        # no build holds the task now: whatever its dead builds left is garbage, but the
+        # segments that succeeded (the next plan keeps them; a canceled task keeps nothing)
+        kept = [s.key for s in task.segments if s.key and s.status is SegStatus.SUCCEEDED] \
+            if done.status is not Status.CANCELED else []
+        storage.clear_task(self.settings.files_bucket, storage.task_prefix(task.tenant, task.id),
+                           keep=kept)
         if done.status is Status.QUEUED:
             self.downloads.send_build(done)
         else:

@@ -16,6 +16,8 @@ from enum import StrEnum
 from typing import Any
 
 from chalicelib.clock import iso
+from chalicelib.segments import AUTO, PARTS, SINGLE, Segment
+from chalicelib.segments import progress as segment_progress
 
 
 class Status(StrEnum):
@@ -189,6 +191,33 @@ class Task:
     due_at: datetime | None = None
     #: where "your export is ready" mail goes (the owner's verified address); None: no mail
     notify_email: str | None = None
+    #: segments asked for at create: a number, or "auto" (``chalicelib.segments``)
+    parallelism: int | str = AUTO
+    #: "single" (one object) or "parts" (one file per segment and a manifest)
+    output: str = SINGLE
+    #: the plan of a segmented build (empty: one worker builds the whole file)
+    segments: tuple[Segment, ...] = ()
+    #: the lease of the build that made the plan: every segment write names it
+    plan_lease: int = 0
+    #: segments succeeded under the plan; the write that makes it ``len(segments)`` finalizes
+    segments_done: int = 0
+    #: what the segments share (e.g. the columns), decided once by the plan
+    plan_shared: dict[str, Any] = field(default_factory=dict)
+    #: rows the plan expects, when known (for ``percent``)
+    plan_rows: int | None = None
+    #: a parts task's files: ``[{"name", "key", "size", "rows", "md5", "sha256"}]``
+    files: list[dict[str, Any]] = field(default_factory=list)
+    #: a parts task's manifest: ``{"name", "key", "size", "md5", "sha256"}``
+    manifest: dict[str, Any] | None = None
+
+    @property
+    def segmented(self) -> bool:
+        """Whether a plan of segments builds this task (rather than one worker)."""
+        return bool(self.segments)
+
+    @property
+    def is_parts(self) -> bool:
+        return self.output == PARTS
 
     def effective_status(self, now: datetime) -> Status:
         if self.status is Status.SUCCEEDED and self.expires_at and self.expires_at <= now:
@@ -203,12 +232,30 @@ class Task:
         return self.status in BUILDING and (
             self.heartbeat_at is None or self.heartbeat_at < now - stale_after)
 
+    def current_progress(self) -> dict[str, Any]:
+        """Stored progress; while segments build, theirs added up."""
+        if self.segmented and self.status in ACTIVE:
+            return segment_progress(self.segments, self.plan_rows, final=False)
+        return self.progress
+
     def to_resource(
-        self, now: datetime, url: str | None = None, url_expires_at: datetime | None = None
+        self, now: datetime, url: str | None = None, url_expires_at: datetime | None = None,
+        urls: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """The contract's task resource; the URL only while the file is there."""
+        """The contract's task resource; URLs only while the files are there.
+
+        ``urls`` are a parts task's presigned URLs by object key.
+        """
         status = self.effective_status(now)
         downloadable = status is Status.SUCCEEDED
+        urls = urls if downloadable and urls else {}
+        files = manifest = None
+        if self.files:
+            files = [{"name": f["name"], "size": f["size"], "rows": f["rows"], "md5": f["md5"],
+                      "sha256": f["sha256"], "url": urls.get(f["key"])} for f in self.files]
+        if self.manifest:
+            manifest = {k: self.manifest[k] for k in ("name", "size", "md5", "sha256")}
+            manifest["url"] = urls.get(self.manifest["key"])
         return {
             "id": self.id,
             "task_name": self.task_name,
@@ -217,13 +264,17 @@ class Task:
             "format": self.format,
             "params": self.params,
             "status": status.value,
-            "progress": self.progress,
+            "progress": self.current_progress(),
             "size": self.size,
             "md5": self.md5,
             "sha256": self.sha256,
             "content_type": self.content_type,
             "url": url if downloadable else None,
-            "url_expires_at": iso(url_expires_at) if downloadable and url else None,
+            "url_expires_at": iso(url_expires_at) if downloadable and (url or urls) else None,
+            "parallelism": self.parallelism,
+            "output": self.output,
+            "files": files,
+            "manifest": manifest,
             "error": self.error.to_dict() if self.error else None,
             "warnings": list(self.warnings),
             "notify": {"email": self.notify_email is not None},
@@ -279,11 +330,11 @@ class TaskFilter:
 EFFECT_FIELDS = frozenset({
     "lease", "claims", "attempts", "progress", "started_at", "finished_at", "expires_at",
     "heartbeat_at", "queued_at", "due_at", "ttl", "error", "size", "md5", "sha256",
-    "content_type", "object_key", "warnings",
+    "content_type", "object_key", "warnings", "files", "manifest",
 })
 #: What a build or an earlier attempt left on the task, cleared when it is queued again.
 _RESULT_FIELDS = ("error", "started_at", "finished_at", "expires_at", "size", "md5", "sha256",
-                  "content_type", "object_key", "ttl", "heartbeat_at", "warnings")
+                  "content_type", "object_key", "ttl", "heartbeat_at", "warnings", "files", "manifest")
 
 
 def due_after(status: Status, now: datetime, life: Lifetimes) -> datetime:

@@ -19,6 +19,7 @@ from chalicelib import schema_issues
 from chalicelib.clock import parse_iso
 from chalicelib.errors import ApiError, ValidationError
 from chalicelib.exporters import Exporter, get_exporter
+from chalicelib.segments import AUTO, MAX_SEGMENTS, OUTPUTS, PARTS, SINGLE
 from chalicelib.task import Status
 
 MAX_NAME = 200
@@ -41,6 +42,9 @@ class CreateRequest:
     params: dict[str, Any]
     #: ``notify.email`` as the body says it; None: the deployment's default
     notify_email: bool | None = None
+    #: segments asked for: 1..MAX_SEGMENTS, or "auto"
+    parallelism: int | str = AUTO
+    output: str = SINGLE
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,8 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
     the params fit the schema.
     """
     details: list[dict[str, str]] = []
-    unknown = sorted(set(body) - {"task_name", "kind", "format", "file_name", "params", "notify"})
+    unknown = sorted(set(body) - {"task_name", "kind", "format", "file_name", "params", "notify",
+                                  "parallelism", "output"})
     for key in unknown:
         details.append(_detail(key, "is not a known field"))
     task_name = None
@@ -186,6 +191,7 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
     if params is None:
         params = {}
     notify_email = _check_notify(body.get("notify"), details)
+    parallelism, output = _check_split_fields(body, details)
     code = "validation_error" if details else None
     exporter = get_exporter(kind) if isinstance(kind, str) else None
     if isinstance(kind, str) and exporter is None:
@@ -213,10 +219,46 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
     if problems:
         details.extend(problems)
         code = code or "validation_error"
+    if fmt in exporter.formats:
+        split = split_problems(exporter, fmt, parallelism, output)
+        details.extend(split)
+        code = code or ("validation_error" if split else None)
     if code:
         raise ValidationError.of(details, code)
     return CreateRequest(task_name=task_name, kind=kind, format=fmt,  # type: ignore[arg-type]
-                         file_name=file_name, params=params, notify_email=notify_email)
+                         file_name=file_name, params=params, notify_email=notify_email,
+                         parallelism=parallelism, output=output)
+
+
+def _check_split_fields(body: dict[str, Any], details: list[dict[str, str]]) -> tuple[int | str, str]:
+    """``parallelism`` (1..MAX_SEGMENTS or "auto", the default) and ``output`` ("single", the default)."""
+    parallelism = body.get("parallelism", AUTO)
+    if parallelism is None:
+        parallelism = AUTO
+    if parallelism != AUTO and (isinstance(parallelism, bool) or not isinstance(parallelism, int)
+                                or not 1 <= parallelism <= MAX_SEGMENTS):
+        details.append(_detail("parallelism", f'must be "auto" or an integer from 1 to {MAX_SEGMENTS}'))
+        parallelism = AUTO
+    output = body.get("output", SINGLE)
+    if output is None:
+        output = SINGLE
+    if output not in OUTPUTS:
+        details.append(_detail("output", f"must be {schema_issues.choices(OUTPUTS)}"))
+        output = SINGLE
+    return parallelism, output
+
+
+def split_problems(exporter: Exporter, fmt: str, parallelism: int | str, output: str
+                   ) -> list[dict[str, str]]:
+    """What a kind cannot do of the segments and the output asked for, as details."""
+    outputs = exporter.outputs(fmt)
+    if output == PARTS and PARTS not in outputs:
+        return [_detail("output", f'cannot be "parts": kind {exporter.kind} is built by one worker')]
+    if isinstance(parallelism, int) and parallelism > 1 and output not in outputs:
+        why = (f"kind {exporter.kind} is built by one worker" if not outputs else
+               f'a {fmt} file cannot be composed from segments; ask for "output": "parts"')
+        return [_detail("parallelism", f"must be 1 or \"auto\": {why}")]
+    return []
 
 
 def _check_notify(notify: Any, details: list[dict[str, str]]) -> bool | None:

@@ -20,9 +20,9 @@ from chalicelib.adapters.tasks_repo import TaskRepository, TaskStore
 from chalicelib.clock import now as utcnow
 from chalicelib.config import Settings
 from chalicelib.errors import ExportError
-from chalicelib.exporters import BuildContext, get_exporter
+from chalicelib.exporters import BuildContext, Exporter, get_exporter
 from chalicelib.heartbeat import Canceled, Heartbeat, LeaseLost, OutOfTime
-from chalicelib.messages import InvalidMessage, RequestMessage, parse
+from chalicelib.messages import InvalidMessage, RequestMessage, SegmentMessage, parse
 from chalicelib.services import Downloads, Owner, publish_terminal
 from chalicelib.task import ACKNOWLEDGE_CANCEL, CLAIM, FAIL, SUCCEED, Status, Task, TaskError
 
@@ -42,6 +42,9 @@ class Worker:
         self.settings = settings
         self.repo = repo or TaskRepository(settings.lifetimes())
         self.downloads = Downloads(settings, self.repo)
+        from chalicelib.segmented import Segmented
+
+        self.segmented = Segmented(self)
 
     # -- batch -----------------------------------------------------------------
     def handle_batch(
@@ -62,6 +65,9 @@ class Worker:
         message_id = str(record.get("messageId", "?"))
         try:
             message = parse(record.get("body", ""))
+            if isinstance(message, SegmentMessage):
+                self.segmented.build_segment(message, remaining_ms)
+                return
             if isinstance(message, RequestMessage):
                 task_id = self.create_requested(message, message_id).id
             else:
@@ -119,10 +125,16 @@ class Worker:
             metrics.build_ended(done, time.monotonic() - started)
             return done
 
+    @staticmethod
+    def exporter_of(task: Task) -> Exporter | None:
+        return get_exporter(task.kind)
+
     def _build(self, task: Task, remaining_ms: RemainingMs) -> Task | None:
-        exporter = get_exporter(task.kind)
+        exporter = self.exporter_of(task)
         if exporter is None:
             return self._fail(task, "unknown_kind", f"Kind {task.kind!r} is no longer offered.")
+        if self.segmented.wants(task, exporter, remaining_ms):
+            return self.segmented.coordinate(task, exporter, remaining_ms)
         key = storage.object_key(task.tenant, task.id, task.lease, task.file_name)
         ctx = BuildContext(self.settings)
         upload: storage.StreamingUpload | None = None
@@ -215,9 +227,14 @@ class Worker:
             publish_terminal(self.settings, self.repo, done)
         return done
 
-    def _acknowledge_cancel(self, task: Task) -> Task | None:
+    def _acknowledge_cancel(self, task: Task, clear: bool = False) -> Task | None:
+        """The build saw the cancel: the task is canceled. ``clear``: and every object and upload
+        of the task goes (a segmented build's other segments stop at their next beat)."""
         done = self.repo.apply(ACKNOWLEDGE_CANCEL, task, utcnow())
         if done:
             log.info("task %s canceled while running", task.id)
+            if clear:
+                storage.clear_task(self.settings.files_bucket,
+                                   storage.task_prefix(task.tenant, task.id))
             publish_terminal(self.settings, self.repo, done)
         return done

@@ -32,6 +32,7 @@ from chalicelib.adapters.tasks_repo import (
     Page,
     QuotaExceeded,
 )
+from chalicelib.segments import SEG_CLAIM, SEG_FAIL, SEG_RETRY, SEG_SUCCEED, Plan, Segment, SegMove, SegStatus
 from chalicelib.task import (
     ACTIVE,
     BUILDING,
@@ -207,6 +208,87 @@ class MemoryTaskRepository:
             if task.status in ACTIVE:
                 self._active[task.owner] = self._active.get(task.owner, 0) - 1
             return True
+
+    # -- segments (as TaskRepository's conditional writes) ---------------------
+    def save_plan(self, task: Task, plan: Plan, now: datetime) -> Task | None:
+        with self._lock:
+            stored = self._tasks.get(task.id)
+            if stored is None or stored.status is not Status.RUNNING or stored.lease != task.lease:
+                return None
+            self._store(replace(
+                stored, segments=plan.segments, plan_lease=task.lease, plan_shared=plan.shared,
+                plan_rows=plan.total_rows, heartbeat_at=now,
+                segments_done=sum(1 for s in plan.segments if s.status is SegStatus.SUCCEEDED),
+                due_at=due_after(Status.RUNNING, now, self.lifetimes)))
+            return self._stored(task.id)
+
+    def _admits(self, move: SegMove | None, task: Task, seg: Segment | None, number: int,
+                now: datetime) -> tuple[Task, Segment] | None:
+        """``TaskRepository._seg_condition``, evaluated: the stored task and segment, or None."""
+        stored = self._tasks.get(task.id)
+        statuses = BUILDING if move is None else {Status.RUNNING}
+        if (stored is None or stored.status not in statuses or stored.lease != task.plan_lease
+                or stored.plan_lease != task.plan_lease):
+            return None
+        current = next((s for s in stored.segments if s.number == number), None)
+        if current is None:
+            return None
+        if move is SEG_CLAIM:
+            ok = current.status is SegStatus.QUEUED or (
+                current.status is SegStatus.RUNNING and current.heartbeat_at is not None
+                and current.heartbeat_at < int(now.timestamp() - self.lifetimes.stale_after.total_seconds()))
+        else:
+            ok = current.status is SegStatus.RUNNING and seg is not None and current.lease == seg.lease
+        return (stored, current) if ok else None
+
+    def _put_segment(self, stored: Task, seg: Segment, **task_changes: Any) -> Task:
+        segments = tuple(seg if s.number == seg.number else s for s in stored.segments)
+        self._store(replace(stored, segments=segments, **task_changes))
+        return self._stored(stored.id)  # type: ignore[return-value]
+
+    def claim_segment(self, task: Task, number: int, now: datetime) -> Segment | None:
+        with self._lock:
+            found = self._admits(SEG_CLAIM, task, None, number, now)
+            if found is None:
+                return None
+            stored, current = found
+            seg = replace(current, status=SegStatus.RUNNING, lease=current.lease + 1,
+                          claims=current.claims + 1, heartbeat_at=int(now.timestamp()), rows=0, bytes=0)
+            self._put_segment(stored, seg, heartbeat_at=now)
+            return copy.deepcopy(seg)
+
+    def beat_segment(self, task: Task, seg: Segment, rows: int, size: int, now: datetime
+                     ) -> Status | None:
+        with self._lock:
+            found = self._admits(None, task, seg, seg.number, now)
+            if found is None:
+                return None
+            stored, current = found
+            self._put_segment(stored, replace(current, rows=rows, bytes=size,
+                                              heartbeat_at=int(now.timestamp())), heartbeat_at=now)
+            return stored.status
+
+    def finish_segment(self, task: Task, seg: Segment, now: datetime, **result: Any) -> Task | None:
+        with self._lock:
+            found = self._admits(SEG_SUCCEED, task, seg, seg.number, now)
+            if found is None:
+                return None
+            stored, current = found
+            done = replace(current, status=SegStatus.SUCCEEDED, heartbeat_at=int(now.timestamp()),
+                           **result)
+            return self._put_segment(stored, done, heartbeat_at=now,
+                                     segments_done=stored.segments_done + 1)
+
+    def fail_segment(self, task: Task, seg: Segment, error: TaskError, retry: bool, now: datetime
+                     ) -> Task | None:
+        move = SEG_RETRY if retry else SEG_FAIL
+        with self._lock:
+            found = self._admits(move, task, seg, seg.number, now)
+            if found is None:
+                return None
+            stored, current = found
+            return self._put_segment(stored, replace(current, status=move.target, tries=current.tries + 1,
+                                                     error=error.to_dict(), rows=0, bytes=0))
 
     # -- listing -------------------------------------------------------------
     @staticmethod

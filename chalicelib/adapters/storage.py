@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from chalicelib.adapters.aws import client
 from chalicelib.errors import ExportError
+from chalicelib.segments import MAX_PART, MIN_PART, compose_parts
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 #: S3's cap on parts per upload: with the part size it bounds the file size.
@@ -237,18 +239,113 @@ def keys_under(bucket: str, prefix: str) -> Iterator[str]:
         kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
 
-def clear_task(bucket: str, prefix: str, keep: str | None = None) -> int:
-    """Abort the uploads and delete the objects under a task's prefix, but ``keep``.
+def clear_task(bucket: str, prefix: str, keep: str | Collection[str] | None = None) -> int:
+    """Abort the uploads and delete the objects under a task's prefix, but those in ``keep``.
 
     For a task no build may still finish: what is left there belongs to builds
     that died or were superseded. Returns how many things it removed.
     """
+    kept = {keep} if isinstance(keep, str) else set(keep or ())
     removed = 0
     for key, upload_id in list(open_uploads(bucket, prefix)):
         abort_upload(bucket, key, upload_id)
         removed += 1
     for key in list(keys_under(bucket, prefix)):
-        if key != keep:
+        if key not in kept:
             delete_object(bucket, key)
             removed += 1
     return removed
+
+
+def head_size(bucket: str, key: str) -> int | None:
+    """The object's size, or None when it is not there."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return int(client("s3").head_object(Bucket=bucket, Key=key)["ContentLength"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def put_small(bucket: str, key: str, body: bytes, content_type: str, disposition: str
+              ) -> tuple[str, str]:
+    """Store a small object whole; its md5 and sha256."""
+    client("s3").put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
+                            ContentDisposition=disposition)
+    return (hashlib.md5(body, usedforsecurity=False).hexdigest(), hashlib.sha256(body).hexdigest())
+
+
+def _read_range(s3: Any, bucket: str, key: str, start: int, length: int) -> bytes:
+    body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")["Body"]
+    return body.read()
+
+
+def compose(
+    bucket: str, key: str, sources: Sequence[str], sizes: Sequence[int], content_type: str,
+    disposition: str, check: Callable[[], None], min_part: int = MIN_PART, max_part: int = MAX_PART,
+) -> None:
+    """Store at ``key`` the concatenation of ``sources``, in order, as one multipart upload.
+
+    Large ranges are copied on S3's side (UploadPartCopy): their bytes never
+    pass through the worker. Sources under S3's 5 MiB part minimum are read
+    and uploaded together with their neighbours' bytes (``compose_parts``).
+    ``check`` is called between parts (a cancel, a lost lease, the time
+    budget); on any error the upload is aborted, leaving nothing.
+    """
+    s3 = client("s3")
+    plan = compose_parts(sizes, min_part, max_part)
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type,
+                                           ContentDisposition=disposition)["UploadId"]
+    try:
+        done: list[dict[str, Any]] = []
+        for number, part in enumerate(plan, 1):
+            check()
+            if part.copied:
+                piece = part.pieces[0]
+                source_range = f"bytes={piece.start}-{piece.start + piece.length - 1}"
+                result = s3.upload_part_copy(
+                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                    CopySource={"Bucket": bucket, "Key": sources[piece.source]},
+                    CopySourceRange=source_range)["CopyPartResult"]
+                etag = result["ETag"]
+            else:
+                body = b"".join(_read_range(s3, bucket, sources[p.source], p.start, p.length)
+                                for p in part.pieces if p.length)
+                etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                      Body=body)["ETag"]
+            done.append({"ETag": etag, "PartNumber": number})
+        check()
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                     MultipartUpload={"Parts": done})
+    except BaseException:
+        with suppress(Exception):  # what is left, the sweeper aborts
+            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        raise
+
+
+def digest(bucket: str, keys: Sequence[str], check: Callable[[], None],
+           chunk: int = 8 * 1024 * 1024) -> tuple[int, str, str]:
+    """Size, md5 and sha256 of the objects' bytes one after the other, read once.
+
+    md5 and sha256 cannot be combined from the pieces' own: the one object's
+    checksums take a pass over its bytes. The two hashes run on threads of
+    their own (hashlib releases the GIL), beside the next read.
+    """
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    size = 0
+    s3 = client("s3")
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="digest") as pool:
+        pending: list[Future[None]] = []
+        for key in keys:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+            for data in body.iter_chunks(chunk):
+                check()
+                for future in pending:
+                    future.result()
+                size += len(data)
+                pending = [pool.submit(md5.update, data), pool.submit(sha.update, data)]
+        for future in pending:
+            future.result()
+    return size, md5.hexdigest(), sha.hexdigest()

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from pynamodb.attributes import (
     JSONAttribute,
+    MapAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -34,6 +35,17 @@ from pynamodb.models import Model
 
 from chalicelib.adapters.aws import region_name
 from chalicelib.config import DEFAULT_TABLE
+from chalicelib.segments import (
+    SEG_CLAIM,
+    SEG_FAIL,
+    SEG_RETRY,
+    SEG_SUCCEED,
+    Plan,
+    Segment,
+    SegMove,
+    SegStatus,
+    seg_key,
+)
 from chalicelib.task import (
     ACTIVE,
     BUILDING,
@@ -144,6 +156,18 @@ class TaskModel(Model):
     notify_email = UnicodeAttribute(null=True)
     #: the notifications sent, ``<attempt>:<status>`` each, so that a repeated event mails no one twice
     notified = UnicodeSetAttribute(null=True)
+    #: "auto" or the number of segments asked for
+    parallelism = UnicodeAttribute(null=True)
+    output = UnicodeAttribute(null=True)
+    #: the plan of a segmented build: segment key -> ``Segment.to_item()``, a map so that one
+    #: conditional write can check and change one segment with the task's status and lease
+    segs = MapAttribute(null=True)  # type: ignore[var-annotated]
+    seg_done = NumberAttribute(null=True)
+    plan_lease = NumberAttribute(null=True)
+    #: ``{"shared": ..., "rows": ...}`` of the plan
+    plan = JSONAttribute(null=True)
+    files = JSONAttribute(null=True)
+    manifest = JSONAttribute(null=True)
     ttl = TTLAttribute(null=True)
 
     by_owner = ByOwner()
@@ -197,8 +221,20 @@ def _epoch(at: datetime | None) -> int | None:
     return None if at is None else int(at.timestamp())
 
 
+def _parallelism(value: str | None) -> int | str:
+    return int(value) if value and value.isdigit() else (value or "auto")
+
+
+def _segments(raw: Any) -> tuple[Segment, ...]:
+    if not raw:
+        return ()
+    items = raw.as_dict() if isinstance(raw, MapAttribute) else dict(raw)
+    return tuple(sorted((Segment.from_item(v) for v in items.values()), key=lambda s: s.number))
+
+
 def to_task(m: TaskModel) -> Task:
     err = m.error
+    plan = m.plan or {}
     return Task(
         id=m.id, owner=m.owner, owner_name=m.owner_name, tenant=m.tenant,
         task_name=m.task_name, file_name=m.file_name, kind=m.kind, format=m.format,
@@ -212,7 +248,10 @@ def to_task(m: TaskModel) -> Task:
         idempotency_key=m.idempotency_key, lease=int(m.lease or 0), claims=int(m.claims or 0),
         heartbeat_at=m.heartbeat_at, queued_at=m.queued_at,
         due_at=datetime.fromtimestamp(m.due_at, UTC) if m.due_at is not None else None,
-        notify_email=m.notify_email,
+        notify_email=m.notify_email, parallelism=_parallelism(m.parallelism),
+        output=m.output or "single", segments=_segments(m.segs), plan_lease=int(m.plan_lease or 0),
+        segments_done=int(m.seg_done or 0), plan_shared=dict(plan.get("shared") or {}),
+        plan_rows=plan.get("rows"), files=list(m.files or []), manifest=m.manifest,
     )
 
 
@@ -225,6 +264,7 @@ def to_model(t: Task) -> TaskModel:
         progress=t.progress or None, created_at=t.created_at, queued_at=t.queued_at,
         sweep=SWEEP_PARTITION if t.due_at else None, due_at=_epoch(t.due_at),
         idempotency_key=t.idempotency_key, notify_email=t.notify_email,
+        parallelism=str(t.parallelism), output=t.output,
     )
 
 
@@ -297,6 +337,18 @@ class TaskStore(Protocol):
     def release_notification(self, task_id: str, key: str) -> None: ...
 
     def delete(self, task: Task) -> bool: ...
+
+    def save_plan(self, task: Task, plan: Plan, now: datetime) -> Task | None: ...
+
+    def claim_segment(self, task: Task, number: int, now: datetime) -> Segment | None: ...
+
+    def beat_segment(self, task: Task, seg: Segment, rows: int, size: int, now: datetime
+                     ) -> Status | None: ...
+
+    def finish_segment(self, task: Task, seg: Segment, now: datetime, **result: Any) -> Task | None: ...
+
+    def fail_segment(self, task: Task, seg: Segment, error: TaskError, retry: bool, now: datetime
+                     ) -> Task | None: ...
 
     def query(
         self, index: str, partition: str, *, id_low: str | None, id_high: str | None,
@@ -607,6 +659,113 @@ class TaskRepository:
                 return False
             raise
         return True
+
+    # -- segments ------------------------------------------------------------
+    def save_plan(self, task: Task, plan: Plan, now: datetime) -> Task | None:
+        """Record a plan under the build's lease (``task.lease``); None if the build lost the task.
+
+        Succeeded segments of an earlier plan come in as they are, so the
+        counter starts at them: a retry rebuilds only the others.
+        """
+        done = sum(1 for seg in plan.segments if seg.status is SegStatus.SUCCEEDED)
+        model = TaskModel(task.id)
+        try:
+            model.update(
+                actions=[TaskModel.segs.set({seg_key(s.number): s.to_item() for s in plan.segments}),
+                         TaskModel.seg_done.set(done), TaskModel.plan_lease.set(task.lease),
+                         TaskModel.plan.set({"shared": plan.shared, "rows": plan.total_rows}),
+                         *_actions({"heartbeat_at": now,
+                                    "due_at": due_after(Status.RUNNING, now, self.lifetimes)})],
+                condition=(TaskModel.status == Status.RUNNING.value) & (TaskModel.lease == task.lease))
+        except UpdateError as exc:
+            if _failed_condition(exc):
+                return None
+            raise
+        return to_task(model)
+
+    def _seg_condition(self, move: SegMove | None, task: Task, seg: Segment | None, number: int,
+                       now: datetime) -> Any:
+        """The task still under the plan's lease, and the segment in ``move``'s sources.
+
+        ``move`` None is a heartbeat: the task building (a cancel shows in the
+        answer), the segment running under ``seg``'s lease. A claim may take a
+        running segment only once its heartbeat is stale (its worker died);
+        the other moves need the claimer's own lease.
+        """
+        path = TaskModel.segs[seg_key(number)]
+        statuses = BUILDING if move is None else {Status.RUNNING}
+        condition = (TaskModel.status.is_in(*(s.value for s in statuses))
+                     & (TaskModel.lease == task.plan_lease) & (TaskModel.plan_lease == task.plan_lease))
+        if move is SEG_CLAIM:
+            stale_before = int(now.timestamp() - self.lifetimes.stale_after.total_seconds())
+            return condition & ((path["st"] == SegStatus.QUEUED.value)
+                                | ((path["st"] == SegStatus.RUNNING.value) & (path["hb"] < stale_before)))
+        assert seg is not None
+        return condition & (path["st"] == SegStatus.RUNNING.value) & (path["ls"] == seg.lease)
+
+    def _seg_update(self, task: Task, number: int, actions: list[Any], condition: Any) -> TaskModel | None:
+        model = TaskModel(task.id)
+        try:
+            model.update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if _failed_condition(exc):
+                return None
+            raise
+        return model
+
+    def claim_segment(self, task: Task, number: int, now: datetime) -> Segment | None:
+        """Take segment ``number`` of the plan; None if it is not to be built by us.
+
+        A second delivery of its message finds it running (or done) and gets
+        None: one build per segment. A segment whose worker stopped beating is
+        taken over, so a crashed segment is rebuilt alone.
+        """
+        path = TaskModel.segs[seg_key(number)]
+        epoch = int(now.timestamp())
+        actions = [path["st"].set(SegStatus.RUNNING.value), path["ls"].set(path["ls"] + 1),
+                   path["cl"].set(path["cl"] + 1), path["hb"].set(epoch), path["rows"].set(0),
+                   path["bytes"].set(0), *_actions({"heartbeat_at": now})]
+        model = self._seg_update(task, number, actions,
+                                 self._seg_condition(SEG_CLAIM, task, None, number, now))
+        if model is None:
+            return None
+        return next(s for s in to_task(model).segments if s.number == number)
+
+    def beat_segment(self, task: Task, seg: Segment, rows: int, size: int, now: datetime
+                     ) -> Status | None:
+        """A segment's heartbeat: its progress, and the task's status (None: stop, it is not ours)."""
+        path = TaskModel.segs[seg_key(seg.number)]
+        actions = [path["rows"].set(rows), path["bytes"].set(size),
+                   path["hb"].set(int(now.timestamp())), *_actions({"heartbeat_at": now})]
+        model = self._seg_update(task, seg.number, actions,
+                                 self._seg_condition(None, task, seg, seg.number, now))
+        return None if model is None else Status(model.status)
+
+    def finish_segment(self, task: Task, seg: Segment, now: datetime, **result: Any) -> Task | None:
+        """Record a stored segment and count it, in one write; the task as it is afterwards.
+
+        The caller whose write brings ``segments_done`` to the number of
+        segments is the one finalizer: the condition lets each segment be
+        counted once.
+        """
+        path = TaskModel.segs[seg_key(seg.number)]
+        actions = [path["st"].set(SegStatus.SUCCEEDED.value), TaskModel.seg_done.add(1),
+                   path["hb"].set(int(now.timestamp())), *_actions({"heartbeat_at": now})]
+        actions += [path[name].set(value) for name, value in result.items()]
+        model = self._seg_update(task, seg.number, actions,
+                                 self._seg_condition(SEG_SUCCEED, task, seg, seg.number, now))
+        return None if model is None else to_task(model)
+
+    def fail_segment(self, task: Task, seg: Segment, error: TaskError, retry: bool, now: datetime
+                     ) -> Task | None:
+        """A segment's build failed: back in the queue for another try, or failed for good."""
+        move = SEG_RETRY if retry else SEG_FAIL
+        path = TaskModel.segs[seg_key(seg.number)]
+        actions = [path["st"].set(move.target.value), path["tr"].set(path["tr"] + 1),
+                   path["err"].set(error.to_dict()), path["rows"].set(0), path["bytes"].set(0)]
+        model = self._seg_update(task, seg.number, actions,
+                                 self._seg_condition(move, task, seg, seg.number, now))
+        return None if model is None else to_task(model)
 
     # -- listing -------------------------------------------------------------
     def query(

@@ -17,6 +17,7 @@ from chalicelib.errors import ValidationError
 from chalicelib.formats.base import FORMATS, Format, Row
 from chalicelib.formats.compression import GZIP_CONTENT_TYPE, GZIP_EXTENSION, gzip_chunks
 from chalicelib.formats.options import GZIP, compression, misfits, with_options, write_options
+from chalicelib.segments import MAX_SEGMENTS, PARTS, SINGLE, Plan, Segment
 
 
 def _go_on() -> None:
@@ -68,6 +69,10 @@ class Exporter(ABC):
     #: the param that names what the kind reads (a table, a bucket, a log group), if any:
     #: the access policy decides who may read which
     source_param: str | None = None
+    #: how the kind splits its work across workers ("row ranges"...); None: one worker builds it
+    split_by: str | None = None
+    #: formats whose segments, concatenated, are the file one worker would build
+    concatenable: frozenset[str] = frozenset()
 
     def deployment_sources(self, settings: Settings) -> tuple[str, ...]:
         """Every source this deployment may read for the kind (its allow-list)."""
@@ -89,7 +94,38 @@ class Exporter(ABC):
             "title": self.title,
             "formats": list(self.formats),
             "params_schema": self.params_schema,
+            "split": self.describe_split(),
         }
+
+    # -- segmented builds ------------------------------------------------------
+    def outputs(self, fmt: str) -> tuple[str, ...]:
+        """The outputs a segmented build of ``fmt`` may have: none if the kind cannot split."""
+        if self.split_by is None:
+            return ()
+        return (SINGLE, PARTS) if fmt in self.concatenable else (PARTS,)
+
+    def describe_split(self) -> dict[str, Any] | None:
+        """``GET /kinds``' word on splitting: how, and into which outputs per format."""
+        if self.split_by is None:
+            return None
+        return {"by": self.split_by, "outputs": {f: list(self.outputs(f)) for f in self.formats},
+                "max_segments": MAX_SEGMENTS}
+
+    def estimate_seconds(self, params: dict[str, Any], fmt: str, settings: Settings) -> float | None:
+        """Roughly how long one worker would take (what ``parallelism: "auto"`` divides); None: unknown."""
+        return None
+
+    def plan(self, params: dict[str, Any], fmt: str, settings: Settings, count: int) -> Plan:
+        """At most ``count`` segments covering the export, in the file's order."""
+        raise NotImplementedError(f"{self.kind} cannot split")
+
+    def stream_segment(
+        self, params: dict[str, Any], fmt: str, ctx: BuildContext, shared: dict[str, Any],
+        segment: Segment, whole_file: bool,
+    ) -> Iterator[bytes]:
+        """Yield one segment's bytes; ``whole_file``: a file of its own (a part), else a piece of
+        the composed file (a csv header only in the first)."""
+        raise NotImplementedError(f"{self.kind} cannot split")
 
     def format_for(self, name: str) -> Format:
         return FORMATS[name]
@@ -134,6 +170,7 @@ class RowExporter(Exporter):
 
     formats = ("csv", "jsonl", "xlsx")
     params_schema = with_options({"type": "object"})
+    concatenable = frozenset({"csv", "jsonl"})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -160,16 +197,30 @@ class RowExporter(Exporter):
         columns, rows = self.open(params, ctx)
         yield from self.write(columns, rows, params, fmt, ctx)
 
+    def open_segment(
+        self, params: dict[str, Any], ctx: BuildContext, shared: dict[str, Any], segment: Segment,
+    ) -> tuple[Sequence[str], Iterator[Row]]:
+        """The columns (the plan's, the same in every segment) and the segment's rows."""
+        raise NotImplementedError(f"{self.kind} cannot split")
+
+    def stream_segment(
+        self, params: dict[str, Any], fmt: str, ctx: BuildContext, shared: dict[str, Any],
+        segment: Segment, whole_file: bool,
+    ) -> Iterator[bytes]:
+        columns, rows = self.open_segment(params, ctx, shared, segment)
+        yield from self.write(columns, rows, params, fmt, ctx,
+                              header=whole_file or segment.number == 1)
+
     def write(
         self, columns: Sequence[str], rows: Iterator[Row], params: dict[str, Any], fmt: str,
-        ctx: BuildContext,
+        ctx: BuildContext, header: bool = True,
     ) -> Iterator[bytes]:
         """Encode ``rows`` in ``fmt`` with the output options: for a kind whose
         ``stream`` needs the format before it opens its source."""
         encode = self.format_for(fmt).encode
         assert encode is not None, f"{fmt} is not a row format"
         chunks = encode(columns, rows, ctx.count_rows,
-                                             write_options(params, ctx.sheet_rows))
+                        write_options(params, ctx.sheet_rows, header=header))
         if compression(params) == GZIP:
             chunks = gzip_chunks(chunks)
         yield from chunks

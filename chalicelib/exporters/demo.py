@@ -10,8 +10,11 @@ from typing import Any
 from chalicelib.config import Settings
 from chalicelib.exporters.base import BuildContext, RowExporter
 from chalicelib.formats.base import Row
+from chalicelib.segments import Plan, Segment, even_ranges
 
 MAX_ROWS = 10_000_000
+#: A cautious guess of one worker's rows per second, per format (docs/benchmarks.md measures more).
+RATE = {"csv": 150_000, "jsonl": 150_000, "xlsx": 100_000}
 
 FAMILY = ("王", "李", "張", "Müller", "García", "Søren", "Nguyễn", "Øberg", "Дмитриев", "O'Brien",
           "Łukasz", "Åström", "佐藤", "鈴木", "Smith", "Núñez")
@@ -26,6 +29,7 @@ _EPOCH = date(2020, 1, 1)
 class DemoExporter(RowExporter):
     kind = "demo"
     title = "Demo rows (synthetic users with UTF-8 names)"
+    split_by = "row ranges"
     params_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -44,13 +48,32 @@ class DemoExporter(RowExporter):
     def open(self, params: dict[str, Any], ctx: BuildContext) -> tuple[Sequence[str], Iterator[Row]]:
         return COLUMNS, self._rows(int(params.get("rows", 1000)), int(params.get("seed", 0)))
 
+    def estimate_seconds(self, params: dict[str, Any], fmt: str, settings: Settings) -> float | None:
+        return int(params.get("rows", 1000)) / RATE.get(fmt, 100_000)
+
+    def plan(self, params: dict[str, Any], fmt: str, settings: Settings, count: int) -> Plan:
+        rows = int(params.get("rows", 1000))
+        ranges = even_ranges(1, rows, count)
+        return Plan(tuple(Segment(n, {"first": a, "last": b}) for n, (a, b) in enumerate(ranges, 1)),
+                    total_rows=rows)
+
+    def open_segment(
+        self, params: dict[str, Any], ctx: BuildContext, shared: dict[str, Any], segment: Segment,
+    ) -> tuple[Sequence[str], Iterator[Row]]:
+        first, last = int(segment.spec["first"]), int(segment.spec["last"])
+        ctx.total_rows = last - first + 1
+        return COLUMNS, self._rows(last, int(params.get("seed", 0)), first)
+
     @staticmethod
-    def _rows(count: int, seed: int) -> Iterator[Row]:
+    def _rows(count: int, seed: int, first: int = 1) -> Iterator[Row]:
+        """Rows ``first`` to ``count``: the same rows, whichever segment asks for them."""
         rng = random.Random(seed)
         rand = rng.random
+        for _ in range(first - 1):  # row i is the i-th draw of the seed's sequence
+            rand()
         nf, ng, nc = len(FAMILY), len(GIVEN), len(CITIES)
         days = [(_EPOCH + timedelta(days=d)).isoformat() for d in range(2000)]
-        for i in range(1, count + 1):
+        for i in range(first, count + 1):
             r = int(rand() * 1_000_000_007)
             yield {
                 "id": i,

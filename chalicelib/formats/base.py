@@ -47,6 +47,9 @@ class WriteOptions:
     sheet_rows: int | None = None
     #: csv: defuse text cells a spreadsheet would run as a formula (see ``defuse``)
     escape_formulas: bool = True
+    #: csv: start with the header row (and the BOM); a segment after the first of one
+    #: composed file leaves it out, so the file has it once
+    header: bool = True
 
     def header_row(self, columns: Sequence[str]) -> list[str]:
         return [self.headers.get(c, c) for c in columns]
@@ -271,9 +274,10 @@ def encode_csv(
     header = options.header_row(columns)
     # header labels are cells too: a label could start a formula as well (a
     # column name that is not a str, against the type hints, is written as before)
-    writer.writerow([defuse(label) if isinstance(label, str) else label for label in header]
-                    if escape else header)
-    prefix = UTF8_BOM if options.bom else b""
+    if options.header:
+        writer.writerow([defuse(label) if isinstance(label, str) else label for label in header]
+                        if escape else header)
+    prefix = UTF8_BOM if options.bom and options.header else b""
     it = iter(rows)
     while True:
         batch = list(islice(it, BATCH_ROWS))

@@ -85,8 +85,10 @@ def compression(params: Mapping[str, Any]) -> str:
     return str(params.get("compression") or NO_COMPRESSION)
 
 
-def write_options(params: Mapping[str, Any], sheet_rows: int | None = None) -> WriteOptions:
+def write_options(params: Mapping[str, Any], sheet_rows: int | None = None, header: bool = True
+                  ) -> WriteOptions:
     return WriteOptions(
+        header=header,
         delimiter=params.get("delimiter", ","),
         bom=bool(params.get("bom", False)),
         headers=dict(params.get("headers") or {}),

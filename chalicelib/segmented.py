@@ -1,0 +1,302 @@
+"""Segmented builds: plan, build one segment, finalize (``chalicelib.segments`` has the rules).
+
+The first build of a task (the *coordinator*) plans its segments, records
+them on the task and sends one ``download.segment`` message each; each
+segment is built by whichever invocation receives its message, into an
+object of its own; the invocation whose segment completes the count
+finalizes: it composes the one object (``single``) or writes the manifest
+(``parts``), and the task succeeds. Every write names the plan's lease, so a
+build that lost the task (a cancel, a newer plan) touches nothing but its own
+object.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from chalicelib import logs
+from chalicelib.adapters import queue, storage
+from chalicelib.clock import now as utcnow
+from chalicelib.errors import ExportError
+from chalicelib.exporters import BuildContext, Exporter
+from chalicelib.heartbeat import Canceled, Heartbeat, LeaseLost, OutOfTime
+from chalicelib.messages import SEGMENT, SegmentMessage
+from chalicelib.segments import (
+    MANIFEST_NAME,
+    MAX_SEGMENT_TRIES,
+    PARTS,
+    SINGLE,
+    Plan,
+    Segment,
+    SegStatus,
+    count_for,
+    fresh,
+    manifest,
+    part_name,
+)
+from chalicelib.segments import progress as segment_progress
+from chalicelib.services import publish_terminal
+from chalicelib.task import SUCCEED, Status, Task, TaskError
+
+if TYPE_CHECKING:
+    from chalicelib.worker import Worker
+
+log = logging.getLogger(__name__)
+
+RemainingMs = Callable[[], int]
+TIMEOUT_MESSAGE = ("The export did not finish within the worker's time limit; ask for more "
+                   "parallelism, narrow it, or ask an operator to raise the limit.")
+
+
+def segment_count(task: Task, exporter: Exporter, budget_seconds: float, settings: Any) -> int:
+    """How many segments to build ``task`` in: 1 is one worker as always (unless ``parts``)."""
+    outputs = exporter.outputs(task.format)
+    if task.output not in outputs:
+        return 1
+    asked = task.parallelism if isinstance(task.parallelism, int) else None
+    estimate = None if asked else exporter.estimate_seconds(task.params, task.format, settings)
+    return count_for(asked, estimate, budget_seconds)
+
+
+def _segment_key(task: Task, seg: Segment) -> str:
+    return storage.object_key(task.tenant, task.id, task.plan_lease, f".seg-{seg.label}-{seg.lease}")
+
+
+class Segmented:
+    """The segmented paths of the worker (the worker's settings, repository and helpers)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.settings = worker.settings
+        self.repo = worker.repo
+
+    # -- coordinator -----------------------------------------------------------
+    def wants(self, task: Task, exporter: Exporter, remaining_ms: RemainingMs) -> bool:
+        """Whether a claimed task is built in segments (a plan exists, or one is worth making)."""
+        if task.segmented:
+            return True
+        if task.output == PARTS and PARTS in exporter.outputs(task.format):
+            return True
+        return segment_count(task, exporter, self._budget(remaining_ms), self.settings) > 1
+
+    def _budget(self, remaining_ms: RemainingMs) -> float:
+        """Seconds one invocation may build for: what is left of this one, less the margin."""
+        return max(1.0, remaining_ms() / 1000.0 - self.settings.time_budget_margin_seconds)
+
+    def coordinate(self, task: Task, exporter: Exporter, remaining_ms: RemainingMs) -> Task | None:
+        """Plan (or plan again, keeping what succeeded), then send the segments' messages."""
+        if task.segmented:
+            plan = Plan(self._still_there(task), task.plan_shared, task.plan_rows)
+        else:
+            count = segment_count(task, exporter, self._budget(remaining_ms), self.settings)
+            plan = exporter.plan(task.params, task.format, self.settings, count)
+        stored = self.repo.save_plan(task, plan, utcnow())
+        if stored is None:
+            log.warning("task %s: lost while planning", task.id)
+            return None
+        todo = [s for s in stored.segments if s.status is not SegStatus.SUCCEEDED]
+        log.info("task %s planned in %d segment(s), %d to build", task.id, len(stored.segments),
+                 len(todo))
+        if not todo:  # every segment is stored: the finalizer of an earlier plan died
+            return self.finalize(stored, exporter, remaining_ms)
+        url = queue.queue_url(self.settings.build_queue_name, self.settings.build_queue_url)
+        queue.send_many(url, [self._message(stored, s) for s in todo])
+        return stored
+
+    def _still_there(self, task: Task) -> tuple[Segment, ...]:
+        """The plan's segments for a new plan: a succeeded one whose object is gone is built again."""
+        kept = []
+        for seg in task.segments:
+            if seg.status is SegStatus.SUCCEEDED and (
+                    not seg.key or storage.head_size(self.settings.files_bucket, seg.key) != seg.size):
+                seg = replace(seg, status=SegStatus.QUEUED)
+            kept.append(seg)
+        return fresh(kept)
+
+    @staticmethod
+    def _message(task: Task, seg: Segment) -> dict[str, Any]:
+        return {"type": SEGMENT, "version": 1, "task_id": task.id, "lease": task.plan_lease,
+                "segment": seg.number}
+
+    # -- one segment -----------------------------------------------------------
+    def build_segment(self, message: SegmentMessage, remaining_ms: RemainingMs) -> Task | None:
+        task = self.repo.get(message.task_id)
+        if task is None or task.plan_lease != message.lease or task.lease != message.lease:
+            with logs.keys(task_id=message.task_id):
+                log.info("segment %d of task %s: its plan is gone or superseded", message.segment,
+                         message.task_id)
+            return task
+        seg = self.repo.claim_segment(task, message.segment, utcnow())
+        with logs.for_task(task), logs.keys(segment=message.segment):
+            if seg is None:
+                return self._not_claimed(task, message)
+            if seg.claims > self.settings.max_build_claims:
+                return self._fail_task(task, seg, TaskError(
+                    "worker_lost", f"Segment {seg.number}'s build stopped without a word "
+                    f"{seg.claims - 1} times; retry it, or ask an operator to look at the logs."))
+            return self._build(task, seg, remaining_ms)
+
+    def _not_claimed(self, task: Task, message: SegmentMessage) -> Task | None:
+        current = self.repo.get(task.id)
+        if current is not None and current.status is Status.CANCELING and \
+                current.lease == message.lease:  # nobody else may be left to acknowledge it
+            return self.worker._acknowledge_cancel(current, clear=True)
+        log.info("segment %d of task %s not claimed: duplicate or late delivery", message.segment,
+                 task.id)
+        return current
+
+    def _build(self, task: Task, seg: Segment, remaining_ms: RemainingMs) -> Task | None:
+        exporter = self.worker.exporter_of(task)
+        assert exporter is not None  # a plan exists only for a kind that could make it
+        output = exporter.output(task.params, task.format)
+        key = _segment_key(task, seg)
+        name = part_name(task.file_name, seg.number, len(task.segments)) if task.is_parts \
+            else task.file_name
+        ctx = BuildContext(self.settings)
+        upload = storage.StreamingUpload(self.settings.files_bucket, key, output.content_type,
+                                         storage.content_disposition(name),
+                                         self.settings.part_size_bytes)
+
+        def beat() -> Status | None:
+            return self.repo.beat_segment(task, seg, ctx.rows, upload.size, utcnow())
+
+        heart = Heartbeat(beat, self.settings.progress_interval_seconds, remaining_ms,
+                          self.settings.time_budget_margin_seconds * 1000)
+        ctx.check = heart.check
+        error: TaskError | None = None
+        try:
+            with heart:
+                for chunk in exporter.stream_segment(task.params, task.format, ctx, task.plan_shared,
+                                                     seg, whole_file=task.is_parts):
+                    upload.write(chunk)
+                    heart.check()
+                heart.beat_now()
+                heart.check()
+                upload.complete()
+        except Canceled:
+            self.worker._abort(upload)
+            return self.worker._acknowledge_cancel(task, clear=True)
+        except LeaseLost:
+            self.worker._abort(upload)
+            log.warning("segment %d of task %s: no longer ours; stopped", seg.number, task.id)
+            return None
+        except OutOfTime:
+            self.worker._abort(upload)
+            error = TaskError("timeout", TIMEOUT_MESSAGE)
+        except ExportError as exc:
+            self.worker._abort(upload)
+            error = TaskError(exc.code, exc.message)
+        except Exception:
+            self.worker._abort(upload)
+            log.exception("segment %d of task %s failed unexpectedly", seg.number, task.id)
+            error = TaskError("internal_error", "The export failed because of an internal error.")
+        if error is not None:
+            return self._segment_failed(task, seg, error)
+        done = self.repo.finish_segment(task, seg, utcnow(), rows=ctx.rows, bytes=upload.size,
+                                        size=upload.size, md5=upload.md5, sha256=upload.sha256, key=key)
+        if done is None:  # canceled or superseded while its last part went up: ours goes
+            storage.delete_object(self.settings.files_bucket, key)
+            current = self.repo.get(task.id)
+            if current is not None and current.status is Status.CANCELING:
+                return self.worker._acknowledge_cancel(current, clear=True)
+            return current
+        log.info("segment %d of %d of task %s stored: %d rows, %d bytes", seg.number,
+                 len(done.segments), task.id, ctx.rows, upload.size)
+        if done.segments_done == len(done.segments):  # ours was the last: we, and only we, finalize
+            return self.finalize(done, exporter, remaining_ms)
+        return done
+
+    def _segment_failed(self, task: Task, seg: Segment, error: TaskError) -> Task | None:
+        retry = seg.tries + 1 < MAX_SEGMENT_TRIES
+        stored = self.repo.fail_segment(task, seg, error, retry, utcnow())
+        if stored is None:
+            current = self.repo.get(task.id)
+            if current is not None and current.status is Status.CANCELING:
+                return self.worker._acknowledge_cancel(current, clear=True)
+            return current
+        if retry:
+            log.warning("segment %d of task %s failed (%s); trying it again", seg.number, task.id,
+                        error.code)
+            url = queue.queue_url(self.settings.build_queue_name, self.settings.build_queue_url)
+            queue.send(url, self._message(task, seg), delay_seconds=2 ** (seg.tries + 1))
+            return stored
+        return self._fail_task(task, seg, error)
+
+    def _fail_task(self, task: Task, seg: Segment, error: TaskError) -> Task | None:
+        """The task fails with the segment's code; the segments that succeeded stay for a retry."""
+        prefix = f"Segment {seg.number} of {len(task.segments)}: "
+        return self.worker._fail(task, error.code, prefix + error.message)
+
+    # -- finalizer -------------------------------------------------------------
+    def finalize(self, task: Task, exporter: Exporter, remaining_ms: RemainingMs) -> Task | None:
+        """Compose the one object, or write the manifest; then the task succeeds, once."""
+        output = exporter.output(task.params, task.format)
+        segments = task.segments
+        rows = sum(s.rows for s in segments)
+        final = segment_progress(segments, task.plan_rows, final=True)
+        running = {**final, "percent": min(final.get("percent", 99.0), 99.0)}
+
+        def beat() -> Status | None:
+            return self.repo.heartbeat(task, running, utcnow())
+
+        heart = Heartbeat(beat, self.settings.progress_interval_seconds, remaining_ms,
+                          self.settings.time_budget_margin_seconds * 1000)
+        bucket = self.settings.files_bucket
+        fields: dict[str, Any] = {}
+        keep: list[str] = []
+        try:
+            with heart:
+                if task.output == SINGLE:
+                    key = storage.object_key(task.tenant, task.id, task.plan_lease, task.file_name)
+                    keys = [s.key for s in segments if s.key]
+                    storage.compose(bucket, key, keys, [s.size or 0 for s in segments],
+                                    output.content_type, storage.content_disposition(task.file_name),
+                                    heart.check)
+                    keep.append(key)
+                    size, md5, sha256 = storage.digest(bucket, keys, heart.check)
+                    fields = {"size": size, "md5": md5, "sha256": sha256, "object_key": key}
+                else:
+                    fields = self._manifest(task, output.content_type)
+                    keep += [f["key"] for f in fields["files"]] + [fields["manifest"]["key"]]
+                heart.beat_now()
+                heart.check()
+        except Canceled:
+            return self.worker._acknowledge_cancel(task, clear=True)
+        except LeaseLost:
+            log.warning("task %s: lost while finalizing; stopped", task.id)
+            return None
+        except OutOfTime:
+            return self.worker._fail(task, "timeout", TIMEOUT_MESSAGE)
+        except ExportError as exc:
+            return self.worker._fail(task, exc.code, exc.message)
+        done = self.repo.apply(SUCCEED, task, utcnow(), content_type=output.content_type,
+                               progress=final, **fields)
+        if done is None:  # canceled, or superseded, at the last moment
+            current = self.repo.get(task.id)
+            if current is not None and current.status is Status.CANCELING:
+                return self.worker._acknowledge_cancel(current, clear=True)
+            return current
+        log.info("task %s succeeded from %d segments: %d rows, %d bytes", task.id, len(segments), rows,
+                 done.size or 0)
+        # the segments' own objects of a single file, and whatever dead builds left: gone
+        storage.clear_task(bucket, storage.task_prefix(task.tenant, task.id), keep=keep)
+        publish_terminal(self.settings, self.repo, done)
+        return done
+
+    def _manifest(self, task: Task, content_type: str) -> dict[str, Any]:
+        total = len(task.segments)
+        files = [{"name": part_name(task.file_name, s.number, total), "key": s.key, "size": s.size,
+                  "rows": s.rows, "md5": s.md5, "sha256": s.sha256} for s in task.segments]
+        body = manifest(task.id, task.file_name, task.format, content_type, files)
+        key = storage.object_key(task.tenant, task.id, task.plan_lease, MANIFEST_NAME)
+        md5, sha256 = storage.put_small(self.settings.files_bucket, key, body,
+                                        "application/json", storage.content_disposition(MANIFEST_NAME))
+        return {"files": files, "size": sum(f["size"] or 0 for f in files), "object_key": key,
+                "manifest": {"name": MANIFEST_NAME, "key": key, "size": len(body), "md5": md5,
+                             "sha256": sha256}}
+
+
+__all__ = ["Segmented", "segment_count"]
