@@ -16,7 +16,11 @@ Sections (all by default, or some with ``--sections``):
 - dynamodb_rows: the dynamodb_table exporter's row path on recorded Scan
   pages of the demo-users table (parse, deserialize, rows, csv/jsonl/xlsx)
   against the same rows already in Python, so the cost of converting the
-  items shows (bench/dynamodb_rows.py).
+  items shows (bench/dynamodb_rows.py);
+- segments: a 4,000,000-row demo csv export through a local stack with two
+  worker processes, built in 1, 2 and 4 segments, and exports many times one
+  invocation's time budget built with parallelism "auto" on a stack with
+  short invocations (bench/segments.py).
 
 ``--merge`` measures only the ``--sections`` given and takes the others from
 the last saved run; the document says which sections were measured when.
@@ -45,7 +49,7 @@ from bench.harness import ROOT, MotoProcess, Patience, run_child
 MiB = 1024 * 1024
 DOCS = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / ".local" / "bench" / "results.json"
-SECTIONS = ("throughput", "memory", "listing", "coldstart", "package", "xlsx", "dynamodb_rows")
+SECTIONS = ("throughput", "memory", "listing", "coldstart", "package", "xlsx", "dynamodb_rows", "segments")
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,19 @@ class Sizes:
     #: the recorded demo-users pages (10,000 items) are replayed this many times a run
     ddb_repeat: int = 10
     ddb_rounds: int = 3
+    #: the segments section: rows of the demo csv export, rounds, the parallelisms compared
+    seg_rows: int = 4_000_000
+    seg_rounds: int = 3
+    seg_parallelism: tuple[int, ...] = (1, 2, 4)
+    #: the short-invocation stack: WORKER_TIMEOUT_SECONDS and TIME_BUDGET_MARGIN_SECONDS
+    seg_timeout: int = 5
+    seg_margin: int = 1
 
 
 FULL = Sizes()
 QUICK = Sizes(rows=100_000, rounds=1, memory_mib=(2, 20), naive_mib=(2, 10), others=(10, 300),
               coldstart_runs=3, profile_rows=100_000, xlsx_rows=(20_000, 100_000), xlsx_rounds=1,
-              xlsx_pipeline_rows=100_000, ddb_repeat=1, ddb_rounds=1)
+              xlsx_pipeline_rows=100_000, ddb_repeat=1, ddb_rounds=1, seg_rows=200_000, seg_rounds=1)
 
 
 Variant = tuple[str, str, dict[str, Any]]
@@ -113,6 +124,7 @@ class Results:
     package: dict[str, Any] = field(default_factory=dict)
     xlsx: dict[str, Any] = field(default_factory=dict)
     dynamodb_rows: dict[str, Any] = field(default_factory=dict)
+    segments: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     retries: int = 0
     command: str = "make bench"
@@ -412,6 +424,12 @@ def _measure(results: Results, sizes: Sizes, sections: list[str], no_wait: bool,
     if "dynamodb_rows" in sections:
         patience.wait()
         results.dynamodb_rows = run_dynamodb_rows(sizes, patience)
+    if "segments" in sections:
+        from bench import segments
+
+        patience.wait()
+        results.segments = segments.measure(sizes.seg_rows, sizes.seg_parallelism, sizes.seg_rounds,
+                                            sizes.seg_timeout, sizes.seg_margin, patience.wait)
     if results.merged:
         results.merged[-1].update(seconds=time.monotonic() - t0, retries=patience.retries)
     else:

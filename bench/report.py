@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from bench import segments
 from bench.coldstart import STATEMENTS
 from bench.harness import ROOT
 
@@ -154,7 +155,8 @@ def targets(results: Results) -> list[Target]:
                           f"({extra * 1000:+.0f} ms)", extra * 1000 <= COLDSTART_TARGET_MS))
     else:
         out.append(Target(f"cold start ≤ import boto3 + {COLDSTART_TARGET_MS} ms", "not measured", None))
-    return out + _xlsx_targets(results)
+    return out + _xlsx_targets(results) + [Target(name, measured, met)
+                                           for name, measured, met in segments.targets(results.segments)]
 
 
 def _xlsx_row(results: Results, writer: str, rows: int) -> dict[str, Any]:
@@ -320,6 +322,11 @@ def console(results: Results, quick: bool) -> str:
         parts.append(f"\ndynamodb_table row path, {d['items']:,} recorded demo-users items "
                      f"(median of {d['rounds']}):")
         parts.append(_table(DDB_HEADER, _ddb_rows(results)))
+    if results.segments:
+        seg = results.segments
+        parts.append(f"\nSegmented builds, {seg['rows']:,}-row demo csv through the local stack, "
+                     f"{seg['workers']} worker processes (median of {seg['rounds']}):")
+        parts.append(_table(segments.HEADER, segments.console_rows(seg)))
     parts.append("\nTargets:")
     parts.append(_table(["target", "measured", "result"],
                         [[t.name, t.measured, _mark(t.met)] for t in targets(results)]))
@@ -1011,7 +1018,7 @@ run's saved results without measuring). The harness is `bench/` (not shipped, no
 | other load | {results.quiet_share:.2f} cores busy with other processes at the start; \
 {results.retries} measurement(s) repeated because other load disturbed them |
 
-## Targets (issue 3, and the xlsx issue)
+## Targets (issue 3, the xlsx issue and issue 10)
 
 {_md_table(["target", "measured", "result"], target_rows)}
 {_missed_text(results)}{_noise_text(results)}
@@ -1036,6 +1043,9 @@ run's saved results without measuring). The harness is `bench/` (not shipped, no
 ## 7. dynamodb_table rows: what converting the items costs
 
 {_dynamodb_rows_md(results)}
+## 8. Segmented builds: one export, several invocations
+
+{segments.markdown(results.segments)}
 ## Caveats
 
 - The moto server runs on the same 2 cores as the worker. Its S3 work (receiving each part,
