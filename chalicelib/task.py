@@ -233,8 +233,8 @@ class Task:
             self.heartbeat_at is None or self.heartbeat_at < now - stale_after)
 
     def current_progress(self) -> dict[str, Any]:
-        """Stored progress; while segments build, theirs added up."""
-        if self.segmented and self.status in ACTIVE:
+        """Stored progress; of segments not all stored yet, theirs added up."""
+        if self.segmented and self.status is not Status.SUCCEEDED:
             return segment_progress(self.segments, self.plan_rows, final=False)
         return self.progress
 
