@@ -391,3 +391,27 @@ def test_auto_splits_only_what_a_quarter_budget_cannot_hold(stack):
     fast_worker().handle_batch(stack.drain(), lambda: int((40 - (time.monotonic() - start)) * 1000))
     task = TaskRepository().get(big["id"])
     assert len(task.segments) == 32 or len(task.segments) == -(-600_000 // (150_000 * 10 // 4))
+
+
+def test_a_last_segment_short_of_time_hands_the_finalizing_to_a_fresh_invocation(stack):
+    import time
+
+    params = {"rows": 4000, "seed": 6}
+    one, _ = built(stack, params=params, parallelism=1)
+    task_id, records = coordinate(stack, params=params, parallelism=2)
+    started = TaskRepository().get(task_id).started_at
+    fast_worker().handle_batch([records[1]])
+    begin = time.monotonic()
+    # 31 s left, 30 of them margin: too little to compose and hash here
+    fast_worker().handle_batch([records[2]], lambda: int((31 - (time.monotonic() - begin)) * 1000))
+    handed = TaskRepository().get(task_id)
+    assert handed.status is Status.QUEUED and handed.segments_done == 2
+    assert stack.get(task_id)["progress"]["rows"] == 4000  # the segments' rows still show
+    messages = stack.drain()
+    assert [json.loads(m["body"])["type"] for m in messages] == ["download.build"]
+    fast_worker().handle_batch(messages + messages)  # twice: one claim finalizes
+    task = TaskRepository().get(task_id)
+    assert task.status is Status.SUCCEEDED and task.sha256 == one["sha256"]
+    assert task.started_at == started and task.lease == 2
+    ours = [e["detail-type"] for e in stack.events() if e["detail"]["id"] == task_id]
+    assert ours == ["download.succeeded"]
