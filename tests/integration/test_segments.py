@@ -415,3 +415,33 @@ def test_a_last_segment_short_of_time_hands_the_finalizing_to_a_fresh_invocation
     assert task.started_at == started and task.lease == 2
     ours = [e["detail-type"] for e in stack.events() if e["detail"]["id"] == task_id]
     assert ours == ["download.succeeded"]
+
+
+def test_a_queued_request_may_ask_for_segments_and_parts(stack):
+    alice = stack.users["alice"]
+    request = {"task_name": "CRM", "kind": "demo", "format": "csv", "params": {"rows": 500},
+               "owner": alice.sub, "owner_name": "alice", "tenant": "acme", "idempotency_key": "k1",
+               "parallelism": 2, "output": "parts"}
+    boto3.client("sqs").send_message(QueueUrl=stack.queue_url, MessageBody=json.dumps(
+        {"type": "download.request", "version": 1, "request": request}))
+    drive(stack)
+    listed = stack.client.http.get("/downloads", headers=alice.headers).json_body["items"]
+    assert len(listed) == 1 and listed[0]["status"] == "succeeded"
+    assert listed[0]["parallelism"] == 2 and len(listed[0]["files"]) == 2
+    assert all(f["url"] for f in listed[0]["files"]) and listed[0]["manifest"]["url"]
+
+
+def test_a_cancel_while_the_finalizing_waits_in_the_queue_leaves_nothing(stack):
+    import time
+
+    task_id, records = coordinate(stack, params={"rows": 2000}, parallelism=2)
+    fast_worker().handle_batch([records[1]])
+    begin = time.monotonic()
+    fast_worker().handle_batch([records[2]], lambda: int((31 - (time.monotonic() - begin)) * 1000))
+    assert TaskRepository().get(task_id).status is Status.QUEUED  # handed off, segments stored
+    assert len(keys_of(task_id)) == 2
+    resp = stack.client.http.post(f"/downloads/{task_id}/cancel", headers=stack.users["alice"].headers)
+    assert resp.status_code == 202 and resp.json_body["status"] == "canceled"
+    assert keys_of(task_id) == [] and open_uploads() == []
+    drive(stack)  # the finalizing build's message finds it canceled
+    assert TaskRepository().get(task_id).status is Status.CANCELED and keys_of(task_id) == []
