@@ -64,13 +64,15 @@ def compose(to: str, status: str, task: Mapping[str, Any], console_url: str) -> 
     if status == "succeeded":
         subject = f'Your export "{name}" is ready'
         rows = (task.get("progress") or {}).get("rows")
-        detail = f"{task.get('file_name')}, {human_size(task.get('size'))}"
+        files = task.get("files") or []
+        what = f"{len(files)} files and manifest.json" if files else task.get("file_name")
+        detail = f"{what}, {human_size(task.get('size'))}"
         if isinstance(rows, int):
             detail += f", {rows:,} rows"
         lines += [f'Your export "{name}" is ready ({detail}).',
                   f"Download it from {where}"]
         if task.get("expires_at"):
-            lines.append(f"The file is kept until {task['expires_at']}.")
+            lines.append(f"The {'files are' if files else 'file is'} kept until {task['expires_at']}.")
         if task.get("sha256"):
             lines += ["", f"sha256 {task['sha256']}"]
     else:

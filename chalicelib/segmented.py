@@ -39,7 +39,7 @@ from chalicelib.segments import (
 )
 from chalicelib.segments import progress as segment_progress
 from chalicelib.services import publish_terminal
-from chalicelib.task import SUCCEED, Status, Task, TaskError
+from chalicelib.task import HAND_OFF, SUCCEED, Status, Task, TaskError
 
 if TYPE_CHECKING:
     from chalicelib.worker import Worker
@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 RemainingMs = Callable[[], int]
 TIMEOUT_MESSAGE = ("The export did not finish within the worker's time limit; ask for more "
                    "parallelism, narrow it, or ask an operator to raise the limit.")
+COMPOSE_TIMEOUT_MESSAGE = ("The segments could not be composed into one file within one invocation's "
+                           'time limit; ask for "output": "parts" (one file per segment).')
+#: A cautious rate for the finalizer's pass over a single file's bytes (read and hashed), so
+#: that the last segment's worker finalizes in place only with time to spare.
+FINALIZE_BYTES_PER_SECOND = 100 * 1024 * 1024
+FINALIZE_FIXED_SECONDS = 5.0
 
 
 def segment_count(task: Task, exporter: Exporter, budget_seconds: float, settings: Any) -> int:
@@ -206,7 +212,30 @@ class Segmented:
         log.info("segment %d of %d of task %s stored: %d rows, %d bytes", seg.number,
                  len(done.segments), task.id, ctx.rows, upload.size)
         if done.segments_done == len(done.segments):  # ours was the last: we, and only we, finalize
-            return self.finalize(done, exporter, remaining_ms)
+            return self._finalize_or_hand_off(done, exporter, remaining_ms)
+        return done
+
+    def _finalize_or_hand_off(self, task: Task, exporter: Exporter, remaining_ms: RemainingMs
+                              ) -> Task | None:
+        """Finalize here if what is left of this invocation is ample, else in a fresh one."""
+        need = FINALIZE_FIXED_SECONDS
+        if task.output == SINGLE:
+            need += sum(s.size or 0 for s in task.segments) / FINALIZE_BYTES_PER_SECOND
+        if self._budget(remaining_ms) >= 2 * need:
+            return self.finalize(task, exporter, remaining_ms, fresh=False)
+        return self.hand_off(task)
+
+    def hand_off(self, task: Task) -> Task | None:
+        """Queue the task again under its plan: the next claim finds every segment stored and
+        finalizes with a whole time budget (the claim's lease makes it the only one)."""
+        done = self.repo.apply(HAND_OFF, task, utcnow())
+        if done is None:
+            current = self.repo.get(task.id)
+            if current is not None and current.status is Status.CANCELING:
+                return self.worker._acknowledge_cancel(current, clear=True)
+            return current
+        log.info("task %s: every segment stored; finalizing in a fresh invocation", task.id)
+        self.worker.downloads.send_build(done)  # if it is lost, the sweeper sends it again
         return done
 
     def _segment_failed(self, task: Task, seg: Segment, error: TaskError) -> Task | None:
@@ -231,8 +260,13 @@ class Segmented:
         return self.worker._fail(task, error.code, prefix + error.message)
 
     # -- finalizer -------------------------------------------------------------
-    def finalize(self, task: Task, exporter: Exporter, remaining_ms: RemainingMs) -> Task | None:
-        """Compose the one object, or write the manifest; then the task succeeds, once."""
+    def finalize(self, task: Task, exporter: Exporter, remaining_ms: RemainingMs, fresh: bool = True
+                 ) -> Task | None:
+        """Compose the one object, or write the manifest; then the task succeeds, once.
+
+        ``fresh``: this invocation claimed the task to finalize it (a whole
+        budget); else it is the last segment's, which hands off if time runs out.
+        """
         output = exporter.output(task.params, task.format)
         segments = task.segments
         rows = sum(s.rows for s in segments)
@@ -269,7 +303,9 @@ class Segmented:
             log.warning("task %s: lost while finalizing; stopped", task.id)
             return None
         except OutOfTime:
-            return self.worker._fail(task, "timeout", TIMEOUT_MESSAGE)
+            if not fresh:
+                return self.hand_off(task)
+            return self.worker._fail(task, "timeout", COMPOSE_TIMEOUT_MESSAGE)
         except ExportError as exc:
             return self.worker._fail(task, exc.code, exc.message)
         done = self.repo.apply(SUCCEED, task, utcnow(), content_type=output.content_type,

@@ -234,11 +234,8 @@ class PartPlan:
     """One part of the composed object: copied on S3's side, or uploaded from read bytes."""
 
     pieces: tuple[Piece, ...]
-
-    @property
-    def copied(self) -> bool:
-        """One large range is an UploadPartCopy; small ones are read and uploaded together."""
-        return len(self.pieces) == 1 and self.pieces[0].length >= MIN_PART
+    #: one range copied by UploadPartCopy; else the pieces are read and uploaded together
+    copied: bool = False
 
     @property
     def size(self) -> int:
@@ -276,10 +273,10 @@ def compose_parts(sizes: Sequence[int], min_part: int = MIN_PART, max_part: int 
             if left - take and left - take < min_part:  # never leave a tail too small to copy
                 take = left - min_part if left - min_part >= min_part else left
                 take = min(take, max_part)
-            parts.append(PartPlan((Piece(index, start, take),)))
+            parts.append(PartPlan((Piece(index, start, take),), copied=True))
             start, left = start + take, left - take
         if left:
             pending.append(Piece(index, start, left))
-    if pending:
-        parts.append(PartPlan(tuple(pending)))
+    if pending:  # the last part may be small: one range of one source is still copied
+        parts.append(PartPlan(tuple(pending), copied=len(pending) == 1))
     return parts

@@ -374,6 +374,9 @@ class Downloads:
             at = utcnow()
             if task.status is Status.QUEUED:
                 done = self.repo.apply(CANCEL_QUEUED, task, at)
+                if done and task.segmented:  # the segments a plan stored (a retry, a hand-off)
+                    storage.clear_task(self.settings.files_bucket,
+                                       storage.task_prefix(task.tenant, task.id))
             elif task.status in BUILDING and task.is_stale(at, self.lifetimes.stale_after):
                 done = self.repo.apply(ABANDON, task, at)
                 if done:  # its build is dead: nobody else will clean up after it

@@ -108,10 +108,12 @@ ABANDON = _t("abandon", {S.RUNNING, S.CANCELING}, S.CANCELED, Guard.STALE)
 #: The sweeper gives up on a task whose builds keep dying.
 LOSE = _t("lose", {S.RUNNING}, S.FAILED, Guard.STALE)
 RETRY = _t("retry", {S.FAILED, S.CANCELED}, S.QUEUED)
+#: A segmented build's last segment leaves the finalizing to a fresh invocation (a whole time budget).
+HAND_OFF = _t("hand_off", {S.RUNNING}, S.QUEUED, Guard.LEASE)
 
 MACHINE: tuple[Transition, ...] = (
     CLAIM, REQUEST_CANCEL, CANCEL_QUEUED, SUCCEED, FAIL, ACKNOWLEDGE_CANCEL, FAIL_QUEUED,
-    REQUEUE, ABANDON, LOSE, RETRY,
+    REQUEUE, ABANDON, LOSE, RETRY, HAND_OFF,
 )
 del S
 
@@ -233,8 +235,8 @@ class Task:
             self.heartbeat_at is None or self.heartbeat_at < now - stale_after)
 
     def current_progress(self) -> dict[str, Any]:
-        """Stored progress; while segments build, theirs added up."""
-        if self.segmented and self.status in ACTIVE:
+        """Stored progress; of segments not all stored yet, theirs added up."""
+        if self.segmented and self.status is not Status.SUCCEEDED:
             return segment_progress(self.segments, self.plan_rows, final=False)
         return self.progress
 
@@ -353,11 +355,13 @@ def effects(t: Transition, task: Task, now: datetime, life: Lifetimes) -> dict[s
     (``due_at``), whichever path got them there.
     """
     out: dict[str, Any] = {"due_at": due_after(t.target, now, life)}
-    if t is CLAIM:
-        out.update(lease=task.lease + 1, claims=task.claims + 1, started_at=now,
+    if t is CLAIM:  # a build handed over keeps the start of the work it goes on with
+        out.update(lease=task.lease + 1, claims=task.claims + 1, started_at=task.started_at or now,
                    heartbeat_at=now, progress=dict(ZERO_PROGRESS))
     if t.target is Status.QUEUED:
         out.update(dict.fromkeys(_RESULT_FIELDS), queued_at=now, progress=dict(ZERO_PROGRESS))
+    if t is HAND_OFF:
+        out.pop("started_at")
     if t is RETRY:
         out.update(attempts=task.attempts + 1, claims=0)
     if t.target in TERMINAL:

@@ -265,7 +265,8 @@ class MemoryTaskRepository:
                 return None
             stored, current = found
             self._put_segment(stored, replace(current, rows=rows, bytes=size,
-                                              heartbeat_at=int(now.timestamp())), heartbeat_at=now)
+                                              heartbeat_at=int(now.timestamp())), heartbeat_at=now,
+                              due_at=due_after(Status.RUNNING, now, self.lifetimes))
             return stored.status
 
     def finish_segment(self, task: Task, seg: Segment, now: datetime, **result: Any) -> Task | None:

@@ -566,7 +566,9 @@ def test_packaged_policies_name_only_stack_resources(packaged: dict[str, Any]) -
         ]
 
     assert granted("app.build_worker", "sqs:ReceiveMessage") == [{"Fn::GetAtt": ["BuildQueue", "Arn"]}]
-    assert granted("app.build_worker", "sqs:SendMessage") == [{"Fn::GetAtt": ["BuildDeadLetterQueue", "Arn"]}]
+    # the dead-letter queue for what it cannot read, its own queue for a segmented build's segments
+    assert granted("app.build_worker", "sqs:SendMessage") == [{"Fn::GetAtt": ["BuildQueue", "Arn"]},
+                                                              {"Fn::GetAtt": ["BuildDeadLetterQueue", "Arn"]}]
     assert granted("app.app", "sqs:SendMessage") == [{"Fn::GetAtt": ["BuildQueue", "Arn"]}]
     assert granted("app.app", "s3:GetObject") == [{"Fn::Sub": "${FilesBucket.Arn}/downloads/*"}]
     assert granted("app.app", "events:PutEvents") == [{"Fn::GetAtt": ["EventBus", "Arn"]}]
@@ -1043,14 +1045,16 @@ BUCKET_ARN = "arn:aws:s3:::download-center-files"
          False, False),
         ("dynamodb:Query", DEMO_ARN + "/index/by_name", False, True, False),
         ("dynamodb:PutItem", DEMO_ARN, False, False, False),
-        ("s3:GetObject", OBJECT_ARN, True, False, False),
+        # the worker reads the segments it composes into one file, and their checksums
+        ("s3:GetObject", OBJECT_ARN, True, True, False),
         ("s3:DeleteObject", OBJECT_ARN, True, True, True),
         ("s3:PutObject", OBJECT_ARN, False, True, False),
         ("s3:AbortMultipartUpload", OBJECT_ARN, True, True, True),
         ("s3:ListBucketMultipartUploads", BUCKET_ARN, True, True, True),
         ("s3:ListBucket", BUCKET_ARN, True, True, True),
         ("s3:GetObject", "arn:aws:s3:::download-center-files/other/x", False, False, False),
-        ("sqs:SendMessage", QUEUE_ARN, True, False, True),
+        # the worker sends a segmented build's segment messages
+        ("sqs:SendMessage", QUEUE_ARN, True, True, True),
         ("sqs:ReceiveMessage", QUEUE_ARN, False, True, False),
         ("sqs:DeleteMessage", QUEUE_ARN, False, True, False),
         ("sqs:SendMessage", DLQ_ARN, False, True, False),

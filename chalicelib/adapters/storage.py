@@ -245,10 +245,16 @@ def clear_task(bucket: str, prefix: str, keep: str | Collection[str] | None = No
     For a task no build may still finish: what is left there belongs to builds
     that died or were superseded. Returns how many things it removed.
     """
+    from botocore.exceptions import ClientError
+
     kept = {keep} if isinstance(keep, str) else set(keep or ())
     removed = 0
     for key, upload_id in list(open_uploads(bucket, prefix)):
-        abort_upload(bucket, key, upload_id)
+        try:
+            abort_upload(bucket, key, upload_id)
+        except ClientError:  # its own build aborted it meanwhile (a cancel reaches them all)
+            if any(u == upload_id for _, u in open_uploads(bucket, key)):
+                raise
         removed += 1
     for key in list(keys_under(bucket, prefix)):
         if key not in kept:

@@ -735,8 +735,9 @@ class TaskRepository:
                      ) -> Status | None:
         """A segment's heartbeat: its progress, and the task's status (None: stop, it is not ours)."""
         path = TaskModel.segs[seg_key(seg.number)]
-        actions = [path["rows"].set(rows), path["bytes"].set(size),
-                   path["hb"].set(int(now.timestamp())), *_actions({"heartbeat_at": now})]
+        actions = [path["rows"].set(rows), path["bytes"].set(size), path["hb"].set(int(now.timestamp())),
+                   *_actions({"heartbeat_at": now,
+                              "due_at": due_after(Status.RUNNING, now, self.lifetimes)})]
         model = self._seg_update(task, seg.number, actions,
                                  self._seg_condition(None, task, seg, seg.number, now))
         return None if model is None else Status(model.status)

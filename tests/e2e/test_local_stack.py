@@ -382,6 +382,65 @@ def test_options_is_a_405_and_on_an_unknown_path_the_gateway_404(local_stack: Ru
     assert_missing_route(requests.options(f"{local_stack.api}/nope", timeout=HTTP_TIMEOUT))
 
 
+def built(local_stack: RunningStack, headers: dict[str, str], **body: Any) -> dict[str, Any]:
+    resp = requests.post(f"{local_stack.api}/downloads", headers=headers, timeout=HTTP_TIMEOUT,
+                         json={"task_name": "segments", "kind": "demo", **body})
+    assert resp.status_code == 202, resp.text
+    task = resp.json()
+    deadline = time.monotonic() + BUILD_TIMEOUT
+    while task["status"] not in TERMINAL:
+        assert time.monotonic() < deadline, f"{task}\n{local_stack.log_tail()}"
+        time.sleep(0.3)
+        task = requests.get(f"{local_stack.api}/downloads/{task['id']}", headers=headers,
+                            timeout=HTTP_TIMEOUT).json()
+    assert task["status"] == "succeeded", f"{task}\n{local_stack.log_tail()}"
+    return task
+
+
+def one_worker_sha256(params: dict[str, Any], fmt: str) -> str:
+    """The file one worker writes for these params, made here, in this process."""
+    from chalicelib.config import Settings
+    from chalicelib.exporters import BuildContext
+    from chalicelib.exporters.demo import DemoExporter
+
+    digest = hashlib.sha256()
+    for chunk in DemoExporter().stream(params, fmt, BuildContext(Settings())):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def test_a_segmented_export_is_one_file_over_http(local_stack: RunningStack, alice: dict[str, str]) -> None:
+    params = {"rows": 150_000, "seed": 3}
+    task = built(local_stack, alice, params=params, parallelism=3)
+    assert task["progress"]["segments"] == {"total": 3, "succeeded": 3, "running": 0, "failed": 0}
+    redirect = requests.get(f"{local_stack.api}/downloads/{task['id']}/file", headers=alice,
+                            allow_redirects=False, timeout=HTTP_TIMEOUT)
+    assert redirect.status_code == 302
+    data = requests.get(redirect.headers["Location"], timeout=HTTP_TIMEOUT).content
+    assert hashlib.sha256(data).hexdigest() == task["sha256"] == one_worker_sha256(params, "csv")
+    assert hashlib.md5(data).hexdigest() == task["md5"] and len(data) == task["size"]
+
+
+def test_a_parts_export_hands_out_every_file_and_the_manifest(
+    local_stack: RunningStack, alice: dict[str, str]
+) -> None:
+    task = built(local_stack, alice, format="jsonl", params={"rows": 30_000, "compression": "gzip"},
+                 parallelism=2, output="parts", file_name="users")
+    assert task["url"] is None and [f["name"] for f in task["files"]] == [
+        "users-00001-of-00002.jsonl.gz", "users-00002-of-00002.jsonl.gz"]
+    manifest = requests.get(task["manifest"]["url"], timeout=HTTP_TIMEOUT)
+    assert hashlib.sha256(manifest.content).hexdigest() == task["manifest"]["sha256"]
+    listed = manifest.json()["files"]
+    for part, entry in zip(task["files"], listed, strict=True):
+        got = requests.get(part["url"], timeout=HTTP_TIMEOUT)
+        assert hashlib.sha256(got.content).hexdigest() == part["sha256"] == entry["sha256"]
+        assert unquote(re.search(r"filename\*=UTF-8''([^;\s]+)", got.headers["Content-Disposition"])
+                       .group(1)) == part["name"]
+    file_route = requests.get(f"{local_stack.api}/downloads/{task['id']}/file", headers=alice,
+                              allow_redirects=False, timeout=HTTP_TIMEOUT)
+    assert_error(file_route, 409, "multiple_files")
+
+
 def sent_mail(local_stack: RunningStack) -> list[dict[str, Any]]:
     """What moto's SES has "sent" (its model data, over HTTP)."""
     data = requests.get(f"{local_stack.info['aws_endpoint_url']}/moto-api/data.json", timeout=HTTP_TIMEOUT)

@@ -153,7 +153,7 @@ def test_every_status_and_transition(repo: TaskStore, src: Status, t: Transition
 
 
 def test_the_walk_covers_every_pair() -> None:
-    assert len(CASES) == len(STORED) * len(MACHINE) == 66
+    assert len(CASES) == len(STORED) * len(MACHINE) == 72
 
 
 @pytest.mark.parametrize("t", [t for t in MACHINE if t.guard is Guard.LEASE], ids=lambda t: t.name)
@@ -552,3 +552,82 @@ def test_no_notification_is_claimed_for_a_task_that_is_gone(repo: TaskStore) -> 
     assert repo.claim_notification(task.id, "1:succeeded") is False
     repo.release_notification(task.id, "1:succeeded")  # nothing to forget: no error
     assert repo.get(task.id) is None
+
+
+# -- segments: the plan and its segments' moves, on both repositories --------------------------
+def planned(repo: TaskStore, count: int = 3, at: datetime = BEAT) -> Task:
+    from chalicelib.segments import Plan, Segment
+
+    running = stored_task(repo, Status.RUNNING, at=at)
+    plan = Plan(tuple(Segment(n, {"first": n, "last": n}) for n in range(1, count + 1)),
+                shared={"columns": ["id"]}, total_rows=count)
+    task = repo.save_plan(running, plan, at)
+    assert task is not None and task.plan_lease == running.lease
+    return task
+
+
+def test_a_plan_is_saved_only_under_the_builds_lease(repo: TaskStore) -> None:
+    from chalicelib.segments import Plan, Segment
+
+    running = stored_task(repo, Status.RUNNING)
+    plan = Plan((Segment(1, {"a": 1}),), {"k": "v"}, 1)
+    assert repo.save_plan(replace(running, lease=running.lease + 1), plan, NOW) is None
+    saved = repo.save_plan(running, plan, NOW)
+    assert saved is not None and saved.segments == (Segment(1, {"a": 1}),)
+    assert saved.plan_shared == {"k": "v"} and saved.plan_rows == 1 and saved.segments_done == 0
+
+
+def test_a_segment_is_claimed_once_and_taken_over_only_when_stale(repo: TaskStore) -> None:
+    from chalicelib.segments import SegStatus
+
+    task = planned(repo, at=NOW)
+    first = repo.claim_segment(task, 2, NOW)
+    assert first is not None and first.status is SegStatus.RUNNING and first.lease == 1
+    assert repo.claim_segment(task, 2, NOW + timedelta(seconds=10)) is None  # alive: a duplicate
+    later = NOW + LIFE.stale_after + timedelta(seconds=2)
+    second = repo.claim_segment(task, 2, later)  # its worker stopped beating: taken over
+    assert second is not None and second.lease == 2 and second.claims == 2
+    # the first build's writes are refused now: its lease is gone
+    assert repo.beat_segment(task, first, 5, 5, later) is None
+    assert repo.finish_segment(task, first, later, rows=1, size=1) is None
+    assert repo.beat_segment(task, second, 5, 50, later) is Status.RUNNING
+    stored = repo.get(task.id)
+    assert stored.segments[1].rows == 5 and stored.segments[1].bytes == 50
+    assert stored.current_progress()["segments"] == {"total": 3, "succeeded": 0, "running": 1,
+                                                     "failed": 0}
+
+
+def test_finishing_counts_each_segment_once_and_names_one_finalizer(repo: TaskStore) -> None:
+    task = planned(repo, at=NOW)
+    segs = [repo.claim_segment(task, n, NOW) for n in (1, 2, 3)]
+    dones = [repo.finish_segment(task, s, NOW, rows=1, size=10, key=f"k{s.number}") for s in segs]
+    assert [d.segments_done for d in dones] == [1, 2, 3]  # only the last sees the total
+    assert repo.finish_segment(task, segs[0], NOW, rows=1, size=10) is None  # twice: refused
+    assert repo.get(task.id).segments_done == 3
+
+
+def test_segment_moves_need_the_task_running_under_the_plan(repo: TaskStore) -> None:
+    from chalicelib.task import REQUEST_CANCEL
+
+    task = planned(repo, at=NOW)
+    seg = repo.claim_segment(task, 1, NOW)
+    canceling = repo.apply(REQUEST_CANCEL, task, NOW)
+    assert canceling is not None
+    assert repo.beat_segment(task, seg, 1, 1, NOW) is Status.CANCELING  # the beat learns the cancel
+    assert repo.finish_segment(task, seg, NOW, rows=1, size=1) is None
+    assert repo.claim_segment(task, 2, NOW) is None
+
+
+def test_a_failed_segment_goes_back_to_the_queue_or_fails(repo: TaskStore) -> None:
+    from chalicelib.segments import SegStatus
+
+    task = planned(repo, at=NOW)
+    seg = repo.claim_segment(task, 1, NOW)
+    error = TaskError("source_throttled", "slow down")
+    again = repo.fail_segment(task, seg, error, True, NOW)
+    assert again.segments[0].status is SegStatus.QUEUED and again.segments[0].tries == 1
+    assert again.segments[0].error == error.to_dict()
+    seg = repo.claim_segment(task, 1, NOW)
+    failed = repo.fail_segment(task, seg, error, False, NOW)
+    assert failed.segments[0].status is SegStatus.FAILED and failed.segments[0].tries == 2
+    assert repo.fail_segment(task, seg, error, False, NOW) is None  # not running any more

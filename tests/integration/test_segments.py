@@ -13,6 +13,7 @@ import boto3
 import pytest
 
 from chalicelib.adapters.tasks_repo import TaskRepository
+from chalicelib.task import Status
 
 from .conftest import SETTINGS, fast_worker
 
@@ -137,3 +138,310 @@ def test_two_deliveries_of_one_segment_message_build_it_once(stack):
     after = TaskRepository().get(created["id"])
     assert after.segments[0].lease == claimed.lease and after.segments_done == 0
     assert not [k for k in keys_of(task.id) if ".seg-00001" in k]
+
+
+# -- cancel, crashes, races, failures ------------------------------------------------------------
+def segment_records(stack, task_id: str) -> dict[int, dict[str, Any]]:
+    out = {}
+    for record in stack.drain():
+        body = json.loads(record["body"])
+        assert body["type"] == "download.segment" and body["task_id"] == task_id
+        out[body["segment"]] = record
+    return out
+
+
+def coordinate(stack, **body: Any) -> tuple[str, dict[int, dict[str, Any]]]:
+    """Create and plan a task; its segments' messages, by number."""
+    task_id = stack.create(**body)["id"]
+    assert fast_worker().handle_batch(stack.drain()) == {"batchItemFailures": []}
+    return task_id, segment_records(stack, task_id)
+
+
+def age_segment(task_id: str, number: int, seconds: float) -> None:
+    """As if segment ``number``'s worker (and the task's last beat) stopped ``seconds`` ago."""
+    from datetime import timedelta
+
+    from chalicelib.adapters.tasks_repo import TaskModel
+    from chalicelib.clock import now
+
+    old = now() - timedelta(seconds=seconds)
+    due = old + timedelta(seconds=SETTINGS.stale_after_seconds)
+    TaskModel(task_id).update(actions=[TaskModel.segs[f"{number:05d}"]["hb"].set(int(old.timestamp())),
+                                       TaskModel.heartbeat_at.set(old),
+                                       TaskModel.due_at.set(int(due.timestamp()))])
+
+
+def test_cancel_mid_way_stops_every_segment_and_leaves_nothing(stack):
+    import threading
+    import time
+
+    task_id, records = coordinate(stack, format="jsonl", params={"rows": 900_000}, parallelism=2)
+    worker = fast_worker(part_size_bytes=5 * 1024 * 1024)
+    assert worker.settings.progress_interval_seconds == 2  # the deployment's own interval
+    threads = [threading.Thread(target=worker.handle_batch, args=([r],)) for r in records.values()]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while stack.get(task_id)["progress"].get("bytes", 0) < 12 * 1024 * 1024:
+        assert time.monotonic() < deadline, "the segments never got going"
+        time.sleep(0.05)
+    running = stack.get(task_id)["progress"]["segments"]
+    assert running["running"] == 2 and running["total"] == 2
+    resp = stack.client.http.post(f"/downloads/{task_id}/cancel", headers=stack.users["alice"].headers)
+    assert resp.status_code == 202 and resp.json_body["status"] == "canceling"
+    asked = time.monotonic()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert time.monotonic() - asked < 5  # every segment heard it at its next beat
+    task = stack.get(task_id)
+    assert task["status"] == "canceled" and task["url"] is None and task["files"] is None
+    assert keys_of(task_id) == [] and open_uploads() == []
+    assert [e["detail-type"] for e in stack.events()] == ["download.canceled"]
+
+
+def test_a_segment_whose_worker_crashed_is_rebuilt_alone(stack):
+    params = {"rows": 3000, "seed": 4}
+    one, _ = built(stack, params=params, parallelism=1)
+    task_id, records = coordinate(stack, params=params, parallelism=3)
+    task = TaskRepository().get(task_id)
+    assert TaskRepository().claim_segment(task, 2, task.heartbeat_at) is not None  # then it died
+    worker = fast_worker()
+    worker.handle_batch([records[1], records[3]])
+    assert TaskRepository().get(task_id).status is Status.RUNNING
+    worker.handle_batch([records[2]])  # SQS delivers it again: its worker still counts as alive
+    assert TaskRepository().get(task_id).segments[1].lease == 1
+    age_segment(task_id, 2, SETTINGS.stale_after_seconds + 5)
+    worker.handle_batch([records[2]])  # now it is taken over and built
+    task = TaskRepository().get(task_id)
+    assert task.status is Status.SUCCEEDED and task.sha256 == one["sha256"]
+    assert [s.lease for s in task.segments] == [1, 2, 1]  # segments 1 and 3 were built once
+    assert keys_of(task_id) == [task.object_key] and open_uploads() == []
+
+
+def test_a_segmented_task_whose_workers_all_died_keeps_what_succeeded(stack):
+    from chalicelib.sweeper import Sweeper
+
+    params = {"rows": 3000, "seed": 8}
+    one, _ = built(stack, params=params, parallelism=1)
+    task_id, records = coordinate(stack, params=params, parallelism=3)
+    task = TaskRepository().get(task_id)
+    fast_worker().handle_batch([records[1], records[3]])
+    assert TaskRepository().claim_segment(task, 2, task.heartbeat_at) is not None  # then it died
+    kept = {s.number: s.key for s in TaskRepository().get(task_id).segments if s.key}
+    age_segment(task_id, 2, SETTINGS.stale_after_seconds + 5)
+    from chalicelib.clock import now
+
+    assert Sweeper(SETTINGS).sweep(now())["requeued"] == 1
+    assert set(kept.values()) <= set(keys_of(task_id))  # the stored segments stay
+    fast_worker().handle_batch(stack.drain())  # the next build plans again: only segment 2 is sent
+    again = segment_records(stack, task_id)
+    assert list(again) == [2]
+    fast_worker().handle_batch(list(again.values()))
+    task = TaskRepository().get(task_id)
+    assert task.status is Status.SUCCEEDED and task.sha256 == one["sha256"] and task.lease == 2
+    assert {s.number: s.key for s in task.segments if s.number != 2} == kept
+
+
+def test_the_finalizer_runs_once_when_two_segments_finish_at_the_same_moment(stack, monkeypatch):
+    import threading
+
+    from chalicelib.adapters import storage
+
+    task_id, records = coordinate(stack, params={"rows": 4000}, parallelism=2)
+    barrier = threading.Barrier(2, timeout=20)
+    original = TaskRepository.finish_segment
+    composed: list[str] = []
+    compose = storage.compose
+
+    def together(self, *args, **kwargs):  # both segments stored: record them at once
+        barrier.wait()
+        return original(self, *args, **kwargs)
+
+    def counted(bucket, key, *args, **kwargs):
+        composed.append(key)
+        return compose(bucket, key, *args, **kwargs)
+
+    monkeypatch.setattr(TaskRepository, "finish_segment", together)
+    monkeypatch.setattr(storage, "compose", counted)
+    worker = fast_worker()
+    threads = [threading.Thread(target=worker.handle_batch, args=([r],)) for r in records.values()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    task = TaskRepository().get(task_id)
+    assert task.status is Status.SUCCEEDED and task.segments_done == 2
+    assert len(composed) == 1
+    assert [e["detail-type"] for e in stack.events()] == ["download.succeeded"]
+
+
+class Flaky:
+    """A demo-like kind whose segment 2 fails while ``broken`` says so."""
+
+    broken = True
+
+
+def flaky_exporter():
+    from chalicelib.errors import ExportError
+    from chalicelib.exporters.demo import DemoExporter
+
+    class FlakyDemo(DemoExporter):
+        kind = "flaky_demo"
+
+        def open_segment(self, params, ctx, shared, segment):
+            if segment.number == 2 and Flaky.broken:
+                raise ExportError("source_unavailable", "The source did not answer.")
+            return super().open_segment(params, ctx, shared, segment)
+
+    return FlakyDemo()
+
+
+def drive_until(stack, done, worker=None, seconds: float = 30) -> None:
+    """Hand messages to the worker until ``done()``; delayed messages are waited for."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "never done"
+        records = stack.drain()
+        if records:
+            (worker or fast_worker()).handle_batch(records)
+        else:
+            time.sleep(0.2)
+
+
+def test_a_failing_segment_is_retried_alone_then_fails_the_task_and_a_retry_rebuilds_only_it(stack):
+    from chalicelib.exporters import REGISTRY, register
+    from chalicelib.segments import MAX_SEGMENT_TRIES
+
+    register(flaky_exporter())
+    try:
+        Flaky.broken = True
+        task_id = stack.create(kind="flaky_demo", params={"rows": 3000, "seed": 2}, parallelism=3)["id"]
+        drive_until(stack, lambda: TaskRepository().get(task_id).status is Status.FAILED)
+        task = TaskRepository().get(task_id)
+        assert task.error.code == "source_unavailable"
+        assert task.error.message.startswith("Segment 2 of 3: ")
+        assert task.segments[1].tries == MAX_SEGMENT_TRIES
+        assert [s.lease for s in task.segments] == [1, MAX_SEGMENT_TRIES, 1]
+        failed = stack.get(task_id)
+        assert failed["progress"]["segments"] == {"total": 3, "succeeded": 2, "running": 0, "failed": 1}
+        kept = [s.key for s in task.segments if s.key]
+        assert len(kept) == 2 and set(kept) <= set(keys_of(task_id))
+        Flaky.broken = False
+        resp = stack.client.http.post(f"/downloads/{task_id}/retry", headers=stack.users["alice"].headers)
+        assert resp.status_code == 202
+        drive_until(stack, lambda: TaskRepository().get(task_id).status is Status.SUCCEEDED)
+        task = TaskRepository().get(task_id)
+        assert [s.key for s in task.segments if s.number != 2] == kept  # built once, kept
+        one, _ = built(stack, params={"rows": 3000, "seed": 2}, parallelism=1)
+        assert task.sha256 == one["sha256"]
+    finally:
+        REGISTRY.pop("flaky_demo", None)
+
+
+# -- the create body ----------------------------------------------------------------------------
+@pytest.mark.parametrize("body, field", [
+    ({"parallelism": 0}, "parallelism"), ({"parallelism": 33}, "parallelism"),
+    ({"parallelism": "many"}, "parallelism"), ({"parallelism": True}, "parallelism"),
+    ({"parallelism": 2.5}, "parallelism"), ({"output": "zip"}, "output"),
+    ({"format": "xlsx", "parallelism": 4}, "parallelism"),
+])
+def test_parallelism_and_output_are_checked_at_create(stack, body, field):
+    payload = {"task_name": "t", "kind": "demo", "params": {"rows": 10}} | body
+    resp = stack.client.http.post("/downloads", headers=stack.users["alice"].headers,
+                                  body=json.dumps(payload))
+    assert resp.status_code == 400, resp.body
+    error = resp.json_body["error"]
+    assert error["code"] == "validation_error"
+    assert [d["field"] for d in error["details"]] == [field]
+
+
+def test_an_xlsx_export_splits_into_parts_one_workbook_each(stack):
+    import openpyxl
+
+    res, task = built(stack, format="xlsx", params={"rows": 2500}, parallelism=3, output="parts")
+    assert res["status"] == "succeeded" and len(res["files"]) == 3
+    total = 0
+    for f in task.files:
+        book = openpyxl.load_workbook(io.BytesIO(body_of(f["key"])), read_only=True)
+        rows = list(book.active.iter_rows(values_only=True))
+        assert rows[0] == ("id", "name", "email", "city", "amount", "signup_date")  # its header
+        total += len(rows) - 1
+    assert total == 2500
+
+
+def test_kinds_say_how_they_split(stack):
+    resp = stack.client.http.get("/kinds", headers=stack.users["alice"].headers)
+    demo = next(k for k in resp.json_body["items"] if k["kind"] == "demo")
+    assert demo["split"] == {"by": "row ranges", "max_segments": 32,
+                             "outputs": {"csv": ["single", "parts"], "jsonl": ["single", "parts"],
+                                         "xlsx": ["parts"]}}
+
+
+def test_auto_splits_only_what_a_quarter_budget_cannot_hold(stack):
+    import time
+
+    small = stack.create(params={"rows": 1000})
+    fast_worker().handle_batch(stack.drain())
+    assert not TaskRepository().get(small["id"]).segments  # one worker, as always
+    big = stack.create(params={"rows": 600_000})
+    start = time.monotonic()
+    # a 40 s invocation, 30 s of margin: 10 s of work each, a quarter of it per segment
+    fast_worker().handle_batch(stack.drain(), lambda: int((40 - (time.monotonic() - start)) * 1000))
+    task = TaskRepository().get(big["id"])
+    assert len(task.segments) == 32 or len(task.segments) == -(-600_000 // (150_000 * 10 // 4))
+
+
+def test_a_last_segment_short_of_time_hands_the_finalizing_to_a_fresh_invocation(stack):
+    import time
+
+    params = {"rows": 4000, "seed": 6}
+    one, _ = built(stack, params=params, parallelism=1)
+    task_id, records = coordinate(stack, params=params, parallelism=2)
+    started = TaskRepository().get(task_id).started_at
+    fast_worker().handle_batch([records[1]])
+    begin = time.monotonic()
+    # 31 s left, 30 of them margin: too little to compose and hash here
+    fast_worker().handle_batch([records[2]], lambda: int((31 - (time.monotonic() - begin)) * 1000))
+    handed = TaskRepository().get(task_id)
+    assert handed.status is Status.QUEUED and handed.segments_done == 2
+    assert stack.get(task_id)["progress"]["rows"] == 4000  # the segments' rows still show
+    messages = stack.drain()
+    assert [json.loads(m["body"])["type"] for m in messages] == ["download.build"]
+    fast_worker().handle_batch(messages + messages)  # twice: one claim finalizes
+    task = TaskRepository().get(task_id)
+    assert task.status is Status.SUCCEEDED and task.sha256 == one["sha256"]
+    assert task.started_at == started and task.lease == 2
+    ours = [e["detail-type"] for e in stack.events() if e["detail"]["id"] == task_id]
+    assert ours == ["download.succeeded"]
+
+
+def test_a_queued_request_may_ask_for_segments_and_parts(stack):
+    alice = stack.users["alice"]
+    request = {"task_name": "CRM", "kind": "demo", "format": "csv", "params": {"rows": 500},
+               "owner": alice.sub, "owner_name": "alice", "tenant": "acme", "idempotency_key": "k1",
+               "parallelism": 2, "output": "parts"}
+    boto3.client("sqs").send_message(QueueUrl=stack.queue_url, MessageBody=json.dumps(
+        {"type": "download.request", "version": 1, "request": request}))
+    drive(stack)
+    listed = stack.client.http.get("/downloads", headers=alice.headers).json_body["items"]
+    assert len(listed) == 1 and listed[0]["status"] == "succeeded"
+    assert listed[0]["parallelism"] == 2 and len(listed[0]["files"]) == 2
+    assert all(f["url"] for f in listed[0]["files"]) and listed[0]["manifest"]["url"]
+
+
+def test_a_cancel_while_the_finalizing_waits_in_the_queue_leaves_nothing(stack):
+    import time
+
+    task_id, records = coordinate(stack, params={"rows": 2000}, parallelism=2)
+    fast_worker().handle_batch([records[1]])
+    begin = time.monotonic()
+    fast_worker().handle_batch([records[2]], lambda: int((31 - (time.monotonic() - begin)) * 1000))
+    assert TaskRepository().get(task_id).status is Status.QUEUED  # handed off, segments stored
+    assert len(keys_of(task_id)) == 2
+    resp = stack.client.http.post(f"/downloads/{task_id}/cancel", headers=stack.users["alice"].headers)
+    assert resp.status_code == 202 and resp.json_body["status"] == "canceled"
+    assert keys_of(task_id) == [] and open_uploads() == []
+    drive(stack)  # the finalizing build's message finds it canceled
+    assert TaskRepository().get(task_id).status is Status.CANCELED and keys_of(task_id) == []

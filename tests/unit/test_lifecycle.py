@@ -74,7 +74,7 @@ def test_the_quota_effect_of_each_transition_follows_the_active_states():
     assert {t.name: t.quota for t in MACHINE} == {
         "claim": 0, "request_cancel": 0, "cancel_queued": -1, "succeed": -1, "fail": -1,
         "acknowledge_cancel": -1, "fail_queued": -1, "requeue": 0, "abandon": -1, "lose": -1,
-        "retry": 1,
+        "retry": 1, "hand_off": 0,
     }
     with pytest.raises(ValueError):
         Transition("mixed", frozenset({Status.QUEUED, Status.FAILED}), Status.CANCELED)
@@ -89,6 +89,16 @@ def test_every_way_into_a_terminal_state_sets_its_ttl_and_leaves_its_event_pendi
     assert fields["finished_at"] == NOW
     assert fields["ttl"] >= NOW + LIFE.record_retention
     assert fields["due_at"] == NOW + LIFE.event_grace
+
+
+def test_a_hand_off_keeps_the_start_of_the_work_for_the_next_claim():
+    from chalicelib.task import HAND_OFF
+
+    started = NOW - timedelta(minutes=3)
+    handed = effects(HAND_OFF, task(status=Status.RUNNING, started_at=started, lease=2), NOW, LIFE)
+    assert "started_at" not in handed and handed["progress"] == {"rows": 0, "bytes": 0}
+    assert effects(CLAIM, task(started_at=started), NOW, LIFE)["started_at"] == started
+    assert effects(CLAIM, task(), NOW, LIFE)["started_at"] == NOW
 
 
 def test_a_claim_takes_the_next_lease_and_counts_itself():

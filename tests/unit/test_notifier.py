@@ -54,3 +54,11 @@ def test_sizes_read_in_binary_units(size: int | None, text: str) -> None:
 ])
 def test_only_a_verified_address_is_the_principals(claims: dict, email: str | None) -> None:
     assert Principal.from_claims({"sub": "s", **claims}).email == email
+
+
+def test_the_ready_notice_of_a_parts_task_counts_its_files() -> None:
+    parts = {**TASK, "sha256": None, "size": 3 * 1024 * 1024,
+             "files": [{"name": f"x-{n}.csv"} for n in range(1, 5)]}
+    body = compose("a@b.example", "succeeded", parts, "").body
+    assert "4 files and manifest.json, 3.0 MiB" in body and "The files are kept until" in body
+    assert "sha256" not in body

@@ -1,0 +1,125 @@
+"""The segments' rules without AWS: ranges, names, counts, progress, and the composition plan."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from chalicelib.segments import (
+    MAX_SEGMENTS,
+    SEGMENT_MACHINE,
+    Segment,
+    SegStatus,
+    compose_parts,
+    count_for,
+    even_ranges,
+    fresh,
+    part_name,
+    progress,
+)
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize("first, last, count", [(1, 10, 3), (1, 4_000_000, 4), (5, 5, 8), (1, 7, 7)])
+def test_even_ranges_cover_everything_once_in_order(first, last, count):
+    ranges = even_ranges(first, last, count)
+    assert ranges[0][0] == first and ranges[-1][1] == last
+    assert all(a[1] + 1 == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    sizes = [b - a + 1 for a, b in ranges]
+    assert max(sizes) - min(sizes) <= 1 and len(ranges) == min(count, last - first + 1)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("export.csv.gz", "export-00001-of-00008.csv.gz"), ("users", "users-00001-of-00008"),
+    ("报表 2024.jsonl", "报表 2024-00001-of-00008.jsonl"),
+])
+def test_part_names_keep_every_suffix(name, expected):
+    assert part_name(name, 1, 8) == expected
+
+
+def test_count_for_honours_the_number_asked_and_plans_auto_from_the_budget():
+    assert count_for(4, None, 900) == 4
+    assert count_for(99, None, 900) == MAX_SEGMENTS
+    assert count_for("auto", None, 900) == 1  # nothing known: one worker
+    assert count_for("auto", 100, 900) == 1  # fits a quarter of the budget
+    assert count_for("auto", 1000, 900) == 5  # 1000 s / 225 s
+    assert count_for("auto", 10**6, 5) == MAX_SEGMENTS
+
+
+def test_progress_adds_up_the_segments_and_counts_them():
+    segs = (Segment(1, {}, SegStatus.SUCCEEDED, rows=10, bytes=100, size=100),
+            Segment(2, {}, SegStatus.RUNNING, rows=5, bytes=40), Segment(3, {}))
+    assert progress(segs, 30, final=False) == {
+        "rows": 15, "bytes": 140, "total": 30, "percent": 50.0,
+        "segments": {"total": 3, "succeeded": 1, "running": 1, "failed": 0}}
+    assert progress(segs, 30, final=True)["percent"] == 100.0
+
+
+def test_a_new_plan_keeps_what_succeeded_and_starts_the_rest_over():
+    done = Segment(1, {"a": 1}, SegStatus.SUCCEEDED, lease=1, size=5, key="k")
+    died = Segment(2, {"a": 2}, SegStatus.RUNNING, lease=3, claims=3, tries=1, rows=9, key="x")
+    kept, again = fresh((done, died))
+    assert kept == done
+    assert again.status is SegStatus.QUEUED and again.claims == 0 and again.tries == 0
+    assert again.rows == 0 and again.key is None and again.lease == 3  # leases only ever grow
+
+
+def test_the_segment_machine_is_the_lifecycle_described():
+    assert {(m.name, tuple(sorted(m.sources)), m.target) for m in SEGMENT_MACHINE} == {
+        ("claim", ("queued", "running"), "running"), ("succeed", ("running",), "succeeded"),
+        ("retry", ("running",), "queued"), ("fail", ("running",), "failed"),
+        ("reset", ("failed", "queued", "running"), "queued")}
+
+
+def test_segment_items_round_trip():
+    seg = Segment(3, {"first": 1}, SegStatus.SUCCEEDED, lease=2, claims=1, tries=1, rows=4, bytes=5,
+                  heartbeat_at=int(datetime(2026, 1, 1, tzinfo=UTC).timestamp()), size=5, md5="m",
+                  sha256="s", key="k", error={"code": "c", "message": "m"})
+    assert Segment.from_item(seg.to_item()) == seg
+
+
+def check_plan(sizes, min_part, max_part):
+    parts = compose_parts(sizes, min_part, max_part)
+    # the pieces, in order, are every byte of every source once
+    pieces = [p for part in parts for p in part.pieces]
+    cursor = {i: 0 for i in range(len(sizes))}
+    order = []
+    for piece in pieces:
+        assert piece.start == cursor[piece.source] and piece.length > 0
+        cursor[piece.source] += piece.length
+        order.append(piece.source)
+    assert cursor == {i: s for i, s in enumerate(sizes)} and order == sorted(order)
+    for part in parts[:-1]:
+        assert min_part <= part.size <= max_part
+    for part in parts:
+        if part.copied:
+            assert len(part.pieces) == 1 and part.size <= max_part
+            assert part.size >= min_part or part is parts[-1]
+        else:
+            assert part.size <= min_part  # what is read for one part stays small
+    return parts
+
+
+@pytest.mark.parametrize("sizes", [
+    [6 * MiB, 6 * MiB], [1, 2, 3], [4 * MiB, 4 * MiB, 4 * MiB], [1 * MiB, 20 * MiB, 1 * MiB],
+    [0, 7 * MiB, 0], [5 * MiB], [12 * MiB + 1], [],
+])
+def test_compose_plans_respect_s3s_part_sizes(sizes):
+    check_plan(sizes, 5 * MiB, 10 * MiB)
+
+
+def test_compose_plans_hold_for_random_sizes():
+    rng = random.Random(10)
+    for _ in range(500):
+        sizes = [rng.choice([0, rng.randrange(1, 100), rng.randrange(1, 40), rng.randrange(40, 400)])
+                 for _ in range(rng.randrange(1, 12))]
+        check_plan(sizes, 10, 50)
+
+
+def test_large_segments_are_copied_and_small_ones_joined():
+    parts = compose_parts([6 * MiB, 1 * MiB, 7 * MiB])
+    assert [p.copied for p in parts] == [True, False, True]
+    assert parts[1].size == 5 * MiB  # the small segment, filled from the next one's head
