@@ -75,12 +75,15 @@ class Sizes:
     #: the short-invocation stack: WORKER_TIMEOUT_SECONDS and TIME_BUDGET_MARGIN_SECONDS
     seg_timeout: int = 5
     seg_margin: int = 1
+    #: rows of the gzip'd csv that must take one invocation at least 5 of the short budgets
+    seg_budget_rows: int = 6_000_000
 
 
 FULL = Sizes()
 QUICK = Sizes(rows=100_000, rounds=1, memory_mib=(2, 20), naive_mib=(2, 10), others=(10, 300),
               coldstart_runs=3, profile_rows=100_000, xlsx_rows=(20_000, 100_000), xlsx_rounds=1,
-              xlsx_pipeline_rows=100_000, ddb_repeat=1, ddb_rounds=1, seg_rows=200_000, seg_rounds=1)
+              xlsx_pipeline_rows=100_000, ddb_repeat=1, ddb_rounds=1, seg_rows=200_000, seg_rounds=1,
+              seg_budget_rows=300_000)
 
 
 Variant = tuple[str, str, dict[str, Any]]
@@ -429,7 +432,8 @@ def _measure(results: Results, sizes: Sizes, sections: list[str], no_wait: bool,
 
         patience.wait()
         results.segments = segments.measure(sizes.seg_rows, sizes.seg_parallelism, sizes.seg_rounds,
-                                            sizes.seg_timeout, sizes.seg_margin, patience.wait)
+                                            sizes.seg_timeout, sizes.seg_margin, sizes.seg_budget_rows,
+                                            patience.wait)
     if results.merged:
         results.merged[-1].update(seconds=time.monotonic() - t0, retries=patience.retries)
     else:
