@@ -916,10 +916,21 @@ rows/s, are what carries over.
 
 
 def _missed_text(results: Results) -> str:
-    """Why the pipeline misses a throughput target, in the run's own numbers."""
+    """Why a target is missed (throughput, segments), in the run's own numbers."""
     jobs = _by_job(results)
-    if not jobs:
-        return ""
+    lines = []
+    if jobs:
+        lines += _throughput_missed(jobs, results)
+    seg = results.segments
+    if seg and segments.targets(seg)[0][2] is False:
+        lines.append(f"Two segments miss {segments.SPEEDUP_TARGET}× one segment on this stack: building, "
+                     "they are about that much faster, and the finalizer's compose on moto, which one "
+                     "segment does not need, takes it back (section 8, \"Why 2 segments miss\").")
+    return "\n" + "\n\n".join(lines) + "\n" if lines else ""
+
+
+def _throughput_missed(jobs: dict[str, dict[str, Any]], results: Results) -> list[str]:
+    """The throughput targets missed, each with the run's own numbers for why."""
     pipe, raw, peer = jobs["pipeline"], jobs["raw"], jobs["smart_open"]
     lines = []
     if vs_raw(pipe, raw) < RAW_TARGET:
@@ -943,7 +954,7 @@ def _missed_text(results: Results) -> str:
             "records, which smart_open does not compute. The rest of the end-to-end difference is the "
             f"task's DynamoDB and EventBridge calls{side_by_side}, and run-to-run noise (compare the "
             "min–max spreads).")
-    return "\n" + "\n\n".join(lines) + "\n" if lines else ""
+    return lines
 
 
 def _noise_text(results: Results) -> str:
