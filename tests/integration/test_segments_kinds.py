@@ -10,9 +10,11 @@ same bytes where the writer is deterministic, and parts that read back whole.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +25,7 @@ import pytest
 
 from chalicelib.adapters import aws
 from chalicelib.adapters.tasks_repo import TaskRepository
-from chalicelib.exporters import dynamodb_table
+from chalicelib.exporters import dynamodb_table, log_archive
 from chalicelib.exporters.dynamodb_table import SAMPLE_ITEMS
 from local.seed import DEMO_TABLE, seed_demo_table
 
@@ -279,3 +281,103 @@ def test_a_table_gone_before_the_plan_fails_the_task_with_its_code(stack):
     drive(stack)
     task = stack.get(created["id"])
     assert task["status"] == "failed" and task["error"]["code"] == "table_not_found"
+
+
+# -- log_archive -----------------------------------------------------------------------------------
+
+GROUP = "/download-center/demo"
+#: CloudWatch (and moto) refuse events older than 14 days: the events are from yesterday.
+T0 = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+HOUR_MS = 3_600_000
+
+
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def log_params(**extra: Any) -> dict[str, Any]:
+    start, end = T0, T0 + timedelta(hours=1)
+    return {"log_group": GROUP, "start": f"{start:%Y-%m-%dT%H:%M:%SZ}",
+            "end": f"{end:%Y-%m-%dT%H:%M:%SZ}"} | extra
+
+
+def seed_logs(streams: dict[str, list[tuple[int, str]]]) -> None:
+    """Each stream's (offset in ms from T0, message) events, in time order."""
+    cw = boto3.client("logs")
+    cw.create_log_group(logGroupName=GROUP)
+    for stream, events in streams.items():
+        cw.create_log_stream(logGroupName=GROUP, logStreamName=stream)
+        cw.put_log_events(logGroupName=GROUP, logStreamName=stream, logEvents=[
+            {"timestamp": ms(T0) + off, "message": msg} for off, msg in events])
+
+
+#: Three slices of the hour start at T0, T0 + 20 min and T0 + 40 min: events on and next to
+#: the cuts, and on both ends of the range (the last ms is in, the end is not).
+CUTS = (0, HOUR_MS // 3, 2 * HOUR_MS // 3)
+SLICES = list(zip(CUTS, (*CUTS[1:], HOUR_MS), strict=True))
+EDGES = sorted({max(0, c + d) for c in (*CUTS, HOUR_MS) for d in (-1, 0, 1)} | {-5, 600_000, 3_000_000})
+
+
+def test_a_range_in_three_time_slices_is_the_gzip_content_of_one_worker(stack):
+    seed_logs({"web-1": [(off, f"event at +{off} ms: naïve 連線 😀") for off in EDGES]})
+    for fmt in ("text", "jsonl"):
+        one, t1 = export(stack, "log_archive", log_params(), fmt, parallelism=1)
+        many, task = export(stack, "log_archive", log_params(), fmt, parallelism=3)
+        assert [(s.spec["start"], s.spec["end"]) for s in task.segments] == [
+            (ms(T0) + a, ms(T0) + b) for a, b in SLICES]
+        composed, whole = body_of(task.object_key), body_of(t1.object_key)
+        # one gzip member a slice, concatenated: the same text as one worker's single member
+        assert gzip.decompress(composed) == gzip.decompress(whole)
+        assert composed.count(b"\x1f\x8b\x08") >= 3 and many["size"] == len(composed)
+        lines = gzip.decompress(composed).decode("utf-8").splitlines()
+        in_range = [off for off in EDGES if 0 <= off < HOUR_MS]
+        assert len(lines) == len(in_range) == many["progress"]["rows"] == one["progress"]["rows"]
+        assert [s.rows for s in task.segments] == [
+            sum(1 for off in in_range if a <= off < b) for a, b in SLICES]
+        assert many["content_type"] == "application/gzip" and many["file_name"] == one["file_name"]
+
+
+def test_several_streams_in_slices_have_the_events_of_one_worker(stack):
+    """moto returns a range's events stream by stream (CloudWatch interleaves them by time),
+    so here only the set of lines is the same."""
+    seed_logs({"web-1": [(off, f"web {off}") for off in range(0, HOUR_MS, 97_000)],
+               "worker-ü": [(off, f"worker {off}") for off in range(5, HOUR_MS, 131_000)]})
+    one, t1 = export(stack, "log_archive", log_params(), "jsonl", parallelism=1)
+    many, task = export(stack, "log_archive", log_params(), "jsonl", parallelism=4)
+    lines = gzip.decompress(body_of(task.object_key)).decode("utf-8").splitlines()
+    assert sorted(lines) == sorted(gzip.decompress(body_of(t1.object_key)).decode("utf-8").splitlines())
+    assert len(lines) == many["progress"]["rows"] and many["progress"]["segments"]["total"] == 4
+
+
+def test_parts_of_a_range_are_gzip_files_of_their_slices(stack):
+    seed_logs({"web-1": [(off, f"event {off}") for off in EDGES]})
+    one, t1 = export(stack, "log_archive", log_params(), "text", parallelism=1)
+    many, task = export(stack, "log_archive", log_params(), "text", parallelism=3, output="parts",
+                        file_name="logs")
+    assert [f["name"] for f in many["files"]] == [f"logs-{n:05d}-of-00003.log.gz" for n in (1, 2, 3)]
+    texts = [gzip.decompress(p) for p in parts_of(task)]
+    assert b"".join(texts) == gzip.decompress(body_of(t1.object_key))
+    assert [t.count(b"\n") for t in texts] == [f["rows"] for f in many["files"]]
+
+
+def test_auto_plans_time_slices_from_the_range(stack, monkeypatch):
+    seed_logs({"web-1": [(off, f"event {off}") for off in EDGES]})
+    # an hour at 6 s an hour; a worker with 8 s left plans 2 s slices: 3
+    monkeypatch.setattr(log_archive, "SECONDS_PER_HOUR", 6.0)
+    created = stack.create("admin", kind="log_archive", format="text", params=log_params())
+    coordinator = fast_worker(time_budget_margin_seconds=0)
+    assert coordinator.handle_batch(stack.drain(), remaining_ms=lambda: 8_000) == {"batchItemFailures": []}
+    assert len(TaskRepository().get(created["id"]).segments) == 3
+    drive(stack)
+    assert stack.get(created["id"], "admin")["status"] == "succeeded"
+
+
+def test_a_log_group_gone_before_the_plan_fails_the_task_once(stack):
+    seed_logs({"web-1": [(10, "x")]})
+    created = stack.create("admin", kind="log_archive", format="text", params=log_params(),
+                           parallelism=3)
+    boto3.client("logs").delete_log_group(logGroupName=GROUP)
+    drive(stack)
+    task = stack.get(created["id"], "admin")
+    assert task["status"] == "failed" and task["error"]["code"] == "log_group_not_found"
+    assert TaskRepository().get(created["id"]).segments == ()  # no segment was planned
