@@ -13,6 +13,7 @@ import csv
 import gzip
 import io
 import json
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -25,7 +26,7 @@ import pytest
 
 from chalicelib.adapters import aws
 from chalicelib.adapters.tasks_repo import TaskRepository
-from chalicelib.exporters import dynamodb_table, log_archive
+from chalicelib.exporters import dynamodb_table, log_archive, s3_bundle
 from chalicelib.exporters.dynamodb_table import SAMPLE_ITEMS
 from local.seed import DEMO_TABLE, seed_demo_table
 
@@ -334,7 +335,8 @@ def test_a_range_in_three_time_slices_is_the_gzip_content_of_one_worker(stack):
         assert len(lines) == len(in_range) == many["progress"]["rows"] == one["progress"]["rows"]
         assert [s.rows for s in task.segments] == [
             sum(1 for off in in_range if a <= off < b) for a, b in SLICES]
-        assert many["content_type"] == "application/gzip" and many["file_name"] == one["file_name"]
+        assert many["content_type"] == "application/gzip"
+        assert many["file_name"].endswith({"text": ".log.gz", "jsonl": ".jsonl.gz"}[fmt])
 
 
 def test_several_streams_in_slices_have_the_events_of_one_worker(stack):
@@ -381,3 +383,124 @@ def test_a_log_group_gone_before_the_plan_fails_the_task_once(stack):
     task = stack.get(created["id"], "admin")
     assert task["status"] == "failed" and task["error"]["code"] == "log_group_not_found"
     assert TaskRepository().get(created["id"]).segments == ()  # no segment was planned
+
+
+# -- s3_bundle -----------------------------------------------------------------------------------
+
+SOURCES = "download-center-sources"
+#: a deep common path: the plan stores bounds relative to the prefix, and short ones
+DEEP = "exports/2024/region=eu-west-1/customer=0000123456/"
+BUNDLE = {
+    **{f"{DEEP}daily/report-{i:03d}-报表.csv": f"day {i}, Zoë\n".encode() * (50 + 40 * i)
+       for i in range(14)},
+    f"{DEEP}big/archive.bin": bytes(range(256)) * 8_000,  # 2 MB: a range of its own
+    f"{DEEP}sub/": b"",  # a folder placeholder: no entry
+    "other/readme.txt": "read me 😀".encode(),
+    "other/notes.txt": b"notes",
+}
+
+
+@pytest.fixture
+def bucket(stack):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=SOURCES)
+    for key, body in BUNDLE.items():
+        s3.put_object(Bucket=SOURCES, Key=key, Body=body)
+    return s3
+
+
+def zip_entries(data: bytes) -> tuple[dict[str, bytes], list[dict[str, str]]]:
+    """A zip's entries (but its manifest) and its MANIFEST.csv rows, checked whole."""
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    assert archive.testzip() is None and archive.namelist()[-1] == "MANIFEST.csv"
+    manifest = list(csv.DictReader(io.StringIO(archive.read("MANIFEST.csv").decode("utf-8"))))
+    entries = {name: archive.read(name) for name in archive.namelist()[:-1]}
+    assert [r["name"] for r in manifest if r["status"] == "ok"] == list(entries)
+    return entries, manifest
+
+
+def test_a_bundle_in_three_key_ranges_is_three_whole_zips_of_the_one_workers_entries(
+        stack, bucket, monkeypatch):
+    monkeypatch.setattr(s3_bundle, "OBJECT_WEIGHT_BYTES", 0)  # cut by bytes alone
+    params = {"bucket": SOURCES, "keys": ["other/readme.txt", "other/notes.txt"], "prefix": DEEP}
+    one, t1 = export(stack, "s3_bundle", params, "zip", parallelism=1)
+    many, task = export(stack, "s3_bundle", params, "zip", parallelism=3, output="parts",
+                        file_name="bundle")
+    whole, _ = zip_entries(body_of(t1.object_key))
+    assert [f["name"] for f in many["files"]] == [f"bundle-{n:05d}-of-00003.zip" for n in (1, 2, 3)]
+    names: list[str] = []
+    for f, data in zip(many["files"], parts_of(task), strict=True):
+        entries, manifest = zip_entries(data)
+        assert len(entries) == f["rows"] and entries
+        for name, body in entries.items():
+            assert body == whole[name]
+        assert all(r["status"] == "ok" for r in manifest)
+        names += list(entries)
+    assert names == list(whole)  # every object once, in the bundle's order: explicit keys first
+    assert many["progress"]["total"] == many["progress"]["rows"] == len(whole) == 17
+    # balanced by bytes: the 2 MB object (the first under the prefix) is a range of its own
+    assert [len(zip_entries(p)[0]) for p in parts_of(task)] == [2, 1, 14]
+    for seg in task.segments:  # bounds, not key lists: small whatever the keys' length
+        assert len(json.dumps(seg.spec, ensure_ascii=False).encode()) < 100, seg.spec
+    assert task.segments[0].spec["keys"] == [0, 1]
+
+
+def test_keys_that_appear_after_the_plan_are_in_exactly_one_part(stack, bucket):
+    params = {"bucket": SOURCES, "prefix": DEEP}
+    created = stack.create(kind="s3_bundle", format="zip", params=params, parallelism=3, output="parts")
+    fast_worker().handle_batch(stack.drain())  # the coordinator plans; no segment is built yet
+    specs = [s.spec for s in TaskRepository().get(created["id"]).segments]
+    assert specs[0].get("after") is None and specs[-1].get("upto") is None
+    assert [s.get("upto") for s in specs[:-1]] == [s.get("after") for s in specs[1:]]
+    late = [f"{DEEP}a-first.txt", f"{DEEP}daily/report-005-报表.csv~", f"{DEEP}zz-last.txt",
+            DEEP + specs[1]["after"]]  # a key equal to a bound belongs to the range it closes
+    for key in late:
+        bucket.put_object(Bucket=SOURCES, Key=key, Body=key.encode())
+    drive(stack)
+    task = TaskRepository().get(created["id"])
+    seen: list[str] = []
+    for data in parts_of(task):
+        seen += [r["key"] for r in zip_entries(data)[1]]
+    assert sorted(seen) == sorted({*late, *(k for k in BUNDLE if k.startswith(DEEP) and not k.endswith("/"))})
+    assert len(seen) == len(set(seen))
+
+
+def test_a_single_bundle_cannot_be_split(stack, bucket):
+    resp = stack.client.http.post("/downloads", headers=stack.users["alice"].headers, body=json.dumps({
+        "task_name": "zip", "kind": "s3_bundle", "params": {"bucket": SOURCES, "prefix": DEEP},
+        "parallelism": 3}))
+    assert resp.status_code == 400 and resp.json_body["error"]["code"] == "validation_error"
+    assert [d["field"] for d in resp.json_body["error"]["details"]] == ["parallelism"]
+
+
+def test_auto_parts_list_the_prefix_once_and_plan_from_its_bytes(stack, bucket, monkeypatch):
+    # 2.1 MB and 15 objects at 1 MB/s and 0.05 s an object: 2.9 s; 8 s left plans 2 s ranges: 2
+    monkeypatch.setattr(s3_bundle, "BYTES_PER_SECOND", 1024 * 1024)
+    listed: list[dict[str, Any]] = []
+    aws.client("s3").meta.events.register("provide-client-params.s3.ListObjectsV2",
+                                          lambda params, **_: listed.append(dict(params)))
+    created = stack.create(kind="s3_bundle", format="zip", params={"bucket": SOURCES, "prefix": DEEP},
+                           output="parts")
+    listed.clear()  # the create's own check
+    coordinator = fast_worker(time_budget_margin_seconds=0)
+    assert coordinator.handle_batch(stack.drain(), remaining_ms=lambda: 8_000) == {"batchItemFailures": []}
+    assert len(listed) == 1  # estimate_seconds listed; plan used that listing
+    assert len(TaskRepository().get(created["id"]).segments) == 2
+    drive(stack)
+    task = stack.get(created["id"])
+    assert task["status"] == "succeeded" and len(task["files"]) == 2 and task["progress"]["rows"] == 15
+
+
+def test_a_missing_key_fails_the_plan_or_is_skipped_in_its_part(stack, bucket):
+    params = {"bucket": SOURCES, "keys": ["other/readme.txt", "other/gone.txt"]}
+    created = stack.create(kind="s3_bundle", format="zip", params=params, parallelism=2, output="parts")
+    drive(stack)
+    failed = stack.get(created["id"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "object_not_found"
+    assert "other/gone.txt" in failed["error"]["message"]
+
+    many, task = export(stack, "s3_bundle", {**params, "on_missing": "skip"}, "zip", parallelism=2,
+                        output="parts")
+    manifests = [zip_entries(p)[1] for p in parts_of(task)]
+    assert [[(r["key"], r["status"]) for r in m] for m in manifests] == [
+        [("other/readme.txt", "ok")], [("other/gone.txt", "skipped")]]
