@@ -98,7 +98,10 @@ class Segmented:
             plan = Plan(self._still_there(task), task.plan_shared, task.plan_rows)
         else:
             count = segment_count(task, exporter, self._budget(remaining_ms), self.settings)
-            plan = exporter.plan(task.params, task.format, self.settings, count)
+            try:  # a plan reads the source (DescribeTable, a listing): its problems are the task's
+                plan = exporter.plan(task.params, task.format, self.settings, count)
+            except ExportError as exc:
+                return self.worker._fail(task, exc.code, exc.message)
         stored = self.repo.save_plan(task, plan, utcnow())
         if stored is None:
             log.warning("task %s: lost while planning", task.id)
@@ -201,8 +204,12 @@ class Segmented:
             error = TaskError("internal_error", "The export failed because of an internal error.")
         if error is not None:
             return self._segment_failed(task, seg, error)
-        done = self.repo.finish_segment(task, seg, utcnow(), rows=ctx.rows, bytes=upload.size,
-                                        size=upload.size, md5=upload.md5, sha256=upload.sha256, key=key)
+        result: dict[str, Any] = {"rows": ctx.rows, "bytes": upload.size, "size": upload.size,
+                                  "md5": upload.md5, "sha256": upload.sha256, "key": key}
+        notes = exporter.segment_notes(ctx)
+        if notes:
+            result["notes"] = notes
+        done = self.repo.finish_segment(task, seg, utcnow(), **result)
         if done is None:  # canceled or superseded while its last part went up: ours goes
             storage.delete_object(self.settings.files_bucket, key)
             current = self.repo.get(task.id)
@@ -309,7 +316,7 @@ class Segmented:
         except ExportError as exc:
             return self.worker._fail(task, exc.code, exc.message)
         done = self.repo.apply(SUCCEED, task, utcnow(), content_type=output.content_type,
-                               progress=final, **fields)
+                               progress=final, warnings=self._warnings(task, exporter) or None, **fields)
         if done is None:  # canceled, or superseded, at the last moment
             current = self.repo.get(task.id)
             if current is not None and current.status is Status.CANCELING:
@@ -321,6 +328,16 @@ class Segmented:
         storage.clear_task(bucket, storage.task_prefix(task.tenant, task.id), keep=keep)
         publish_terminal(self.settings, self.repo, done)
         return done
+
+    @staticmethod
+    def _warnings(task: Task, exporter: Exporter) -> list[dict[str, str]]:
+        """The segments' warnings merged by the kind; a failure loses them, never the file."""
+        try:
+            return exporter.segment_warnings(task.params, task.plan_shared,
+                                             [s.notes for s in task.segments])
+        except Exception:
+            log.warning("task %s: could not merge its segments' warnings", task.id, exc_info=True)
+            return []
 
     def _manifest(self, task: Task, content_type: str) -> dict[str, Any]:
         total = len(task.segments)
