@@ -18,7 +18,7 @@ addStrings({
     "split.parallelism": "Parallelism",
     "split.auto": "auto",
     "split.parallelism_hint": "Segments built side by side, up to {max}. Auto: as many as the export's size needs (a small one stays whole).",
-    "split.parts_only": "A {format} file is split only into parts: choose Parts for more than one segment.",
+    "split.parts_only": "{format} files split only into parts: choose Parts for more than one segment.",
     "split.output": "Output",
     "split.single": "One file",
     "split.single_hint": "the segments joined, as one worker would build it",

@@ -204,23 +204,27 @@ def test_the_form_offers_segments_where_the_kind_splits_and_sends_only_changes(
     expect(one_file).to_be_checked()
     expect(parts).not_to_be_checked()
 
-    # kinds that cannot split do not offer it
+    # every built-in kind splits (a kind that cannot has split null, and its form no section);
+    # a zip bundle only into parts
     dialog.get_by_label("Kind").select_option("dynamodb_table")
-    expect(section).to_be_hidden()
+    expect(section).to_be_visible()
+    expect(dialog.get_by_text("files split only into parts")).to_be_hidden()
     dialog.get_by_label("Kind").select_option("s3_bundle")
-    expect(section).to_be_hidden()
+    expect(section).to_be_visible()
+    expect(dialog.get_by_text("zip files split only into parts")).to_be_visible()
+    expect(parallelism.locator("option[value='4']")).to_be_disabled()
     dialog.get_by_label("Kind").select_option("demo")
     expect(section).to_be_visible()
 
     # xlsx splits into parts only: as one file, one worker builds it
     dialog.get_by_label("Format").select_option("xlsx")
-    expect(dialog.get_by_text("A xlsx file is split only into parts")).to_be_visible()
+    expect(dialog.get_by_text("xlsx files split only into parts")).to_be_visible()
     expect(parallelism.locator("option[value='4']")).to_be_disabled()
     expect(dialog.get_by_text("built by one worker")).to_be_visible()
     parts.check()
     expect(parallelism.locator("option[value='4']")).to_be_enabled()
     dialog.get_by_label("Format").select_option("csv")
-    expect(dialog.get_by_text("A xlsx file is split only into parts")).to_be_hidden()
+    expect(dialog.get_by_text("xlsx files split only into parts")).to_be_hidden()
     one_file.check()
     shot(page, "segments-form-1440")
 
