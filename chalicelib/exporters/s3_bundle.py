@@ -514,16 +514,8 @@ class S3BundleExporter(Exporter):
         try:
             return int(client("s3").head_object(Bucket=bucket, Key=key)["ContentLength"])
         except ClientError as exc:
-            code, _ = _error_code(exc)
-            if code in ("NoSuchKey", "404"):
-                if skip_missing:
-                    return 0
-                raise ExportError("object_not_found",
-                                  f"Object {key!r} does not exist in bucket {bucket!r}.") from exc
-            err = self._source_error(exc, bucket, key)
-            if err is None:
-                raise
-            raise err from exc
+            self._missing_or_raise(exc, bucket, key, skip_missing)
+            return 0
 
     def _entries(
         self, bucket: str, keys: list[str], prefix: str | None, skip_missing: bool
@@ -576,17 +568,22 @@ class S3BundleExporter(Exporter):
         try:
             obj = client("s3").get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            code, _ = _error_code(exc)
-            if code in ("NoSuchKey", "404"):
-                if skip_missing:
-                    return name, key, None, None
-                raise ExportError("object_not_found",
-                                  f"Object {key!r} does not exist in bucket {bucket!r}.") from exc
-            err = self._source_error(exc, bucket, key)
-            if err is None:
-                raise
-            raise err from exc
+            self._missing_or_raise(exc, bucket, key, skip_missing)
+            return name, key, None, None
         return name, key, obj.get("LastModified"), self._body(obj["Body"])
+
+    def _missing_or_raise(self, exc: Exception, bucket: str, key: str, skip_missing: bool) -> None:
+        """Return for a missing key the task may skip; raise the user-facing error for any other."""
+        code, _ = _error_code(exc)
+        if code in ("NoSuchKey", "404"):
+            if skip_missing:
+                return
+            raise ExportError("object_not_found",
+                              f"Object {key!r} does not exist in bucket {bucket!r}.") from exc
+        err = self._source_error(exc, bucket, key)
+        if err is None:
+            raise exc
+        raise err from exc
 
     @staticmethod
     def _body(body: Any) -> Iterator[bytes]:
