@@ -81,6 +81,13 @@ def _parse_request(req: Any) -> RequestMessage:
     )
 
 
+def _task_id(data: dict[str, Any]) -> str:
+    task_id = data.get("task_id")
+    if not isinstance(task_id, str) or not task_id or len(task_id) > 64:
+        raise InvalidMessage("task_id must be a non-empty string")
+    return task_id
+
+
 def _positive(data: dict[str, Any], name: str) -> int:
     value = data.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -105,15 +112,9 @@ def parse(body: str) -> BuildMessage | SegmentMessage | RequestMessage:
     if data.get("version", 1) != 1:
         raise InvalidMessage(f"unsupported version {data.get('version')!r}")
     if kind == BUILD:
-        task_id = data.get("task_id")
-        if not isinstance(task_id, str) or not task_id or len(task_id) > 64:
-            raise InvalidMessage("task_id must be a non-empty string")
-        return BuildMessage(task_id)
+        return BuildMessage(_task_id(data))
     if kind == SEGMENT:
-        task_id = data.get("task_id")
-        if not isinstance(task_id, str) or not task_id or len(task_id) > 64:
-            raise InvalidMessage("task_id must be a non-empty string")
-        return SegmentMessage(task_id, _positive(data, "lease"), _positive(data, "segment"))
+        return SegmentMessage(_task_id(data), _positive(data, "lease"), _positive(data, "segment"))
     if kind == REQUEST:
         return _parse_request(data.get("request"))
     raise InvalidMessage(f"unknown message type {kind!r}")

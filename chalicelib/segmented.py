@@ -12,8 +12,11 @@ object.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +101,10 @@ class Segmented:
             plan = Plan(self._still_there(task), task.plan_shared, task.plan_rows)
         else:
             count = segment_count(task, exporter, self._budget(remaining_ms), self.settings)
-            plan = exporter.plan(task.params, task.format, self.settings, count)
+            try:  # a plan reads the source (DescribeTable, a listing): its problems are the task's
+                plan = exporter.plan(task.params, task.format, self.settings, count)
+            except ExportError as exc:
+                return self.worker._fail(task, exc.code, exc.message)
         stored = self.repo.save_plan(task, plan, utcnow())
         if stored is None:
             log.warning("task %s: lost while planning", task.id)
@@ -201,8 +207,12 @@ class Segmented:
             error = TaskError("internal_error", "The export failed because of an internal error.")
         if error is not None:
             return self._segment_failed(task, seg, error)
-        done = self.repo.finish_segment(task, seg, utcnow(), rows=ctx.rows, bytes=upload.size,
-                                        size=upload.size, md5=upload.md5, sha256=upload.sha256, key=key)
+        result: dict[str, Any] = {"rows": ctx.rows, "bytes": upload.size, "size": upload.size,
+                                  "md5": upload.md5, "sha256": upload.sha256, "key": key}
+        notes = exporter.segment_notes(ctx)
+        if notes:
+            result["notes"] = notes
+        done = self.repo.finish_segment(task, seg, utcnow(), **result)
         if done is None:  # canceled or superseded while its last part went up: ours goes
             storage.delete_object(self.settings.files_bucket, key)
             current = self.repo.get(task.id)
@@ -285,13 +295,8 @@ class Segmented:
             with heart:
                 if task.output == SINGLE:
                     key = storage.object_key(task.tenant, task.id, task.plan_lease, task.file_name)
-                    keys = [s.key for s in segments if s.key]
-                    storage.compose(bucket, key, keys, [s.size or 0 for s in segments],
-                                    output.content_type, storage.content_disposition(task.file_name),
-                                    heart.check)
                     keep.append(key)
-                    size, md5, sha256 = storage.digest(bucket, keys, heart.check)
-                    fields = {"size": size, "md5": md5, "sha256": sha256, "object_key": key}
+                    fields = self._single(task, key, output.content_type, heart.check)
                 else:
                     fields = self._manifest(task, output.content_type)
                     keep += [f["key"] for f in fields["files"]] + [fields["manifest"]["key"]]
@@ -309,7 +314,7 @@ class Segmented:
         except ExportError as exc:
             return self.worker._fail(task, exc.code, exc.message)
         done = self.repo.apply(SUCCEED, task, utcnow(), content_type=output.content_type,
-                               progress=final, **fields)
+                               progress=final, warnings=self._warnings(task, exporter) or None, **fields)
         if done is None:  # canceled, or superseded, at the last moment
             current = self.repo.get(task.id)
             if current is not None and current.status is Status.CANCELING:
@@ -321,6 +326,54 @@ class Segmented:
         storage.clear_task(bucket, storage.task_prefix(task.tenant, task.id), keep=keep)
         publish_terminal(self.settings, self.repo, done)
         return done
+
+    @staticmethod
+    def _warnings(task: Task, exporter: Exporter) -> list[dict[str, str]]:
+        """The segments' warnings merged by the kind; a failure loses them, never the file."""
+        try:
+            return exporter.segment_warnings(task.params, task.plan_shared,
+                                             [s.notes for s in task.segments])
+        except Exception:
+            log.warning("task %s: could not merge its segments' warnings", task.id, exc_info=True)
+            return []
+
+    def _single(self, task: Task, key: str, content_type: str, check: Callable[[], None]
+                ) -> dict[str, Any]:
+        """Compose the one object and take its checksums, side by side.
+
+        The copy is S3's work and the checksums a read of the same bytes, so
+        the read runs beside the copy rather than after it; whichever stops
+        first (an error, a cancel) stops the other at its next check.
+        """
+        bucket = self.settings.files_bucket
+        keys = [s.key or "" for s in task.segments]
+        stopped = threading.Event()
+
+        def go_on() -> None:
+            if stopped.is_set():
+                raise OutOfTime()  # the other pass failed: its error is the one raised
+            check()
+
+        def digest() -> tuple[int, str, str]:
+            try:
+                return storage.digest(bucket, keys, go_on)
+            except BaseException:
+                stopped.set()
+                raise
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest") as pool:
+            read = pool.submit(contextvars.copy_context().run, digest)
+            try:
+                storage.compose(bucket, key, keys, [s.size or 0 for s in task.segments], content_type,
+                                storage.content_disposition(task.file_name), go_on)
+            except BaseException as err:
+                stopped.set()
+                first = read.exception()  # waits: the read stops at its next check
+                if isinstance(err, OutOfTime) and first is not None and not isinstance(first, OutOfTime):
+                    raise first from None  # the read failed first: its error is the reason
+                raise
+            size, md5, sha256 = read.result()
+        return {"size": size, "md5": md5, "sha256": sha256, "object_key": key}
 
     def _manifest(self, task: Task, content_type: str) -> dict[str, Any]:
         total = len(task.segments)

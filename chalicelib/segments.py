@@ -24,6 +24,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any
@@ -98,6 +99,8 @@ class Segment:
     sha256: str | None = None
     key: str | None = None
     error: dict[str, str] | None = None
+    #: what the segment's build left for the finalizer (``Exporter.segment_notes``): small JSON
+    notes: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -112,7 +115,7 @@ class Segment:
         item = {"n": self.number, "spec": self.spec, "st": self.status.value, "ls": self.lease,
                 "cl": self.claims, "tr": self.tries, "rows": self.rows, "bytes": self.bytes,
                 "hb": self.heartbeat_at, "size": self.size, "md5": self.md5, "sha256": self.sha256,
-                "key": self.key, "err": self.error}
+                "key": self.key, "err": self.error, "notes": self.notes}
         return {k: v for k, v in item.items() if v is not None}
 
     @classmethod
@@ -126,7 +129,19 @@ class Segment:
                    claims=num("cl") or 0, tries=num("tr") or 0, rows=num("rows") or 0,
                    bytes=num("bytes") or 0, heartbeat_at=num("hb"), size=num("size"),
                    md5=item.get("md5"), sha256=item.get("sha256"), key=item.get("key"),
-                   error=dict(item["err"]) if item.get("err") else None)
+                   error=dict(item["err"]) if item.get("err") else None,
+                   notes=_numbers(dict(item["notes"])) if item.get("notes") else None)
+
+
+def _numbers(value: Any) -> Any:
+    """Numbers as the JSON they were written as: DynamoDB may hand back a Decimal or a float."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool) and value == int(value):
+        return int(value)
+    return value
 
 
 def seg_key(number: int) -> str:
@@ -148,7 +163,8 @@ def fresh(segments: Iterable[Segment]) -> tuple[Segment, ...]:
     """A new plan's segments: succeeded ones kept, the others queued from scratch."""
     return tuple(s if s.status is SegStatus.SUCCEEDED else
                  replace(s, status=SegStatus.QUEUED, claims=0, tries=0, rows=0, bytes=0,
-                         heartbeat_at=None, size=None, md5=None, sha256=None, key=None, error=None)
+                         heartbeat_at=None, size=None, md5=None, sha256=None, key=None, error=None,
+                         notes=None)
                  for s in segments)
 
 

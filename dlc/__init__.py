@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from dlc.client import Client, DownloadResult, Page
+from dlc.client import Client, DownloadResult, Page, PartsResult
 from dlc.errors import (
     ApiError,
     AuthError,
@@ -35,6 +35,7 @@ __all__ = [
     "DownloadResult",
     "NotFound",
     "Page",
+    "PartsResult",
     "TaskNotSucceeded",
     "UsageError",
     "__version__",

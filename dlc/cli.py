@@ -24,7 +24,16 @@ import click
 from rich.text import Text
 
 from dlc import display
-from dlc.client import Client, DownloadResult, Task, part_path, target_path
+from dlc.client import (
+    Client,
+    DownloadResult,
+    PartsResult,
+    Task,
+    is_parts,
+    part_path,
+    parts_folder,
+    target_path,
+)
 from dlc.config import TokenStore, resolve_api_url
 from dlc.errors import (
     EXIT_INTERRUPTED,
@@ -144,6 +153,21 @@ def _moment(value: str | None) -> str | None:
     seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
     moment = datetime.now(UTC) - timedelta(seconds=seconds)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_parallelism(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | str | None:
+    """``--parallelism 8`` or ``auto``: the API's ``parallelism`` (it says which numbers a kind takes)."""
+    if value is None:
+        return None
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number of segments or auto") from None
+    if number < 1:
+        raise click.BadParameter(f"{value!r}: at least 1 segment")
+    return number
 
 
 limit_rate_option = click.option(
@@ -371,8 +395,10 @@ def _follow(client: Client, task: Task, cancel_on_interrupt: bool) -> Task:
 
 
 def _download(client: Client, task: Task, output: str | None, force: bool, limit_rate: int | None,
-              resume_command: str) -> DownloadResult:
+              resume_command: str) -> DownloadResult | PartsResult:
     """The verified download with its bar; a Ctrl-C keeps the partial file and says how to resume."""
+    if is_parts(task):
+        return _download_parts(client, task, output, force, limit_rate, resume_command)
     label = str(task.get("file_name") or task.get("id"))
     with display.DownloadDisplay(display.progress_enabled(), label) as bar:
         try:
@@ -388,7 +414,25 @@ def _download(client: Client, task: Task, output: str | None, force: bool, limit
                       details={"task_id": task.get("id"), "offset": done})
 
 
-def _finish(task: Task, result: DownloadResult | None) -> None:
+def _download_parts(client: Client, task: Task, output: str | None, force: bool, limit_rate: int | None,
+                    resume_command: str) -> PartsResult:
+    """Every file of a task in parts, and its manifest, a bar each; a Ctrl-C keeps what was saved."""
+    folder = parts_folder(task, output)
+    with display.DownloadDisplay(display.progress_enabled(), str(task.get("file_name") or task["id"])) as bar:
+        try:
+            return client.download_parts(task, folder, force=force, on_file=bar.file, on_start=bar.start,
+                                         on_progress=bar.advance, limit_rate=limit_rate)
+        except KeyboardInterrupt:
+            done, name, index, count = bar.done, bar.label, bar.index, bar.count
+    with contextlib.suppress(OSError):  # what is on disk, written past the last report
+        done = part_path(folder / name).stat().st_size
+    raise Interrupted("interrupted",
+                      f"download stopped in {name} (file {index} of {count}) at byte {done:,}; the files "
+                      f"before it are saved in {folder}; run `{resume_command}` to resume it",
+                      details={"task_id": task.get("id"), "file": name, "offset": done, "path": str(folder)})
+
+
+def _finish(task: Task, result: DownloadResult | PartsResult | None) -> None:
     """The end of create --wait, watch and download: the task, and the file when there is one."""
     if task.get("status") != "succeeded":
         error = TaskNotSucceeded(task)
@@ -399,9 +443,15 @@ def _finish(task: Task, result: DownloadResult | None) -> None:
         return
 
     def human() -> None:
+        _print(display.task_line(task))
+        if isinstance(result, PartsResult):
+            kept = f"; {len(result.kept)} of them already there, kept" if result.kept else ""
+            _print(Text(f"Saved {len(result.files)} files and {result.manifest.path.name} in {result.path} "
+                        f"({display.decimal(result.size)}; each file's md5 and sha256 verified, "
+                        f"and the manifest's list of them{kept})"))
+            return
         checked = " and ".join(result.verified) + " verified" if result.verified else "no checksums to verify"
         resumed = f"; resumed at byte {result.resumed_from:,}" if result.resumed_from else ""
-        _print(display.task_line(task))
         _print(Text(f"Saved {result.path} ({display.decimal(result.size)}; {checked}{resumed})"))
 
     emit({"task": task, "download": result.to_json()}, human)
@@ -414,8 +464,12 @@ def _resume_command(task_id: str, output: str | None) -> str:
 
 
 def _check_target(task: Task, output: str | None, force: bool, created: bool = True) -> None:
-    """Refuse early, before a long wait (or before creating the task), to download onto a file."""
-    if force:
+    """Refuse early, before a long wait (or before creating the task), to download onto a file.
+
+    A task in parts goes into a folder, where each file is checked as it comes (one already there
+    and whole is kept, as after an interrupted download).
+    """
+    if force or is_parts(task) or task.get("output") == "parts":
         return
     if not created and (output is None or Path(output).is_dir() or output.endswith(os.sep)):
         return  # the file's name is not known before the task is created
@@ -439,21 +493,31 @@ def _check_target(task: Task, output: str | None, force: bool, created: bool = T
 @click.option("--file-name", help="The file's name (default: made from the task's name).")
 @click.option("--idempotency-key", metavar="KEY",
               help="Send the same key again to get the same task back instead of a second one.")
+@click.option("--parallelism", metavar="N|auto", callback=_parse_parallelism,
+              help="Build it in N segments side by side (1 to 32, as the kind allows), or auto "
+                   "(the API's default: as many as its size needs).")
+@click.option("--parts/--single", "parts", default=None,
+              help="The API's output: --parts makes one file per segment and a manifest.json; "
+                   "--single (the default) one file.")
 @click.option("-w", "--wait", is_flag=True, help="Follow the build with a progress bar until it ends.")
 @click.option("-d", "--download", is_flag=True, help="Then download the file (implies --wait).")
 @click.option("-o", "--output", type=click.Path(dir_okay=True),
-              help="Where to save it: a file, or a directory for the file's own name (implies --download).")
+              help="Where to save it: a file, or a directory for the file's own name; with --parts, the "
+                   "folder for the files (implies --download).")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @click.option("--cancel-on-interrupt", is_flag=True, help=INTERRUPT_HELP)
 @limit_rate_option
 @common
 def create(kind: str, pairs: tuple[str, ...], params_file: Any, fmt: str | None, task_name: str | None,
-           file_name: str | None, idempotency_key: str | None, wait: bool, download: bool,
-           output: str | None, force: bool, cancel_on_interrupt: bool, limit_rate: int | None) -> None:
+           file_name: str | None, idempotency_key: str | None, parallelism: int | str | None,
+           parts: bool | None, wait: bool, download: bool, output: str | None, force: bool,
+           cancel_on_interrupt: bool, limit_rate: int | None) -> None:
     """Ask for an export; --wait follows it, --download saves it.
 
     KIND is one of `dlc kinds`. Without --wait it prints the queued task at once. Ctrl-C while waiting
-    stops waiting (the export goes on: `dlc watch ID`) and exits 130.
+    stops waiting (the export goes on: `dlc watch ID`) and exits 130. --parallelism and --parts ask
+    for a segmented build (`dlc kinds` says which kinds and formats split); a task in parts is
+    downloaded as a folder of its files and manifest.json.
     """
     client = _state().client()
     base = None
@@ -470,11 +534,13 @@ def create(kind: str, pairs: tuple[str, ...], params_file: Any, fmt: str | None,
         params = typed_params(schema, pairs, base=base, kind=kind)
     download = download or output is not None
     wait = wait or download
+    split = {"parallelism": parallelism,
+             "output": None if parts is None else ("parts" if parts else "single")}
     if download:
-        _check_target({"id": "", "file_name": ""}, output, force, created=False)
+        _check_target({"id": "", "file_name": "", "output": split["output"]}, output, force, created=False)
     name = task_name or " ".join([kind, *pairs])[:200]
     task = client.create(kind, params=params, task_name=name, format=fmt, file_name=file_name,
-                         idempotency_key=idempotency_key)
+                         idempotency_key=idempotency_key, **split)
     if not wait:
         emit(task, lambda: _print(display.task_line(task), Text(f"Follow it with: dlc watch {task['id']}")))
         return
@@ -491,7 +557,8 @@ def create(kind: str, pairs: tuple[str, ...], params_file: Any, fmt: str | None,
 @click.argument("task_id", metavar="ID")
 @click.option("-d", "--download", is_flag=True, help="Download the file when the task succeeds.")
 @click.option("-o", "--output", type=click.Path(dir_okay=True),
-              help="Where to save it: a file, or a directory (implies --download).")
+              help="Where to save it: a file, or a directory; for a task in parts, its folder "
+                   "(implies --download).")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @click.option("--cancel-on-interrupt", is_flag=True, help=INTERRUPT_HELP)
 @limit_rate_option
@@ -518,7 +585,8 @@ def watch(task_id: str, download: bool, output: str | None, force: bool, cancel_
 @cli.command(name="download")
 @click.argument("task_id", metavar="ID")
 @click.option("-o", "--output", type=click.Path(dir_okay=True),
-              help="A file, or a directory for the file's own name (default: its name, here).")
+              help="A file, or a directory for the file's own name (default: its name, here); for a task "
+                   "in parts, the folder for its files (default: their stem, here).")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @limit_rate_option
 @common
@@ -532,6 +600,12 @@ def download_file(task_id: str, output: str | None, force: bool, limit_rate: int
     its name only once its md5 and sha256 match the task's; a mismatch
     deletes the partial file and exits 5. An existing file is kept unless
     --force.
+
+    A task in parts (built with --parts) is saved as a folder: each file, so
+    fetched and verified against its own checksums, then manifest.json, whose
+    list must match the files (else exit 5). A file already there and whole is
+    kept, so running the command again after an interruption fetches only the
+    rest.
     """
     client = _state().client()
     task = client.get(task_id)

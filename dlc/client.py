@@ -6,6 +6,9 @@
     task = client.wait(task["id"])
     result = client.download(task["id"], "exports/")   # resumable, md5 + sha256 verified
 
+A task built in parts (``output: "parts"``) has no one file: :meth:`Client.download`
+saves each of its files and its ``manifest.json`` into a folder, each verified.
+
 Every failure is a :class:`dlc.errors.DlcError` carrying the API's ``code``
 and ``message``. Tasks are the API's JSON objects (``dict``), unchanged, so a
 field the server adds later reaches the caller without a client release.
@@ -17,6 +20,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
@@ -50,6 +54,8 @@ CHUNK_SIZE = 256 * 1024
 STREAM_RETRIES = 3
 #: polls in a row that may fail (no connection, a 5xx) before a wait gives up
 WAIT_RETRIES = 5
+#: a part's name: ``<stem>-00001-of-00008<suffixes>`` (the server's ``part_name``)
+PART_NAME = re.compile(r"^(?P<stem>.+)-\d{5}-of-\d{5}(?:\.[^/]*)?$")
 COGNITO_TARGET = "AWSCognitoIdentityProviderService.InitiateAuth"
 #: Cognito's exceptions that mean "these credentials do not sign in" (exit 3, not a crash)
 COGNITO_AUTH_ERRORS = {
@@ -133,7 +139,27 @@ class DownloadResult:
         return data
 
 
+@dataclass
+class PartsResult:
+    """A task in parts, saved: a folder with each file and the manifest, every one verified."""
+
+    path: Path
+    files: list[DownloadResult]
+    manifest: DownloadResult
+    #: the files' sizes added up (the task's ``size``; the manifest not counted)
+    size: int
+    #: files that were already there, whole and matching, and were not downloaded again
+    kept: list[str] = field(default_factory=list)
+    #: what was checked: each file's md5 and sha256, and the manifest's list against them
+    verified: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "size": self.size, "files": [f.to_json() for f in self.files],
+                "manifest": self.manifest.to_json(), "kept": list(self.kept), "verified": list(self.verified)}
+
+
 ProgressCallback = Callable[[int, int], None]
+FileCallback = Callable[[str, int, int], None]
 
 
 class Client:
@@ -365,13 +391,22 @@ class Client:
 
     def create(self, kind: str, *, params: Mapping[str, Any] | None = None, task_name: str | None = None,
                format: str | None = None, file_name: str | None = None,
-               idempotency_key: str | None = None) -> Task:
-        """Ask for an export; the queued task at once (the first one again for a replayed key)."""
+               idempotency_key: str | None = None, parallelism: int | str | None = None,
+               output: str | None = None) -> Task:
+        """Ask for an export; the queued task at once (the first one again for a replayed key).
+
+        ``parallelism`` (1 to 32, or "auto") and ``output`` ("single" or "parts") ask for a
+        segmented build; left None they are not sent, and the API's defaults (auto, single) apply.
+        """
         body: dict[str, Any] = {"task_name": task_name or kind, "kind": kind}
         if format:
             body["format"] = format
         if file_name:
             body["file_name"] = file_name
+        if parallelism is not None:
+            body["parallelism"] = parallelism
+        if output is not None:
+            body["output"] = output
         if params is not None:
             body["params"] = dict(params)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
@@ -435,7 +470,8 @@ class Client:
 
     def download(self, task: str | Task, dest: str | os.PathLike[str] | None = None, *, force: bool = False,
                  on_start: ProgressCallback | None = None, on_progress: ProgressCallback | None = None,
-                 limit_rate: int | None = None) -> DownloadResult:
+                 limit_rate: int | None = None, on_file: FileCallback | None = None,
+                 ) -> DownloadResult | PartsResult:
         """Save a succeeded task's file, resuming a partial download, then verify md5 and sha256.
 
         ``dest``: a file path, or a directory for the task's own ``file_name``
@@ -447,7 +483,25 @@ class Client:
         An existing target is never overwritten unless ``force``.
         ``on_start(offset, size)`` and ``on_progress(done, size)`` report bytes;
         ``limit_rate`` caps the speed in bytes per second.
+
+        A task in parts is saved by :meth:`download_parts` (``dest`` is then the folder), and
+        ``on_file(name, index, count)`` says which of its files comes next.
         """
+        task = self._succeeded(task)
+        if is_parts(task):
+            return self.download_parts(task, dest, force=force, on_file=on_file, on_start=on_start,
+                                       on_progress=on_progress, limit_rate=limit_rate)
+        task_id = str(task["id"])
+        target = target_path(task, dest)
+        if target.exists() and not force:
+            raise UsageError("file_exists", f"{target} already exists: pass --force to overwrite it")
+        expected = {"size": int(task.get("size") or 0), "md5": task.get("md5"), "sha256": task.get("sha256")}
+        return self._fetch(task.get("url") or self.file_url(task_id), lambda: self.file_url(task_id), target,
+                           expected, {"task_id": task_id, **expected}, force=force, on_start=on_start,
+                           on_progress=on_progress, limit_rate=limit_rate, what=f"the file of task {task_id}")
+
+    def _succeeded(self, task: str | Task) -> Task:
+        """The task, read again unless it is known to have succeeded; the API's error if it has not."""
         task = self.get(task) if isinstance(task, str) else task
         task_id = str(task["id"])
         if task.get("status") != "succeeded":
@@ -456,14 +510,71 @@ class Client:
             # the API's own words: 409 invalid_state (not built yet), 410 expired
             self.file_url(task_id)
             raise ApiError("invalid_state", f"task {task_id} is {task.get('status')}, not succeeded")
-        target = target_path(task, dest)
-        if target.exists() and not force:
-            raise UsageError("file_exists", f"{target} already exists: pass --force to overwrite it")
+        return task
+
+    def download_parts(self, task: str | Task, dest: str | os.PathLike[str] | None = None, *,
+                       force: bool = False, on_file: FileCallback | None = None,
+                       on_start: ProgressCallback | None = None, on_progress: ProgressCallback | None = None,
+                       limit_rate: int | None = None) -> PartsResult:
+        """Save every file of a task in parts, and its ``manifest.json``, into one folder.
+
+        ``dest`` is the folder (created if need be); by default the files' stem in the current
+        directory (``export-00001-of-00004.csv`` → ``./export/``). Each file is fetched as
+        :meth:`download` fetches one (a partial file, resumed; a fresh URL for an expired one)
+        and verified against its own md5 and sha256 from the task. A file already there that
+        matches is kept without downloading it again, so a second run after an interruption
+        fetches only what is missing; one that does not match is overwritten only with
+        ``force``. Last, the manifest's list is checked against the task's files and what was
+        saved: a disagreement raises :class:`ChecksumMismatch` (``manifest_mismatch``).
+        """
+        task = self._succeeded(task)
+        task_id = str(task["id"])
+        if not is_parts(task):
+            raise UsageError("not_parts", f"task {task_id} is one file: use download()")
+        folder = parts_folder(task, dest)
+        folder.mkdir(parents=True, exist_ok=True)
+        entries = [*task["files"], task.get("manifest")]
+        if entries[-1] is None:
+            raise ApiError("bad_response", f"task {task_id} has files but no manifest")
+        results: list[DownloadResult] = []
+        kept: list[str] = []
+        for index, entry in enumerate(entries, 1):
+            name = _safe_name(str(entry.get("name") or ""), task_id)
+            if on_file is not None:
+                on_file(name, index, len(entries))
+            target = folder / name
+            expected = {"size": int(entry.get("size") or 0), "md5": entry.get("md5"),
+                        "sha256": entry.get("sha256")}
+            if target.exists():
+                found = _whole_file(target, expected)
+                if found is not None:
+                    kept.append(name)
+                    results.append(found)
+                    continue
+                if not force:
+                    raise UsageError("file_exists", f"{target} already exists and is not this task's "
+                                     f"{name}: pass --force to overwrite it (or -o another folder)")
+
+            def fresh(name: str = str(entry.get("name"))) -> str:
+                return _entry_url(self.get(task_id), name)
+
+            results.append(self._fetch(
+                entry.get("url") or fresh(), fresh, target, expected,
+                {"task_id": task_id, "name": name, **expected}, force=force, on_start=on_start,
+                on_progress=on_progress, limit_rate=limit_rate, what=f"{name} of task {task_id}"))
+        files, manifest = results[:-1], results[-1]
+        _check_manifest(task, manifest.path, files)
+        return PartsResult(path=folder, files=files, manifest=manifest, size=sum(f.size for f in files),
+                           kept=kept, verified=["md5", "sha256", "manifest"])
+
+    def _fetch(self, url: str, fresh_url: Callable[[], str], target: Path, expected: dict[str, Any],
+               identity: dict[str, Any], *, force: bool, on_start: ProgressCallback | None,
+               on_progress: ProgressCallback | None, limit_rate: int | None, what: str) -> DownloadResult:
+        """One file to ``target``: through its partial file, resumed, then verified (see download)."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        size = int(task.get("size") or 0)
+        size = int(expected["size"])
         part = part_path(target)
         marker = part.with_name(part.name + ".json")
-        identity = {"task_id": task_id, "size": size, "sha256": task.get("sha256"), "md5": task.get("md5")}
 
         offset = 0
         if part.exists() and _read_json(marker) == identity and part.stat().st_size <= size:
@@ -480,7 +591,6 @@ class Client:
         if on_start is not None:
             on_start(offset, size)
 
-        url = task.get("url") or self.file_url(task_id)
         fresh_urls = stream_retries = 0
         while offset < size:
             headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -489,7 +599,7 @@ class Client:
             except requests.RequestException as exc:
                 stream_retries += 1
                 if stream_retries > STREAM_RETRIES:
-                    raise ApiError("unreachable", f"cannot download the file: {exc}") from exc
+                    raise ApiError("unreachable", f"cannot download {what}: {exc}") from exc
                 continue
             with resp:
                 if resp.status_code in (400, 401, 403):
@@ -497,9 +607,9 @@ class Client:
                     fresh_urls += 1
                     if fresh_urls > 2:
                         raise ApiError("url_refused",
-                                       f"the file's URL is refused ({resp.status_code}) even when fresh",
+                                       f"the URL of {what} is refused ({resp.status_code}) even when fresh",
                                        status=resp.status_code)
-                    url = self.file_url(task_id)
+                    url = fresh_url()
                     continue
                 if resp.status_code == 416 or (resp.status_code == 200 and offset):
                     # the range was not honoured: start over from the first byte
@@ -513,9 +623,9 @@ class Client:
                         raise ApiError("bad_range", f"asked for bytes from {offset}, got "
                                        f"{resp.headers.get('Content-Range')!r}")
                 elif resp.status_code == 404:
-                    raise NotFound("file_not_found", f"the file of task {task_id} is gone", status=404)
+                    raise NotFound("file_not_found", f"{what} is gone", status=404)
                 elif resp.status_code != 200:
-                    raise ApiError(f"http_{resp.status_code}", f"downloading the file: {resp.reason}",
+                    raise ApiError(f"http_{resp.status_code}", f"downloading {what}: {resp.reason}",
                                    status=resp.status_code)
                 before = offset
                 try:
@@ -530,20 +640,21 @@ class Client:
                 if offset == before and offset < size:  # an answer that ended early, with nothing
                     stream_retries += 1
                     if stream_retries > STREAM_RETRIES:
-                        raise ApiError("truncated", f"the file's answers stop at byte {offset} of {size}")
+                        raise ApiError("truncated", f"the answers for {what} stop at byte {offset} of {size}")
 
         got = {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
-        expected = {name: task.get(name) for name in ("md5", "sha256") if task.get(name)}
-        wrong = [name for name, digest in expected.items() if got[name] != digest]
+        checked = {name: expected[name] for name in ("md5", "sha256") if expected.get(name)}
+        wrong = [name for name, digest in checked.items() if got[name] != digest]
         if offset != size or wrong:
             part.unlink(missing_ok=True)
             marker.unlink(missing_ok=True)
-            what = ", ".join(f"{name} {got[name]} (the task says {expected[name]})" for name in wrong)
+            detail = ", ".join(f"{name} {got[name]} (the task says {checked[name]})" for name in wrong)
             if offset != size:
-                what = f"{offset} bytes (the task says {size})" + (f"; {what}" if what else "")
+                detail = f"{offset} bytes (the task says {size})" + (f"; {detail}" if detail else "")
+            subject = "the downloaded file" if what.startswith("the file of") else f"the downloaded {what}"
             raise ChecksumMismatch(
                 "checksum_mismatch",
-                f"the downloaded file does not match the task: {what}. The partial file was deleted; "
+                f"{subject} does not match the task: {detail}. The partial file was deleted; "
                 f"run the download again to fetch it anew",
             )
         if target.exists() and not force:
@@ -551,7 +662,7 @@ class Client:
         os.replace(part, target)
         marker.unlink(missing_ok=True)
         return DownloadResult(path=target, size=offset, md5=got["md5"], sha256=got["sha256"],
-                              resumed_from=resumed_from, verified=sorted(expected))
+                              resumed_from=resumed_from, verified=sorted(checked))
 
     @staticmethod
     def _stream(resp: requests.Response, part: Path, offset: int, size: int, md5: Any, sha256: Any,
@@ -576,6 +687,90 @@ class Client:
                     if ahead > 0:
                         time.sleep(ahead)
         return offset
+
+
+def is_parts(task: Task) -> bool:
+    """Whether a task is a set of files (built as parts) rather than one file."""
+    return bool(task.get("files"))
+
+
+def parts_stem(task: Task) -> str:
+    """The parts' common stem (``export-00001-of-00004.csv.gz`` → ``export``): their folder's name."""
+    files = task.get("files") or []
+    match = PART_NAME.match(Path(str(files[0].get("name") or "")).name) if files else None
+    stem = match.group("stem") if match else Path(str(task.get("file_name") or "")).name.split(".")[0]
+    return stem if stem not in ("", ".", "..") else str(task["id"])
+
+
+def parts_folder(task: Task, dest: str | os.PathLike[str] | None) -> Path:
+    """Where a task's parts go: ``dest`` itself, else the parts' stem in the current directory."""
+    if dest is None:
+        return Path.cwd() / parts_stem(task)
+    return Path(dest).expanduser().absolute()
+
+
+def _safe_name(name: str, task_id: str) -> str:
+    """A file name from the API as one name in the folder: never a path that leaves it."""
+    base = Path(name).name
+    if base in ("", ".", "..") or base != name:
+        raise ApiError("bad_response", f"task {task_id} names a file {name!r}, which is not a file name")
+    return base
+
+
+def _entry_url(task: Task, name: str) -> str:
+    """The fresh URL of one of a task's files (or its manifest), by name."""
+    for entry in [*(task.get("files") or []), task.get("manifest") or {}]:
+        if entry.get("name") == name and entry.get("url"):
+            return str(entry["url"])
+    raise NotFound("file_not_found", f"task {task.get('id')} no longer offers {name} "
+                   f"(it is {task.get('status')})", status=410)
+
+
+def _digests(path: Path) -> tuple[int, str, str]:
+    md5, sha256, size = hashlib.md5(usedforsecurity=False), hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1024 * 1024), b""):
+            md5.update(block)
+            sha256.update(block)
+            size += len(block)
+    return size, md5.hexdigest(), sha256.hexdigest()
+
+
+def _whole_file(path: Path, expected: Mapping[str, Any]) -> DownloadResult | None:
+    """A file already saved that is exactly the expected one (size, md5, sha256), else None."""
+    if not path.is_file() or path.stat().st_size != expected["size"]:
+        return None
+    size, md5, sha256 = _digests(path)
+    if md5 != expected.get("md5") or sha256 != expected.get("sha256"):
+        return None
+    return DownloadResult(path=path, size=size, md5=md5, sha256=sha256, resumed_from=size,
+                          verified=["md5", "sha256"])
+
+
+def _check_manifest(task: Task, path: Path, files: list[DownloadResult]) -> None:
+    """The saved manifest lists exactly the task's files, with the checksums of what was saved."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        listed = [(str(f["name"]), int(f["size"]), str(f["md5"]), str(f["sha256"])) for f in doc["files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ChecksumMismatch("manifest_mismatch", f"{path} is not a manifest of files: {exc}") from exc
+    saved = [(f.path.name, f.size, f.md5, f.sha256) for f in files]
+    problems = []
+    if doc.get("task_id") != task.get("id"):
+        problems.append(f"it is the manifest of task {doc.get('task_id')!r}, not {task.get('id')}")
+    for name, size, md5, sha256 in listed:
+        match = next((s for s in saved if s[0] == name), None)
+        if match is None:
+            problems.append(f"it lists {name}, which the task does not have")
+        elif match != (name, size, md5, sha256):
+            problems.append(f"{name}: the manifest says {size} bytes, md5 {md5}, sha256 {sha256}; "
+                            f"the file saved has {match[1]} bytes, md5 {match[2]}, sha256 {match[3]}")
+    for name, *_ in saved:
+        if name not in [entry[0] for entry in listed]:
+            problems.append(f"it does not list {name}")
+    if problems:
+        raise ChecksumMismatch("manifest_mismatch", f"{path.name} does not match the files: "
+                               + "; ".join(problems))
 
 
 def target_path(task: Task, dest: str | os.PathLike[str] | None) -> Path:

@@ -79,7 +79,7 @@ def when(value: str | None, seconds: bool = True) -> str:
 
 
 def progress_summary(task: dict[str, Any]) -> str:
-    """'1,000 rows, 98.3 kB, 42%' (what is known of it)."""
+    """'1,000 rows, 98.3 kB, 42%, 3 of 8 segments done' (what is known of it)."""
     progress = task.get("progress") or {}
     parts = []
     if progress.get("rows") is not None:
@@ -88,7 +88,37 @@ def progress_summary(task: dict[str, Any]) -> str:
         parts.append(decimal(int(progress["bytes"])))
     if progress.get("percent") is not None:
         parts.append(f"{float(progress['percent']):.0f}%")
+    segments = segments_summary(task)
+    if segments:
+        parts.append(segments)
     return ", ".join(parts)
+
+
+def segments_summary(task: dict[str, Any], short: bool = False) -> str:
+    """A build in segments: '3 of 8 segments done, 2 running' (short: '3/8 segments'); '' otherwise.
+
+    Said while the task has not succeeded: once it has, its file (or files) say what it became.
+    """
+    seg = (task.get("progress") or {}).get("segments")
+    if not isinstance(seg, dict) or not seg.get("total") or task.get("status") in ("succeeded", "expired"):
+        return ""
+    done, total = int(seg.get("succeeded") or 0), int(seg["total"])
+    if short:
+        return f"{done}/{total} segments"
+    words = [f"{done} of {total} segments done"]
+    if seg.get("running") and task.get("status") in ("running", "canceling"):
+        words.append(f"{int(seg['running'])} running")
+    if seg.get("failed"):
+        words.append(f"{int(seg['failed'])} failed")
+    return ", ".join(words)
+
+
+def files_summary(task: dict[str, Any]) -> str:
+    """'4 files, 7.0 MB' for a task in parts; '' for one file."""
+    files = task.get("files") or []
+    if not files:
+        return ""
+    return f"{len(files)} files, {decimal(sum(int(f.get('size') or 0) for f in files))}"
 
 
 def task_line(task: dict[str, Any]) -> Text:
@@ -98,7 +128,12 @@ def task_line(task: dict[str, Any]) -> Text:
     line.append(f"“{task.get('task_name')}” ")
     line.append_text(status_text(task.get("status")))
     status = task.get("status")
-    if status == "succeeded":
+    if status == "succeeded" and task.get("files"):
+        line.append(f": {task.get('file_name')} in {files_summary(task)}")
+        rows = (task.get("progress") or {}).get("rows")
+        if rows is not None:
+            line.append(f", {int(rows):,} rows")
+    elif status == "succeeded":
         line.append(f": {task.get('file_name')}, {decimal(int(task.get('size') or 0))}")
         rows = (task.get("progress") or {}).get("rows")
         if rows is not None:
@@ -125,9 +160,14 @@ def tasks_table(items: list[dict[str, Any]]) -> Table:
         status = task.get("status")
         if status in ("succeeded", "expired") and task.get("size") is not None:
             amount = decimal(int(task["size"]))
+            if task.get("files"):
+                amount += f" in {len(task['files'])} files"
         else:
             percent = (task.get("progress") or {}).get("percent")
             amount = f"{float(percent):.0f}%" if percent is not None and status != "failed" else ""
+            segments = segments_summary(task, short=True)
+            if segments:
+                amount = f"{amount} ({segments})" if amount else segments
         table.add_row(Text(str(task.get("id"))), Text(str(task.get("task_name"))),
                       Text(f"{task.get('kind')}/{task.get('format')}"), status_text(status),
                       Text(amount), Text(when(task.get("created_at"), seconds=False)))
@@ -161,6 +201,8 @@ def task_details(task: dict[str, Any], width: int) -> list[Text]:
     ]
     if task.get("size") is not None:
         rows.append(("size", f"{decimal(int(task['size']))} ({int(task['size']):,} bytes)"))
+    if task.get("parallelism") not in (None, "auto") or task.get("output") not in (None, "single"):
+        rows.append(("build", f"parallelism {task.get('parallelism')}, output {task.get('output')}"))
     rows += [
         ("md5", task.get("md5")),
         ("sha256", task.get("sha256")),
@@ -177,8 +219,32 @@ def task_details(task: dict[str, Any], width: int) -> list[Text]:
     for warning in task.get("warnings") or []:
         rows.append(("warning", f"{warning.get('field')}: {warning.get('message')}"))
     if task.get("status") == "succeeded":
-        rows.append(("download", f"dlc download {task.get('id')}"))
-    return kv_lines(rows, width)
+        into = " (a folder of its files and manifest.json, each verified)" if task.get("files") else ""
+        rows.append(("download", f"dlc download {task.get('id')}{into}"))
+    if task.get("files"):
+        rows.append(("files", files_summary(task)))
+    lines = kv_lines(rows, width)
+    if task.get("files"):
+        pad = max(len(label) for label, value in rows if value not in (None, "")) + 2
+        lines += file_lines(task, pad)
+    return lines
+
+
+def file_lines(task: dict[str, Any], pad: int) -> list[Text]:
+    """A task in parts, under its 'files' line: each file (name, size, rows; then its checksums,
+    whole, to compare), then the manifest."""
+    lines = []
+    for entry in [*(task.get("files") or []), task.get("manifest")]:
+        if not entry:
+            continue
+        about = decimal(int(entry.get("size") or 0))
+        if entry.get("rows") is not None:
+            about += f", {int(entry['rows']):,} rows"
+        lines.append(Text(" " * pad + f"{entry.get('name')}  {about}"))
+        for algorithm in ("md5", "sha256"):
+            if entry.get(algorithm):
+                lines.append(Text(" " * (pad + 2) + f"{algorithm} {entry[algorithm]}", style="dim"))
+    return lines
 
 
 def _plain(value: Any) -> str:
@@ -236,6 +302,12 @@ def kinds_view(kinds: list[dict[str, Any]], width: int) -> list[Text]:
             lines.append(Text(""))
         lines.append(Text.assemble((str(kind.get("kind")), "bold"), "  ", str(kind.get("title") or "")))
         rows: list[tuple[str, Any]] = [("formats", ", ".join(kind.get("formats") or []))]
+        split = kind.get("split")
+        if isinstance(split, dict):
+            outputs = "; ".join(f"{fmt}: {' or '.join(outs)}"
+                                for fmt, outs in (split.get("outputs") or {}).items())
+            rows.append(("segments", f"by {split.get('by')}, up to {split.get('max_segments')} "
+                                     f"(--parallelism N, --parts); {outputs}"))
         sources = kind.get("sources") or {}
         if sources.get("param"):
             allowed = ", ".join(sources.get("allowed") or []) or "none"
@@ -291,9 +363,10 @@ class WaitDisplay:
             percent = 100
         name = str(task.get("task_name") or task.get("id"))
         name = name if len(name) <= 32 else name[:31] + "…"
+        segments = segments_summary(task, short=True)
         self.progress.update(
             self.bar,
-            description=f"{name} · {task.get('status')}",
+            description=f"{name} · {task.get('status')}" + (f" · {segments}" if segments else ""),
             total=100 if percent is not None else None,
             completed=float(percent or 0),
             rows=f"{rows:,} rows",
@@ -317,6 +390,9 @@ class DownloadDisplay:
         self.bar: TaskID | None = None
         #: the last byte written, for the "resume from" note after a Ctrl-C
         self.done = 0
+        #: a task in parts: which file of how many is being saved (0 of 0: one file)
+        self.index = 0
+        self.count = 0
 
     def __enter__(self) -> DownloadDisplay:
         if self.enabled:
@@ -330,6 +406,10 @@ class DownloadDisplay:
             )
             self.progress.start()
         return self
+
+    def file(self, name: str, index: int, count: int) -> None:
+        """The next of a task's files: the bars that follow are its (one bar a file)."""
+        self.label, self.index, self.count, self.done = name, index, count, 0
 
     def start(self, offset: int, size: int) -> None:
         self.done = offset

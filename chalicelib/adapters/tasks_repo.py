@@ -272,6 +272,18 @@ def _failed_condition(exc: Exception) -> bool:
     return getattr(exc, "cause_response_code", None) == _CONDITION_FAILED
 
 
+def _update_if(task_id: str, actions: list[Any], condition: Any) -> TaskModel | None:
+    """One conditional UpdateItem; the item as stored afterwards, or None if the condition failed."""
+    model = TaskModel(task_id)
+    try:
+        model.update(actions=actions, condition=condition)
+    except UpdateError as exc:
+        if _failed_condition(exc):
+            return None
+        raise
+    return model
+
+
 def _reasons(exc: TransactWriteError) -> list[str | None]:
     return [r.code if r else None for r in (exc.cancellation_reasons or [])]
 
@@ -516,14 +528,8 @@ class TaskRepository:
         actions = _actions(changes)
         condition = self._condition(t, task, now)
         if t.quota == 0:
-            model = TaskModel(task.id)
-            try:
-                model.update(actions=actions, condition=condition)
-            except UpdateError as exc:
-                if _failed_condition(exc):
-                    return None
-                raise
-            return to_task(model)
+            model = _update_if(task.id, actions, condition)
+            return None if model is None else to_task(model)
         if t.quota > 0 and cap is None:
             raise ValueError(f"{t.name} takes a slot: give the cap")
 
@@ -668,20 +674,14 @@ class TaskRepository:
         counter starts at them: a retry rebuilds only the others.
         """
         done = sum(1 for seg in plan.segments if seg.status is SegStatus.SUCCEEDED)
-        model = TaskModel(task.id)
-        try:
-            model.update(
-                actions=[TaskModel.segs.set({seg_key(s.number): s.to_item() for s in plan.segments}),
-                         TaskModel.seg_done.set(done), TaskModel.plan_lease.set(task.lease),
-                         TaskModel.plan.set({"shared": plan.shared, "rows": plan.total_rows}),
-                         *_actions({"heartbeat_at": now,
-                                    "due_at": due_after(Status.RUNNING, now, self.lifetimes)})],
-                condition=(TaskModel.status == Status.RUNNING.value) & (TaskModel.lease == task.lease))
-        except UpdateError as exc:
-            if _failed_condition(exc):
-                return None
-            raise
-        return to_task(model)
+        actions = [TaskModel.segs.set({seg_key(s.number): s.to_item() for s in plan.segments}),
+                   TaskModel.seg_done.set(done), TaskModel.plan_lease.set(task.lease),
+                   TaskModel.plan.set({"shared": plan.shared, "rows": plan.total_rows}),
+                   *_actions({"heartbeat_at": now,
+                              "due_at": due_after(Status.RUNNING, now, self.lifetimes)})]
+        model = _update_if(task.id, actions,
+                           (TaskModel.status == Status.RUNNING.value) & (TaskModel.lease == task.lease))
+        return None if model is None else to_task(model)
 
     def _seg_condition(self, move: SegMove | None, task: Task, seg: Segment | None, number: int,
                        now: datetime) -> Any:
@@ -703,16 +703,6 @@ class TaskRepository:
         assert seg is not None
         return condition & (path["st"] == SegStatus.RUNNING.value) & (path["ls"] == seg.lease)
 
-    def _seg_update(self, task: Task, number: int, actions: list[Any], condition: Any) -> TaskModel | None:
-        model = TaskModel(task.id)
-        try:
-            model.update(actions=actions, condition=condition)
-        except UpdateError as exc:
-            if _failed_condition(exc):
-                return None
-            raise
-        return model
-
     def claim_segment(self, task: Task, number: int, now: datetime) -> Segment | None:
         """Take segment ``number`` of the plan; None if it is not to be built by us.
 
@@ -725,7 +715,7 @@ class TaskRepository:
         actions = [path["st"].set(SegStatus.RUNNING.value), path["ls"].set(path["ls"] + 1),
                    path["cl"].set(path["cl"] + 1), path["hb"].set(epoch), path["rows"].set(0),
                    path["bytes"].set(0), *_actions({"heartbeat_at": now})]
-        model = self._seg_update(task, number, actions,
+        model = _update_if(task.id, actions,
                                  self._seg_condition(SEG_CLAIM, task, None, number, now))
         if model is None:
             return None
@@ -738,7 +728,7 @@ class TaskRepository:
         actions = [path["rows"].set(rows), path["bytes"].set(size), path["hb"].set(int(now.timestamp())),
                    *_actions({"heartbeat_at": now,
                               "due_at": due_after(Status.RUNNING, now, self.lifetimes)})]
-        model = self._seg_update(task, seg.number, actions,
+        model = _update_if(task.id, actions,
                                  self._seg_condition(None, task, seg, seg.number, now))
         return None if model is None else Status(model.status)
 
@@ -753,7 +743,7 @@ class TaskRepository:
         actions = [path["st"].set(SegStatus.SUCCEEDED.value), TaskModel.seg_done.add(1),
                    path["hb"].set(int(now.timestamp())), *_actions({"heartbeat_at": now})]
         actions += [path[name].set(value) for name, value in result.items()]
-        model = self._seg_update(task, seg.number, actions,
+        model = _update_if(task.id, actions,
                                  self._seg_condition(SEG_SUCCEED, task, seg, seg.number, now))
         return None if model is None else to_task(model)
 
@@ -764,7 +754,7 @@ class TaskRepository:
         path = TaskModel.segs[seg_key(seg.number)]
         actions = [path["st"].set(move.target.value), path["tr"].set(path["tr"] + 1),
                    path["err"].set(error.to_dict()), path["rows"].set(0), path["bytes"].set(0)]
-        model = self._seg_update(task, seg.number, actions,
+        model = _update_if(task.id, actions,
                                  self._seg_condition(move, task, seg, seg.number, now))
         return None if model is None else to_task(model)
 

@@ -5,6 +5,7 @@
 // Rename and delete ask first, in a modal dialog.
 
 import { openDialog } from "./downloads-dialog.js";
+import { detailsId, filesToggle, hasFiles } from "./downloads-files.js";
 import { h, uid } from "./dom.js";
 import { addStrings, t } from "./i18n.js";
 
@@ -31,6 +32,7 @@ addStrings({
     "rename.done": "Renamed to “{name}”.",
     "error.action": "{action} failed: {code}: {message}",
     "download.unavailable": "“{name}” has no file to download now ({status}).",
+    "files.not_shown": "“{name}” is {count} files; its row lists them (the filters hide it now).",
   },
   zh: {
     "action.download": "下载",
@@ -54,6 +56,7 @@ addStrings({
     "rename.done": "已重命名为“{name}”。",
     "error.action": "{action}失败：{code}：{message}",
     "download.unavailable": "“{name}”现在没有可下载的文件（{status}）。",
+    "files.not_shown": "“{name}”包含 {count} 个文件，列在它的行中（当前筛选条件隐藏了它）。",
   },
 });
 
@@ -61,7 +64,7 @@ addStrings({
  * The row actions of one mounted list. hooks: {ctx, model, container, isStopped(), apply(task, sent),
  * removeTask(id), renderRow(id), findRow(id), kick()}: apply takes an answer into the model and the
  * row, kick polls soon (after an action the next change is likely near).
- * Returns {buttons(task), download(id), copyHash(hash, button), closeDialog()}.
+ * Returns {buttons(task), download(id), openFile(id, name, event), copyHash(hash, button), closeDialog()}.
  */
 export function createRowActions({ ctx, model, container, isStopped, apply, removeTask, renderRow, findRow, kick }) {
   let dialog = null;
@@ -96,17 +99,59 @@ export function createRowActions({ ctx, model, container, isStopped, apply, remo
     if (!isStopped()) kick();
   }
 
+  /** The task's file; a task in parts has several: its row shows them (the toast's "Show files"). */
   function download(id) {
     return act(id, t("action.download"), async (sent) => {
       const fresh = await ctx.api.get(id); // a fresh presigned URL: the listed one may be minutes old
       apply(fresh, sent);
       if (fresh.status === "succeeded" && fresh.url) window.location.assign(fresh.url);
-      else {
-        ctx.toasts.show({
-          text: t("download.unavailable", { name: fresh.task_name, status: t(`status.${fresh.status}`) }),
-          kind: "error",
-        });
-      }
+      else if (hasFiles(fresh)) showFiles(fresh);
+      else unavailable(fresh);
+    });
+  }
+
+  function unavailable(task) {
+    ctx.toasts.show({
+      text: t("download.unavailable", { name: task.task_name, status: t(`status.${task.status}`) }),
+      kind: "error",
+    });
+  }
+
+  /** Open a parts task's details and put the keyboard on its first file. */
+  function showFiles(task) {
+    if (!findRow(task.id)) {
+      ctx.toasts.show({ text: t("files.not_shown", { name: task.task_name, count: task.files.length }) });
+      return;
+    }
+    model.expanded.add(task.id);
+    renderRow(task.id);
+    const first = document.getElementById(detailsId(task.id))?.querySelector("a");
+    if (first) {
+      first.focus();
+      first.scrollIntoView({ block: "nearest" });
+    }
+  }
+
+  function toggleFiles(id) {
+    if (model.expanded.has(id)) model.expanded.delete(id);
+    else model.expanded.add(id);
+    renderRow(id);
+  }
+
+  /**
+   * A click on one of a parts task's files (or its manifest): like Download, with a fresh URL
+   * (the one in the link may have expired while the page sat open). A click that means "elsewhere"
+   * (a new tab, a modifier, the middle button) is the browser's, with the link as it is.
+   */
+  function openFile(id, name, event) {
+    if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    act(id, t("action.download"), async (sent) => {
+      const fresh = await ctx.api.get(id);
+      apply(fresh, sent);
+      const file = [...(fresh.files || []), fresh.manifest].find((f) => f && f.name === name);
+      if (fresh.status === "succeeded" && file && file.url) window.location.assign(file.url);
+      else unavailable(fresh);
     });
   }
 
@@ -225,12 +270,13 @@ export function createRowActions({ ctx, model, container, isStopped, apply, remo
       onclick: () => run(task.id),
     }, text);
     return h("div", { class: "dl-actions" },
-      s === "succeeded" ? button("download", t("action.download"), download, "primary") : null,
+      hasFiles(task) ? filesToggle(task, { expanded: model.expanded.has(task.id), busy, onToggle: toggleFiles })
+        : s === "succeeded" ? button("download", t("action.download"), download, "primary") : null,
       s === "queued" || s === "running" ? button("cancel", t("action.cancel"), cancel) : null,
       s === "failed" || s === "canceled" ? button("retry", t("action.retry"), retry) : null,
       button("rename", t("action.rename"), rename),
       s === "running" || s === "canceling" ? null : button("delete", t("action.delete"), remove, "danger"));
   }
 
-  return { buttons, download, copyHash, closeDialog };
+  return { buttons, download, openFile, copyHash, closeDialog };
 }

@@ -5,6 +5,7 @@
 // however many answers repeat it; the finishes one answer brings are told
 // together, one toast for ten exports, not ten.
 
+import { hasFiles } from "./downloads-files.js";
 import { finishKey } from "./downloads-model.js";
 import { addStrings, formatNumber, t } from "./i18n.js";
 
@@ -66,7 +67,8 @@ export function createAnnouncer({ toasts, username, download, isStopped }) {
       toasts.show({
         text: t("done.ready", { name: task.task_name }),
         kind: "success",
-        action: { label: t("action.download"), run: () => download(task.id) },
+        // a task in parts has no one file: the action opens its row's list of files
+        action: { label: t(hasFiles(task) ? "action.show_files" : "action.download"), run: () => download(task.id) },
         timeout: 20_000,
       });
     } else if (ready.length) {

@@ -9,14 +9,16 @@
 export function captureFocus(container) {
   const el = document.activeElement;
   if (!el || !container.contains(el) || el === document.body) return null;
-  const tr = el.closest("tr[data-id]");
-  return { id: tr ? tr.dataset.id : null, action: el.dataset.action || null, key: el.dataset.key || null, el };
+  // a row's details (a parts task's files) are a row of their own, named after the task's
+  const tr = el.closest("tr[data-id], tr[data-details-for]");
+  const id = tr ? tr.dataset.id || tr.dataset.detailsFor : null;
+  return { id, action: el.dataset.action || null, key: el.dataset.key || null, el };
 }
 
 /**
  * Focus again what `focus` (from captureFocus) named, after a redraw: the control of the same
- * data-key, or the same action of the same row (its first button if that action is gone), or the
- * table. findRow(id) finds a row by task ID.
+ * data-key, or the same action of the same row or its details (its first button if that action
+ * is gone), or the table. findRow(id) finds a row by task ID.
  */
 export function restoreFocus(container, focus, findRow) {
   if (!focus || (focus.el.isConnected && document.activeElement === focus.el)) return;
@@ -24,7 +26,12 @@ export function restoreFocus(container, focus, findRow) {
   if (focus.key) target = container.querySelector(`[data-key="${focus.key}"]`);
   else if (focus.id) {
     const tr = findRow(focus.id);
-    if (tr) target = (focus.action && tr.querySelector(`[data-action="${focus.action}"]`)) || tr.querySelector("button");
+    if (tr) {
+      const details = tr.nextElementSibling && tr.nextElementSibling.dataset.detailsFor === focus.id
+        ? tr.nextElementSibling : null;
+      const named = (row) => row && focus.action && row.querySelector(`[data-action="${focus.action}"]`);
+      target = named(tr) || named(details) || tr.querySelector("button");
+    }
   }
   if (!target) target = container.querySelector(".dl-table");
   if (target) target.focus();

@@ -16,6 +16,7 @@ export function createModel() {
     order: [], // ids, newest first (ULIDs sort by creation time)
     fresh: new Map(), // id -> loadSeq when add() showed it: shown whatever the filters
     pending: new Set(), // ids with an action under way
+    expanded: new Set(), // ids whose details (a parts task's files) are shown
     // id -> when the request behind the task's shown state was sent: an answer to a request sent
     // earlier (a poll overtaken by a cancel or a reload) is older news and is dropped
     sentAt: new Map(),
@@ -48,6 +49,7 @@ export function putTask(model, task) {
 export function dropTask(model, id) {
   model.tasks.delete(id);
   model.fresh.delete(id);
+  model.expanded.delete(id);
   model.order = model.order.filter((x) => x !== id);
   model.sentAt.delete(id);
 }

@@ -5,6 +5,7 @@
 // flickers nor loses the keyboard's place (downloads-focus.js).
 
 import { askNotify, canOfferNotify } from "./downloads-announcer.js";
+import { filesRow, hasFiles, partsNote, segmentsText } from "./downloads-files.js";
 import { captureFocus, restoreFocus } from "./downloads-focus.js";
 import { ACTIVE, isFiltered, seesOthers } from "./downloads-model.js";
 import { h, replace, uid } from "./dom.js";
@@ -163,7 +164,7 @@ export function createTable({ container, model, user, actions, filters, load, is
         ? h("tr", { role: "row", class: "dl-empty" }, h("td", { role: "cell", colspan: String(columns().length) }, text))
         : null);
     } else {
-      replace(els.tbody, model.order.map((id) => row(model.tasks.get(id))));
+      replace(els.tbody, model.order.map((id) => rows(model.tasks.get(id))));
     }
     restoreFocus(container, focus, findRow);
   }
@@ -173,12 +174,15 @@ export function createTable({ container, model, user, actions, filters, load, is
     return [...els.tbody.children].find((tr) => tr.dataset.id === id) || null;
   }
 
+  /** A task's row, and its details row when they are shown (they are redrawn together). */
   function renderRow(id) {
     const old = findRow(id);
     const task = model.tasks.get(id);
     if (!old || !task) return renderBody();
     const focus = captureFocus(container);
-    old.replaceWith(row(task));
+    const details = old.nextElementSibling;
+    if (details && details.dataset.detailsFor === id) details.remove();
+    old.replaceWith(...rows(task));
     restoreFocus(container, focus, findRow);
   }
 
@@ -221,17 +225,25 @@ export function createTable({ container, model, user, actions, filters, load, is
     restoreFocus(container, focus, findRow);
   }
 
-  function row(task) {
+  /** The task's row, then its files when they are shown (a parts task's details). */
+  function rows(task) {
+    const open = hasFiles(task) && model.expanded.has(task.id);
+    return [row(task, open), open ? filesRow(task, { columns: columns().length, onFile: actions.openFile }) : null]
+      .filter(Boolean);
+  }
+
+  function row(task, open) {
     const s = task.status;
     const cell = (key, ...content) => h("td", { role: "cell", class: `c-${key}`, "data-label": label(key) }, content);
-    return h("tr", { role: "row", "data-id": task.id, class: `dl-row s-${s}${model.fresh.has(task.id) ? " fresh" : ""}` },
+    const classes = `dl-row s-${s}${model.fresh.has(task.id) ? " fresh" : ""}${open ? " open" : ""}`;
+    return h("tr", { role: "row", "data-id": task.id, class: classes },
       h("th", { scope: "row", role: "rowheader", class: "c-task_name", "data-label": label("task_name") },
         h("span", { class: "dl-name" }, task.task_name)),
       cell("file_name", h("span", { class: "dl-file" }, task.file_name)),
       cell("kind", h("span", { class: "dl-kind" }, task.kind), h("span", { class: "dl-format" }, task.format)),
       cell("status", h("span", { class: `dl-status s-${s}` }, t(`status.${s}`)), problems(task)),
       cell("progress", progress(task)),
-      cell("size", task.size === null || task.size === undefined ? none() : formatBytes(task.size)),
+      cell("size", task.size === null || task.size === undefined ? none() : formatBytes(task.size), partsNote(task)),
       cell("created", time(task.created_at)),
       cell("finished", task.finished_at ? time(task.finished_at) : none()),
       cell("sha256", sha(task)),
@@ -299,7 +311,13 @@ function progress(task) {
   }
   if (!active && s !== "succeeded" && percent !== null) bits.push(t("progress.stopped"));
   const text = bits.join(" · ");
-  if (percent === null && !active) return text ? h("span", { class: "dl-progress-text" }, text) : none();
+  // a build in segments: how many are done, on a line of its own (the bar's line is full)
+  const segments = segmentsText(task);
+  const segmentsLine = segments ? h("span", { class: "dl-segments" }, segments) : null;
+  if (percent === null && !active) {
+    if (!text && !segments) return none();
+    return [text ? h("span", { class: "dl-progress-text" }, text) : null, segmentsLine];
+  }
   const fill = h("span", { class: "dl-bar-fill" });
   if (percent !== null) fill.style.width = `${percent}%`;
   const bar = h("div", {
@@ -309,9 +327,9 @@ function progress(task) {
     "aria-valuemin": "0",
     "aria-valuemax": "100",
     "aria-valuenow": percent === null ? null : String(Math.round(percent * 10) / 10),
-    "aria-valuetext": text || null,
+    "aria-valuetext": [text, segments].filter(Boolean).join("; ") || null,
   }, fill);
-  return h("div", { class: "dl-progress" }, bar, h("span", { class: "dl-progress-text" }, text));
+  return h("div", { class: "dl-progress" }, bar, h("span", { class: "dl-progress-text" }, text), segmentsLine);
 }
 
 /** An API error in words: its code first, except for the network's (whose message says it all). */

@@ -6,11 +6,13 @@
 // nested object). Create sends POST /downloads with an Idempotency-Key made once
 // per opening, so a double click or a retry after a lost answer cannot make a
 // second task. The API's validation details are shown beside the field each
-// one names (`params.filters[0].op` -> the op of the first filter row).
+// one names (`params.filters[0].op` -> the op of the first filter row). A kind
+// that can split also gets the segmented build's choices (form-split.js).
 //
 // What people type is only ever read from .value and shown as text.
 
 import { h, replace, uid } from "./dom.js";
+import { SplitSection } from "./form-split.js";
 import { addStrings, formatNumber, onLangChange, t } from "./i18n.js";
 
 addStrings({
@@ -321,7 +323,7 @@ class Editor {
     this.taskName = h("input", { name: "task_name", required: true, maxlength: "200", autocomplete: "off" });
     this.kindSelect = h("select", { name: "kind", onchange: () => this.showKind() },
       kinds.map((k) => h("option", { value: k.kind }, k.title && k.title !== k.kind ? `${k.title} — ${k.kind}` : k.kind)));
-    this.formatSelect = h("select", { name: "format" });
+    this.formatSelect = h("select", { name: "format", onchange: () => this.split.show(this.kind, this.formatSelect.value) });
     this.fileName = h("input", { name: "file_name", maxlength: "200", autocomplete: "off" });
     this.fields = {
       task_name: simpleField(texts, { label: texts.text("form.task_name"), control: this.taskName, required: true,
@@ -331,12 +333,14 @@ class Editor {
       file_name: simpleField(texts, { label: texts.text("form.file_name"), control: this.fileName,
         hints: [texts.text("form.file_name_hint")] }),
     };
+    this.split = new SplitSection(texts);
     this.paramsPlace = h("div", { class: "params-place" });
     this.node = h("div", { class: "export-fields" },
       top,
       h("p", { class: "note" }, texts.text("form.required_note")),
       h("div", { class: "main-fields" }, Object.values(this.fields).map((f) => f.node)),
-      this.paramsPlace);
+      this.paramsPlace,
+      this.split.node);
     this.showKind();
   }
 
@@ -352,6 +356,7 @@ class Editor {
     replace(this.formatSelect, formats.map((f) => h("option", { value: f }, f)));
     if (formats.includes(previous)) this.formatSelect.value = previous;
     this.formatSelect.disabled = formats.length < 2;
+    this.split.show(kind, this.formatSelect.value);
     if (!this.sections.has(kind.kind)) this.sections.set(kind.kind, new ParamsSection(kind, this.texts));
     replace(this.paramsPlace, this.sections.get(kind.kind).node);
   }
@@ -362,7 +367,7 @@ class Editor {
     if (this.formatSelect.value) body.format = this.formatSelect.value;
     if (this.fileName.value !== "") body.file_name = this.fileName.value;
     body.params = this.sections.get(this.kind.kind).group.value() || {};
-    return body;
+    return { ...body, ...this.split.body() };
   }
 
   showError(err) {
@@ -384,6 +389,7 @@ class Editor {
     if (!path || !path.length) return null;
     const [head, ...rest] = path;
     if (head === "params") return this.sections.get(this.kind.kind).locate(rest);
+    if ((head === "parallelism" || head === "output") && !rest.length) return this.split.locate(head);
     const simple = this.fields[head];
     if (!simple || rest.length) return null;
     return { control: simple.control, slot: simple.slot };

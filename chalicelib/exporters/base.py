@@ -41,6 +41,8 @@ class BuildContext:
 
     #: what the file's owner should know about a build that succeeded (``warn``)
     warnings: list[dict[str, str]] = field(default_factory=list)
+    #: a segment's facts for the finalizer (``Exporter.segment_notes``), e.g. the names it saw
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def count_rows(self, n: int) -> None:
         self.rows += n
@@ -126,6 +128,27 @@ class Exporter(ABC):
         """Yield one segment's bytes; ``whole_file``: a file of its own (a part), else a piece of
         the composed file (a csv header only in the first)."""
         raise NotImplementedError(f"{self.kind} cannot split")
+
+    def segment_notes(self, ctx: BuildContext) -> dict[str, Any] | None:
+        """What one segment's build keeps on its segment for the finalizer: small JSON (the task's
+        item holds every segment), or None. By default the warnings it would have left on a task."""
+        return {"warnings": ctx.warnings} if ctx.warnings else None
+
+    def segment_warnings(
+        self, params: dict[str, Any], shared: dict[str, Any], notes: Sequence[dict[str, Any] | None],
+    ) -> list[dict[str, str]]:
+        """The task's ``warnings`` from its segments' notes (in segment order), once all succeeded.
+
+        By default every distinct warning a segment left, first seen first: right
+        for a warning about the params, wrong for one about what a segment read
+        (a column one segment lacks may be in the next), which a kind then merges itself.
+        """
+        merged: list[dict[str, str]] = []
+        for note in notes:
+            for warning in (note or {}).get("warnings", []):
+                if warning not in merged:
+                    merged.append(dict(warning))
+        return merged
 
     def format_for(self, name: str) -> Format:
         return FORMATS[name]

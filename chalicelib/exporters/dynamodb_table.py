@@ -11,6 +11,7 @@ import base64
 import difflib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
@@ -25,6 +26,7 @@ from chalicelib.errors import ExportError, ValidationError
 from chalicelib.exporters.base import BuildContext, RowExporter
 from chalicelib.formats.base import Row
 from chalicelib.schema_issues import choices
+from chalicelib.segments import Plan, Segment
 
 OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "begins_with", "contains", "between", "in")
 _SCALAR = {"type": ["string", "number", "boolean"]}
@@ -48,8 +50,26 @@ log = logging.getLogger(__name__)
 #: the other attribute names of this many leading items (segment order: the same
 #: table gives the same columns) in code-point order.
 SAMPLE_ITEMS = 200
-#: Names a warning lists at most.
+#: Names a warning lists at most (and a segment keeps for the finalizer).
 LISTED_NAMES = 10
+
+# -- segmented builds (``plan``): what one invocation is guessed to do, and what the plan may read --
+#: Rows a second one worker is guessed to write, per format. docs/benchmarks.md §7 measured the
+#: worker's whole csv path (botocore's parse of the pages, the conversion, the encoder) at about
+#: 13,300 rows/s on its machine with no server to wait for (45,000 rows/s is the path from pages
+#: already parsed); xlsx's path was 25% slower there. Rounded down for the server's wait and wider items.
+ROWS_PER_SECOND = {"csv": 10_000, "jsonl": 10_000, "xlsx": 7_500}
+#: Bytes of the table a second: §7's items were 3.0 MiB of typed JSON a 10,000, ~4 MiB/s at
+#: 13,300 rows/s; wide items cost per attribute value, so the bytes bound the guess too.
+BYTES_PER_SECOND = 3 * 1024 * 1024
+#: How long ``plan`` (in the coordinator's invocation, before any segment starts) may read the
+#: table: to find the first items a filter selects (the sample of the columns) or, for
+#: ``all_columns`` in csv/xlsx, the attribute names. A table that needs segments is too large to
+#: read twice, so that read stops here and the segments report what it missed.
+PLAN_READ_SECONDS = 30.0
+#: How the plan chose the columns (``Plan.shared["from"]``).
+FROM_REQUESTED, FROM_SAMPLE, FROM_NAMES, FROM_SOME_NAMES, FROM_WHOLE_ITEMS = (
+    "requested", "sample", "names", "some-names", "whole-items")
 
 #: One scan's pages, each at most 1 MB of items; closing it stops the scan's threads.
 Pages = Generator[list[dict[str, Any]], None, None]
@@ -105,6 +125,7 @@ class DynamoDBTableExporter(RowExporter):
     kind = "dynamodb_table"
     title = "DynamoDB table or index"
     source_param = "table"
+    split_by = "parallel-scan segments"
     params_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -190,27 +211,16 @@ class DynamoDBTableExporter(RowExporter):
     def _open(
         self, params: dict[str, Any], ctx: BuildContext, whole_items: bool
     ) -> tuple[Sequence[str], Iterator[Row]]:
-        table_name = params["table"]
-        if table_name not in ctx.settings.exportable_tables:
-            raise ExportError("table_not_allowed",
-                              f"Table {table_name!r} is not on this deployment's export allow-list.")
+        table_name = _allowed(params, ctx.settings)
         index = params.get("index") or None
         shape = describe_source(table_name, index)
-        scan_kwargs: dict[str, Any] = {}
-        if index:
-            scan_kwargs["IndexName"] = index
-        if params.get("filters"):
-            scan_kwargs["FilterExpression"] = build_filter(params["filters"])
+        scan_kwargs = _scan_kwargs(params)
         # an estimate (DynamoDB refreshes it about every six hours); with filters it would
         # only bound the rows from above, so a filtered export shows no total
         estimated = bool(shape.item_count) and not params.get("filters")
         if estimated:
             ctx.total_rows = shape.item_count
         requested = list(params.get("columns") or [])
-        if requested:
-            names = {f"#c{i}": c for i, c in enumerate(requested)}
-            scan_kwargs["ProjectionExpression"] = ", ".join(names)
-            scan_kwargs["ExpressionAttributeNames"] = names
         segments = int(params.get("segments") or ctx.settings.scan_segments)
         columns: list[str] = requested
         if params.get("all_columns") and not whole_items:
@@ -274,6 +284,152 @@ class DynamoDBTableExporter(RowExporter):
         ]
         return parallel_pages(sources)
 
+    # -- segmented builds: one invocation a parallel-scan segment ---------------------------------
+    #
+    # The plan cuts the scan into ``count`` DynamoDB segments (``Segment``/``TotalSegments``), one
+    # an invocation, each scanned single-threaded (``params.segments``, the threads of a whole
+    # build, do not multiply inside a segment). Every segment writes the plan's columns, decided
+    # once in the coordinator: the requested ones; or the key attributes and the names of the
+    # first items the scan selects, as a whole build samples them; or, for ``all_columns`` in csv
+    # and xlsx, every name a pass of at most PLAN_READ_SECONDS found (the whole table if it is
+    # read in that time, else what was read: a table that needs segments is too large to read
+    # twice). jsonl with ``all_columns`` writes every item whole. What a segment saw beyond its
+    # columns, or which requested columns it never saw, goes on its segment (``segment_notes``)
+    # and the finalizer turns them into the task's warnings (``segment_warnings``).
+
+    def estimate_seconds(self, params: dict[str, Any], fmt: str, settings: Settings) -> float | None:
+        """From DescribeTable: the item count at ROWS_PER_SECOND or the bytes at BYTES_PER_SECOND,
+        whichever is longer. A filter reads the whole table all the same. None if not known."""
+        if params["table"] not in settings.exportable_tables:
+            return None  # the build fails table_not_allowed, as it always did
+        try:
+            shape = describe_source(params["table"], params.get("index") or None)
+        except Exception:  # the build tells the owner what is wrong with the source
+            log.warning("could not estimate the export of %s", params["table"], exc_info=True)
+            return None
+        if shape.item_count is None and shape.size_bytes is None:
+            return None
+        return max((shape.item_count or 0) / ROWS_PER_SECOND.get(fmt, min(ROWS_PER_SECOND.values())),
+                   (shape.size_bytes or 0) / BYTES_PER_SECOND)
+
+    def plan(self, params: dict[str, Any], fmt: str, settings: Settings, count: int) -> Plan:
+        """``count`` scan segments, and the columns every one of them writes."""
+        table_name = _allowed(params, settings)
+        index = params.get("index") or None
+        shape = describe_source(table_name, index)
+        requested = list(params.get("columns") or [])
+        shared: dict[str, Any] = {"keys": list(shape.keys)}
+        if requested:
+            shared |= {"from": FROM_REQUESTED, "columns": requested}
+        elif params.get("all_columns") and fmt == "jsonl":
+            shared |= {"from": FROM_WHOLE_ITEMS, "columns": []}
+        elif params.get("all_columns"):
+            threads = int(params.get("segments") or settings.scan_segments)
+            names, complete = self._plan_names(table_name, _scan_kwargs(params), threads)
+            shared |= {"from": FROM_NAMES if complete else FROM_SOME_NAMES,
+                       "columns": key_first(shape.keys, names)}
+        else:
+            shared |= {"from": FROM_SAMPLE,
+                       "columns": key_first(shape.keys, self._plan_sample(table_name, index,
+                                                                          _scan_kwargs(params)))}
+        count = max(1, count)
+        segments = tuple(Segment(i + 1, {"segment": i, "total": count}) for i in range(count))
+        total = shape.item_count if shape.item_count and not params.get("filters") else None
+        return Plan(segments, shared, total_rows=total)
+
+    def _plan_sample(self, table_name: str, index: str | None, scan_kwargs: dict[str, Any]) -> set[str]:
+        """The names of the first items the scan selects (what a whole build samples).
+
+        A selective filter can read many empty pages first: past PLAN_READ_SECONDS the
+        sample is the first items of the table, unfiltered, instead.
+        """
+        started = time.monotonic()
+        with closing(_segment_pages(table_name, scan_kwargs, shared_client=True)) as pages:
+            for page in pages:
+                if page:
+                    return sample_names(page)
+                if time.monotonic() - started > PLAN_READ_SECONDS:
+                    return _sample_attribute_names(table_name, index)
+        return set()  # nothing selected: the key attributes alone, as a whole build's header
+
+    def _plan_names(self, table_name: str, scan_kwargs: dict[str, Any], threads: int
+                    ) -> tuple[set[str], bool]:
+        """Attribute names of what the scan selects, read for at most PLAN_READ_SECONDS (with a
+        whole build's scan threads: the coordinator has nothing else to do); and whether that was all."""
+        names: set[str] = set()
+        started = time.monotonic()
+        with closing(self._pages(table_name, scan_kwargs, threads)) as pages:
+            for page in pages:
+                for item in page:
+                    names.update(item)
+                if time.monotonic() - started > PLAN_READ_SECONDS:
+                    return names, False
+        return names, True
+
+    def open_segment(
+        self, params: dict[str, Any], ctx: BuildContext, shared: dict[str, Any], segment: Segment,
+    ) -> tuple[Sequence[str], Iterator[Row]]:
+        table_name = _allowed(params, ctx.settings)
+        scan_kwargs = _scan_kwargs(params)
+        total = int(segment.spec.get("total", 1))
+        if total > 1:
+            scan_kwargs |= {"Segment": int(segment.spec["segment"]), "TotalSegments": total}
+        pages = _segment_pages(table_name, scan_kwargs, shared_client=True)
+        whole = shared.get("from") == FROM_WHOLE_ITEMS
+        columns = list(shared.get("columns") or [])
+        order = partial(_keys_first_item, list(shared.get("keys") or [])) if whole else None
+        requested = columns if shared.get("from") == FROM_REQUESTED else []
+        return columns, self._segment_rows(pages, ctx, requested, [] if whole else columns, order)
+
+    @staticmethod
+    def _segment_rows(
+        pages: Pages, ctx: BuildContext, requested: Sequence[str], columns: Sequence[str],
+        order: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    ) -> Iterator[Row]:
+        seen: set[str] = set()
+        with closing(pages):
+            for page in pages:
+                ctx.check()  # a selective filter reads many empty pages without yielding a byte
+                for item in page:
+                    seen.update(item)
+                    yield _plain(order(item) if order else item)
+        ctx.notes.update(segment_column_notes(requested, columns, seen))
+
+    def segment_notes(self, ctx: BuildContext) -> dict[str, Any] | None:
+        return {**(super().segment_notes(ctx) or {}), **ctx.notes} or None
+
+    def segment_warnings(
+        self, params: dict[str, Any], shared: dict[str, Any], notes: Sequence[dict[str, Any] | None],
+    ) -> list[dict[str, str]]:
+        """The warnings one worker would have left, from what each segment saw.
+
+        A requested column is not found if no segment saw it (and the source's
+        first items lack it, as for a whole build); the names left out are every
+        segment's together.
+        """
+        requested = list(params.get("columns") or [])
+        if requested:
+            missing = set(range(len(requested)))
+            for note in notes:
+                missing &= set((note or {}).get("unseen", []))
+            if not missing:
+                return []
+            seen = {c for i, c in enumerate(requested) if i not in missing}
+            known = _sample_attribute_names(params["table"], params.get("index") or None)
+            return missing_column_warnings(requested, seen, known)
+        listed: set[str] = set()
+        exact, at_least = True, 0
+        for note in notes:
+            names = list((note or {}).get("left", []))
+            count = int((note or {}).get("left_n", len(names)))
+            listed.update(names)
+            exact = exact and count <= len(names)
+            at_least = max(at_least, count)
+        if not listed:
+            return []
+        return [left_out_warning(listed, len(listed) if exact else max(at_least, len(listed)), exact,
+                                 str(shared.get("from", FROM_SAMPLE)))]
+
 
 # -- which columns, in which order ----------------------------------------------------------------
 
@@ -287,6 +443,8 @@ class SourceShape:
     #: DynamoDB's item count of the table or index, refreshed about every six hours
     #: (an estimate); None where DescribeTable reports none
     item_count: int | None
+    #: its size in bytes (TableSizeBytes or IndexSizeBytes, refreshed alike); None if not reported
+    size_bytes: int | None = None
 
 
 def _key_names(schema: Sequence[Mapping[str, str]]) -> list[str]:
@@ -308,15 +466,16 @@ def _indexes(table: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def source_shape(table: Mapping[str, Any], index: str | None) -> SourceShape:
     """The key attributes and item count of ``table`` (DescribeTable's ``Table``) or of its ``index``."""
     keys = _key_names(table.get("KeySchema", []))
-    count = table.get("ItemCount")
+    count, size = table.get("ItemCount"), table.get("TableSizeBytes")
     if index:
         found = next((i for i in _indexes(table) if i.get("IndexName") == index), None)
         if found is None:
             raise ExportError("index_not_found",
                               f"Index {index!r} does not exist on {table.get('TableName')!r}.")
         keys += [k for k in _key_names(found.get("KeySchema", [])) if k not in keys]
-        count = found.get("ItemCount")
-    return SourceShape(tuple(keys), int(count) if count is not None else None)
+        count, size = found.get("ItemCount"), found.get("IndexSizeBytes")
+    return SourceShape(tuple(keys), int(count) if count is not None else None,
+                       int(size) if size is not None else None)
 
 
 def describe_source(table_name: str, index: str | None) -> SourceShape:
@@ -337,6 +496,30 @@ def key_first(keys: Sequence[str], names: Iterable[str]) -> list[str]:
 
 def _keys_first_item(keys: Sequence[str], item: dict[str, Any]) -> dict[str, Any]:
     return {name: item[name] for name in key_first([k for k in keys if k in item], item)}
+
+
+def _allowed(params: Mapping[str, Any], settings: Settings) -> str:
+    """The table to read, if this deployment may: the build's check, whatever the policy said."""
+    table_name = str(params["table"])
+    if table_name not in settings.exportable_tables:
+        raise ExportError("table_not_allowed",
+                          f"Table {table_name!r} is not on this deployment's export allow-list.")
+    return table_name
+
+
+def _scan_kwargs(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Scan's arguments for the params: the index, the filter, the requested columns."""
+    scan_kwargs: dict[str, Any] = {}
+    if params.get("index"):
+        scan_kwargs["IndexName"] = params["index"]
+    if params.get("filters"):
+        scan_kwargs["FilterExpression"] = build_filter(params["filters"])
+    requested = list(params.get("columns") or [])
+    if requested:
+        names = {f"#c{i}": c for i, c in enumerate(requested)}
+        scan_kwargs["ProjectionExpression"] = ", ".join(names)
+        scan_kwargs["ExpressionAttributeNames"] = names
+    return scan_kwargs
 
 
 def sample_names(first_page: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -409,13 +592,50 @@ class ColumnReport:
             return
         left_out = seen.difference(self.columns) if self.columns else set()
         if left_out:
-            why = ("appeared after the first pass read the attribute names" if self.all_columns
-                   else f"are in none of the first {SAMPLE_ITEMS} items, from which the columns "
-                        "were chosen")
-            ctx.warn("columns_left_out", "params.columns",
-                     f"{len(left_out)} attribute(s) that some exported items have {why}, so the "
-                     f"file has no column for them: {_listed(left_out)}. Name the columns in "
-                     "params.columns, or set params.all_columns to true.")
+            warning = left_out_warning(left_out, len(left_out), True,
+                                       FROM_NAMES if self.all_columns else FROM_SAMPLE)
+            ctx.warn(warning["code"], warning["field"], warning["message"])
+
+
+def left_out_warning(names: set[str], count: int, exact: bool, chosen_from: str) -> dict[str, str]:
+    """``columns_left_out``: ``count`` names some exported items had and the file has no column for.
+
+    ``names`` are all of them, or (``exact`` False, from segments that each
+    kept their first LISTED_NAMES) the first of them in order; ``chosen_from``
+    says how the columns were chosen (``Plan.shared["from"]``).
+    """
+    why = {
+        FROM_NAMES: "appeared after the first pass read the attribute names",
+        FROM_SOME_NAMES: f"are in none of the items read for the attribute names before the export "
+                         f"was split (a table this large is not read twice: that read stops after "
+                         f"{PLAN_READ_SECONDS:g} seconds)",
+    }.get(chosen_from, f"are in none of the first {SAMPLE_ITEMS} items, from which the columns were "
+                       "chosen")
+    advice = ("Name the columns in params.columns, or ask for jsonl, which writes every item whole."
+              if chosen_from == FROM_SOME_NAMES else
+              "Name the columns in params.columns, or set params.all_columns to true.")
+    listed = _listed(names) if exact else ", ".join(repr(n) for n in sorted(names)[:LISTED_NAMES]) + (
+        " and others" if count > min(len(names), LISTED_NAMES) else "")
+    return {"code": "columns_left_out", "field": "params.columns",
+            "message": f"{'' if exact else 'At least '}{count} attribute(s) that some exported items "
+                       f"have {why}, so the file has no column for them: {listed}. {advice}"}
+
+
+def segment_column_notes(requested: Sequence[str], columns: Sequence[str], seen: set[str]
+                         ) -> dict[str, Any]:
+    """What one segment tells the finalizer of its columns, in a few hundred bytes at most.
+
+    ``unseen``: the indexes of the requested columns none of its items had;
+    ``left``/``left_n``: the first LISTED_NAMES names (in order) its items had
+    beyond the columns, and how many there were. Nothing when all is well.
+    """
+    if requested:
+        unseen = [i for i, name in enumerate(requested) if name not in seen]
+        return {"unseen": unseen} if unseen else {}
+    left = seen.difference(columns) if columns else set()
+    if not left:
+        return {}
+    return {"left": sorted(left)[:LISTED_NAMES], "left_n": len(left)}
 
 
 def _sample_attribute_names(table_name: str, index: str | None) -> set[str]:

@@ -22,6 +22,7 @@ from chalicelib.errors import ExportError, ValidationError
 from chalicelib.exporters.base import BuildContext, Exporter
 from chalicelib.formats.base import Format
 from chalicelib.formats.compression import gzip_chunks
+from chalicelib.segments import Plan, Segment, even_ranges
 
 MAX_RANGE = timedelta(days=31)
 #: The range of the example in ``GET /kinds``: the last day.
@@ -32,6 +33,15 @@ PAGE_LIMIT = 10_000
 UTC_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)$"
 #: What is wrong with a time that is not one (the schema's pattern and range_problem say it alike).
 NOT_UTC = "must be an ISO 8601 time in UTC (ending in Z)"
+#: A guess of one worker's seconds for each hour of range, for ``parallelism: "auto"``. How many
+#: events a range holds is unknown until it is read; this assumes a steady, busy group of about
+#: 30 events a second (108,000 an hour) read at about 15,000 events a second (FilterLogEvents
+#: pages of up to 10,000 events, then encoded and gzipped): 7.2 s an hour. So a day (173 s) stays
+#: one worker under a 15-minute limit, the longest range (31 days, ~5,400 s) is ~25 segments, and
+#: a lower WORKER_TIMEOUT_SECONDS plans more. A quiet group is split more than it needs (a few
+#: invocations more, the same events); a far busier one may need ``parallelism`` asked for.
+SECONDS_PER_HOUR = 7.2
+_HOUR_MS = 3_600_000
 
 
 
@@ -79,6 +89,12 @@ def time_range(params: dict[str, Any]) -> tuple[int, int]:
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
 
 
+def time_slices(start_ms: int, end_ms: int, count: int) -> list[tuple[int, int]]:
+    """[start, end) cut into at most ``count`` half-open slices of whole milliseconds, in order:
+    each starts where the one before ends, so no event is in two slices and none is in none."""
+    return [(first, last + 1) for first, last in even_ranges(start_ms, end_ms - 1, count)]
+
+
 def encode_text(events: list[dict[str, Any]]) -> bytes:
     """``<iso timestamp> <stream> <message>`` a line; the message as logged (jsonl is lossless)."""
     return "".join(
@@ -105,6 +121,10 @@ class LogArchiveExporter(Exporter):
     title = "CloudWatch Logs archive (gzip'd text or jsonl)"
     formats = ("text", "jsonl")
     source_param = "log_group"
+    #: each slice of the range is one gzip member: members concatenated are one valid gzip file
+    #: whose content is the whole range's (FilterLogEvents returns events in time order)
+    split_by = "time slices"
+    concatenable = frozenset({"text", "jsonl"})
     params_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -153,12 +173,7 @@ class LogArchiveExporter(Exporter):
         Names come back in ASCII order, so the group itself, if it exists, is
         the first of those that start with its name.
         """
-        from chalicelib.adapters.aws import client
-
-        group = params["log_group"]
-        found = client("logs", probe=True).describe_log_groups(
-            logGroupNamePrefix=group, limit=1).get("logGroups", [])
-        if not found or found[0].get("logGroupName") != group:
+        if not _group_exists(params["log_group"], probe=True):
             raise ValidationError.of([{"field": "params.log_group",
                                        "issue": "names a log group that does not exist"}],
                                      "log_group_not_found")
@@ -170,11 +185,46 @@ class LogArchiveExporter(Exporter):
             raise ValidationError.of([{"field": f"params.{problem[0]}", "issue": problem[1]}])
 
     def stream(self, params: dict[str, Any], fmt: str, ctx: BuildContext) -> Iterator[bytes]:
-        group = params["log_group"]
-        if group not in ctx.settings.log_groups:
-            raise ExportError("log_group_not_allowed",
-                              f"Log group {group!r} is not on this deployment's log allow-list.")
+        _allowed(params, ctx.settings)
+        yield from self._stream(params, fmt, ctx, *time_range(params))
+
+    # -- segmented builds: one invocation a slice of the time range -------------------------------
+
+    def estimate_seconds(self, params: dict[str, Any], fmt: str, settings: Settings) -> float | None:
+        """SECONDS_PER_HOUR for each hour of the range (a guess: see there)."""
+        if range_problem(params):
+            return None
         start_ms, end_ms = time_range(params)
+        return (end_ms - start_ms) / _HOUR_MS * SECONDS_PER_HOUR
+
+    def plan(self, params: dict[str, Any], fmt: str, settings: Settings, count: int) -> Plan:
+        """The range in ``count`` equal slices; the group is asked once whether it exists, so a
+        group gone since the create fails the task here rather than in every segment."""
+        from botocore.exceptions import ClientError
+
+        group = _allowed(params, settings)
+        start_ms, end_ms = time_range(params)
+        try:
+            exists = _group_exists(group)
+        except ClientError:  # e.g. denied DescribeLogGroups: the segments' reads say what is wrong
+            exists = True
+        if not exists:
+            raise ExportError("log_group_not_found", f"Log group {group!r} does not exist.")
+        return Plan(tuple(Segment(n, {"start": first, "end": end})
+                          for n, (first, end) in enumerate(time_slices(start_ms, end_ms, count), 1)))
+
+    def stream_segment(
+        self, params: dict[str, Any], fmt: str, ctx: BuildContext, shared: dict[str, Any],
+        segment: Segment, whole_file: bool,
+    ) -> Iterator[bytes]:
+        """The slice's events as a gzip file of its own, which is also a member of the composed one."""
+        _allowed(params, ctx.settings)
+        yield from self._stream(params, fmt, ctx, int(segment.spec["start"]), int(segment.spec["end"]))
+
+    def _stream(self, params: dict[str, Any], fmt: str, ctx: BuildContext, start_ms: int, end_ms: int
+                ) -> Iterator[bytes]:
+        """The events of [start_ms, end_ms), encoded in ``fmt``, as one gzip member."""
+        group = params["log_group"]
         kwargs: dict[str, Any] = {"logGroupName": group, "startTime": start_ms,
                                   "endTime": end_ms - 1, "limit": PAGE_LIMIT}
         if params.get("filter_pattern"):
@@ -222,3 +272,25 @@ class LogArchiveExporter(Exporter):
             if not token:  # an empty page with a token only means "keep searching"
                 return
             kwargs["nextToken"] = token
+
+
+def _allowed(params: dict[str, Any], settings: Settings) -> str:
+    """The log group to read, if this deployment may: the build's check, whatever the policy said."""
+    group = str(params["log_group"])
+    if group not in settings.log_groups:
+        raise ExportError("log_group_not_allowed",
+                          f"Log group {group!r} is not on this deployment's log allow-list.")
+    return group
+
+
+def _group_exists(group: str, probe: bool = False) -> bool:
+    """One DescribeLogGroups with the group's name as the prefix.
+
+    Names come back in ASCII order, so the group itself, if it exists, is
+    the first of those that start with its name.
+    """
+    from chalicelib.adapters.aws import client
+
+    found = client("logs", probe=probe).describe_log_groups(
+        logGroupNamePrefix=group, limit=1).get("logGroups", [])
+    return bool(found) and found[0].get("logGroupName") == group

@@ -60,7 +60,7 @@ class Dlc:
         env = {k: v for k, v in os.environ.items()
                if k not in ("STACK_FILE", "DLC_API_URL", "COLUMNS", "LINES", "FORCE_COLOR")}
         env.update({"DLC_CONFIG_DIR": str(self.config), "DLC_API_URL": self.api,
-                    "NO_PROXY": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1"})
+                    "NO_PROXY": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1", **checkout_path()})
         env.update(extra)
         return env
 
@@ -139,6 +139,14 @@ def exited(proc: subprocess.Popen[bytes], screen: Callable[[], str]) -> bool:
 # -- fixtures --------------------------------------------------------------------------------------
 
 
+def checkout_path() -> dict[str, str]:
+    """PYTHONPATH for a git worktree of the project: the venv's editable install is the main
+    checkout's, so this checkout's ``dlc/`` goes first (in the main checkout it changes nothing)."""
+    if Path(sys.prefix).resolve().parent == PROJECT_DIR:  # the checkout's own .venv
+        return {"PYTHONPATH": ""}
+    return {"PYTHONPATH": str(PROJECT_DIR)}
+
+
 @pytest.fixture(scope="module")
 def installed() -> Path:
     """The console script of this venv, running this checkout's code."""
@@ -146,7 +154,7 @@ def installed() -> Path:
         pytest.fail(f"{DLC} is missing: install the client with `{sys.executable} -m pip install -e "
                     f"{PROJECT_DIR}` (make's venv step does)")
     where = subprocess.run([sys.executable, "-c", "import dlc; print(dlc.__file__)"], cwd="/",
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+                           capture_output=True, text=True, env={**os.environ, **checkout_path()})
     module = Path(where.stdout.strip()).resolve()
     if where.returncode != 0 or not module.is_relative_to(PROJECT_DIR):
         pytest.fail(f"{DLC} runs {module or where.stderr.strip()}, not this checkout's dlc/: "
@@ -537,3 +545,178 @@ def test_ctrl_c_while_waiting_exits_130_and_says_how_to_go_on(alice: Dlc, cancel
         assert f"Follow it with: dlc watch {task_id}" in shown
         assert status in ("queued", "running")  # still building: Ctrl-C does not cancel
         assert alice.run("cancel", task_id).returncode == 0
+
+
+# -- segmented builds: parallelism, parts ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def parts_export(alice: Dlc) -> dict[str, Any]:
+    """A succeeded demo export in 3 parts of about 0.7 MB each (``--parallelism 3 --parts``)."""
+    task = alice.ok_json("create", "demo", "-p", "rows=30000", "--parallelism", "3", "--parts",
+                         "--name", "Parts 分片", "--wait")
+    assert task["status"] == "succeeded"
+    return task
+
+
+def parts_stem(task: dict[str, Any]) -> str:
+    """The folder `dlc download` makes by default: the parts' names without -0000N-of-0000M.ext."""
+    return re.sub(r"-\d{5}-of-\d{5}\..*$", "", task["files"][0]["name"])
+
+
+def assert_saved(folder: Path, task: dict[str, Any]) -> None:
+    """Every file of the task, and its manifest, in ``folder``: the bytes the API's checksums name."""
+    for entry in [*task["files"], task["manifest"]]:
+        assert digests(folder / entry["name"]) == (entry["md5"], entry["sha256"]), entry["name"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f["name"] for f in task["files"]] + ["manifest.json"])  # and nothing else (no partial files)
+
+
+def test_create_asks_for_parts_and_download_saves_each_file_and_the_manifest(
+        alice: Dlc, parts_export: dict[str, Any], tmp_path: Path) -> None:
+    task = parts_export
+    assert (task["parallelism"], task["output"]) == (3, "parts")
+    assert task["url"] is None and len(task["files"]) == 3 and task["manifest"]["name"] == "manifest.json"
+
+    # by default into a folder named after the parts, here
+    result = alice.run("download", task["id"], "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    saved = json.loads(result.stdout)["download"]
+    folder = tmp_path / parts_stem(task)
+    assert saved["path"] == str(folder) and task["file_name"].startswith(folder.name)
+    assert_saved(folder, task)
+    assert [Path(f["path"]).name for f in saved["files"]] == [f["name"] for f in task["files"]]
+    assert saved["size"] == task["size"] == sum(f["size"] for f in task["files"])
+    assert saved["verified"] == ["md5", "sha256", "manifest"] and saved["kept"] == []
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["task_id"] == task["id"] and manifest["rows"] == 30000
+    assert [f["sha256"] for f in manifest["files"]] == [f["sha256"] for f in task["files"]]
+
+    # the human view, into the folder -o names; then again: what is there and whole is kept
+    out = tmp_path / "exports" / "parts"
+    first = alice.run("download", task["id"], "-o", str(out))
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == ""
+    said = " ".join(first.stdout.split())
+    assert f"Saved 3 files and manifest.json in {out} (" in said
+    assert "each file's md5 and sha256 verified, and the manifest's list of them)" in said
+    assert_saved(out, task)
+    again = alice.run("download", task["id"], "-o", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "4 of them already there, kept" in " ".join(again.stdout.split())  # (wrapped at 200)
+
+    # a file there that is not the task's is never overwritten, unless --force
+    victim = out / task["files"][1]["name"]
+    victim.write_bytes(b"mine")
+    refused = alice.run("download", task["id"], "-o", str(out))
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"file_exists: {victim} already exists and is not this task's")
+    assert victim.read_bytes() == b"mine"
+    forced = alice.run("download", task["id"], "-o", str(out), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert_saved(out, task)
+
+
+def test_an_interrupted_parts_download_resumes_in_the_file_it_stopped_in(
+        alice: Dlc, parts_export: dict[str, Any], tmp_path: Path) -> None:
+    task = parts_export
+    first, second = (tmp_path / f["name"] for f in task["files"][:2])
+    part = tmp_path / f".{second.name}.dlc-part"
+    proc = alice.popen("download", task["id"], "-o", str(tmp_path), "--limit-rate", "300k")
+    try:
+        wait_for(lambda: part.exists() and part.stat().st_size >= 20_000, 60,
+                 "the second file's partial grows")
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    cut = part.stat().st_size
+    assert 0 < cut < task["files"][1]["size"]
+    assert err.startswith(f"interrupted: download stopped in {second.name} (file 2 of 4) at byte {cut:,}; "
+                          f"the files before it are saved in {tmp_path}; "
+                          f"run `dlc download {task['id']} -o {tmp_path}` to resume it")
+    assert digests(first) == (task["files"][0]["md5"], task["files"][0]["sha256"])
+    assert not second.exists()
+
+    result = alice.run("download", task["id"], "-o", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    saved = json.loads(result.stdout)["download"]
+    assert saved["kept"] == [first.name]  # whole and matching: not fetched again
+    assert saved["files"][1]["resumed_from"] == cut  # picked up where it stopped
+    assert saved["files"][2]["resumed_from"] == 0
+    assert f"Resuming {second.name} at byte {cut:,}" in result.stderr
+    assert_saved(tmp_path, task)
+
+
+def test_a_manifest_that_does_not_list_the_files_is_caught(
+        alice: Dlc, parts_export: dict[str, Any], tmp_path: Path) -> None:
+    """The importable Client, given the task as if the API had listed one file fewer than its manifest."""
+    from dlc import ChecksumMismatch, Client
+    from dlc.config import TokenStore
+
+    client = Client(alice.api, store=TokenStore(alice.config))
+    fewer = {**parts_export, "files": parts_export["files"][:2]}
+    with pytest.raises(ChecksumMismatch) as caught:
+        client.download(fewer, tmp_path)
+    assert caught.value.code == "manifest_mismatch" and caught.value.exit_code == 5
+    missing = parts_export["files"][2]["name"]
+    assert f"it lists {missing}, which the task does not have" in caught.value.message
+    # the real task's download goes through, keeping the two files already there
+    result = client.download(parts_export["id"], tmp_path)
+    assert [f.path.name for f in result.files] == [f["name"] for f in parts_export["files"]]
+    assert result.kept == [f["name"] for f in parts_export["files"][:2]] + ["manifest.json"]
+    assert_saved(tmp_path, parts_export)
+
+
+def test_get_and_ls_show_the_files_of_a_parts_task(alice: Dlc, parts_export: dict[str, Any]) -> None:
+    task = parts_export
+    shown = alice.run("get", task["id"])
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert "build     parallelism 3, output parts" in lines
+    assert any(re.fullmatch(r"files     3 files, [\d.]+ MB", line) for line in lines), lines
+    for entry in task["files"]:
+        line = rf" +{re.escape(entry['name'])}  [\d.]+ kB, 10,000 rows"
+        assert any(re.fullmatch(line, shown_line) for shown_line in lines), entry["name"]
+        assert f"sha256 {entry['sha256']}" in shown.stdout and f"md5 {entry['md5']}" in shown.stdout
+    assert f"sha256 {task['manifest']['sha256']}" in shown.stdout
+    listed = alice.run("ls", "--name", "Parts 分片")
+    assert re.search(rf"{task['id']} +Parts 分片 +demo/csv +succeeded +[\d.]+ MB in 3 files",
+                     listed.stdout), listed.stdout
+
+
+def test_segments_are_counted_while_a_segmented_build_runs(alice: Dlc) -> None:
+    task = alice.ok_json("create", "demo", "-p", "rows=5000000", "--parallelism", "8", "--parts",
+                         "--name", "eight segs")
+    try:
+        def counted() -> Any:
+            shown = alice.run("get", task["id"]).stdout
+            return re.search(r"progress +[\d,]+ rows, .*, [1-7] of 8 segments done", shown) and shown
+        shown = wait_for(counted, 60, "dlc get counts the segments done")
+        assert re.search(r"status +running", shown)
+        listed = alice.run("ls", "--name", "eight segs", "--status", "running").stdout
+        row = rf"{task['id']} +eight segs +demo/csv +running +\d+% \([1-8]/8 segments\)"
+        assert re.search(row, listed), listed
+        # the live bar on a terminal says it too
+        with in_terminal(alice, "watch", task["id"]) as (proc, screen):
+            wait_for(lambda: re.search(r"eight segs · running · [1-8]/8 segments", screen()), 60,
+                     "the progress display counts the segments")
+            proc.send_signal(signal.SIGINT)
+            wait_for(lambda: exited(proc, screen), 30, "dlc exits")
+        assert proc.returncode == 130
+    finally:
+        alice.run("cancel", task["id"])
+
+
+def test_parallelism_mistakes_exit_2(alice: Dlc) -> None:
+    words = alice.run("create", "demo", "--parallelism", "lots")
+    assert words.returncode == 2
+    assert words.stderr.startswith("usage: Invalid value for '--parallelism': 'lots' is not a number")
+    # the API's refusal: an xlsx file is one worker's unless it is built as parts
+    xlsx = alice.run("create", "demo", "-f", "xlsx", "-p", "rows=10", "--parallelism", "4")
+    assert xlsx.returncode == 2
+    assert xlsx.stderr.startswith("validation_error: parallelism must be 1 or \"auto\"")
+    assert alice.ok_json("create", "demo", "-f", "xlsx", "-p", "rows=10", "--parallelism", "2",
+                         "--parts", "--wait")["files"][1]["name"].endswith("-00002-of-00002.xlsx")

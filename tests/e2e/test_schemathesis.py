@@ -332,6 +332,9 @@ def _semantic_detail(detail: dict[str, Any]) -> bool:
         return True
     if fieldname in {"created_after", "created_before"} and "in UTC" in issue:
         return True  # e.g. 0001-01-01T00:00:00+01:00, before year 1 in UTC
+    if fieldname in {"parallelism", "output"} and ("built by one worker" in issue
+                                                   or "cannot be composed" in issue):
+        return True  # what a kind and format can split into (GET /kinds' split)
     return fieldname in ADMIN_ONLY_QUERY and "bytes" in issue  # 2048 characters, not all one byte
 
 

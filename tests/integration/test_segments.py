@@ -445,3 +445,26 @@ def test_a_cancel_while_the_finalizing_waits_in_the_queue_leaves_nothing(stack):
     assert keys_of(task_id) == [] and open_uploads() == []
     drive(stack)  # the finalizing build's message finds it canceled
     assert TaskRepository().get(task_id).status is Status.CANCELED and keys_of(task_id) == []
+
+
+def test_a_segment_object_lost_before_the_finalizing_is_rebuilt_and_the_task_completes(stack):
+    from chalicelib.clock import now
+    from chalicelib.sweeper import Sweeper
+
+    params = {"rows": 3000, "seed": 9}
+    one, _ = built(stack, params=params, parallelism=1)
+    task_id, records = coordinate(stack, params=params, parallelism=2)
+    fast_worker().handle_batch([records[1]])
+    lost = TaskRepository().get(task_id).segments[0].key
+    boto3.client("s3").delete_object(Bucket=BUCKET, Key=lost)  # an operator's slip
+    result = fast_worker().handle_batch([records[2]])  # the finalizer cannot read it: SQS retries
+    assert result == {"batchItemFailures": [{"itemIdentifier": records[2]["messageId"]}]}
+    task = TaskRepository().get(task_id)
+    assert task.status is Status.RUNNING and task.segments_done == 2 and open_uploads() == []
+    age_segment(task_id, 2, SETTINGS.stale_after_seconds + 5)
+    assert Sweeper(SETTINGS).sweep(now())["requeued"] == 1
+    drive(stack)  # the next plan finds segment 1's object gone and builds it again
+    task = TaskRepository().get(task_id)
+    assert task.status is Status.SUCCEEDED and task.sha256 == one["sha256"]
+    assert [s.lease for s in task.segments] == [2, 1]
+    assert keys_of(task_id) == [task.object_key]

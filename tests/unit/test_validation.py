@@ -8,7 +8,7 @@ import pytest
 
 from chalicelib import cursor, ids
 from chalicelib.errors import ValidationError
-from chalicelib.messages import BuildMessage, InvalidMessage, RequestMessage, parse
+from chalicelib.messages import BuildMessage, InvalidMessage, RequestMessage, SegmentMessage, parse
 from chalicelib.validation import (
     final_file_name,
     parse_create,
@@ -171,6 +171,8 @@ def test_message_parsing():
     envelope = {"version": "0", "detail-type": "download.request", "source": "crm", "detail": req}
     wrapped = parse(json.dumps(envelope))
     assert isinstance(wrapped, RequestMessage) and wrapped.idempotency_key == "k1"
+    segment = '{"type": "download.segment", "version": 1, "task_id": "T", "lease": 2, "segment": 3}'
+    assert parse(segment) == SegmentMessage("T", 2, 3)
 
 
 @pytest.mark.parametrize("body", [
@@ -179,6 +181,10 @@ def test_message_parsing():
     '{"type": "download.request", "request": {"task_name": "t", "kind": "demo"}}',
     '{"type": "download.request", "request": {"task_name": "t", "kind": "x", "owner": "u"}}',
     '{"detail-type": "download.request", "detail": "nope"}',
+    '{"type": "download.segment", "version": 1, "task_id": "T", "lease": 1}',
+    '{"type": "download.segment", "version": 1, "task_id": "T", "lease": 0, "segment": 1}',
+    '{"type": "download.segment", "version": 1, "task_id": "T", "lease": true, "segment": 1}',
+    '{"type": "download.segment", "version": 1, "lease": 1, "segment": 1}',
 ])
 def test_invalid_messages(body):
     with pytest.raises(InvalidMessage):
