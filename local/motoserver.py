@@ -25,6 +25,22 @@ from werkzeug.serving import make_server
 _dynamodb_lock = threading.RLock()
 
 
+def keep_key_restores_still() -> None:
+    """Keep ``/moto-api/data.json`` readable once a multipart upload has parts.
+
+    moto steps every S3 key's Glacier restore status the first time it is
+    read, and announces a finished restore to the key's bucket; an upload's
+    part is a key with no bucket, so reading the model data (where the stack
+    finds the mail it "sent") fails with a 500 as soon as a multipart upload
+    or a composed file exists. Nothing here restores from Glacier: the status
+    stays where it starts.
+    """
+    from moto.moto_api import state_manager
+
+    state_manager.set_transition(model_name="s3::keyrestore",
+                                 transition={"progression": "manual", "times": 2**31})
+
+
 def serialize_dynamodb() -> None:
     """Make moto's DynamoDB answer one request at a time, as real DynamoDB's items behave.
 
@@ -56,6 +72,7 @@ class MotoServer:
 
     def __init__(self, host: str, port: int) -> None:
         serialize_dynamodb()
+        keep_key_restores_still()
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
