@@ -46,6 +46,7 @@ import psutil
 import requests
 
 from bench.harness import ROOT, _busy_seconds, free_port, run_child
+from local.stack import app_setting_names
 
 MiB = 1024 * 1024
 #: seconds between two polls of the task (each is a GET through the stack's API)
@@ -66,33 +67,11 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _app_setting_names() -> set[str]:
-    """The variables the app's settings come from (config file and Settings), kept out of the stack's env.
-
-    The stack takes the caller's environment over ``.chalice/config.json``; a
-    developer's shell must not change what is measured.
-    """
-    from chalicelib.config import Settings
-
-    config = json.loads((ROOT / ".chalice" / "config.json").read_text(encoding="utf-8"))
-    names = set(config.get("environment_variables", {}))
-    for stage in config.get("stages", {}).values():
-        names |= set(stage.get("environment_variables", {}))
-
-    class Reads(dict[str, str]):
-        def get(self, name: str, default: Any = None) -> Any:
-            names.add(name)
-            return default
-
-    Settings.from_env(Reads())
-    return names
-
-
 def stack_env(**settings: str) -> dict[str, str]:
     """The bench's stack: free ports, two worker processes, the defaults but for ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     for name in ("LOCAL_WORKERS", "LOCAL_WORKER_MODE", "SWEEP_INTERVAL_SECONDS", "WORKER_TIMEOUT_SECONDS",
-                 *_app_setting_names()):
+                 *app_setting_names()):
         env.pop(name, None)
     env.update(MOTO_PORT=str(free_port()), PORT=str(free_port()), LOCAL_WORKERS=str(WORKERS),
                LOCAL_WORKER_MODE="processes", PYTHONUNBUFFERED="1", **settings)

@@ -24,6 +24,7 @@ are the caller's environment over ``.chalice/config.json`` (stage ``dev``), see
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import shlex
@@ -620,6 +621,28 @@ class LocalStack:
 
 
 _stop_requested = threading.Event()
+
+
+def app_setting_names() -> set[str]:
+    """The variables the app's settings come from: the config file's and those Settings reads.
+
+    What a stack started for a test or a measurement keeps out of the caller's
+    environment, so that a developer's shell does not change what runs.
+    """
+    from chalicelib.config import Settings
+
+    config = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text(encoding="utf-8"))
+    names = set(config.get("environment_variables", {}))
+    for stage in config.get("stages", {}).values():
+        names |= set(stage.get("environment_variables", {}))
+
+    class Reads(dict[str, str]):
+        def get(self, name: str, default: Any = None) -> Any:
+            names.add(name)
+            return default
+
+    Settings.from_env(Reads())
+    return names
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:

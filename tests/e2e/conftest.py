@@ -25,6 +25,7 @@ import pytest
 
 # re-exported: the closing summary's lines are gathered in tests/conftest.py, which also
 # brings them back from the workers of `make test`
+from local.stack import app_setting_names
 from tests.conftest import add_summary_line  # noqa: F401
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -43,24 +44,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-def app_setting_names() -> set[str]:
-    """The variables the app's settings come from: the config file's and those Settings reads."""
-    from chalicelib.config import Settings
-
-    config = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text(encoding="utf-8"))
-    names = set(config.get("environment_variables", {}))
-    for stage in config.get("stages", {}).values():
-        names |= set(stage.get("environment_variables", {}))
-
-    class Reads(dict[str, str]):
-        def get(self, name: str, default: Any = None) -> Any:
-            names.add(name)
-            return default
-
-    Settings.from_env(Reads())
-    return names
 
 
 @dataclass
