@@ -39,6 +39,7 @@ from chalicelib.segments import (
     fresh,
     manifest,
     part_name,
+    seg_key,
 )
 from chalicelib.segments import progress as segment_progress
 from chalicelib.services import publish_terminal
@@ -71,7 +72,8 @@ def segment_count(task: Task, exporter: Exporter, budget_seconds: float, setting
 
 
 def _segment_key(task: Task, seg: Segment) -> str:
-    return storage.object_key(task.tenant, task.id, task.plan_lease, f".seg-{seg.label}-{seg.lease}")
+    name = f".seg-{seg_key(seg.number)}-{seg.lease}"
+    return storage.object_key(task.tenant, task.id, task.plan_lease, name)
 
 
 class Segmented:
@@ -83,24 +85,27 @@ class Segmented:
         self.repo = worker.repo
 
     # -- coordinator -----------------------------------------------------------
-    def wants(self, task: Task, exporter: Exporter, remaining_ms: RemainingMs) -> bool:
-        """Whether a claimed task is built in segments (a plan exists, or one is worth making)."""
+    def count(self, task: Task, exporter: Exporter, remaining_ms: RemainingMs) -> int | None:
+        """How many segments build a claimed task; None: one worker builds the whole file, as always.
+
+        Decided once a claim (an estimate may ask the source), and handed to ``coordinate``.
+        """
         if task.segmented:
-            return True
-        if task.output == PARTS and PARTS in exporter.outputs(task.format):
-            return True
-        return segment_count(task, exporter, self._budget(remaining_ms), self.settings) > 1
+            return len(task.segments)
+        count = segment_count(task, exporter, self._budget(remaining_ms), self.settings)
+        parts = task.output == PARTS and PARTS in exporter.outputs(task.format)
+        return count if count > 1 or parts else None
 
     def _budget(self, remaining_ms: RemainingMs) -> float:
         """Seconds one invocation may build for: what is left of this one, less the margin."""
         return max(1.0, remaining_ms() / 1000.0 - self.settings.time_budget_margin_seconds)
 
-    def coordinate(self, task: Task, exporter: Exporter, remaining_ms: RemainingMs) -> Task | None:
+    def coordinate(self, task: Task, exporter: Exporter, count: int, remaining_ms: RemainingMs
+                   ) -> Task | None:
         """Plan (or plan again, keeping what succeeded), then send the segments' messages."""
         if task.segmented:
             plan = Plan(self._still_there(task), task.plan_shared, task.plan_rows)
         else:
-            count = segment_count(task, exporter, self._budget(remaining_ms), self.settings)
             try:  # a plan reads the source (DescribeTable, a listing): its problems are the task's
                 plan = exporter.plan(task.params, task.format, self.settings, count)
             except ExportError as exc:
@@ -152,12 +157,21 @@ class Segmented:
             return self._build(task, seg, remaining_ms)
 
     def _not_claimed(self, task: Task, message: SegmentMessage) -> Task | None:
+        current = self._refused(task)
+        if current is None or current.status is not Status.CANCELED:
+            log.info("segment %d of task %s not claimed: duplicate or late delivery", message.segment,
+                     task.id)
+        return current
+
+    def _refused(self, task: Task) -> Task | None:
+        """A write under ``task``'s lease was refused: the task as it is now.
+
+        A cancel asked under that same lease is acknowledged here (and every
+        object of the task goes): this build may be the last one left to see it.
+        """
         current = self.repo.get(task.id)
-        if current is not None and current.status is Status.CANCELING and \
-                current.lease == message.lease:  # nobody else may be left to acknowledge it
+        if current is not None and current.status is Status.CANCELING and current.lease == task.lease:
             return self.worker._acknowledge_cancel(current, clear=True)
-        log.info("segment %d of task %s not claimed: duplicate or late delivery", message.segment,
-                 task.id)
         return current
 
     def _build(self, task: Task, seg: Segment, remaining_ms: RemainingMs) -> Task | None:
@@ -215,10 +229,7 @@ class Segmented:
         done = self.repo.finish_segment(task, seg, utcnow(), **result)
         if done is None:  # canceled or superseded while its last part went up: ours goes
             storage.delete_object(self.settings.files_bucket, key)
-            current = self.repo.get(task.id)
-            if current is not None and current.status is Status.CANCELING:
-                return self.worker._acknowledge_cancel(current, clear=True)
-            return current
+            return self._refused(task)
         log.info("segment %d of %d of task %s stored: %d rows, %d bytes", seg.number,
                  len(done.segments), task.id, ctx.rows, upload.size)
         if done.segments_done == len(done.segments):  # ours was the last: we, and only we, finalize
@@ -240,10 +251,7 @@ class Segmented:
         finalizes with a whole time budget (the claim's lease makes it the only one)."""
         done = self.repo.apply(HAND_OFF, task, utcnow())
         if done is None:
-            current = self.repo.get(task.id)
-            if current is not None and current.status is Status.CANCELING:
-                return self.worker._acknowledge_cancel(current, clear=True)
-            return current
+            return self._refused(task)
         log.info("task %s: every segment stored; finalizing in a fresh invocation", task.id)
         self.worker.downloads.send_build(done)  # if it is lost, the sweeper sends it again
         return done
@@ -252,10 +260,7 @@ class Segmented:
         retry = seg.tries + 1 < MAX_SEGMENT_TRIES
         stored = self.repo.fail_segment(task, seg, error, retry, utcnow())
         if stored is None:
-            current = self.repo.get(task.id)
-            if current is not None and current.status is Status.CANCELING:
-                return self.worker._acknowledge_cancel(current, clear=True)
-            return current
+            return self._refused(task)
         if retry:
             log.warning("segment %d of task %s failed (%s); trying it again", seg.number, task.id,
                         error.code)
@@ -316,10 +321,7 @@ class Segmented:
         done = self.repo.apply(SUCCEED, task, utcnow(), content_type=output.content_type,
                                progress=final, warnings=self._warnings(task, exporter) or None, **fields)
         if done is None:  # canceled, or superseded, at the last moment
-            current = self.repo.get(task.id)
-            if current is not None and current.status is Status.CANCELING:
-                return self.worker._acknowledge_cancel(current, clear=True)
-            return current
+            return self._refused(task)
         log.info("task %s succeeded from %d segments: %d rows, %d bytes", task.id, len(segments), rows,
                  done.size or 0)
         # the segments' own objects of a single file, and whatever dead builds left: gone

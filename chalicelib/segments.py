@@ -23,7 +23,6 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import PurePosixPath
@@ -102,14 +101,6 @@ class Segment:
     #: what the segment's build left for the finalizer (``Exporter.segment_notes``): small JSON
     notes: dict[str, Any] | None = None
 
-    @property
-    def label(self) -> str:
-        return f"{self.number:05d}"
-
-    def is_stale(self, now: datetime, stale_after_seconds: float) -> bool:
-        return self.status is SegStatus.RUNNING and (
-            self.heartbeat_at is None or self.heartbeat_at < now.timestamp() - stale_after_seconds)
-
     def to_item(self) -> dict[str, Any]:
         """The map stored under the task's ``segs`` (absent values left out)."""
         item = {"n": self.number, "spec": self.spec, "st": self.status.value, "ls": self.lease,
@@ -161,8 +152,8 @@ class Plan:
 
 def fresh(segments: Iterable[Segment]) -> tuple[Segment, ...]:
     """A new plan's segments: succeeded ones kept, the others queued from scratch."""
-    return tuple(s if s.status is SegStatus.SUCCEEDED else
-                 replace(s, status=SegStatus.QUEUED, claims=0, tries=0, rows=0, bytes=0,
+    return tuple(s if s.status not in SEG_RESET.sources else
+                 replace(s, status=SEG_RESET.target, claims=0, tries=0, rows=0, bytes=0,
                          heartbeat_at=None, size=None, md5=None, sha256=None, key=None, error=None,
                          notes=None)
                  for s in segments)

@@ -23,6 +23,7 @@ from chalicelib.errors import ExportError
 from chalicelib.exporters import BuildContext, Exporter, get_exporter
 from chalicelib.heartbeat import Canceled, Heartbeat, LeaseLost, OutOfTime
 from chalicelib.messages import InvalidMessage, RequestMessage, SegmentMessage, parse
+from chalicelib.segmented import Segmented
 from chalicelib.services import Downloads, Owner, publish_terminal
 from chalicelib.task import ACKNOWLEDGE_CANCEL, CLAIM, FAIL, SUCCEED, Status, Task, TaskError
 
@@ -42,8 +43,6 @@ class Worker:
         self.settings = settings
         self.repo = repo or TaskRepository(settings.lifetimes())
         self.downloads = Downloads(settings, self.repo)
-        from chalicelib.segmented import Segmented
-
         self.segmented = Segmented(self)
 
     # -- batch -----------------------------------------------------------------
@@ -133,8 +132,9 @@ class Worker:
         exporter = self.exporter_of(task)
         if exporter is None:
             return self._fail(task, "unknown_kind", f"Kind {task.kind!r} is no longer offered.")
-        if self.segmented.wants(task, exporter, remaining_ms):
-            return self.segmented.coordinate(task, exporter, remaining_ms)
+        count = self.segmented.count(task, exporter, remaining_ms)
+        if count is not None:
+            return self.segmented.coordinate(task, exporter, count, remaining_ms)
         key = storage.object_key(task.tenant, task.id, task.lease, task.file_name)
         ctx = BuildContext(self.settings)
         upload: storage.StreamingUpload | None = None

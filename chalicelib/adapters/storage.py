@@ -19,7 +19,8 @@ from chalicelib.adapters.aws import client
 from chalicelib.errors import ExportError
 from chalicelib.segments import MAX_PART, MIN_PART, compose_parts
 
-MIN_PART_SIZE = 5 * 1024 * 1024
+#: S3's smallest part (all but the last), the one figure the uploader and the composer share.
+MIN_PART_SIZE = MIN_PART
 #: S3's cap on parts per upload: with the part size it bounds the file size.
 MAX_PARTS = 10_000
 

@@ -424,18 +424,24 @@ def test_a_resumed_download_replaces_an_expired_link_with_a_fresh_one(
     assert not part.exists()
 
 
-def cut_download(alice: Dlc, export: dict[str, Any], folder: Path) -> Path:
-    """A download stopped by Ctrl-C (SIGINT) partway: exit 130, the partial file kept."""
-    part = folder / f".{export['file_name']}.dlc-part"
-    proc = alice.popen("download", export["id"], "-o", f"{folder}/", "--limit-rate", "100k")
+def interrupted(proc: Any, part: Path, seconds: float, what: str) -> str:
+    """Ctrl-C (SIGINT) once ``part`` holds 20 kB: the download exits 130; its stderr."""
     try:
-        wait_for(lambda: part.exists() and part.stat().st_size >= 20_000, 30, "the partial file grows")
+        wait_for(lambda: part.exists() and part.stat().st_size >= 20_000, seconds, what)
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
+    return err
+
+
+def cut_download(alice: Dlc, export: dict[str, Any], folder: Path) -> Path:
+    """A download stopped by Ctrl-C (SIGINT) partway: exit 130, the partial file kept."""
+    part = folder / f".{export['file_name']}.dlc-part"
+    err = interrupted(alice.popen("download", export["id"], "-o", f"{folder}/", "--limit-rate", "100k"),
+                      part, 30, "the partial file grows")
     size = part.stat().st_size
     assert 0 < size < export["size"]
     assert err.startswith(f"interrupted: download stopped at byte {size:,} of {export['size']:,}; "
@@ -622,16 +628,8 @@ def test_an_interrupted_parts_download_resumes_in_the_file_it_stopped_in(
     task = parts_export
     first, second = (tmp_path / f["name"] for f in task["files"][:2])
     part = tmp_path / f".{second.name}.dlc-part"
-    proc = alice.popen("download", task["id"], "-o", str(tmp_path), "--limit-rate", "300k")
-    try:
-        wait_for(lambda: part.exists() and part.stat().st_size >= 20_000, 60,
-                 "the second file's partial grows")
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    err = interrupted(alice.popen("download", task["id"], "-o", str(tmp_path), "--limit-rate", "300k"),
+                      part, 60, "the second file's partial grows")
     cut = part.stat().st_size
     assert 0 < cut < task["files"][1]["size"]
     assert err.startswith(f"interrupted: download stopped in {second.name} (file 2 of 4) at byte {cut:,}; "
