@@ -211,6 +211,9 @@ class Task:
     files: list[dict[str, Any]] = field(default_factory=list)
     #: a parts task's manifest: ``{"name", "key", "size", "md5", "sha256"}``
     manifest: dict[str, Any] | None = None
+    #: a single file built in segments: its byte ranges in order, ``[{"segment", "start", "size",
+    #: "rows", "md5", "sha256"}]`` (its whole-file md5 and sha256 cannot be had without a pass)
+    ranges: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def segmented(self) -> bool:
@@ -277,6 +280,7 @@ class Task:
             "output": self.output,
             "files": files,
             "manifest": manifest,
+            "ranges": [dict(r) for r in self.ranges] if self.ranges else None,
             "error": self.error.to_dict() if self.error else None,
             "warnings": list(self.warnings),
             "notify": {"email": self.notify_email is not None},
@@ -332,11 +336,12 @@ class TaskFilter:
 EFFECT_FIELDS = frozenset({
     "lease", "claims", "attempts", "progress", "started_at", "finished_at", "expires_at",
     "heartbeat_at", "queued_at", "due_at", "ttl", "error", "size", "md5", "sha256",
-    "content_type", "object_key", "warnings", "files", "manifest",
+    "content_type", "object_key", "warnings", "files", "manifest", "ranges",
 })
 #: What a build or an earlier attempt left on the task, cleared when it is queued again.
 _RESULT_FIELDS = ("error", "started_at", "finished_at", "expires_at", "size", "md5", "sha256",
-                  "content_type", "object_key", "ttl", "heartbeat_at", "warnings", "files", "manifest")
+                  "content_type", "object_key", "ttl", "heartbeat_at", "warnings", "files", "manifest",
+                  "ranges")
 
 
 def due_after(status: Status, now: datetime, life: Lifetimes) -> datetime:

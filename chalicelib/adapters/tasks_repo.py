@@ -168,6 +168,7 @@ class TaskModel(Model):
     plan = JSONAttribute(null=True)
     files = JSONAttribute(null=True)
     manifest = JSONAttribute(null=True)
+    ranges = JSONAttribute(null=True)
     ttl = TTLAttribute(null=True)
 
     by_owner = ByOwner()
@@ -252,6 +253,7 @@ def to_task(m: TaskModel) -> Task:
         output=m.output or "single", segments=_segments(m.segs), plan_lease=int(m.plan_lease or 0),
         segments_done=int(m.seg_done or 0), plan_shared=dict(plan.get("shared") or {}),
         plan_rows=plan.get("rows"), files=list(m.files or []), manifest=m.manifest,
+        ranges=list(m.ranges or []),
     )
 
 
