@@ -1,32 +1,38 @@
-"""Segmented builds: plan, build one segment, finalize (``chalicelib.segments`` has the rules).
+"""Segmented builds: plan, build one segment, finish (``chalicelib.segments`` has the rules).
 
 The first build of a task (the *coordinator*) plans its segments, records
-them on the task and sends one ``download.segment`` message each; each
-segment is built by whichever invocation receives its message, into an
-object of its own; the invocation whose segment completes the count
-finalizes: it composes the one object (``single``) or writes the manifest
-(``parts``), and the task succeeds. Every write names the plan's lease, so a
-build that lost the task (a cancel, a newer plan) touches nothing but its own
-object.
+them on the task and sends one ``download.segment`` message each. A single
+file's segments write straight into the task's one multipart upload, each in
+its own range of part numbers; a parts task's segments each store a file of
+their own. The invocation whose segment completes the count finishes: it
+completes the upload (``single``) or writes the manifest (``parts``), and the
+task succeeds. Nothing is copied and nothing read back, whatever the size.
+
+Every write names the plan's lease, so a build that lost the task (a cancel,
+a newer plan) changes nothing of it; a superseded segment's late part is
+kept out of the file by the ETags its successor recorded.
 """
 
 from __future__ import annotations
 
-import contextvars
+import hashlib
 import logging
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
 
 from chalicelib import logs
-from chalicelib.adapters import queue, storage
+from chalicelib.adapters import storage
+from chalicelib.adapters.tasks_repo import TaskStore
+from chalicelib.buildloop import Done, Stopped, Why, run_guarded
 from chalicelib.clock import now as utcnow
+from chalicelib.config import Settings
 from chalicelib.errors import ExportError
 from chalicelib.exporters import BuildContext, Exporter
-from chalicelib.heartbeat import Canceled, Heartbeat, LeaseLost, OutOfTime
-from chalicelib.messages import SEGMENT, SegmentMessage
+from chalicelib.heartbeat import Heartbeat
+from chalicelib.messages import SegmentMessage
+from chalicelib.outcomes import Outcomes
 from chalicelib.segments import (
     MANIFEST_NAME,
     MAX_SEGMENT_TRIES,
@@ -36,29 +42,31 @@ from chalicelib.segments import (
     Segment,
     SegStatus,
     count_for,
+    etag_digest,
+    first_part,
     fresh,
     manifest,
     part_name,
+    part_span,
+    ranges_of,
+    rebuild_groups,
     seg_key,
 )
 from chalicelib.segments import progress as segment_progress
-from chalicelib.services import publish_terminal
+from chalicelib.services import Downloads, publish_terminal
 from chalicelib.task import HAND_OFF, SUCCEED, Status, Task, TaskError
-
-if TYPE_CHECKING:
-    from chalicelib.worker import Worker
 
 log = logging.getLogger(__name__)
 
 RemainingMs = Callable[[], int]
-TIMEOUT_MESSAGE = ("The export did not finish within the worker's time limit; ask for more "
-                   "parallelism, narrow it, or ask an operator to raise the limit.")
-COMPOSE_TIMEOUT_MESSAGE = ("The segments could not be composed into one file within one invocation's "
-                           'time limit; ask for "output": "parts" (one file per segment).')
-#: A cautious rate for the finalizer's pass over a single file's bytes (read and hashed), so
-#: that the last segment's worker finalizes in place only with time to spare.
-FINALIZE_BYTES_PER_SECOND = 100 * 1024 * 1024
+ExporterOf = Callable[[Task], "Exporter | None"]
+#: The finish's own work (list the parts, complete the upload, the task's write): the same
+#: small number of requests whatever the size, so the last segment's worker finishes in place.
 FINALIZE_FIXED_SECONDS = 5.0
+#: A cautious rate for what a finish may have to build again (a short segment between others).
+REBUILD_BYTES_PER_SECOND = 20 * 1024 * 1024
+#: Completions refused because a part changed after it was listed, before the task fails.
+MAX_COMPLETIONS = 3
 
 
 def segment_count(task: Task, exporter: Exporter, budget_seconds: float, settings: Any) -> int:
@@ -72,17 +80,30 @@ def segment_count(task: Task, exporter: Exporter, budget_seconds: float, setting
 
 
 def _segment_key(task: Task, seg: Segment) -> str:
+    """A parts task's file of one segment build (its lease in the name: one per build)."""
     name = f".seg-{seg_key(seg.number)}-{seg.lease}"
     return storage.object_key(task.tenant, task.id, task.plan_lease, name)
 
 
-class Segmented:
-    """The segmented paths of the worker (the worker's settings, repository and helpers)."""
+@dataclass(frozen=True)
+class _Rebuilt:
+    """Segments a finish built again as one stream, and the parts they became."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.settings = worker.settings
-        self.repo = worker.repo
+    indexes: tuple[int, ...]
+    segments: tuple[Segment, ...]
+    parts: tuple[tuple[int, str], ...]
+
+
+class Segmented:
+    """The segmented paths of the build, on the same settings, repository and outcomes."""
+
+    def __init__(self, settings: Settings, repo: TaskStore, outcomes: Outcomes, downloads: Downloads,
+                 exporter_of: ExporterOf) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.outcomes = outcomes
+        self.downloads = downloads
+        self.exporter_of = exporter_of
 
     # -- coordinator -----------------------------------------------------------
     def count(self, task: Task, exporter: Exporter, remaining_ms: RemainingMs) -> int | None:
@@ -103,40 +124,65 @@ class Segmented:
     def coordinate(self, task: Task, exporter: Exporter, count: int, remaining_ms: RemainingMs
                    ) -> Task | None:
         """Plan (or plan again, keeping what succeeded), then send the segments' messages."""
+        opened: dict[str, str] | None = None
         if task.segmented:
-            plan = Plan(self._still_there(task), task.plan_shared, task.plan_rows)
+            segments, upload = self._still_there(task)
+            if task.output == SINGLE and upload is None:
+                upload = opened = self._open_upload(task, exporter)
+            plan = Plan(segments, task.plan_shared, task.plan_rows, upload)
         else:
             try:  # a plan reads the source (DescribeTable, a listing): its problems are the task's
                 plan = exporter.plan(task.params, task.format, self.settings, count)
             except ExportError as exc:
-                return self.worker._fail(task, exc.code, exc.message)
+                return self.outcomes.fail(task, exc.code, exc.message)
+            if task.output == SINGLE:
+                plan = replace(plan, upload=self._open_upload(task, exporter))
+                opened = plan.upload
         stored = self.repo.save_plan(task, plan, utcnow())
-        if stored is None:
+        if stored is None:  # canceled while planning, or superseded: the new upload goes
+            if opened is not None:
+                self.outcomes.abort_plan_upload(replace(task, plan_upload=opened))
             log.warning("task %s: lost while planning", task.id)
-            return None
+            return self._refused(task)
         todo = [s for s in stored.segments if s.status is not SegStatus.SUCCEEDED]
         log.info("task %s planned in %d segment(s), %d to build", task.id, len(stored.segments),
                  len(todo))
         if not todo:  # every segment is stored: the finalizer of an earlier plan died
             return self.finalize(stored, exporter, remaining_ms)
-        url = queue.queue_url(self.settings.build_queue_name, self.settings.build_queue_url)
-        queue.send_many(url, [self._message(stored, s) for s in todo])
+        self.downloads.send_segments(stored, todo)
         return stored
 
-    def _still_there(self, task: Task) -> tuple[Segment, ...]:
-        """The plan's segments for a new plan: a succeeded one whose object is gone is built again."""
-        kept = []
-        for seg in task.segments:
-            if seg.status is SegStatus.SUCCEEDED and (
-                    not seg.key or storage.head_size(self.settings.files_bucket, seg.key) != seg.size):
-                seg = replace(seg, status=SegStatus.QUEUED)
-            kept.append(seg)
-        return fresh(kept)
+    def _open_upload(self, task: Task, exporter: Exporter) -> dict[str, str]:
+        output = exporter.output(task.params, task.format)
+        key = storage.object_key(task.tenant, task.id, task.lease, task.file_name)
+        upload_id = storage.create_upload(self.settings.files_bucket, key, output.content_type,
+                                          storage.content_disposition(task.file_name))
+        return {"id": upload_id, "key": key}
 
-    @staticmethod
-    def _message(task: Task, seg: Segment) -> dict[str, Any]:
-        return {"type": SEGMENT, "version": 1, "task_id": task.id, "lease": task.plan_lease,
-                "segment": seg.number}
+    def _still_there(self, task: Task) -> tuple[tuple[Segment, ...], dict[str, str] | None]:
+        """The plan's segments for a new plan, and the upload a single file keeps.
+
+        A parts file that is gone, or that S3's lifecycle would remove before
+        half a file's lifetime is over, is built again (a file's lifetime counts
+        from its object's creation, not from the retry). A single file whose
+        upload is gone (aborted when the task failed) builds every segment again.
+        """
+        bucket = self.settings.files_bucket
+        segments = list(task.segments)
+        upload = task.plan_upload
+        if task.output == SINGLE:
+            if upload is None or storage.list_parts(bucket, upload["key"], upload["id"]) is None:
+                upload = None
+                segments = [replace(s, status=SegStatus.QUEUED) for s in segments]
+            return fresh(segments), upload
+        half_life = self.settings.lifetimes().file_ttl / 2
+        oldest = utcnow() - half_life
+        for i, seg in enumerate(segments):
+            if seg.status is SegStatus.SUCCEEDED and (
+                    not seg.key or seg.stored_at is None or _at(seg.stored_at) < oldest
+                    or storage.head_size(bucket, seg.key) != seg.size):
+                segments[i] = replace(seg, status=SegStatus.QUEUED)
+        return fresh(segments), None
 
     # -- one segment -----------------------------------------------------------
     def build_segment(self, message: SegmentMessage, remaining_ms: RemainingMs) -> Task | None:
@@ -171,89 +217,94 @@ class Segmented:
         """
         current = self.repo.get(task.id)
         if current is not None and current.status is Status.CANCELING and current.lease == task.lease:
-            return self.worker._acknowledge_cancel(current, clear=True)
+            return self.outcomes.acknowledge_cancel(current, clear=True)
         return current
 
     def _build(self, task: Task, seg: Segment, remaining_ms: RemainingMs) -> Task | None:
-        exporter = self.worker.exporter_of(task)
+        exporter = self.exporter_of(task)
         assert exporter is not None  # a plan exists only for a kind that could make it
         output = exporter.output(task.params, task.format)
-        key = _segment_key(task, seg)
-        name = part_name(task.file_name, seg.number, len(task.segments)) if task.is_parts \
-            else task.file_name
         ctx = BuildContext(self.settings)
-        upload = storage.StreamingUpload(self.settings.files_bucket, key, output.content_type,
-                                         storage.content_disposition(name),
-                                         self.settings.part_size_bytes)
+        total = len(task.segments)
+        key: str | None = None
+        if task.is_parts:
+            key = _segment_key(task, seg)
+            upload: storage.StreamingUpload | storage.RangeUpload = storage.StreamingUpload(
+                self.settings.files_bucket, key, output.content_type,
+                storage.content_disposition(part_name(task.file_name, seg.number, total)),
+                self.settings.part_size_bytes)
+        else:
+            assert task.plan_upload is not None
+            upload = storage.RangeUpload(self.settings.files_bucket, task.plan_upload["key"],
+                                         task.plan_upload["id"], first_part(seg.number, total),
+                                         part_span(total), self.settings.part_size_bytes)
 
         def beat() -> Status | None:
             return self.repo.beat_segment(task, seg, ctx.rows, upload.size, utcnow())
 
-        heart = Heartbeat(beat, self.settings.progress_interval_seconds, remaining_ms,
-                          self.settings.time_budget_margin_seconds * 1000)
-        ctx.check = heart.check
-        error: TaskError | None = None
-        try:
-            with heart:
-                for chunk in exporter.stream_segment(task.params, task.format, ctx, task.plan_shared,
-                                                     seg, whole_file=task.is_parts):
-                    upload.write(chunk)
-                    heart.check()
-                heart.beat_now()
+        def work(heart: Heartbeat) -> None:
+            ctx.check = heart.check
+            for chunk in exporter.stream_segment(task.params, task.format, ctx, task.plan_shared, seg,
+                                                 whole_file=task.is_parts):
+                upload.write(chunk)
                 heart.check()
-                upload.complete()
-        except Canceled:
-            self.worker._abort(upload)
-            return self.worker._acknowledge_cancel(task, clear=True)
-        except LeaseLost:
-            self.worker._abort(upload)
-            log.warning("segment %d of task %s: no longer ours; stopped", seg.number, task.id)
-            return None
-        except OutOfTime:
-            self.worker._abort(upload)
-            error = TaskError("timeout", TIMEOUT_MESSAGE)
-        except ExportError as exc:
-            self.worker._abort(upload)
-            error = TaskError(exc.code, exc.message)
-        except Exception:
-            self.worker._abort(upload)
-            log.exception("segment %d of task %s failed unexpectedly", seg.number, task.id)
-            error = TaskError("internal_error", "The export failed because of an internal error.")
-        if error is not None:
-            return self._segment_failed(task, seg, error)
+
+        def commit(_: None) -> list[tuple[int, str]]:
+            if isinstance(upload, storage.RangeUpload):
+                return upload.finish()
+            upload.complete()
+            return []
+
+        outcome = run_guarded(beat, self.settings, remaining_ms, work, commit, cleanup=upload.abort,
+                              what=f"segment {seg.number} of task {task.id}")
+        if isinstance(outcome, Stopped):
+            return self._segment_stopped(task, seg, outcome)
+        parts = outcome.value
         result: dict[str, Any] = {"rows": ctx.rows, "bytes": upload.size, "size": upload.size,
-                                  "md5": upload.md5, "sha256": upload.sha256, "key": key}
-        notes = exporter.segment_notes(ctx)
-        if notes:
-            result["notes"] = notes
+                                  "md5": upload.md5, "sha256": upload.sha256, "key": key,
+                                  "stored_at": int(utcnow().timestamp()),
+                                  "notes": exporter.segment_notes(ctx) or None}
+        if parts:
+            result.update(parts=[parts[0][0], parts[-1][0]], etags=etag_digest(parts))
         done = self.repo.finish_segment(task, seg, utcnow(), **result)
-        if done is None:  # canceled or superseded while its last part went up: ours goes
-            storage.delete_object(self.settings.files_bucket, key)
+        if done is None:  # canceled or superseded while its last part went up
+            if key is not None:
+                self.outcomes.discard(key)  # ours, and only ours
             return self._refused(task)
         log.info("segment %d of %d of task %s stored: %d rows, %d bytes", seg.number,
                  len(done.segments), task.id, ctx.rows, upload.size)
-        if done.segments_done == len(done.segments):  # ours was the last: we, and only we, finalize
+        if done.segments_done == len(done.segments):  # ours was the last: we, and only we, finish
             return self._finalize_or_hand_off(done, exporter, remaining_ms)
         return done
 
+    def _segment_stopped(self, task: Task, seg: Segment, stopped: Stopped) -> Task | None:
+        if stopped.why is Why.CANCELED:
+            return self.outcomes.acknowledge_cancel(task, clear=True)
+        if stopped.why is Why.LEASE_LOST:
+            return None
+        assert stopped.error is not None
+        return self._segment_failed(task, seg, stopped.error)
+
     def _finalize_or_hand_off(self, task: Task, exporter: Exporter, remaining_ms: RemainingMs
                               ) -> Task | None:
-        """Finalize here if what is left of this invocation is ample, else in a fresh one."""
+        """Finish here if what is left of this invocation is ample, else in a fresh one."""
         need = FINALIZE_FIXED_SECONDS
         if task.output == SINGLE:
-            need += sum(s.size or 0 for s in task.segments) / FINALIZE_BYTES_PER_SECOND
+            sizes = [s.size or 0 for s in task.segments]
+            again = sum(sizes[i] for group in rebuild_groups(sizes) for i in group)
+            need += again / REBUILD_BYTES_PER_SECOND
         if self._budget(remaining_ms) >= 2 * need:
             return self.finalize(task, exporter, remaining_ms, fresh=False)
         return self.hand_off(task)
 
     def hand_off(self, task: Task) -> Task | None:
         """Queue the task again under its plan: the next claim finds every segment stored and
-        finalizes with a whole time budget (the claim's lease makes it the only one)."""
+        finishes with a whole time budget (the claim's lease makes it the only one)."""
         done = self.repo.apply(HAND_OFF, task, utcnow())
         if done is None:
             return self._refused(task)
-        log.info("task %s: every segment stored; finalizing in a fresh invocation", task.id)
-        self.worker.downloads.send_build(done)  # if it is lost, the sweeper sends it again
+        log.info("task %s: every segment stored; finishing in a fresh invocation", task.id)
+        self.downloads.send_build(done)  # if it is lost, the sweeper sends it again
         return done
 
     def _segment_failed(self, task: Task, seg: Segment, error: TaskError) -> Task | None:
@@ -264,68 +315,66 @@ class Segmented:
         if retry:
             log.warning("segment %d of task %s failed (%s); trying it again", seg.number, task.id,
                         error.code)
-            url = queue.queue_url(self.settings.build_queue_name, self.settings.build_queue_url)
-            queue.send(url, self._message(task, seg), delay_seconds=2 ** (seg.tries + 1))
+            self.downloads.send_segments(task, [seg], delay_seconds=2 ** (seg.tries + 1))
             return stored
         return self._fail_task(task, seg, error)
 
     def _fail_task(self, task: Task, seg: Segment, error: TaskError) -> Task | None:
-        """The task fails with the segment's code; the segments that succeeded stay for a retry."""
+        """The task fails with the segment's code; a parts task's stored files stay for a retry."""
         prefix = f"Segment {seg.number} of {len(task.segments)}: "
-        return self.worker._fail(task, error.code, prefix + error.message)
+        return self.outcomes.fail(task, error.code, prefix + error.message)
 
-    # -- finalizer -------------------------------------------------------------
+    # -- finish ----------------------------------------------------------------
     def finalize(self, task: Task, exporter: Exporter, remaining_ms: RemainingMs, fresh: bool = True
                  ) -> Task | None:
-        """Compose the one object, or write the manifest; then the task succeeds, once.
+        """Complete the one upload, or write the manifest; then the task succeeds, once.
 
-        ``fresh``: this invocation claimed the task to finalize it (a whole
+        ``fresh``: this invocation claimed the task to finish it (a whole
         budget); else it is the last segment's, which hands off if time runs out.
         """
         output = exporter.output(task.params, task.format)
-        segments = task.segments
-        rows = sum(s.rows for s in segments)
-        final = segment_progress(segments, task.plan_rows, final=True)
+        if task.is_parts and self._files_lost(task):  # a new plan builds them again
+            log.warning("task %s: a segment's file is gone before the finish; planning again", task.id)
+            return self.hand_off(task)
+        final = segment_progress(task.segments, task.plan_rows, final=True)
         running = {**final, "percent": min(final.get("percent", 99.0), 99.0)}
 
         def beat() -> Status | None:
             return self.repo.heartbeat(task, running, utcnow())
 
-        heart = Heartbeat(beat, self.settings.progress_interval_seconds, remaining_ms,
-                          self.settings.time_budget_margin_seconds * 1000)
-        bucket = self.settings.files_bucket
-        fields: dict[str, Any] = {}
-        keep: list[str] = []
-        try:
-            with heart:
-                if task.output == SINGLE:
-                    key = storage.object_key(task.tenant, task.id, task.plan_lease, task.file_name)
-                    keep.append(key)
-                    fields = self._single(task, key, output.content_type, heart.check)
-                else:
-                    fields = self._manifest(task, output.content_type)
-                    keep += [f["key"] for f in fields["files"]] + [fields["manifest"]["key"]]
-                heart.beat_now()
-                heart.check()
-        except Canceled:
-            return self.worker._acknowledge_cancel(task, clear=True)
-        except LeaseLost:
-            log.warning("task %s: lost while finalizing; stopped", task.id)
-            return None
-        except OutOfTime:
-            if not fresh:
+        def work(heart: Heartbeat) -> dict[str, Any]:
+            if task.output == SINGLE:
+                return self._single(task, exporter, heart)
+            return self._manifest(task, output.content_type)
+
+        outcome = run_guarded(beat, self.settings, remaining_ms, work, what=f"finish of task {task.id}")
+        if isinstance(outcome, Stopped):
+            if outcome.why is Why.CANCELED:
+                return self.outcomes.acknowledge_cancel(task, clear=True)
+            if outcome.why is Why.LEASE_LOST:
+                return None
+            if outcome.why is Why.OUT_OF_TIME and not fresh:
                 return self.hand_off(task)
-            return self.worker._fail(task, "timeout", COMPOSE_TIMEOUT_MESSAGE)
-        except ExportError as exc:
-            return self.worker._fail(task, exc.code, exc.message)
-        done = self.repo.apply(SUCCEED, task, utcnow(), content_type=output.content_type,
-                               progress=final, warnings=self._warnings(task, exporter) or None, **fields)
+            assert outcome.error is not None
+            return self.outcomes.fail(task, outcome.error.code, outcome.error.message)
+        return self._succeed(task, exporter, outcome, output.content_type, final)
+
+    def _succeed(self, task: Task, exporter: Exporter, outcome: Done[dict[str, Any]], content_type: str,
+                 final: dict[str, Any]) -> Task | None:
+        fields = outcome.value
+        keep = [fields["object_key"]] + [f["key"] for f in fields.get("files") or []]
+        try:
+            done = self.repo.apply(SUCCEED, task, utcnow(), content_type=content_type, progress=final,
+                                   warnings=self._warnings(task, exporter) or None, **fields)
+        except Exception:  # the file is stored but not recorded: it must not outlive the task
+            if task.output == SINGLE:
+                self.outcomes.discard(fields["object_key"])
+            raise
         if done is None:  # canceled, or superseded, at the last moment
             return self._refused(task)
-        log.info("task %s succeeded from %d segments: %d rows, %d bytes", task.id, len(segments), rows,
-                 done.size or 0)
-        # the segments' own objects of a single file, and whatever dead builds left: gone
-        storage.clear_task(bucket, storage.task_prefix(task.tenant, task.id), keep=keep)
+        log.info("task %s succeeded from %d segments: %d rows, %d bytes", task.id, len(task.segments),
+                 final.get("rows", 0), done.size or 0)
+        self.outcomes.clear(task, keep=keep)  # whatever dead or superseded builds left
         publish_terminal(self.settings, self.repo, done)
         return done
 
@@ -339,43 +388,109 @@ class Segmented:
             log.warning("task %s: could not merge its segments' warnings", task.id, exc_info=True)
             return []
 
-    def _single(self, task: Task, key: str, content_type: str, check: Callable[[], None]
-                ) -> dict[str, Any]:
-        """Compose the one object and take its checksums, side by side.
+    def _single(self, task: Task, exporter: Exporter, heart: Heartbeat) -> dict[str, Any]:
+        """Complete the task's one upload from the parts its segments recorded.
 
-        The copy is S3's work and the checksums a read of the same bytes, so
-        the read runs beside the copy rather than after it; whichever stops
-        first (an error, a cancel) stops the other at its next check.
+        A segment whose parts no longer have the ETags it recorded (a
+        superseded build's late part landed over one) is built again here, as
+        is a short segment that cannot stand before another (``rebuild_groups``);
+        a completion refused because a part changed after the listing lists again.
         """
-        bucket = self.settings.files_bucket
-        keys = [s.key or "" for s in task.segments]
-        stopped = threading.Event()
+        assert task.plan_upload is not None
+        bucket, key, upload_id = (self.settings.files_bucket, task.plan_upload["key"],
+                                  task.plan_upload["id"])
+        segments = list(task.segments)
+        rebuilt: dict[int, _Rebuilt] = {}  # by the index of its first segment
+        for _ in range(MAX_COMPLETIONS):
+            heart.check()
+            listed = storage.list_parts(bucket, key, upload_id)
+            if listed is None:
+                raise ExportError("internal_error", "The file's upload was lost before it was "
+                                  "completed; retry the export.")
+            sizes = [s.size or 0 for s in segments]
+            groups = [tuple(g) for g in rebuild_groups(sizes)]
+            covered = {i for g in groups for i in g}
+            for first, piece in list(rebuilt.items()):  # built here before: still as we sent it?
+                if any(listed.get(n) != etag for n, etag in piece.parts):
+                    del rebuilt[first]
+            covered |= {i for piece in rebuilt.values() for i in piece.indexes}
+            groups += [(i,) for i, s in enumerate(segments)
+                       if i not in covered and s.parts and not self._intact(s, listed)]
+            for group in sorted(set(groups)):
+                if group[0] in rebuilt and rebuilt[group[0]].indexes == group:
+                    continue
+                piece = self._rebuild(task, exporter, segments, group, heart)
+                rebuilt[group[0]] = piece
+                for i, seg in zip(group, piece.segments, strict=True):
+                    segments[i] = seg
+            parts: list[tuple[int, str]] = []
+            for i, seg in enumerate(segments):
+                if i in rebuilt:
+                    parts += rebuilt[i].parts
+                elif seg.parts and not any(i in p.indexes for p in rebuilt.values()):
+                    parts += [(n, listed[n]) for n in range(seg.parts[0], seg.parts[1] + 1)]
+            heart.check()
+            if not parts:  # no bytes at all: an empty file, as one worker stores it
+                storage.abort_upload(bucket, key, upload_id)
+                output = exporter.output(task.params, task.format)
+                storage.put_empty(bucket, key, output.content_type,
+                                  storage.content_disposition(task.file_name))
+            else:
+                try:
+                    storage.complete_upload(bucket, key, upload_id, parts)
+                except storage.PartRejected:
+                    log.warning("task %s: a part changed after it was listed; listing again", task.id)
+                    continue
+            return {"size": sum(s.size or 0 for s in segments), "md5": None, "sha256": None,
+                    "object_key": key, "ranges": ranges_of(segments)}
+        raise ExportError("internal_error", "The file's parts kept changing while it was completed; "
+                          "retry the export.")
 
-        def go_on() -> None:
-            if stopped.is_set():
-                raise OutOfTime()  # the other pass failed: its error is the one raised
-            check()
+    @staticmethod
+    def _intact(seg: Segment, listed: dict[int, str]) -> bool:
+        assert seg.parts is not None
+        numbers = range(seg.parts[0], seg.parts[1] + 1)
+        if any(n not in listed for n in numbers):
+            return False
+        return etag_digest([(n, listed[n]) for n in numbers]) == seg.etags
 
-        def digest() -> tuple[int, str, str]:
-            try:
-                return storage.digest(bucket, keys, go_on)
-            except BaseException:
-                stopped.set()
-                raise
+    def _rebuild(self, task: Task, exporter: Exporter, segments: Sequence[Segment],
+                 group: tuple[int, ...], heart: Heartbeat) -> _Rebuilt:
+        """Build ``group``'s segments again, in order, as one stream into their part numbers."""
+        assert task.plan_upload is not None
+        total = len(segments)
+        first = first_part(segments[group[0]].number, total)
+        span = part_span(total) * len(group)
+        upload = storage.RangeUpload(self.settings.files_bucket, task.plan_upload["key"],
+                                     task.plan_upload["id"], first, span, self.settings.part_size_bytes)
+        log.info("task %s: building segment(s) %s again for the finish", task.id,
+                 [segments[i].number for i in group])
+        done: list[Segment] = []
+        try:
+            for i in group:
+                seg = segments[i]
+                ctx = BuildContext(self.settings)
+                ctx.check = heart.check
+                md5, sha, size = hashlib.md5(usedforsecurity=False), hashlib.sha256(), 0
+                for chunk in exporter.stream_segment(task.params, task.format, ctx, task.plan_shared, seg,
+                                                     whole_file=False):
+                    upload.write(chunk)
+                    md5.update(chunk)
+                    sha.update(chunk)
+                    size += len(chunk)
+                    heart.check()
+                done.append(replace(seg, rows=ctx.rows, bytes=size, size=size, md5=md5.hexdigest(),
+                                    sha256=sha.hexdigest(), parts=None, etags=None))
+            parts = upload.finish()
+        except BaseException:
+            upload.abort()
+            raise
+        return _Rebuilt(group, tuple(done), tuple(parts))
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest") as pool:
-            read = pool.submit(contextvars.copy_context().run, digest)
-            try:
-                storage.compose(bucket, key, keys, [s.size or 0 for s in task.segments], content_type,
-                                storage.content_disposition(task.file_name), go_on)
-            except BaseException as err:
-                stopped.set()
-                first = read.exception()  # waits: the read stops at its next check
-                if isinstance(err, OutOfTime) and first is not None and not isinstance(first, OutOfTime):
-                    raise first from None  # the read failed first: its error is the reason
-                raise
-            size, md5, sha256 = read.result()
-        return {"size": size, "md5": md5, "sha256": sha256, "object_key": key}
+    def _files_lost(self, task: Task) -> bool:
+        """Whether a parts file is not there as its segment stored it (one HEAD a segment)."""
+        return any(not s.key or storage.head_size(self.settings.files_bucket, s.key) != s.size
+                   for s in task.segments)
 
     def _manifest(self, task: Task, content_type: str) -> dict[str, Any]:
         total = len(task.segments)
@@ -385,9 +500,20 @@ class Segmented:
         key = storage.object_key(task.tenant, task.id, task.plan_lease, MANIFEST_NAME)
         md5, sha256 = storage.put_small(self.settings.files_bucket, key, body,
                                         "application/json", storage.content_disposition(MANIFEST_NAME))
-        return {"files": files, "size": sum(f["size"] or 0 for f in files), "object_key": key,
-                "manifest": {"name": MANIFEST_NAME, "key": key, "size": len(body), "md5": md5,
-                             "sha256": sha256}}
+        fields: dict[str, Any] = {
+            "files": files, "size": sum(f["size"] or 0 for f in files), "object_key": key,
+            "manifest": {"name": MANIFEST_NAME, "key": key, "size": len(body), "md5": md5,
+                         "sha256": sha256}}
+        stored = [s.stored_at for s in task.segments if s.stored_at is not None]
+        if stored:  # S3's lifecycle counts from each file's creation: so does the task's expiry
+            life = self.settings.lifetimes()
+            expires = min(utcnow() + life.file_ttl, _at(min(stored)) + life.file_ttl)
+            fields.update(expires_at=expires, ttl=expires + life.record_retention)
+        return fields
+
+
+def _at(epoch: int) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 __all__ = ["Segmented", "segment_count"]

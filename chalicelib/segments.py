@@ -19,6 +19,7 @@ can check the task's status, its plan and the segment together:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -37,8 +38,10 @@ MAX_SEGMENT_TRIES = 3
 BUDGET_SHARE = 0.25
 #: S3's smallest part of a multipart upload (all but the last).
 MIN_PART = 5 * 1024 * 1024
-#: S3's largest part (and largest range of an UploadPartCopy).
+#: S3's largest part.
 MAX_PART = 5 * 1024 * 1024 * 1024
+#: S3's cap on parts per upload: a single file's segments share them (``part_span``).
+MAX_PARTS = 10_000
 AUTO = "auto"
 SINGLE = "single"
 PARTS = "parts"
@@ -53,20 +56,45 @@ class SegStatus(StrEnum):
     FAILED = "failed"
 
 
+class SegGuard(StrEnum):
+    """What a segment move's conditional write checks besides the segment's status."""
+
+    #: the writer holds the segment's lease (the build that claimed it)
+    LEASE = "lease"
+    #: a queued segment, or a running one whose heartbeat is older than the staleness cutoff
+    STALE = "stale"
+
+
 @dataclass(frozen=True)
 class SegMove:
     name: str
     sources: frozenset[SegStatus]
     target: SegStatus
+    guard: SegGuard = SegGuard.LEASE
+
+    def admits(self, stored: Segment, snapshot: Segment | None, now_epoch: int, stale_after: int) -> bool:
+        """Whether the move may be made on ``stored`` by a writer who read ``snapshot``.
+
+        The rule in one place: the in-memory repository evaluates it as is, and
+        the DynamoDB repository writes it as a condition (``sources`` each, with
+        ``RUNNING`` under ``STALE`` needing a heartbeat older than the cutoff);
+        the contract tests hold both to it.
+        """
+        if stored.status not in self.sources:
+            return False
+        if self.guard is SegGuard.STALE:
+            return stored.status is not SegStatus.RUNNING or stored.is_stale(now_epoch, stale_after)
+        return snapshot is not None and stored.lease == snapshot.lease
 
 
-def _m(name: str, sources: set[SegStatus], target: SegStatus) -> SegMove:
-    return SegMove(name, frozenset(sources), target)
+def _m(name: str, sources: set[SegStatus], target: SegStatus, guard: SegGuard = SegGuard.LEASE
+       ) -> SegMove:
+    return SegMove(name, frozenset(sources), target, guard)
 
 
 G = SegStatus
 #: A worker takes a queued segment (a running one only once its worker stopped beating).
-SEG_CLAIM = _m("claim", {G.QUEUED, G.RUNNING}, G.RUNNING)
+SEG_CLAIM = _m("claim", {G.QUEUED, G.RUNNING}, G.RUNNING, SegGuard.STALE)
 SEG_SUCCEED = _m("succeed", {G.RUNNING}, G.SUCCEEDED)
 #: Its build failed and a try is left: back in the queue, alone.
 SEG_RETRY = _m("retry", {G.RUNNING}, G.QUEUED)
@@ -75,6 +103,18 @@ SEG_FAIL = _m("fail", {G.RUNNING}, G.FAILED)
 SEG_RESET = _m("reset", {G.QUEUED, G.RUNNING, G.FAILED}, G.QUEUED)
 SEGMENT_MACHINE: tuple[SegMove, ...] = (SEG_CLAIM, SEG_SUCCEED, SEG_RETRY, SEG_FAIL, SEG_RESET)
 del G
+
+#: Every stored field of a segment and its key in the task's ``segs`` map, said once:
+#: ``to_item``, ``from_item`` and the repositories' writes all read this table.
+SEGMENT_FIELDS: dict[str, str] = {
+    "number": "n", "spec": "spec", "status": "st", "lease": "ls", "claims": "cl", "tries": "tr",
+    "rows": "rows", "bytes": "bytes", "heartbeat_at": "hb", "size": "size", "md5": "md5",
+    "sha256": "sha256", "key": "key", "error": "err", "notes": "notes", "parts": "parts",
+    "etags": "etags", "stored_at": "at",
+}
+#: What a stored segment's build records (``finish_segment``), and what a new plan clears.
+RESULT_FIELDS = ("rows", "bytes", "size", "md5", "sha256", "key", "notes", "parts", "etags",
+                 "stored_at")
 
 
 @dataclass(frozen=True)
@@ -96,32 +136,52 @@ class Segment:
     size: int | None = None
     md5: str | None = None
     sha256: str | None = None
+    #: a parts task's file of this segment (a single file's segments write into the task's upload)
     key: str | None = None
     error: dict[str, str] | None = None
     #: what the segment's build left for the finalizer (``Exporter.segment_notes``): small JSON
     notes: dict[str, Any] | None = None
+    #: a single file's segment: the part numbers it uploaded, ``[first, last]`` (none: no bytes)
+    parts: list[int] | None = None
+    #: a digest of those parts' ETags as S3 answered its build (``etag_digest``): the finalizer
+    #: completes the upload only with parts whose ETags still give it, so a superseded build's
+    #: late part cannot slip into the file
+    etags: str | None = None
+    #: when its bytes were stored (epoch seconds): a parts file's lifecycle counts from then
+    stored_at: int | None = None
+
+    def is_stale(self, now_epoch: int, stale_after: int) -> bool:
+        """Whether the build holding this segment has stopped beating."""
+        return self.heartbeat_at is not None and self.heartbeat_at < now_epoch - stale_after
 
     def to_item(self) -> dict[str, Any]:
         """The map stored under the task's ``segs`` (absent values left out)."""
-        item = {"n": self.number, "spec": self.spec, "st": self.status.value, "ls": self.lease,
-                "cl": self.claims, "tr": self.tries, "rows": self.rows, "bytes": self.bytes,
-                "hb": self.heartbeat_at, "size": self.size, "md5": self.md5, "sha256": self.sha256,
-                "key": self.key, "err": self.error, "notes": self.notes}
+        item = {key: getattr(self, name) for name, key in SEGMENT_FIELDS.items()}
+        item["st"] = self.status.value
         return {k: v for k, v in item.items() if v is not None}
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Segment:
         def num(name: str) -> int | None:
-            value = item.get(name)
+            value = item.get(SEGMENT_FIELDS[name])
             return None if value is None else int(value)
 
-        return cls(number=int(item["n"]), spec=dict(item.get("spec") or {}),
-                   status=SegStatus(item.get("st", "queued")), lease=num("ls") or 0,
-                   claims=num("cl") or 0, tries=num("tr") or 0, rows=num("rows") or 0,
-                   bytes=num("bytes") or 0, heartbeat_at=num("hb"), size=num("size"),
-                   md5=item.get("md5"), sha256=item.get("sha256"), key=item.get("key"),
-                   error=dict(item["err"]) if item.get("err") else None,
-                   notes=_numbers(dict(item["notes"])) if item.get("notes") else None)
+        values: dict[str, Any] = {name: item.get(key) for name, key in SEGMENT_FIELDS.items()}
+        for name in ("lease", "claims", "tries", "rows", "bytes"):
+            values[name] = num(name) or 0
+        for name in ("number", "heartbeat_at", "size", "stored_at"):
+            values[name] = num(name)
+        values.update(spec=dict(values["spec"] or {}), status=SegStatus(values["status"] or "queued"),
+                      error=dict(values["error"]) if values["error"] else None,
+                      notes=_numbers(dict(values["notes"])) if values["notes"] else None,
+                      parts=[int(p) for p in values["parts"]] if values["parts"] else None)
+        return cls(**values)
+
+
+def etag_digest(parts: Sequence[tuple[int, str]]) -> str:
+    """One short value for a segment's parts as S3 stored them: numbers and ETags, in order."""
+    text = ",".join(f"{number}:{etag.strip(chr(34))}" for number, etag in parts)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:32]
 
 
 def _numbers(value: Any) -> Any:
@@ -148,14 +208,16 @@ class Plan:
     shared: dict[str, Any] = field(default_factory=dict)
     #: rows the whole export should have, when known (for ``percent``)
     total_rows: int | None = None
+    #: a single file's one multipart upload (``{"id", "key"}``), opened by the coordinator
+    upload: dict[str, str] | None = None
 
 
 def fresh(segments: Iterable[Segment]) -> tuple[Segment, ...]:
     """A new plan's segments: succeeded ones kept, the others queued from scratch."""
+    cleared = {name: (0 if name in ("rows", "bytes") else None) for name in RESULT_FIELDS}
     return tuple(s if s.status not in SEG_RESET.sources else
-                 replace(s, status=SEG_RESET.target, claims=0, tries=0, rows=0, bytes=0,
-                         heartbeat_at=None, size=None, md5=None, sha256=None, key=None, error=None,
-                         notes=None)
+                 replace(s, status=SEG_RESET.target, claims=0, tries=0, heartbeat_at=None, error=None,
+                         **cleared)
                  for s in segments)
 
 
@@ -225,65 +287,50 @@ def manifest(task_id: str, file_name: str, fmt: str, content_type: str, files: S
     return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
-# -- composing one object from the segments' objects ----------------------------------------------
+# -- one file from the segments' parts ------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Piece:
-    """A byte range of one segment's object: ``length`` bytes from ``start``."""
-
-    source: int  # index into the sources
-    start: int
-    length: int
+def part_span(total: int) -> int:
+    """Part numbers each segment of a ``total``-segment single file may use (S3 allows 10,000)."""
+    return MAX_PARTS // max(1, total)
 
 
-@dataclass(frozen=True)
-class PartPlan:
-    """One part of the composed object: copied on S3's side, or uploaded from read bytes."""
-
-    pieces: tuple[Piece, ...]
-    #: one range copied by UploadPartCopy; else the pieces are read and uploaded together
-    copied: bool = False
-
-    @property
-    def size(self) -> int:
-        return sum(p.length for p in self.pieces)
+def first_part(number: int, total: int) -> int:
+    """The first part number of segment ``number`` (1-based): segments own ranges in file order."""
+    return (number - 1) * part_span(total) + 1
 
 
-def compose_parts(sizes: Sequence[int], min_part: int = MIN_PART, max_part: int = MAX_PART
-                  ) -> list[PartPlan]:
-    """The parts of a multipart upload whose concatenation is the sources in order.
+def rebuild_groups(sizes: Sequence[int], min_part: int = MIN_PART) -> list[list[int]]:
+    """Runs of segments (0-based indexes) whose parts cannot be completed as they are.
 
-    Every part but the last is at least ``min_part`` and at most ``max_part``.
-    A source of at least ``min_part`` is copied on S3's side in ranges of at
-    most ``max_part`` (so the bytes never pass through the worker); smaller
-    sources, and the head of a large one needed to fill a part started by
-    small ones, are read and uploaded together. At most ``2 * min_part`` is
-    ever read for one part.
+    Every part but the file's last must be at least ``min_part``. A segment of
+    that size or more uploads only such parts (it holds back its last part to
+    join its tail); an empty one uploads none. A segment with fewer bytes but
+    some is a part too small to sit before another: such a segment and the
+    ones after it, until their bytes reach ``min_part`` or the file ends, are
+    built again as one stream (the rare case: a short segment between others).
     """
-    parts: list[PartPlan] = []
-    pending: list[Piece] = []  # small pieces gathered for the next uploaded part
+    groups: list[list[int]] = []
+    last_bytes = max((i for i, size in enumerate(sizes) if size), default=-1)
+    i = 0
+    while i < len(sizes):
+        if 0 < sizes[i] < min_part and i < last_bytes:
+            group, total = [], 0
+            while i < len(sizes) and (total < min_part or not group):
+                group.append(i)
+                total += sizes[i]
+                i += 1
+            groups.append(group)
+            continue
+        i += 1
+    return groups
 
-    def pending_size() -> int:
-        return sum(p.length for p in pending)
 
-    for index, size in enumerate(sizes):
-        start, left = 0, size
-        if pending and left:
-            head = min(left, min_part - pending_size())
-            pending.append(Piece(index, start, head))
-            start, left = start + head, left - head
-            if pending_size() >= min_part:
-                parts.append(PartPlan(tuple(pending)))
-                pending = []
-        while left >= min_part:
-            take = min(left, max_part)
-            if left - take and left - take < min_part:  # never leave a tail too small to copy
-                take = left - min_part if left - min_part >= min_part else left
-                take = min(take, max_part)
-            parts.append(PartPlan((Piece(index, start, take),), copied=True))
-            start, left = start + take, left - take
-        if left:
-            pending.append(Piece(index, start, left))
-    if pending:  # the last part may be small: one range of one source is still copied
-        parts.append(PartPlan(tuple(pending), copied=len(pending) == 1))
-    return parts
+def ranges_of(segments: Sequence[Segment]) -> list[dict[str, Any]]:
+    """A single file's byte ranges, one per segment in order, with each range's checksums."""
+    out, start = [], 0
+    for seg in segments:
+        size = seg.size or 0
+        out.append({"segment": seg.number, "start": start, "size": size, "rows": seg.rows,
+                    "md5": seg.md5, "sha256": seg.sha256})
+        start += size
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,10 +38,11 @@ from chalicelib.errors import (
 )
 from chalicelib.exporters import REGISTRY, get_exporter
 from chalicelib.ids import IdWindow, is_valid, ms_at, new_id
-from chalicelib.messages import BUILD
+from chalicelib.messages import BUILD, SEGMENT
 from chalicelib.policy import Forbidden, Policy
 from chalicelib.policy import load as load_policy
 from chalicelib.principal import Principal, Scope
+from chalicelib.segments import Segment
 from chalicelib.task import (
     ABANDON,
     BUILDING,
@@ -299,6 +301,17 @@ class Downloads:
     def send_build(self, task: Task) -> None:
         url = queue.queue_url(self.settings.build_queue_name, self.settings.build_queue_url)
         queue.send(url, {"type": BUILD, "version": 1, "task_id": task.id})
+
+    def send_segments(self, task: Task, segments: Sequence[Segment], delay_seconds: int = 0) -> None:
+        """The segments' messages, under the plan's lease (a duplicate is refused by its claim)."""
+        url = queue.queue_url(self.settings.build_queue_name, self.settings.build_queue_url)
+        messages = [{"type": SEGMENT, "version": 1, "task_id": task.id, "lease": task.plan_lease,
+                     "segment": s.number} for s in segments]
+        if delay_seconds:
+            for message in messages:
+                queue.send(url, message, delay_seconds=delay_seconds)
+        else:
+            queue.send_many(url, messages)
 
     def enqueue(self, task: Task) -> Task:
         """Send the build message; if the queue cannot take it, the task fails ``enqueue_failed``.

@@ -31,7 +31,18 @@ from chalicelib.clock import now as utcnow
 from chalicelib.config import Settings
 from chalicelib.segments import SegStatus
 from chalicelib.services import Downloads, publish_terminal
-from chalicelib.task import ABANDON, BUILDING, FAIL_QUEUED, LOSE, REQUEUE, TERMINAL, Status, Task, TaskError
+from chalicelib.task import (
+    ABANDON,
+    ACTIVE,
+    BUILDING,
+    FAIL_QUEUED,
+    LOSE,
+    REQUEUE,
+    TERMINAL,
+    Status,
+    Task,
+    TaskError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +108,8 @@ class Sweeper:
         return "resent"
 
     def _dead_build(self, task: Task, now: datetime) -> str:
+        if self._segments_waiting(task):
+            return self._resend_segments(task, now)
         if task.status is Status.CANCELING:
             action, done = "canceled", self.repo.apply(ABANDON, task, now)
         elif task.claims >= self.settings.max_build_claims:
@@ -112,15 +125,46 @@ class Sweeper:
                     task.heartbeat_at.isoformat() if task.heartbeat_at else "?", action)
         # no build holds the task now: whatever its dead builds left is garbage, but the
         # segments that succeeded (the next plan keeps them; a canceled task keeps nothing)
+        canceled = done.status is Status.CANCELED
         kept = [s.key for s in task.segments if s.key and s.status is SegStatus.SUCCEEDED] \
-            if done.status is not Status.CANCELED else []
+            if not canceled else []
+        uploads = [task.plan_upload["id"]] if task.plan_upload and done.status is Status.QUEUED else []
         storage.clear_task(self.settings.files_bucket, storage.task_prefix(task.tenant, task.id),
-                           keep=kept)
+                           keep=kept, keep_uploads=uploads)
         if done.status is Status.QUEUED:
             self.downloads.send_build(done)
         else:
             publish_terminal(self.settings, self.repo, done)
         return action
+
+    @staticmethod
+    def _segments_waiting(task: Task) -> bool:
+        """A running task whose plan has segments still to build is waiting for them, not dead.
+
+        Its coordinator ended once it sent their messages; until a segment is
+        claimed nothing beats the task, however long other builds keep the
+        queue busy. A segment whose own build died is taken over by its next
+        claim (which counts toward its ``worker_lost``); only a task whose
+        every segment is stored and that nobody finishes is a dead build.
+        """
+        return (task.status is Status.RUNNING and task.segmented and task.plan_lease == task.lease
+                and task.segments_done < len(task.segments))
+
+    def _resend_segments(self, task: Task, now: datetime) -> str:
+        """Send the messages of its segments still to build again, at doubling intervals (one of
+        them may have been lost, or dead-lettered); a duplicate is refused by its claim."""
+        stale = int(now.timestamp() - self.lifetimes.stale_after.total_seconds())
+        todo = [s for s in task.segments if s.status is SegStatus.QUEUED
+                or (s.status is SegStatus.RUNNING and (s.heartbeat_at is None or s.heartbeat_at < stale))]
+        since = task.heartbeat_at or task.started_at or now
+        waited = max(now - since, self.lifetimes.resend_after)
+        if not self.repo.postpone(task, now + min(waited, MAX_RESEND_INTERVAL)):
+            return "nothing"  # another sweeper resends them
+        if todo:
+            self.downloads.send_segments(task, todo)
+        log.info("task %s: %d segment(s) waiting for a worker; their messages sent again", task.id,
+                 len(todo))
+        return "segments_resent"
 
     def _abort_orphan_uploads(self) -> int:
         """Abort multipart uploads whose build no longer holds its task's lease."""
@@ -131,6 +175,9 @@ class Sweeper:
             task = self.repo.get(parsed[0]) if parsed else None
             if task is not None and task.status in BUILDING and task.lease == parsed[1]:
                 continue  # its build is alive (or the sweep will requeue it first)
+            if (task is not None and task.status in ACTIVE and task.plan_upload
+                    and task.plan_upload["id"] == upload_id):
+                continue  # a single file's upload, which its segments write into across builds
             keys = logs.task_keys(task) if task is not None else {}
             if parsed:
                 keys.update(task_id=parsed[0], attempt=parsed[1])  # the build that left it

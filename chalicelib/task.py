@@ -207,6 +207,8 @@ class Task:
     plan_shared: dict[str, Any] = field(default_factory=dict)
     #: rows the plan expects, when known (for ``percent``)
     plan_rows: int | None = None
+    #: a single file's one multipart upload, which its segments write into: ``{"id", "key"}``
+    plan_upload: dict[str, str] | None = None
     #: a parts task's files: ``[{"name", "key", "size", "rows", "md5", "sha256"}]``
     files: list[dict[str, Any]] = field(default_factory=list)
     #: a parts task's manifest: ``{"name", "key", "size", "md5", "sha256"}``
@@ -365,8 +367,9 @@ def effects(t: Transition, task: Task, now: datetime, life: Lifetimes) -> dict[s
                    heartbeat_at=now, progress=dict(ZERO_PROGRESS))
     if t.target is Status.QUEUED:
         out.update(dict.fromkeys(_RESULT_FIELDS), queued_at=now, progress=dict(ZERO_PROGRESS))
-    if t is HAND_OFF:
+    if t is HAND_OFF:  # the claim that takes the finalizing over is no death of a build
         out.pop("started_at")
+        out.update(claims=max(0, task.claims - 1))
     if t is RETRY:
         out.update(attempts=task.attempts + 1, claims=0)
     if t.target in TERMINAL:

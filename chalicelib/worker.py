@@ -8,7 +8,6 @@ it (and, past the redrive limit, dead-letters it); no message blocks another.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -17,15 +16,17 @@ from typing import Any
 from chalicelib import logs, metrics
 from chalicelib.adapters import queue, storage
 from chalicelib.adapters.tasks_repo import TaskRepository, TaskStore
+from chalicelib.buildloop import INTERNAL_MESSAGE, Stopped, Why, run_guarded
 from chalicelib.clock import now as utcnow
 from chalicelib.config import Settings
 from chalicelib.errors import ExportError
 from chalicelib.exporters import BuildContext, Exporter, get_exporter
-from chalicelib.heartbeat import Canceled, Heartbeat, LeaseLost, OutOfTime
+from chalicelib.heartbeat import Heartbeat
 from chalicelib.messages import InvalidMessage, RequestMessage, SegmentMessage, parse
+from chalicelib.outcomes import Outcomes
 from chalicelib.segmented import Segmented
 from chalicelib.services import Downloads, Owner, publish_terminal
-from chalicelib.task import ACKNOWLEDGE_CANCEL, CLAIM, FAIL, SUCCEED, Status, Task, TaskError
+from chalicelib.task import CLAIM, SUCCEED, Status, Task
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ class Worker:
         self.settings = settings
         self.repo = repo or TaskRepository(settings.lifetimes())
         self.downloads = Downloads(settings, self.repo)
-        self.segmented = Segmented(self)
+        self.outcomes = Outcomes(settings, self.repo)
+        self.segmented = Segmented(settings, self.repo, self.outcomes, self.downloads, self.exporter_of)
 
     # -- batch -----------------------------------------------------------------
     def handle_batch(
@@ -119,8 +121,7 @@ class Worker:
                 done = self._build(claimed, remaining_ms)
             except Exception:  # whatever happens after the claim ends the task with a code
                 log.exception("build of task %s failed unexpectedly", task_id)
-                done = self._fail(claimed, "internal_error",
-                                  "The export failed because of an internal error.")
+                done = self.outcomes.fail(claimed, "internal_error", INTERNAL_MESSAGE)
             metrics.build_ended(done, time.monotonic() - started)
             return done
 
@@ -131,66 +132,58 @@ class Worker:
     def _build(self, task: Task, remaining_ms: RemainingMs) -> Task | None:
         exporter = self.exporter_of(task)
         if exporter is None:
-            return self._fail(task, "unknown_kind", f"Kind {task.kind!r} is no longer offered.")
+            return self.outcomes.fail(task, "unknown_kind", f"Kind {task.kind!r} is no longer offered.")
         count = self.segmented.count(task, exporter, remaining_ms)
         if count is not None:
             return self.segmented.coordinate(task, exporter, count, remaining_ms)
         key = storage.object_key(task.tenant, task.id, task.lease, task.file_name)
         ctx = BuildContext(self.settings)
-        upload: storage.StreamingUpload | None = None
+        try:
+            output = exporter.output(task.params, task.format)
+        except ExportError as exc:
+            return self.outcomes.fail(task, exc.code, exc.message)
+        upload = storage.StreamingUpload(
+            self.settings.files_bucket, key, output.content_type,
+            storage.content_disposition(task.file_name), self.settings.part_size_bytes,
+        )
 
         def beat() -> Status | None:
-            return self.repo.heartbeat(task, self._progress(ctx, upload.size if upload else 0),
-                                       utcnow())
+            return self.repo.heartbeat(task, self._progress(ctx, upload.size), utcnow())
 
-        heart = Heartbeat(beat, self.settings.progress_interval_seconds, remaining_ms,
-                          self.settings.time_budget_margin_seconds * 1000)
-        ctx.check = heart.check
-        try:
-            with heart:
-                output = exporter.output(task.params, task.format)
-                upload = storage.StreamingUpload(
-                    self.settings.files_bucket, key, output.content_type,
-                    storage.content_disposition(task.file_name), self.settings.part_size_bytes,
-                )
-                ctx.total_rows = exporter.total_rows(task.params)
-                for chunk in exporter.stream(task.params, task.format, ctx):
-                    upload.write(chunk)
-                    heart.check()
-                heart.beat_now()  # still ours, and not canceled, before the object appears?
+        def work(heart: Heartbeat) -> None:
+            ctx.check = heart.check
+            ctx.total_rows = exporter.total_rows(task.params)
+            for chunk in exporter.stream(task.params, task.format, ctx):
+                upload.write(chunk)
                 heart.check()
-                upload.complete()
-        except Canceled:
-            self._abort(upload)
-            return self._acknowledge_cancel(task)
-        except LeaseLost:
-            self._abort(upload)
-            log.warning("task %s: lease %d lost to another build; stopped", task.id, task.lease)
-            return None
-        except OutOfTime:
-            self._abort(upload)
-            return self._fail(task, "timeout",
-                              "The export did not finish within the worker's time limit; "
-                              "narrow it (fewer rows, filters) or ask an operator to raise it.")
-        except ExportError as exc:
-            self._abort(upload)
-            return self._fail(task, exc.code, exc.message)
-        except Exception:
-            self._abort(upload)
+
+        def commit(_: None) -> None:
+            upload.complete()
+
+        outcome = run_guarded(beat, self.settings, remaining_ms, work, commit, cleanup=upload.abort,
+                              what=f"build of task {task.id}")
+        if isinstance(outcome, Stopped):
+            if outcome.why is Why.CANCELED:
+                return self.outcomes.acknowledge_cancel(task)
+            if outcome.why is Why.LEASE_LOST:
+                return None
+            assert outcome.error is not None
+            return self.outcomes.fail(task, outcome.error.code, outcome.error.message)
+        try:
+            done = self.repo.apply(
+                SUCCEED, task, utcnow(), size=upload.size, md5=upload.md5, sha256=upload.sha256,
+                content_type=output.content_type, object_key=key,
+                progress=self._progress(ctx, upload.size, final=True), warnings=ctx.warnings or None,
+            )
+        except Exception:  # the file is stored but not recorded: it must not outlive the task
+            self.outcomes.discard(key)
             raise
-        assert upload is not None
-        done = self.repo.apply(
-            SUCCEED, task, utcnow(), size=upload.size, md5=upload.md5, sha256=upload.sha256,
-            content_type=output.content_type, object_key=key,
-            progress=self._progress(ctx, upload.size, final=True), warnings=ctx.warnings or None,
-        )
         if done is None:  # canceled, or superseded, while the last part went up
-            storage.delete_object(self.settings.files_bucket, key)  # ours, and only ours
-            return self._acknowledge_cancel(task)
+            self.outcomes.discard(key)  # ours, and only ours
+            return self.outcomes.acknowledge_cancel(task)
         log.info("task %s succeeded: %d rows, %d bytes", task.id, ctx.rows, upload.size)
         if task.lease > 1:  # earlier builds of this task died: leave only the winner's file
-            storage.clear_task(self.settings.files_bucket, storage.task_prefix(task.tenant, task.id),
-                               keep=key)
+            self.outcomes.clear(task, keep=[key])
         publish_terminal(self.settings, self.repo, done)
         return done
 
@@ -209,32 +202,3 @@ class Worker:
             progress["percent"] = 100.0 if final else min(
                 MAX_RUNNING_PERCENT, round(100.0 * ctx.rows / total, 1))
         return progress
-
-    @staticmethod
-    def _abort(upload: storage.StreamingUpload | None) -> None:
-        if upload is None:
-            return
-        try:
-            upload.abort()
-        except Exception:
-            log.exception("could not abort the upload of %s", upload.key)
-
-    def _fail(self, task: Task, code: str, message: str) -> Task | None:
-        done = self.repo.apply(FAIL, task, utcnow(), error=TaskError(code, message))
-        if done:
-            log.warning("task %s failed: %s", task.id, json.dumps({"code": code}),
-                        extra={"error_code": code})
-            publish_terminal(self.settings, self.repo, done)
-        return done
-
-    def _acknowledge_cancel(self, task: Task, clear: bool = False) -> Task | None:
-        """The build saw the cancel: the task is canceled. ``clear``: and every object and upload
-        of the task goes (a segmented build's other segments stop at their next beat)."""
-        done = self.repo.apply(ACKNOWLEDGE_CANCEL, task, utcnow())
-        if done:
-            log.info("task %s canceled while running", task.id)
-            if clear:
-                storage.clear_task(self.settings.files_bucket,
-                                   storage.task_prefix(task.tenant, task.id))
-            publish_terminal(self.settings, self.repo, done)
-        return done

@@ -32,7 +32,17 @@ from chalicelib.adapters.tasks_repo import (
     Page,
     QuotaExceeded,
 )
-from chalicelib.segments import SEG_CLAIM, SEG_FAIL, SEG_RETRY, SEG_SUCCEED, Plan, Segment, SegMove, SegStatus
+from chalicelib.segments import (
+    RESULT_FIELDS,
+    SEG_CLAIM,
+    SEG_FAIL,
+    SEG_RETRY,
+    SEG_SUCCEED,
+    Plan,
+    Segment,
+    SegMove,
+    SegStatus,
+)
 from chalicelib.task import (
     ACTIVE,
     BUILDING,
@@ -217,7 +227,7 @@ class MemoryTaskRepository:
                 return None
             self._store(replace(
                 stored, segments=plan.segments, plan_lease=task.lease, plan_shared=plan.shared,
-                plan_rows=plan.total_rows, heartbeat_at=now,
+                plan_rows=plan.total_rows, plan_upload=plan.upload, heartbeat_at=now,
                 segments_done=sum(1 for s in plan.segments if s.status is SegStatus.SUCCEEDED),
                 due_at=due_after(Status.RUNNING, now, self.lifetimes)))
             return self._stored(task.id)
@@ -233,12 +243,11 @@ class MemoryTaskRepository:
         current = next((s for s in stored.segments if s.number == number), None)
         if current is None:
             return None
-        if move is SEG_CLAIM:
-            ok = current.status is SegStatus.QUEUED or (
-                current.status is SegStatus.RUNNING and current.heartbeat_at is not None
-                and current.heartbeat_at < int(now.timestamp() - self.lifetimes.stale_after.total_seconds()))
-        else:
+        if move is None:
             ok = current.status is SegStatus.RUNNING and seg is not None and current.lease == seg.lease
+        else:
+            ok = move.admits(current, seg, int(now.timestamp()),
+                             int(self.lifetimes.stale_after.total_seconds()))
         return (stored, current) if ok else None
 
     def _put_segment(self, stored: Task, seg: Segment, **task_changes: Any) -> Task:
@@ -274,9 +283,12 @@ class MemoryTaskRepository:
             found = self._admits(SEG_SUCCEED, task, seg, seg.number, now)
             if found is None:
                 return None
+            unknown = set(result) - set(RESULT_FIELDS)
+            if unknown:
+                raise ValueError(f"unknown segment fields {unknown}")
             stored, current = found
             done = replace(current, status=SegStatus.SUCCEEDED, heartbeat_at=int(now.timestamp()),
-                           **result)
+                           **{k: v for k, v in result.items() if v is not None})
             return self._put_segment(stored, done, heartbeat_at=now,
                                      segments_done=stored.segments_done + 1)
 

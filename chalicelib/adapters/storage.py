@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from chalicelib.adapters.aws import client
 from chalicelib.errors import ExportError
-from chalicelib.segments import MAX_PART, MIN_PART, compose_parts
+from chalicelib.segments import MAX_PARTS, MIN_PART
 
-#: S3's smallest part (all but the last), the one figure the uploader and the composer share.
+#: S3's smallest part (all but the last), the one figure both uploaders share.
 MIN_PART_SIZE = MIN_PART
-#: S3's cap on parts per upload: with the part size it bounds the file size.
-MAX_PARTS = 10_000
 
 
 def content_disposition(file_name: str) -> str:
@@ -240,8 +237,10 @@ def keys_under(bucket: str, prefix: str) -> Iterator[str]:
         kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
 
-def clear_task(bucket: str, prefix: str, keep: str | Collection[str] | None = None) -> int:
-    """Abort the uploads and delete the objects under a task's prefix, but those in ``keep``.
+def clear_task(bucket: str, prefix: str, keep: str | Collection[str] | None = None,
+               keep_uploads: Collection[str] = ()) -> int:
+    """Abort the uploads and delete the objects under a task's prefix, but those in ``keep``
+    (object keys) and ``keep_uploads`` (upload ids: a single file's segments still to come).
 
     For a task no build may still finish: what is left there belongs to builds
     that died or were superseded. Returns how many things it removed.
@@ -251,6 +250,8 @@ def clear_task(bucket: str, prefix: str, keep: str | Collection[str] | None = No
     kept = {keep} if isinstance(keep, str) else set(keep or ())
     removed = 0
     for key, upload_id in list(open_uploads(bucket, prefix)):
+        if upload_id in keep_uploads:
+            continue
         try:
             abort_upload(bucket, key, upload_id)
         except ClientError:  # its own build aborted it meanwhile (a cancel reaches them all)
@@ -284,75 +285,160 @@ def put_small(bucket: str, key: str, body: bytes, content_type: str, disposition
     return (hashlib.md5(body, usedforsecurity=False).hexdigest(), hashlib.sha256(body).hexdigest())
 
 
-def _read_range(s3: Any, bucket: str, key: str, start: int, length: int) -> bytes:
-    body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")["Body"]
-    return body.read()
+# -- one multipart upload shared by a single file's segments ----------------------------------------
+
+def create_upload(bucket: str, key: str, content_type: str, disposition: str) -> str:
+    """Open the multipart upload a single file's segments write into; its id."""
+    return str(client("s3").create_multipart_upload(
+        Bucket=bucket, Key=key, ContentType=content_type, ContentDisposition=disposition)["UploadId"])
 
 
-def compose(
-    bucket: str, key: str, sources: Sequence[str], sizes: Sequence[int], content_type: str,
-    disposition: str, check: Callable[[], None], min_part: int = MIN_PART, max_part: int = MAX_PART,
-) -> None:
-    """Store at ``key`` the concatenation of ``sources``, in order, as one multipart upload.
+def _no_upload(exc: Exception) -> bool:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchUpload", "404")
 
-    Large ranges are copied on S3's side (UploadPartCopy): their bytes never
-    pass through the worker. Sources under S3's 5 MiB part minimum are read
-    and uploaded together with their neighbours' bytes (``compose_parts``).
-    ``check`` is called between parts (a cancel, a lost lease, the time
-    budget); on any error the upload is aborted, leaving nothing.
-    """
+
+def list_parts(bucket: str, key: str, upload_id: str) -> dict[int, str] | None:
+    """Part number -> ETag of what the upload holds now; None once it is gone (aborted, completed)."""
+    from botocore.exceptions import ClientError
+
     s3 = client("s3")
-    plan = compose_parts(sizes, min_part, max_part)
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type,
-                                           ContentDisposition=disposition)["UploadId"]
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "UploadId": upload_id, "MaxParts": 1000}
+    parts: dict[int, str] = {}
     try:
-        done: list[dict[str, Any]] = []
-        for number, part in enumerate(plan, 1):
-            check()
-            if part.copied:
-                piece = part.pieces[0]
-                source_range = f"bytes={piece.start}-{piece.start + piece.length - 1}"
-                result = s3.upload_part_copy(
-                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                    CopySource={"Bucket": bucket, "Key": sources[piece.source]},
-                    CopySourceRange=source_range)["CopyPartResult"]
-                etag = result["ETag"]
-            else:
-                body = b"".join(_read_range(s3, bucket, sources[p.source], p.start, p.length)
-                                for p in part.pieces if p.length)
-                etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                      Body=body)["ETag"]
-            done.append({"ETag": etag, "PartNumber": number})
-        check()
-        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                     MultipartUpload={"Parts": done})
-    except BaseException:
-        with suppress(Exception):  # what is left, the sweeper aborts
-            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        while True:
+            page = s3.list_parts(**kwargs)
+            parts.update({int(p["PartNumber"]): str(p["ETag"]) for p in page.get("Parts", [])})
+            if not page.get("IsTruncated"):
+                return parts
+            kwargs["PartNumberMarker"] = page["NextPartNumberMarker"]
+    except ClientError as exc:
+        if _no_upload(exc):
+            return None
         raise
 
 
-def digest(bucket: str, keys: Sequence[str], check: Callable[[], None],
-           chunk: int = 8 * 1024 * 1024) -> tuple[int, str, str]:
-    """Size, md5 and sha256 of the objects' bytes one after the other, read once.
+class PartRejected(Exception):
+    """CompleteMultipartUpload refused a part: it changed since it was listed (a late writer)."""
 
-    md5 and sha256 cannot be combined from the pieces' own: the one object's
-    checksums take a pass over its bytes. The two hashes run on threads of
-    their own (hashlib releases the GIL), beside the next read.
+
+def complete_upload(bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> None:
+    """Make the object of exactly ``parts`` (number, ETag), in order; unlisted parts are dropped."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client("s3").complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]})
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("InvalidPart", "InvalidPartOrder"):
+            raise PartRejected(str(exc)) from exc
+        raise
+
+
+def put_empty(bucket: str, key: str, content_type: str, disposition: str) -> None:
+    client("s3").put_object(Bucket=bucket, Key=key, Body=b"", ContentType=content_type,
+                            ContentDisposition=disposition)
+
+
+class RangeUpload:
+    """A segment's bytes as parts of the task's one upload, numbered ``first``.. in its own range.
+
+    Every part it leaves is at least S3's minimum, but for a segment smaller
+    than that: the last full part is held back until at least the minimum
+    follows it, and joined with the tail otherwise. So the file's parts need
+    no copy and no second read at the finish. Two buffers of ``part_size``
+    take turns (filling, and held or on the wire); memory stays at two parts.
+    md5 and sha256 cover the segment's bytes (its range of the file).
     """
-    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-    size = 0
-    s3 = client("s3")
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="digest") as pool:
-        pending: list[Future[None]] = []
-        for key in keys:
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-            for data in body.iter_chunks(chunk):
-                check()
-                for future in pending:
-                    future.result()
-                size += len(data)
-                pending = [pool.submit(md5.update, data), pool.submit(sha.update, data)]
-        for future in pending:
-            future.result()
-    return size, md5.hexdigest(), sha.hexdigest()
+
+    def __init__(self, bucket: str, key: str, upload_id: str, first: int, span: int,
+                 part_size: int = 8 * 1024 * 1024) -> None:
+        self.bucket, self.key, self.upload_id = bucket, key, upload_id
+        self.first, self.span = first, span
+        self.part_size = max(part_size, MIN_PART_SIZE)
+        self.size = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha256 = hashlib.sha256()
+        self._fill = bytearray(self.part_size)
+        self._filled = 0
+        self._held: bytearray | None = None  # a full part not sent yet
+        self._spare: bytearray | None = None
+        self._next = first
+        self._parts: list[tuple[int, str]] = []
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+        self._in_flight: tuple[Future[tuple[int, str]], bytearray] | None = None
+        self._s3 = client("s3")
+
+    @property
+    def md5(self) -> str:
+        return self._md5.hexdigest()
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        view = memoryview(chunk)
+        while view:
+            piece = view[:self.part_size - self._filled]
+            end = self._filled + len(piece)
+            self._fill[self._filled:end] = piece
+            self._filled, view = end, view[len(piece):]
+            if self._held is not None and self._filled >= MIN_PART_SIZE:
+                held, self._held = self._held, None  # enough follows it: it is not the last
+                self._send(held)
+            if self._filled == self.part_size:
+                self._wait()
+                self._held = self._fill
+                self._fill = self._spare if self._spare is not None else bytearray(self.part_size)
+                self._spare, self._filled = None, 0
+
+    def _send(self, body: bytearray) -> None:
+        self._wait()
+        number = self._next
+        if number >= self.first + self.span:
+            limit_gib = self.span * self.part_size / 2**30
+            raise ExportError(
+                "too_large",
+                f"A segment is larger than this deployment allows ({limit_gib:.0f} GiB at "
+                f"{self.span} parts); narrow the export or ask an operator to raise PART_SIZE_MB.")
+        self._next += 1
+        # in a copy of the build's context: whatever the sender logs carries the build's keys
+        sent = self._sender.submit(contextvars.copy_context().run, self._send_part, number, body)
+        self._in_flight = (sent, body)
+
+    def _send_part(self, number: int, body: bytearray) -> tuple[int, str]:
+        """On the sender thread, parts in order: hash, then upload."""
+        self._md5.update(body)
+        self._sha256.update(body)
+        etag = self._s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                    PartNumber=number, Body=body)["ETag"]
+        return number, str(etag)
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            (future, body), self._in_flight = self._in_flight, None
+            self._parts.append(future.result())
+            if len(body) == self.part_size:
+                self._spare = body
+
+    def finish(self) -> list[tuple[int, str]]:
+        """Send what is left; the parts (number, ETag) this segment's bytes are, in order."""
+        tail = self._fill[:self._filled]
+        if self._held is not None:  # less than the minimum follows the held part: one part
+            self._held += tail
+            body, self._held = self._held, None
+            self._send(body)
+        elif self._filled:
+            self._send(tail)
+        self._wait()
+        self._sender.shutdown(wait=True)
+        return list(self._parts)
+
+    def abort(self) -> None:
+        """Stop sending. Parts already sent stay in the upload, outside any completion: a next
+        build of the segment sends its own under the same numbers, and the finish lists only
+        the parts the stored segment recorded."""
+        self._in_flight = None
+        self._sender.shutdown(wait=True)

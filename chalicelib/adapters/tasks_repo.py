@@ -36,11 +36,14 @@ from pynamodb.models import Model
 from chalicelib.adapters.aws import region_name
 from chalicelib.config import DEFAULT_TABLE
 from chalicelib.segments import (
+    RESULT_FIELDS,
     SEG_CLAIM,
     SEG_FAIL,
     SEG_RETRY,
     SEG_SUCCEED,
+    SEGMENT_FIELDS,
     Plan,
+    SegGuard,
     Segment,
     SegMove,
     SegStatus,
@@ -252,8 +255,8 @@ def to_task(m: TaskModel) -> Task:
         notify_email=m.notify_email, parallelism=_parallelism(m.parallelism),
         output=m.output or "single", segments=_segments(m.segs), plan_lease=int(m.plan_lease or 0),
         segments_done=int(m.seg_done or 0), plan_shared=dict(plan.get("shared") or {}),
-        plan_rows=plan.get("rows"), files=list(m.files or []), manifest=m.manifest,
-        ranges=list(m.ranges or []),
+        plan_rows=plan.get("rows"), plan_upload=plan.get("upload"), files=list(m.files or []),
+        manifest=m.manifest, ranges=list(m.ranges or []),
     )
 
 
@@ -678,7 +681,8 @@ class TaskRepository:
         done = sum(1 for seg in plan.segments if seg.status is SegStatus.SUCCEEDED)
         actions = [TaskModel.segs.set({seg_key(s.number): s.to_item() for s in plan.segments}),
                    TaskModel.seg_done.set(done), TaskModel.plan_lease.set(task.lease),
-                   TaskModel.plan.set({"shared": plan.shared, "rows": plan.total_rows}),
+                   TaskModel.plan.set({"shared": plan.shared, "rows": plan.total_rows,
+                                       "upload": plan.upload}),
                    *_actions({"heartbeat_at": now,
                               "due_at": due_after(Status.RUNNING, now, self.lifetimes)})]
         model = _update_if(task.id, actions,
@@ -687,23 +691,27 @@ class TaskRepository:
 
     def _seg_condition(self, move: SegMove | None, task: Task, seg: Segment | None, number: int,
                        now: datetime) -> Any:
-        """The task still under the plan's lease, and the segment in ``move``'s sources.
+        """The task still under the plan's lease, and ``move.admits`` the segment, as a condition.
 
         ``move`` None is a heartbeat: the task building (a cancel shows in the
-        answer), the segment running under ``seg``'s lease. A claim may take a
-        running segment only once its heartbeat is stale (its worker died);
-        the other moves need the claimer's own lease.
+        answer), the segment running under ``seg``'s lease.
         """
         path = TaskModel.segs[seg_key(number)]
         statuses = BUILDING if move is None else {Status.RUNNING}
         condition = (TaskModel.status.is_in(*(s.value for s in statuses))
                      & (TaskModel.lease == task.plan_lease) & (TaskModel.plan_lease == task.plan_lease))
-        if move is SEG_CLAIM:
+        if move is None:
+            assert seg is not None
+            return condition & (path["st"] == SegStatus.RUNNING.value) & (path["ls"] == seg.lease)
+        if move.guard is SegGuard.STALE:  # SegMove.admits: a running source only once stale
             stale_before = int(now.timestamp() - self.lifetimes.stale_after.total_seconds())
-            return condition & ((path["st"] == SegStatus.QUEUED.value)
-                                | ((path["st"] == SegStatus.RUNNING.value) & (path["hb"] < stale_before)))
+            admitted = [(path["st"] == src.value) & (path["hb"] < stale_before)
+                        if src is SegStatus.RUNNING else path["st"] == src.value
+                        for src in sorted(move.sources)]
+            return condition & reduce(operator.or_, admitted)
         assert seg is not None
-        return condition & (path["st"] == SegStatus.RUNNING.value) & (path["ls"] == seg.lease)
+        return (condition & path["st"].is_in(*(src.value for src in move.sources))
+                & (path["ls"] == seg.lease))
 
     def claim_segment(self, task: Task, number: int, now: datetime) -> Segment | None:
         """Take segment ``number`` of the plan; None if it is not to be built by us.
@@ -742,9 +750,13 @@ class TaskRepository:
         counted once.
         """
         path = TaskModel.segs[seg_key(seg.number)]
+        unknown = set(result) - set(RESULT_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown segment fields {unknown}")
         actions = [path["st"].set(SegStatus.SUCCEEDED.value), TaskModel.seg_done.add(1),
                    path["hb"].set(int(now.timestamp())), *_actions({"heartbeat_at": now})]
-        actions += [path[name].set(value) for name, value in result.items()]
+        actions += [path[SEGMENT_FIELDS[name]].set(value) for name, value in result.items()
+                    if value is not None]
         model = _update_if(task.id, actions,
                                  self._seg_condition(SEG_SUCCEED, task, seg, seg.number, now))
         return None if model is None else to_task(model)

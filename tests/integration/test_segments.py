@@ -46,6 +46,21 @@ def open_uploads() -> list[Any]:
     return boto3.client("s3").list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
 
 
+def same_file(many: dict[str, Any], key: str, one_key: str) -> bytes:
+    """A segmented single file: the bytes one worker builds, each range's checksums right."""
+    data = body_of(key)
+    assert data == body_of(one_key)
+    assert many["md5"] is None and many["sha256"] is None  # no whole-file pass: ranges instead
+    ranges = many["ranges"]
+    assert [r["start"] for r in ranges] == [sum(r["size"] for r in ranges[:i]) for i in range(len(ranges))]
+    assert sum(r["size"] for r in ranges) == len(data) == many["size"]
+    for r in ranges:
+        piece = data[r["start"]:r["start"] + r["size"]]
+        assert hashlib.sha256(piece).hexdigest() == r["sha256"]
+        assert hashlib.md5(piece).hexdigest() == r["md5"]
+    return data
+
+
 def built(stack, **body: Any) -> tuple[dict[str, Any], Any]:
     created = stack.create(**body)
     drive(stack)
@@ -56,17 +71,16 @@ def built(stack, **body: Any) -> tuple[dict[str, Any], Any]:
                                         ("csv", {"bom": True, "delimiter": ";"})])
 def test_a_single_object_from_segments_has_the_bytes_of_one_worker(stack, fmt, extra):
     params = {"rows": 20_000, "seed": 7, **extra}
-    one, _ = built(stack, format=fmt, params=params, parallelism=1)
+    one, t1 = built(stack, format=fmt, params=params, parallelism=1)
     many, task = built(stack, format=fmt, params=params, parallelism=4)
     assert many["status"] == "succeeded" and len(task.segments) == 4
-    assert many["sha256"] == one["sha256"] and many["md5"] == one["md5"] and many["size"] == one["size"]
-    data = body_of(task.object_key)
-    assert hashlib.sha256(data).hexdigest() == many["sha256"]
-    assert hashlib.md5(data).hexdigest() == many["md5"]
+    assert one["ranges"] is None and one["sha256"]  # one worker: the whole file's checksums
+    same_file(many, task.object_key, t1.object_key)
+    assert [r["rows"] for r in many["ranges"]] == [5000] * 4
     assert many["progress"]["rows"] == 20_000 and many["progress"]["percent"] == 100.0
     assert many["progress"]["segments"] == {"total": 4, "succeeded": 4, "running": 0, "failed": 0}
     assert many["files"] is None and many["output"] == "single" and many["parallelism"] == 4
-    # the segments' own objects are gone: only the file is left
+    # the segments wrote into the file's own upload: nothing else was ever stored
     assert keys_of(task.id) == [task.object_key]
     assert not open_uploads()
 
@@ -77,18 +91,23 @@ def test_gzip_segments_are_members_of_one_gzip_file(stack):
     many, t4 = built(stack, params=params, parallelism=3)
     whole, parts = body_of(t1.object_key), body_of(t4.object_key)
     assert gzip.decompress(parts) == gzip.decompress(whole)
-    assert hashlib.sha256(parts).hexdigest() == many["sha256"]
+    for r in many["ranges"]:  # each range a gzip member of its own
+        assert gzip.decompress(parts[r["start"]:r["start"] + r["size"]])
+    assert hashlib.sha256(parts).hexdigest() == hashlib.sha256(
+        b"".join(parts[r["start"]:r["start"] + r["size"]] for r in many["ranges"])).hexdigest()
 
 
-def test_segments_past_the_part_minimum_are_copied_on_s3s_side(stack):
-    # about 3.3 MiB a segment with 4 segments: small ones are read and joined, the rest copied
+def test_segments_past_the_part_minimum_are_the_files_parts_as_built(stack, caplog):
+    # about 6.6 MiB a segment: each uploads one part into the file's upload, its tail held back
     params = {"rows": 120_000, "seed": 5}
-    one, _ = built(stack, format="jsonl", params=params, parallelism=1)
+    one, t1 = built(stack, format="jsonl", params=params, parallelism=1)
     many, task = built(stack, format="jsonl", params=params, parallelism=2)
     assert min(s.size for s in task.segments) > 5 * 1024 * 1024
     head = boto3.client("s3").head_object(Bucket=BUCKET, Key=task.object_key)
     assert head["ETag"].strip('"').endswith("-2")  # one part per segment
-    assert many["sha256"] == one["sha256"]
+    assert [s.parts for s in task.segments] == [[1, 1], [5001, 5001]]  # each its own range
+    same_file(many, task.object_key, t1.object_key)
+    assert "again for the finish" not in caplog.text  # nothing built twice, nothing copied
 
 
 def test_parts_are_whole_files_in_order_with_a_manifest(stack):
@@ -213,12 +232,16 @@ def test_a_segment_whose_worker_crashed_is_rebuilt_alone(stack):
     age_segment(task_id, 2, SETTINGS.stale_after_seconds + 5)
     worker.handle_batch([records[2]])  # now it is taken over and built
     task = TaskRepository().get(task_id)
-    assert task.status is Status.SUCCEEDED and task.sha256 == one["sha256"]
+    assert task.status is Status.SUCCEEDED
+    same_file(stack.get(task_id), task.object_key, TaskRepository().get(one["id"]).object_key)
     assert [s.lease for s in task.segments] == [1, 2, 1]  # segments 1 and 3 were built once
     assert keys_of(task_id) == [task.object_key] and open_uploads() == []
 
 
-def test_a_segmented_task_whose_workers_all_died_keeps_what_succeeded(stack):
+def test_a_segment_whose_worker_died_is_sent_again_and_the_task_is_no_dead_build(stack):
+    """The sweeper sees the task stale: one segment's worker died, the others are stored. That is
+    a segment to build again, not a build to count toward worker_lost: no requeue, no new plan."""
+    from chalicelib.clock import now
     from chalicelib.sweeper import Sweeper
 
     params = {"rows": 3000, "seed": 8}
@@ -227,19 +250,18 @@ def test_a_segmented_task_whose_workers_all_died_keeps_what_succeeded(stack):
     task = TaskRepository().get(task_id)
     fast_worker().handle_batch([records[1], records[3]])
     assert TaskRepository().claim_segment(task, 2, task.heartbeat_at) is not None  # then it died
-    kept = {s.number: s.key for s in TaskRepository().get(task_id).segments if s.key}
     age_segment(task_id, 2, SETTINGS.stale_after_seconds + 5)
-    from chalicelib.clock import now
-
-    assert Sweeper(SETTINGS).sweep(now())["requeued"] == 1
-    assert set(kept.values()) <= set(keys_of(task_id))  # the stored segments stay
-    fast_worker().handle_batch(stack.drain())  # the next build plans again: only segment 2 is sent
+    swept = Sweeper(SETTINGS).sweep(now())
+    assert swept["segments_resent"] == 1 and "requeued" not in swept
+    waiting = TaskRepository().get(task_id)
+    assert waiting.status is Status.RUNNING and waiting.lease == 1 and waiting.claims == 1
     again = segment_records(stack, task_id)
-    assert list(again) == [2]
+    assert list(again) == [2]  # only the dead segment's message
     fast_worker().handle_batch(list(again.values()))
     task = TaskRepository().get(task_id)
-    assert task.status is Status.SUCCEEDED and task.sha256 == one["sha256"] and task.lease == 2
-    assert {s.number: s.key for s in task.segments if s.number != 2} == kept
+    assert task.status is Status.SUCCEEDED and task.lease == 1 and task.claims == 1
+    assert [s.lease for s in task.segments] == [1, 2, 1]
+    same_file(stack.get(task_id), task.object_key, TaskRepository().get(one["id"]).object_key)
 
 
 def test_the_finalizer_runs_once_when_two_segments_finish_at_the_same_moment(stack, monkeypatch):
@@ -251,7 +273,7 @@ def test_the_finalizer_runs_once_when_two_segments_finish_at_the_same_moment(sta
     barrier = threading.Barrier(2, timeout=20)
     original = TaskRepository.finish_segment
     composed: list[str] = []
-    compose = storage.compose
+    complete = storage.complete_upload
 
     def together(self, *args, **kwargs):  # both segments stored: record them at once
         barrier.wait()
@@ -259,10 +281,10 @@ def test_the_finalizer_runs_once_when_two_segments_finish_at_the_same_moment(sta
 
     def counted(bucket, key, *args, **kwargs):
         composed.append(key)
-        return compose(bucket, key, *args, **kwargs)
+        return complete(bucket, key, *args, **kwargs)
 
     monkeypatch.setattr(TaskRepository, "finish_segment", together)
-    monkeypatch.setattr(storage, "compose", counted)
+    monkeypatch.setattr(storage, "complete_upload", counted)
     worker = fast_worker()
     threads = [threading.Thread(target=worker.handle_batch, args=([r],)) for r in records.values()]
     for thread in threads:
@@ -317,7 +339,8 @@ def test_a_failing_segment_is_retried_alone_then_fails_the_task_and_a_retry_rebu
     register(flaky_exporter())
     try:
         Flaky.broken = True
-        task_id = stack.create(kind="flaky_demo", params={"rows": 3000, "seed": 2}, parallelism=3)["id"]
+        task_id = stack.create(kind="flaky_demo", params={"rows": 3000, "seed": 2}, parallelism=3,
+                               output="parts")["id"]
         drive_until(stack, lambda: TaskRepository().get(task_id).status is Status.FAILED)
         task = TaskRepository().get(task_id)
         assert task.error.code == "source_unavailable"
@@ -334,8 +357,8 @@ def test_a_failing_segment_is_retried_alone_then_fails_the_task_and_a_retry_rebu
         drive_until(stack, lambda: TaskRepository().get(task_id).status is Status.SUCCEEDED)
         task = TaskRepository().get(task_id)
         assert [s.key for s in task.segments if s.number != 2] == kept  # built once, kept
-        one, _ = built(stack, params={"rows": 3000, "seed": 2}, parallelism=1)
-        assert task.sha256 == one["sha256"]
+        one, _ = built(stack, params={"rows": 3000, "seed": 2}, parallelism=3, output="parts")
+        assert [f["sha256"] for f in stack.get(task_id)["files"]] == [f["sha256"] for f in one["files"]]
     finally:
         REGISTRY.pop("flaky_demo", None)
 
@@ -411,8 +434,10 @@ def test_a_last_segment_short_of_time_hands_the_finalizing_to_a_fresh_invocation
     assert [json.loads(m["body"])["type"] for m in messages] == ["download.build"]
     fast_worker().handle_batch(messages + messages)  # twice: one claim finalizes
     task = TaskRepository().get(task_id)
-    assert task.status is Status.SUCCEEDED and task.sha256 == one["sha256"]
+    assert task.status is Status.SUCCEEDED
+    same_file(stack.get(task_id), task.object_key, TaskRepository().get(one["id"]).object_key)
     assert task.started_at == started and task.lease == 2
+    assert task.claims == 1  # the hand-off's claim is no death of a build
     ours = [e["detail-type"] for e in stack.events() if e["detail"]["id"] == task_id]
     assert ours == ["download.succeeded"]
 
@@ -439,7 +464,7 @@ def test_a_cancel_while_the_finalizing_waits_in_the_queue_leaves_nothing(stack):
     begin = time.monotonic()
     fast_worker().handle_batch([records[2]], lambda: int((31 - (time.monotonic() - begin)) * 1000))
     assert TaskRepository().get(task_id).status is Status.QUEUED  # handed off, segments stored
-    assert len(keys_of(task_id)) == 2
+    assert keys_of(task_id) == [] and len(open_uploads()) == 1  # the parts, in the file's upload
     resp = stack.client.http.post(f"/downloads/{task_id}/cancel", headers=stack.users["alice"].headers)
     assert resp.status_code == 202 and resp.json_body["status"] == "canceled"
     assert keys_of(task_id) == [] and open_uploads() == []
@@ -448,23 +473,18 @@ def test_a_cancel_while_the_finalizing_waits_in_the_queue_leaves_nothing(stack):
 
 
 def test_a_segment_object_lost_before_the_finalizing_is_rebuilt_and_the_task_completes(stack):
-    from chalicelib.clock import now
-    from chalicelib.sweeper import Sweeper
-
     params = {"rows": 3000, "seed": 9}
-    one, _ = built(stack, params=params, parallelism=1)
-    task_id, records = coordinate(stack, params=params, parallelism=2)
+    one, _ = built(stack, params=params, parallelism=2, output="parts")
+    task_id, records = coordinate(stack, params=params, parallelism=2, output="parts")
     fast_worker().handle_batch([records[1]])
     lost = TaskRepository().get(task_id).segments[0].key
     boto3.client("s3").delete_object(Bucket=BUCKET, Key=lost)  # an operator's slip
-    result = fast_worker().handle_batch([records[2]])  # the finalizer cannot read it: SQS retries
-    assert result == {"batchItemFailures": [{"itemIdentifier": records[2]["messageId"]}]}
+    fast_worker().handle_batch([records[2]])  # the finish finds it gone: a new plan, no manifest
     task = TaskRepository().get(task_id)
-    assert task.status is Status.RUNNING and task.segments_done == 2 and open_uploads() == []
-    age_segment(task_id, 2, SETTINGS.stale_after_seconds + 5)
-    assert Sweeper(SETTINGS).sweep(now())["requeued"] == 1
+    assert task.status is Status.QUEUED and task.manifest is None and open_uploads() == []
     drive(stack)  # the next plan finds segment 1's object gone and builds it again
     task = TaskRepository().get(task_id)
-    assert task.status is Status.SUCCEEDED and task.sha256 == one["sha256"]
+    assert task.status is Status.SUCCEEDED
+    assert [f["sha256"] for f in stack.get(task_id)["files"]] == [f["sha256"] for f in one["files"]]
     assert [s.lease for s in task.segments] == [2, 1]
-    assert keys_of(task_id) == [task.object_key]
+    assert keys_of(task_id) == sorted([task.object_key] + [s.key for s in task.segments])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -12,12 +13,16 @@ from chalicelib.segments import (
     SEGMENT_MACHINE,
     Segment,
     SegStatus,
-    compose_parts,
     count_for,
+    etag_digest,
     even_ranges,
+    first_part,
     fresh,
     part_name,
+    part_span,
     progress,
+    ranges_of,
+    rebuild_groups,
 )
 
 MiB = 1024 * 1024
@@ -77,49 +82,84 @@ def test_the_segment_machine_is_the_lifecycle_described():
 def test_segment_items_round_trip():
     seg = Segment(3, {"first": 1}, SegStatus.SUCCEEDED, lease=2, claims=1, tries=1, rows=4, bytes=5,
                   heartbeat_at=int(datetime(2026, 1, 1, tzinfo=UTC).timestamp()), size=5, md5="m",
-                  sha256="s", key="k", error={"code": "c", "message": "m"})
+                  sha256="s", key="k", error={"code": "c", "message": "m"}, parts=[1, 4],
+                  etags="e", stored_at=7)
     assert Segment.from_item(seg.to_item()) == seg
 
 
-def check_plan(sizes, min_part, max_part):
-    parts = compose_parts(sizes, min_part, max_part)
-    # the pieces, in order, are every byte of every source once
-    pieces = [p for part in parts for p in part.pieces]
-    cursor = {i: 0 for i in range(len(sizes))}
-    order = []
-    for piece in pieces:
-        assert piece.start == cursor[piece.source] and piece.length > 0
-        cursor[piece.source] += piece.length
-        order.append(piece.source)
-    assert cursor == {i: s for i, s in enumerate(sizes)} and order == sorted(order)
-    for part in parts[:-1]:
-        assert min_part <= part.size <= max_part
-    for part in parts:
-        if part.copied:
-            assert len(part.pieces) == 1 and part.size <= max_part
-            assert part.size >= min_part or part is parts[-1]
+def check_groups(sizes, min_part):
+    """What the finish completes (groups built again as one stream each, the rest as stored) is a
+    valid upload: every part but the last at least ``min_part``."""
+    groups = rebuild_groups(sizes, min_part)
+    flat = [i for g in groups for i in g]
+    assert flat == sorted(set(flat))  # each segment at most once, in order
+    for group in groups:
+        assert group == list(range(group[0], group[-1] + 1))  # a run of neighbours
+    # the pieces the file is made of: a group's bytes are one piece, another segment its own
+    pieces, i = [], 0
+    starts = {g[0]: g for g in groups}
+    while i < len(sizes):
+        if i in starts:
+            pieces.append(sum(sizes[j] for j in starts[i]))
+            i = starts[i][-1] + 1
         else:
-            assert part.size <= min_part  # what is read for one part stays small
-    return parts
+            pieces.append(sizes[i])
+            i += 1
+    with_bytes = [p for p in pieces if p]
+    assert all(p >= min_part for p in with_bytes[:-1])
+    return groups
 
 
-@pytest.mark.parametrize("sizes", [
-    [6 * MiB, 6 * MiB], [1, 2, 3], [4 * MiB, 4 * MiB, 4 * MiB], [1 * MiB, 20 * MiB, 1 * MiB],
-    [0, 7 * MiB, 0], [5 * MiB], [12 * MiB + 1], [],
+@pytest.mark.parametrize("sizes, groups", [
+    ([6 * MiB, 6 * MiB], []), ([1, 2, 3], [[0, 1, 2]]), ([0, 0, 0], []), ([7 * MiB, 1], []),
+    ([6 * MiB, 1 * MiB, 7 * MiB], [[1, 2]]), ([1 * MiB, 20 * MiB, 1 * MiB], [[0, 1]]),
+    ([0, 7 * MiB, 0], []), ([7 * MiB, 1, 0, 0], []), ([6 * MiB, 2 * MiB, 2 * MiB, 2 * MiB, 6 * MiB],
+                                                    [[1, 2, 3]]),
 ])
-def test_compose_plans_respect_s3s_part_sizes(sizes):
-    check_plan(sizes, 5 * MiB, 10 * MiB)
+def test_only_short_segments_before_others_are_built_again(sizes, groups):
+    assert check_groups(sizes, 5 * MiB) == groups
 
 
-def test_compose_plans_hold_for_random_sizes():
+def test_rebuild_groups_hold_for_random_sizes():
     rng = random.Random(10)
-    for _ in range(500):
-        sizes = [rng.choice([0, rng.randrange(1, 100), rng.randrange(1, 40), rng.randrange(40, 400)])
+    for _ in range(2000):
+        sizes = [rng.choice([0, rng.randrange(1, 10), rng.randrange(1, 40), rng.randrange(40, 400)])
                  for _ in range(rng.randrange(1, 12))]
-        check_plan(sizes, 10, 50)
+        check_groups(sizes, 10)
 
 
-def test_large_segments_are_copied_and_small_ones_joined():
-    parts = compose_parts([6 * MiB, 1 * MiB, 7 * MiB])
-    assert [p.copied for p in parts] == [True, False, True]
-    assert parts[1].size == 5 * MiB  # the small segment, filled from the next one's head
+def test_part_ranges_of_segments_never_overlap_and_fit_s3s_cap():
+    for total in (1, 2, 3, 7, 32):
+        firsts = [first_part(n, total) for n in range(1, total + 1)]
+        assert firsts[0] == 1 and all(b - a == part_span(total) for a, b in zip(firsts, firsts[1:], strict=False))
+        assert firsts[-1] + part_span(total) - 1 <= 10_000
+
+
+def test_ranges_are_contiguous_and_carry_each_segments_checksums():
+    segs = [Segment(1, {}, SegStatus.SUCCEEDED, rows=2, size=10, md5="a", sha256="b"),
+            Segment(2, {}, SegStatus.SUCCEEDED, rows=0, size=0, md5="c", sha256="d"),
+            Segment(3, {}, SegStatus.SUCCEEDED, rows=1, size=5, md5="e", sha256="f")]
+    assert ranges_of(segs) == [
+        {"segment": 1, "start": 0, "size": 10, "rows": 2, "md5": "a", "sha256": "b"},
+        {"segment": 2, "start": 10, "size": 0, "rows": 0, "md5": "c", "sha256": "d"},
+        {"segment": 3, "start": 10, "size": 5, "rows": 1, "md5": "e", "sha256": "f"}]
+
+
+def test_etag_digests_tell_a_changed_part():
+    parts = [(1, '"aa"'), (2, '"bb"')]
+    assert etag_digest(parts) == etag_digest([(1, "aa"), (2, "bb")])  # quoted or not, as S3 varies
+    assert etag_digest(parts) != etag_digest([(1, '"aa"'), (2, '"bc"')])
+    assert etag_digest(parts) != etag_digest([(1, '"aa"'), (3, '"bb"')])
+
+
+def test_the_claim_rule_is_one_table():
+    from chalicelib.segments import SEG_CLAIM, SEG_SUCCEED
+    now = 1_000
+    queued = Segment(1, {}, SegStatus.QUEUED)
+    alive = Segment(1, {}, SegStatus.RUNNING, lease=2, heartbeat_at=now - 10)
+    dead = replace(alive, heartbeat_at=now - 400)
+    assert SEG_CLAIM.admits(queued, None, now, 300) and SEG_CLAIM.admits(dead, None, now, 300)
+    assert not SEG_CLAIM.admits(alive, None, now, 300)
+    assert not SEG_CLAIM.admits(replace(alive, status=SegStatus.SUCCEEDED), None, now, 300)
+    assert SEG_SUCCEED.admits(alive, alive, now, 300)
+    assert not SEG_SUCCEED.admits(alive, replace(alive, lease=1), now, 300)  # a superseded build
