@@ -245,7 +245,7 @@ def ranges_summary(task: dict[str, Any]) -> str:
     ranges = task.get("ranges") or []
     if not ranges or task.get("files"):
         return ""
-    whole = "" if task.get("sha256") else " (no md5 or sha256 of the whole: it was built in segments)"
+    whole = "" if task.get("sha256") else " (built in segments: none of the whole)"
     return f"verified by {len(ranges)} ranges, each with its md5 and sha256{whole}"
 
 
