@@ -767,10 +767,12 @@ def ranges_api(body: bytes, cuts: list[int]) -> Iterator[FakeApi]:
                 return None
             if self.path.startswith("/files/"):
                 asked.append(self.headers.get("Range"))
-                start = int(re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "bytes=0-").group(1))
-                return self._send(206 if start else 200, bytes(served[start:]), "text/csv",
-                                  {"Content-Range": f"bytes {start}-{len(served) - 1}/{len(served)}"}
-                                  if start else {})
+                if not self.headers.get("Range"):
+                    return self._send(200, bytes(served), "text/csv")
+                first, last = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers["Range"]).groups()
+                start, end = int(first), min(int(last or len(served) - 1), len(served) - 1)
+                return self._send(206, bytes(served[start:end + 1]), "text/csv",
+                                  {"Content-Range": f"bytes {start}-{end}/{len(served)}"})
             body = json.dumps({"error": {"code": "not_found", "message": "no such task"}}).encode()
             return self._send(404, body, "application/json")
 
