@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from dlc.client import Client, DownloadResult, Page, PartsResult
+from dlc.client import Client, DownloadResult, Page, PartsResult, check_ranges
 from dlc.errors import (
     ApiError,
     AuthError,
@@ -39,4 +39,5 @@ __all__ = [
     "TaskNotSucceeded",
     "UsageError",
     "__version__",
+    "check_ranges",
 ]

@@ -450,7 +450,12 @@ def _finish(task: Task, result: DownloadResult | PartsResult | None) -> None:
                         f"({display.decimal(result.size)}; each file's md5 and sha256 verified, "
                         f"and the manifest's list of them{kept})"))
             return
-        checked = " and ".join(result.verified) + " verified" if result.verified else "no checksums to verify"
+        whole = [name for name in result.verified if name != "ranges"]
+        checked = " and ".join(whole) + " verified" if whole else ""
+        if result.ranges:
+            each = f"{result.ranges} ranges verified, each by its md5 and sha256"
+            checked = f"{checked}; {each}" if checked else each
+        checked = checked or "no checksums to verify"
         resumed = f"; resumed at byte {result.resumed_from:,}" if result.resumed_from else ""
         _print(Text(f"Saved {result.path} ({display.decimal(result.size)}; {checked}{resumed})"))
 
@@ -598,7 +603,9 @@ def download_file(task_id: str, output: str | None, force: bool, limit_rate: int
     interrupted, the same command picks it up where it stopped (an HTTP Range
     request, with a fresh link when the old one has expired). The file takes
     its name only once its md5 and sha256 match the task's; a mismatch
-    deletes the partial file and exits 5. An existing file is kept unless
+    deletes the partial file and exits 5. A single file built in segments has
+    no checksum of the whole but one per byte range: each range must match
+    (a mismatch names its segment and bytes). An existing file is kept unless
     --force.
 
     A task in parts (built with --parts) is saved as a folder: each file, so

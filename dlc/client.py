@@ -6,6 +6,10 @@
     task = client.wait(task["id"])
     result = client.download(task["id"], "exports/")   # resumable, md5 + sha256 verified
 
+A single file built in segments has no md5 or sha256 of the whole, but ``ranges``: its byte
+ranges, each with its own; :meth:`Client.download` checks every range of the saved file
+(:func:`check_ranges`, a few threads side by side).
+
 A task built in parts (``output: "parts"``) has no one file: :meth:`Client.download`
 saves each of its files and its ``manifest.json`` into a folder, each verified.
 
@@ -22,7 +26,8 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +55,12 @@ TERMINAL = frozenset({"succeeded", "failed", "canceled", "expired"})
 REFRESH_MARGIN_SECONDS = 60.0
 PART_SUFFIX = ".dlc-part"
 CHUNK_SIZE = 256 * 1024
+#: what one read of a range being verified takes (hashlib lets other threads run while it hashes)
+HASH_BLOCK = 1024 * 1024
+#: threads that verify a file's ranges side by side (at most one a range, and one a CPU)
+RANGE_WORKERS = 4
+#: mismatched ranges an error message names one by one (its details list them all)
+RANGES_NAMED = 3
 #: how often a broken download stream is picked up again within one call
 STREAM_RETRIES = 3
 #: polls in a row that may fail (no connection, a 5xx) before a wait gives up
@@ -126,12 +137,16 @@ class DownloadResult:
 
     path: Path
     size: int
-    md5: str
-    sha256: str
+    #: the saved file's md5 and sha256; None for a file verified by its ranges only (one built in
+    #: segments, whose task has no checksum of the whole to compare them with)
+    md5: str | None
+    sha256: str | None
     #: the byte a previous, interrupted download was picked up from (0: downloaded whole)
     resumed_from: int
-    #: which of the task's checksums the file was checked against
+    #: which of the task's checksums the file was checked against (``"ranges"``: each range's)
     verified: list[str] = field(default_factory=list)
+    #: how many of the task's ``ranges`` matched, each by its md5 and sha256 (0: no ranges)
+    ranges: int = 0
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -474,6 +489,10 @@ class Client:
                  ) -> DownloadResult | PartsResult:
         """Save a succeeded task's file, resuming a partial download, then verify md5 and sha256.
 
+        A file built in segments (the task's ``ranges``, its md5 and sha256 null) is verified
+        range by range instead: each range of the saved file must have its md5 and sha256, and
+        a mismatch names the range (segment, bytes) and raises :class:`ChecksumMismatch`.
+
         ``dest``: a file path, or a directory for the task's own ``file_name``
         (the default is the current directory). The bytes go to
         ``.<name>.dlc-part`` beside the target first; a later call picks it up
@@ -496,9 +515,13 @@ class Client:
         if target.exists() and not force:
             raise UsageError("file_exists", f"{target} already exists: pass --force to overwrite it")
         expected = {"size": int(task.get("size") or 0), "md5": task.get("md5"), "sha256": task.get("sha256")}
+        ranges = file_ranges(task)
+        identity: dict[str, Any] = {"task_id": task_id, **expected}
+        if ranges:  # a partial file of another build of the task (a retry) is not picked up
+            identity["ranges"] = [r["sha256"] or r["md5"] for r in ranges]
         return self._fetch(task.get("url") or self.file_url(task_id), lambda: self.file_url(task_id), target,
-                           expected, {"task_id": task_id, **expected}, force=force, on_start=on_start,
-                           on_progress=on_progress, limit_rate=limit_rate, what=f"the file of task {task_id}")
+                           expected, identity, force=force, on_start=on_start, on_progress=on_progress,
+                           limit_rate=limit_rate, what=f"the file of task {task_id}", ranges=ranges)
 
     def _succeeded(self, task: str | Task) -> Task:
         """The task, read again unless it is known to have succeeded; the API's error if it has not."""
@@ -569,12 +592,18 @@ class Client:
 
     def _fetch(self, url: str, fresh_url: Callable[[], str], target: Path, expected: dict[str, Any],
                identity: dict[str, Any], *, force: bool, on_start: ProgressCallback | None,
-               on_progress: ProgressCallback | None, limit_rate: int | None, what: str) -> DownloadResult:
-        """One file to ``target``: through its partial file, resumed, then verified (see download)."""
+               on_progress: ProgressCallback | None, limit_rate: int | None, what: str,
+               ranges: list[dict[str, Any]] | None = None) -> DownloadResult:
+        """One file to ``target``: through its partial file, resumed, then verified (see download).
+
+        With ``ranges`` and no checksum of the whole in ``expected``, the whole is not hashed
+        as the bytes come: the ranges are, side by side, once they are all there.
+        """
         target.parent.mkdir(parents=True, exist_ok=True)
         size = int(expected["size"])
         part = part_path(target)
         marker = part.with_name(part.name + ".json")
+        whole = not ranges or bool(expected.get("md5") or expected.get("sha256"))
 
         offset = 0
         if part.exists() and _read_json(marker) == identity and part.stat().st_size <= size:
@@ -583,11 +612,12 @@ class Client:
             part.write_bytes(b"")
             marker.write_text(json.dumps(identity), encoding="utf-8")
         resumed_from = offset
-        md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-        with open(part, "rb") as fh:
-            for block in iter(lambda: fh.read(1024 * 1024), b""):
-                md5.update(block)
-                sha256.update(block)
+        md5, sha256 = _hashers(whole)
+        if whole:
+            with open(part, "rb") as fh:
+                for block in iter(lambda: fh.read(1024 * 1024), b""):
+                    md5.update(block)
+                    sha256.update(block)
         if on_start is not None:
             on_start(offset, size)
 
@@ -614,7 +644,7 @@ class Client:
                 if resp.status_code == 416 or (resp.status_code == 200 and offset):
                     # the range was not honoured: start over from the first byte
                     offset, resumed_from = 0, 0
-                    md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+                    md5, sha256 = _hashers(whole)
                     part.write_bytes(b"")
                     if resp.status_code == 416:
                         continue
@@ -645,10 +675,15 @@ class Client:
         got = {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
         checked = {name: expected[name] for name in ("md5", "sha256") if expected.get(name)}
         wrong = [name for name, digest in checked.items() if got[name] != digest]
-        if offset != size or wrong:
+        bad_ranges = check_ranges(part, ranges) if ranges and offset == size else []
+        if offset != size or wrong or bad_ranges:
             part.unlink(missing_ok=True)
             marker.unlink(missing_ok=True)
-            detail = ", ".join(f"{name} {got[name]} (the task says {checked[name]})" for name in wrong)
+            details = [f"{name} {got[name]} (the task says {checked[name]})" for name in wrong]
+            details += [_range_words(bad, len(ranges or [])) for bad in bad_ranges[:RANGES_NAMED]]
+            if len(bad_ranges) > RANGES_NAMED:
+                details.append(f"and {len(bad_ranges) - RANGES_NAMED} more of its {len(ranges or [])} ranges")
+            detail = "; ".join(details)
             if offset != size:
                 detail = f"{offset} bytes (the task says {size})" + (f"; {detail}" if detail else "")
             subject = "the downloaded file" if what.startswith("the file of") else f"the downloaded {what}"
@@ -656,13 +691,15 @@ class Client:
                 "checksum_mismatch",
                 f"{subject} does not match the task: {detail}. The partial file was deleted; "
                 f"run the download again to fetch it anew",
+                details={"ranges": bad_ranges} if bad_ranges else None,
             )
         if target.exists() and not force:
             raise UsageError("file_exists", f"{target} already exists: pass --force to overwrite it")
         os.replace(part, target)
         marker.unlink(missing_ok=True)
+        verified = sorted(checked) + (["ranges"] if ranges else [])
         return DownloadResult(path=target, size=offset, md5=got["md5"], sha256=got["sha256"],
-                              resumed_from=resumed_from, verified=sorted(checked))
+                              resumed_from=resumed_from, verified=verified, ranges=len(ranges or []))
 
     @staticmethod
     def _stream(resp: requests.Response, part: Path, offset: int, size: int, md5: Any, sha256: Any,
@@ -687,6 +724,104 @@ class Client:
                     if ahead > 0:
                         time.sleep(ahead)
         return offset
+
+
+class _NoHash:
+    """Stands in for a hasher when the whole file is not hashed (it is verified by its ranges)."""
+
+    def update(self, _data: bytes) -> None:
+        pass
+
+    def hexdigest(self) -> None:
+        return None
+
+
+def _hashers(whole: bool) -> tuple[Any, Any]:
+    if not whole:
+        return _NoHash(), _NoHash()
+    return hashlib.md5(usedforsecurity=False), hashlib.sha256()
+
+
+def file_ranges(task: Task) -> list[dict[str, Any]]:
+    """A single file built in segments: its ``ranges`` as the API gives them, checked to cover
+    the file (in order, contiguous from byte 0 to the task's ``size``, each with a checksum);
+    ``[]`` for any other file. A list that does not is the API's mistake (``bad_response``).
+    """
+    ranges = task.get("ranges")
+    if not ranges:
+        return []
+    task_id, size = task.get("id"), int(task.get("size") or 0)
+    out, at = [], 0
+    for index, entry in enumerate(ranges, 1):
+        try:
+            start, length = int(entry["start"]), int(entry["size"])
+            item = {"segment": int(entry.get("segment") or index), "start": start, "size": length,
+                    "rows": entry.get("rows"), "md5": entry.get("md5") or None,
+                    "sha256": entry.get("sha256") or None}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ApiError("bad_response",
+                           f"task {task_id}: range {index} is not a byte range: {entry!r}") from exc
+        if start != at or length < 0:
+            raise ApiError("bad_response", f"task {task_id}: range {index} starts at byte {start} with "
+                           f"{length} bytes, where byte {at} was next: its ranges do not follow each other")
+        if not item["md5"] and not item["sha256"]:
+            raise ApiError("bad_response", f"task {task_id}: range {index} has no checksum")
+        out.append(item)
+        at = start + length
+    if at != size:
+        raise ApiError("bad_response", f"task {task_id}: its ranges add up to {at} bytes, "
+                       f"the task's size is {size}")
+    return out
+
+
+def _hash_range(fd: int, start: int, size: int) -> tuple[str, str]:
+    """md5 and sha256 of ``size`` bytes from ``start`` of an open file (pread: no shared offset)."""
+    md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    done = 0
+    while done < size:
+        block = os.pread(fd, min(HASH_BLOCK, size - done), start + done)
+        if not block:
+            break  # the file is shorter than the range: its digests will not match
+        md5.update(block)
+        sha256.update(block)
+        done += len(block)
+    return md5.hexdigest(), sha256.hexdigest()
+
+
+def check_ranges(path: str | os.PathLike[str], ranges: Sequence[Mapping[str, Any]],
+                 workers: int | None = None) -> list[dict[str, Any]]:
+    """The ranges of the file at ``path`` whose md5 or sha256 is not the one given; [] if all match.
+
+    ``ranges`` are a task's (``[{"segment", "start", "size", "md5", "sha256"}]``). They are hashed
+    side by side by up to ``workers`` threads (default: :data:`RANGE_WORKERS`, at most one a CPU):
+    hashlib releases the GIL while it hashes. Each mismatch is the range with its ``index``
+    (1-based, in file order) and what the file has there (``got_md5``, ``got_sha256``).
+    """
+    if not ranges:
+        return []
+    count = max(1, min(len(ranges), workers or RANGE_WORKERS, os.cpu_count() or 1))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(max_workers=count, thread_name_prefix="dlc-range") as pool:
+            digests = list(pool.map(lambda r: _hash_range(fd, int(r["start"]), int(r["size"])), ranges))
+    finally:
+        os.close(fd)
+    bad = []
+    for index, (entry, (md5, sha256)) in enumerate(zip(ranges, digests, strict=True), 1):
+        if (entry.get("md5") and entry["md5"] != md5) or (entry.get("sha256") and entry["sha256"] != sha256):
+            bad.append({"index": index, "segment": entry.get("segment"), "start": int(entry["start"]),
+                        "size": int(entry["size"]), "md5": entry.get("md5"), "sha256": entry.get("sha256"),
+                        "got_md5": md5, "got_sha256": sha256})
+    return bad
+
+
+def _range_words(bad: Mapping[str, Any], count: int) -> str:
+    """'range 2 of 3 (segment 2, bytes 1000-1999): sha256 … (the task says …)'."""
+    start, size = bad["start"], bad["size"]
+    where = f"bytes {start}-{start + size - 1}" if size else f"no bytes, at {start}"
+    wrong = [f"{name} {bad['got_' + name]} (the task says {bad[name]})"
+             for name in ("md5", "sha256") if bad.get(name) and bad[name] != bad["got_" + name]]
+    return f"range {bad['index']} of {count} (segment {bad['segment']}, {where}): {', '.join(wrong)}"
 
 
 def is_parts(task: Task) -> bool:

@@ -203,9 +203,11 @@ def task_details(task: dict[str, Any], width: int) -> list[Text]:
         rows.append(("size", f"{decimal(int(task['size']))} ({int(task['size']):,} bytes)"))
     if task.get("parallelism") not in (None, "auto") or task.get("output") not in (None, "single"):
         rows.append(("build", f"parallelism {task.get('parallelism')}, output {task.get('output')}"))
+    ranges = task.get("ranges") or []
     rows += [
         ("md5", task.get("md5")),
         ("sha256", task.get("sha256")),
+        ("ranges", ranges_summary(task)),
         ("params", shlex.join(f"{k}={_plain(v)}" for k, v in (task.get("params") or {}).items())),
         ("owner", task.get("owner_name")),
         ("attempts", task.get("attempts")),
@@ -220,13 +222,46 @@ def task_details(task: dict[str, Any], width: int) -> list[Text]:
         rows.append(("warning", f"{warning.get('field')}: {warning.get('message')}"))
     if task.get("status") == "succeeded":
         into = " (a folder of its files and manifest.json, each verified)" if task.get("files") else ""
+        if ranges and not task.get("files"):
+            into = f" (verified by its {len(ranges)} ranges)"
         rows.append(("download", f"dlc download {task.get('id')}{into}"))
     if task.get("files"):
         rows.append(("files", files_summary(task)))
     lines = kv_lines(rows, width)
+    pad = max(len(label) for label, value in rows if value not in (None, "")) + 2
+    if ranges and not task.get("files"):
+        # under the 'ranges' line, before what follows it
+        at = next(i for i, line in enumerate(lines) if line.plain.startswith("ranges "))
+        while at + 1 < len(lines) and lines[at + 1].plain.startswith(" "):
+            at += 1
+        lines[at + 1:at + 1] = range_lines(ranges, pad)
     if task.get("files"):
-        pad = max(len(label) for label, value in rows if value not in (None, "")) + 2
         lines += file_lines(task, pad)
+    return lines
+
+
+def ranges_summary(task: dict[str, Any]) -> str:
+    """A single file built in segments: 'verified by 3 ranges, ...' (it has no sha256 of the whole)."""
+    ranges = task.get("ranges") or []
+    if not ranges or task.get("files"):
+        return ""
+    whole = "" if task.get("sha256") else " (built in segments: none of the whole)"
+    return f"verified by {len(ranges)} ranges, each with its md5 and sha256{whole}"
+
+
+def range_lines(ranges: list[dict[str, Any]], pad: int) -> list[Text]:
+    """Each range under the 'ranges' line: its segment, bytes, size and rows, then its checksums."""
+    lines = []
+    for entry in ranges:
+        start, size = int(entry.get("start") or 0), int(entry.get("size") or 0)
+        where = f"bytes {start:,}-{start + size - 1:,}" if size else f"no bytes, at {start:,}"
+        about = f"segment {entry.get('segment')}  {where}  {decimal(size)}"
+        if entry.get("rows") is not None:
+            about += f", {int(entry['rows']):,} rows"
+        lines.append(Text(" " * pad + about))
+        for algorithm in ("md5", "sha256"):
+            if entry.get(algorithm):
+                lines.append(Text(" " * (pad + 2) + f"{algorithm} {entry[algorithm]}", style="dim"))
     return lines
 
 

@@ -6,7 +6,9 @@
 // its size, rows and SHA-256, and the manifest last.
 //
 // And the segments of a build in progress: "3 of 8 segments done", from
-// progress.segments, beside the progress bar.
+// progress.segments, beside the progress bar. A single file built in segments
+// has no SHA-256 of the whole but `ranges`, each byte range with its own: its
+// SHA-256 cell says "3 ranges", their checksums in its title.
 
 import { h } from "./dom.js";
 import { addStrings, formatBytes, formatNumber, t } from "./i18n.js";
@@ -29,6 +31,10 @@ addStrings({
     "segments.running": "{count} building",
     "segments.failed": "{count} failed",
     "segments.join": ", ",
+    "ranges.count": "{count} ranges",
+    "ranges.title": "Built in segments: no SHA-256 of the whole file, one for each byte range",
+    "ranges.item": "Segment {segment}, bytes {first}–{last}: {sha256}",
+    "ranges.item_empty": "Segment {segment}, no bytes: {sha256}",
   },
   zh: {
     "files.toggle": "{count} 个文件",
@@ -47,6 +53,10 @@ addStrings({
     "segments.running": "{count} 个正在构建",
     "segments.failed": "{count} 个失败",
     "segments.join": "，",
+    "ranges.count": "{count} 个字节段",
+    "ranges.title": "分段构建：整个文件没有 SHA-256，每个字节段各有一个",
+    "ranges.item": "分段 {segment}，字节 {first}–{last}：{sha256}",
+    "ranges.item_empty": "分段 {segment}，无字节：{sha256}",
   },
 });
 
@@ -138,4 +148,21 @@ export function segmentsText(task) {
   }
   if (seg.failed) bits.push(t("segments.failed", { count: formatNumber(seg.failed) }));
   return bits.join(t("segments.join"));
+}
+
+/** Whether the task is one file built in segments, checked by its byte ranges (no SHA-256 of the whole). */
+export function hasRanges(task) {
+  return !task.sha256 && Array.isArray(task.ranges) && task.ranges.length > 0;
+}
+
+/** The SHA-256 cell of such a task: "3 ranges", each range's SHA-256 in its title (one a line). */
+export function rangesNote(task) {
+  const lines = task.ranges.map((r) => t(r.size ? "ranges.item" : "ranges.item_empty", {
+    segment: formatNumber(r.segment),
+    first: formatNumber(r.start),
+    last: formatNumber(r.start + r.size - 1),
+    sha256: r.sha256,
+  }));
+  return h("span", { class: "dl-ranges", title: [t("ranges.title"), ...lines].join("\n") },
+    t("ranges.count", { count: formatNumber(task.ranges.length) }));
 }

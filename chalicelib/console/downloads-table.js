@@ -5,7 +5,7 @@
 // flickers nor loses the keyboard's place (downloads-focus.js).
 
 import { askNotify, canOfferNotify } from "./downloads-announcer.js";
-import { filesRow, hasFiles, partsNote, segmentsText } from "./downloads-files.js";
+import { filesRow, hasFiles, hasRanges, partsNote, rangesNote, segmentsText } from "./downloads-files.js";
 import { captureFocus, restoreFocus } from "./downloads-focus.js";
 import { ACTIVE, isFiltered, seesOthers } from "./downloads-model.js";
 import { h, replace, uid } from "./dom.js";
@@ -257,6 +257,7 @@ export function createTable({ container, model, user, actions, filters, load, is
   }
 
   function sha(task) {
+    if (hasRanges(task)) return rangesNote(task);
     if (!task.sha256) return none();
     const short = `${task.sha256.slice(0, 10)}…${task.sha256.slice(-4)}`;
     return h("span", { class: "dl-sha" },

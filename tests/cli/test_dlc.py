@@ -718,3 +718,250 @@ def test_parallelism_mistakes_exit_2(alice: Dlc) -> None:
     assert xlsx.stderr.startswith("validation_error: parallelism must be 1 or \"auto\"")
     assert alice.ok_json("create", "demo", "-f", "xlsx", "-p", "rows=10", "--parallelism", "2",
                          "--parts", "--wait")["files"][1]["name"].endswith("-00002-of-00002.xlsx")
+
+
+# -- a single file built in segments: verified by its ranges (issue 18) ---------------------------
+#
+# Such a task's segments upload their parts straight into its one multipart upload: no md5 or
+# sha256 of the whole exists, and the task lists `ranges` instead, each with its own. These tests
+# serve the task and its file from a small API of their own on 127.0.0.1 (the resource as
+# docs/openapi.yaml's FileRange says it), so they do not wait for a build to make one.
+
+RANGE_TASK_ID = "01RANGESAAAAAAAAAAAAAAAAAA"
+
+
+def ranges_of(body: bytes, cuts: list[int]) -> list[dict[str, Any]]:
+    """The ranges of ``body`` between ``cuts`` (0, ..., len(body)), one a segment, as the API lists them."""
+    return [{"segment": index, "start": start, "size": end - start, "rows": (end - start) // 30,
+             "md5": hashlib.md5(body[start:end], usedforsecurity=False).hexdigest(),
+             "sha256": hashlib.sha256(body[start:end]).hexdigest()}
+            for index, (start, end) in enumerate(zip(cuts, cuts[1:], strict=False), 1)]
+
+
+@dataclass
+class FakeApi:
+    """An API of one succeeded task in ranges, its file served with Range support."""
+
+    api: str
+    task: dict[str, Any]
+    #: the bytes the file's URL serves (the task's ranges are of the right ones)
+    served: bytearray
+    #: the Range header of each request for the file (None: the whole)
+    asked: list[str | None]
+
+
+@contextlib.contextmanager
+def ranges_api(body: bytes, cuts: list[int]) -> Iterator[FakeApi]:
+    asked: list[str | None] = []
+    served = bytearray(body)
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path == f"/downloads/{RANGE_TASK_ID}":
+                return self._send(200, json.dumps(fake.task).encode(), "application/json")
+            if self.path == f"/downloads/{RANGE_TASK_ID}/file":
+                self.send_response(302)
+                self.send_header("Location", fake.task["url"])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+            if self.path.startswith("/files/"):
+                asked.append(self.headers.get("Range"))
+                if not self.headers.get("Range"):
+                    return self._send(200, bytes(served), "text/csv")
+                first, last = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers["Range"]).groups()
+                start, end = int(first), min(int(last or len(served) - 1), len(served) - 1)
+                return self._send(206, bytes(served[start:end + 1]), "text/csv",
+                                  {"Content-Range": f"bytes {start}-{end}/{len(served)}"})
+            body = json.dumps({"error": {"code": "not_found", "message": "no such task"}}).encode()
+            return self._send(404, body, "application/json")
+
+        def _send(self, status: int, body: bytes, content_type: str,
+                  headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client cut short
+                self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    api = f"http://127.0.0.1:{server.server_address[1]}"
+    task = {
+        "id": RANGE_TASK_ID, "task_name": "Segmented 分段", "file_name": "segmented_20261208.csv",
+        "kind": "demo", "format": "csv", "params": {"rows": 10000}, "status": "succeeded",
+        "progress": {"rows": sum(r["rows"] for r in ranges_of(body, cuts)), "bytes": len(body),
+                     "percent": 100},
+        "size": len(body), "md5": None, "sha256": None, "content_type": "text/csv",
+        "url": f"{api}/files/{RANGE_TASK_ID}?X-Amz-Expires=900", "url_expires_at": "2099-01-01T00:00:00Z",
+        "parallelism": len(cuts) - 1, "output": "single", "files": None, "manifest": None,
+        "ranges": ranges_of(body, cuts), "error": None, "warnings": [], "notify": {"email": False},
+        "owner": "sub-alice", "owner_name": "alice", "tenant": "acme", "attempts": 1,
+        "created_at": "2026-12-08T03:00:00.000Z", "started_at": "2026-12-08T03:00:01.000Z",
+        "finished_at": "2026-12-08T03:00:09.000Z", "expires_at": "2099-01-01T00:00:00.000Z",
+    }
+    fake = FakeApi(api, task, served, asked)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+#: a csv of some 600 kB in 3 ranges of unequal sizes (the last segment's is the smallest)
+RANGES_BODY = b"id,name,amount\n" + b"".join(f"{i},user {i:06d},{i * 7 % 1000}.50\n".encode()
+                                            for i in range(24_000))
+RANGES_CUTS = [0, 250_000, 520_000, len(RANGES_BODY)]
+
+
+@pytest.fixture
+def segmented(installed: Path, tmp_path: Path) -> Iterator[tuple[FakeApi, Dlc]]:
+    """The fake API with its task in ranges, and a ``dlc`` signed in to it (a token kept for a day)."""
+    from dlc.client import Tokens
+    from dlc.config import TokenStore
+
+    with ranges_api(RANGES_BODY, RANGES_CUTS) as fake:
+        user = Dlc(fake.api, tmp_path / "config", tmp_path / "work")
+        user.workdir.mkdir()
+        TokenStore(user.config).put(fake.api, Tokens(
+            id_token="header.payload.signature", refresh_token=None, expires_at=time.time() + 86400,
+            username="alice", client_id="fake", cognito_endpoint=f"{fake.api}/cognito").to_json())
+        yield fake, user
+
+
+def test_a_task_in_ranges_downloads_and_each_range_is_verified(
+        segmented: tuple[FakeApi, Dlc], tmp_path: Path) -> None:
+    fake, user = segmented
+    doc = user.ok_json("download", RANGE_TASK_ID, "-o", f"{tmp_path}/out/")
+    saved = doc["download"]
+    path = tmp_path / "out" / fake.task["file_name"]
+    assert Path(saved["path"]) == path and path.read_bytes() == RANGES_BODY
+    assert saved["size"] == fake.task["size"] and saved["resumed_from"] == 0
+    assert saved["verified"] == ["ranges"] and saved["ranges"] == 3
+    assert saved["md5"] is None and saved["sha256"] is None  # none of the whole to compare
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no partial file left
+
+    human = user.run("download", RANGE_TASK_ID, "-o", str(tmp_path / "copy.csv"))
+    assert human.returncode == 0, human.stderr
+    assert human.stderr == ""
+    assert f"Saved {tmp_path / 'copy.csv'} (" in human.stdout
+    assert "3 ranges verified, each by its md5 and sha256)" in human.stdout
+    assert (tmp_path / "copy.csv").read_bytes() == RANGES_BODY
+
+    # dlc get: verified by its ranges (listed, with their checksums), not a missing sha256
+    shown = user.run("get", RANGE_TASK_ID)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert not any(line.startswith(("md5 ", "sha256 ")) for line in lines)
+    assert any(re.fullmatch(r"ranges +verified by 3 ranges, each with its md5 and sha256 \(built in "
+                            r"segments: none of the whole\)", line) for line in lines), lines
+    assert any(re.fullmatch(r" +segment 2  bytes 250,000-519,999  270\.0 kB, 9,000 rows", line)
+               for line in lines), lines
+    for entry in fake.task["ranges"]:
+        assert f"sha256 {entry['sha256']}" in shown.stdout and f"md5 {entry['md5']}" in shown.stdout
+    assert any(re.fullmatch(rf"download +dlc download {RANGE_TASK_ID} \(verified by its 3 ranges\)", line)
+               for line in lines), lines
+
+
+def test_a_flipped_byte_in_one_range_exits_5_removes_the_file_and_names_the_range(
+        segmented: tuple[FakeApi, Dlc], tmp_path: Path) -> None:
+    fake, user = segmented
+    fake.served[300_000] ^= 0x01  # in range 2 (segment 2, bytes 250,000-519,999)
+    result = user.run("download", RANGE_TASK_ID, "-o", f"{tmp_path}/")
+    assert result.returncode == 5, result.stderr
+    said = result.stderr.splitlines()[-1]
+    assert said.startswith("checksum_mismatch: the downloaded file does not match the task: "
+                           "range 2 of 3 (segment 2, bytes 250000-519999): md5 ")
+    assert f"(the task says {fake.task['ranges'][1]['sha256']})" in said
+    assert "range 1 " not in said and "range 3 " not in said  # the others matched
+    assert said.endswith("The partial file was deleted; run the download again to fetch it anew")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config", "work"]  # no file, no partial file
+
+    as_json = user.run("download", RANGE_TASK_ID, "-o", f"{tmp_path}/", "--json")
+    assert as_json.returncode == 5
+    error = json.loads(as_json.stdout)["error"]
+    assert error["code"] == "checksum_mismatch"
+    assert [(r["index"], r["segment"], r["start"], r["size"]) for r in error["details"]["ranges"]] == [
+        (2, 2, 250_000, 270_000)]
+    bad = bytearray(RANGES_BODY[250_000:520_000])
+    bad[50_000] ^= 0x01
+    assert error["details"]["ranges"][0]["got_sha256"] == hashlib.sha256(bad).hexdigest()
+    assert not (tmp_path / fake.task["file_name"]).exists()
+
+
+@pytest.mark.parametrize("corrupt", [False, True], ids=["verifies", "a-flipped-byte-in-the-partial-file"])
+def test_a_resumed_download_of_a_task_in_ranges_verifies_each_range(
+        segmented: tuple[FakeApi, Dlc], tmp_path: Path, corrupt: bool) -> None:
+    fake, user = segmented
+    folder = tmp_path / "out"
+    folder.mkdir()
+    part = folder / f".{fake.task['file_name']}.dlc-part"
+    err = interrupted(user.popen("download", RANGE_TASK_ID, "-o", f"{folder}/", "--limit-rate", "100k"),
+                      part, 30, "the partial file grows")
+    cut = part.stat().st_size
+    assert 0 < cut < RANGES_CUTS[1]  # stopped in the first range
+    assert err.startswith(f"interrupted: download stopped at byte {cut:,} of {len(RANGES_BODY):,}")
+    if corrupt:
+        with open(part, "r+b") as fh:
+            fh.seek(10)
+            byte = fh.read(1)
+            fh.seek(10)
+            fh.write(bytes([byte[0] ^ 0x01]))
+
+    result = user.run("download", RANGE_TASK_ID, "-o", f"{folder}/", "--json")
+    assert fake.asked[-1] == f"bytes={cut}-"  # picked up where it stopped
+    assert f"Resuming {fake.task['file_name']} at byte {cut:,}" in result.stderr
+    if corrupt:
+        assert result.returncode == 5, result.stderr
+        assert ("checksum_mismatch: the downloaded file does not match the task: range 1 of 3 "
+                "(segment 1, bytes 0-249999): md5 ") in result.stderr
+        assert sorted(p.name for p in folder.iterdir()) == []
+        return
+    assert result.returncode == 0, result.stderr
+    saved = json.loads(result.stdout)["download"]
+    assert saved["resumed_from"] == cut and saved["verified"] == ["ranges"] and saved["ranges"] == 3
+    assert (folder / fake.task["file_name"]).read_bytes() == RANGES_BODY
+    assert sorted(p.name for p in folder.iterdir()) == [fake.task["file_name"]]
+
+
+def test_the_client_class_verifies_ranges_too(segmented: tuple[FakeApi, Dlc], tmp_path: Path) -> None:
+    """The importable Client: the same verification; ranges that do not cover the file are refused."""
+    from dlc import ApiError, ChecksumMismatch, Client, check_ranges
+
+    fake, _user = segmented
+    client = Client(fake.api, token="header.payload.signature")
+    result = client.download(RANGE_TASK_ID, tmp_path / "a.csv")
+    assert (result.size, result.verified, result.ranges, result.sha256) == (
+        len(RANGES_BODY), ["ranges"], 3, None)
+    assert check_ranges(result.path, fake.task["ranges"], workers=1) == []
+
+    fake.served[-1:] = b"!"  # the last byte: in the last range
+    with pytest.raises(ChecksumMismatch) as caught:
+        client.download(RANGE_TASK_ID, tmp_path / "b.csv")
+    assert caught.value.exit_code == 5
+    assert [r["segment"] for r in caught.value.details["ranges"]] == [3]
+    assert f"range 3 of 3 (segment 3, bytes 520000-{len(RANGES_BODY) - 1}): " in caught.value.message
+    assert not (tmp_path / "b.csv").exists() and not (tmp_path / ".b.csv.dlc-part").exists()
+
+    # ranges that leave a gap, or do not add up to the task's size: the API's mistake, before a byte
+    asked = len(fake.asked)
+    gap = [dict(r) for r in fake.task["ranges"]]
+    gap[1]["start"] += 1
+    short = fake.task["ranges"][:2]
+    for ranges, words in ((gap, "range 2 starts at byte 250001"), (short, "add up to 520000 bytes")):
+        with pytest.raises(ApiError) as refused:
+            client.download({**fake.task, "ranges": ranges}, tmp_path / "c.csv")
+        assert refused.value.code == "bad_response" and words in refused.value.message
+    assert len(fake.asked) == asked and not list(tmp_path.glob(".c.csv*"))
+
+    # an empty range (a segment that found no rows) has nothing to hash, and matches
+    empty = tmp_path / "empty-range.bin"
+    empty.write_bytes(b"abc")
+    assert check_ranges(empty, ranges_of(b"abc", [0, 0, 3])) == []
