@@ -423,8 +423,10 @@ class Downloads:
             if self.repo.get(task.id) is None:
                 return
             raise InvalidState("The download started meanwhile; cancel it first.")
-        if task.object_key or task.segmented:  # a segmented task's parts and segments too
-            storage.clear_task(self.settings.files_bucket, storage.task_prefix(task.tenant, task.id))
+        # the whole prefix, whatever the task knows of it: a build whose upload completed but whose
+        # final write failed left a file the task does not name (no object_key), and a segmented
+        # task has parts and segments besides
+        storage.clear_task(self.settings.files_bucket, storage.task_prefix(task.tenant, task.id))
 
 
 def url_lifetime(ttl_seconds: int, expires_at: datetime | None, at: datetime) -> int:

@@ -9,9 +9,11 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 
+from chalicelib.adapters import storage
 from chalicelib.adapters.tasks_repo import TaskModel, TaskRepository
+from chalicelib.task import Status
 
-from .conftest import claim
+from .conftest import claim, create_then_drop_table
 
 PROTECTED = [
     ("GET", "/kinds"), ("POST", "/downloads"), ("GET", "/downloads"),
@@ -339,6 +341,21 @@ def test_delete_removes_task_and_object(stack):
     assert s3.list_objects_v2(Bucket="download-center-files", Prefix=key).get("KeyCount") == 0
     assert call(stack, "GET", f"/downloads/{task['id']}", "alice").status_code == 404
     assert call(stack, "DELETE", f"/downloads/{task['id']}", "alice").status_code == 404
+
+
+def test_delete_removes_the_file_of_a_task_that_knows_no_object_key(stack):
+    """A build whose upload completed but whose final write failed left a file the task does not name."""
+    task = create_then_drop_table(stack)
+    stack.run_worker()
+    stored = TaskRepository().get(task["id"])
+    assert stored.status is Status.FAILED and stored.object_key is None
+    s3 = boto3.client("s3")
+    prefix = storage.task_prefix(stored.tenant, stored.id)
+    key = storage.object_key(stored.tenant, stored.id, 1, "t.csv")
+    s3.put_object(Bucket="download-center-files", Key=key, Body=b"id\n1\n")
+    resp = call(stack, "DELETE", f"/downloads/{task['id']}", "alice")
+    assert resp.status_code == 204
+    assert s3.list_objects_v2(Bucket="download-center-files", Prefix=prefix)["KeyCount"] == 0
 
 
 def test_delete_while_running_is_409(stack):
