@@ -67,6 +67,10 @@ class Settings:
     mail_sender: str = ""
     #: whether a task mails its owner when the create body does not say (``notify.email``)
     notify_email_default: bool = False
+    #: how long a delivery's claim on a mail holds before another delivery takes it over and sends
+    #: it (its holder died before SES answered): longer than the notifier Lambda's timeout (30 s),
+    #: short enough that Lambda's two retries of the event (1 and 3 minutes on) get there
+    notify_lease_seconds: int = 60
     #: the web console's address, which mail links to
     console_url: str = ""
     #: the app client the web console signs in with (InitiateAuth USER_PASSWORD_AUTH)
@@ -116,6 +120,7 @@ class Settings:
             max_build_claims=int(e.get("MAX_BUILD_CLAIMS", "3")),
             mail_sender=e.get("MAIL_SENDER", "").strip(),
             notify_email_default=_flag(e.get("NOTIFY_EMAIL_DEFAULT", "false")),
+            notify_lease_seconds=int(e.get("NOTIFY_LEASE_SECONDS", "60")),
             console_url=e.get("CONSOLE_URL", "").strip(),
             user_pool_client_id=e.get("USER_POOL_CLIENT_ID", ""),
             cognito_endpoint_url=e.get("COGNITO_ENDPOINT", ""),

@@ -266,14 +266,27 @@ def even_ranges(first: int, last: int, count: int) -> list[tuple[int, int]]:
     return out
 
 
-def part_name(file_name: str, number: int, total: int) -> str:
-    """``export.csv.gz`` → ``export-00001-of-00008.csv.gz``: the stem, then every suffix."""
-    path = PurePosixPath(file_name)
-    suffixes = "".join(path.suffixes)
-    stem = path.name[:len(path.name) - len(suffixes)] if suffixes else path.name
-    if not stem:  # a name that is all suffixes, e.g. ".csv" (refused at create, but never crash)
-        stem, suffixes = path.name, ""
-    return f"{stem}-{number:05d}-of-{total:05d}{suffixes}"
+def part_name(file_name: str, number: int, total: int, extension: str | None = None) -> str:
+    """``export.csv.gz`` → ``export-00001-of-00008.csv.gz``: the stem, the number, the extension.
+
+    Only the format's extension is cut, never another dot of the name
+    (``Users v2.1 final.csv`` → ``Users v2.1 final-00001-of-00008.csv``):
+    ``extension`` when given (the task's output extension, which its name ends
+    with), else the longest extension a registered kind writes that the name
+    ends with; a name with none gets the number at its end. The name's own
+    spelling of the extension is kept (``REPORT.CSV``).
+    """
+    name = PurePosixPath(file_name).name
+    lower = name.lower()
+    if extension is not None and lower.endswith(extension.lower()):
+        candidates: Iterable[str] = (extension.lower(),)
+    else:
+        from chalicelib.exporters import known_extensions  # the exporters import this module
+
+        candidates = known_extensions()
+    cut = next((len(e) for e in candidates if e and lower.endswith(e) and len(e) < len(name)), 0)
+    stem, suffix = name[:len(name) - cut], name[len(name) - cut:]
+    return f"{stem}-{number:05d}-of-{total:05d}{suffix}"
 
 
 def manifest(task_id: str, file_name: str, fmt: str, content_type: str, files: Sequence[dict[str, Any]]

@@ -164,18 +164,20 @@ class Downloads:
         at = at or utcnow()
         url = url_expires = None
         urls: dict[str, str] = {}
+        ttl = url_lifetime(self.settings.url_ttl_seconds, task.expires_at, at)
         if task.effective_status(at) is Status.SUCCEEDED and task.files:
             for f in [*task.files, task.manifest or {}]:
                 if f.get("key"):
                     content_type = "application/json" if f is task.manifest else task.content_type
                     urls[f["key"]], url_expires = storage.presign_get(
-                        self.settings.files_bucket, f["key"], f["name"], content_type,
-                        self.settings.url_ttl_seconds, at)
+                        self.settings.files_bucket, f["key"], f["name"], content_type, ttl, at)
         elif task.effective_status(at) is Status.SUCCEEDED and task.object_key:
             url, url_expires = storage.presign_get(
                 self.settings.files_bucket, task.object_key, task.file_name,
-                task.content_type, self.settings.url_ttl_seconds, at,
+                task.content_type, ttl, at,
             )
+        if url_expires is not None and ttl < self.settings.url_ttl_seconds:
+            url_expires = task.expires_at  # capped: the URL ends with the file (to the second it is signed)
         return task.to_resource(at, url, url_expires, urls)
 
     def _visible(self, principal: Principal, task_id: str) -> Task:
@@ -434,8 +436,22 @@ class Downloads:
             if self.repo.get(task.id) is None:
                 return
             raise InvalidState("The download started meanwhile; cancel it first.")
-        if task.object_key or task.segmented:  # a segmented task's parts and segments too
-            storage.clear_task(self.settings.files_bucket, storage.task_prefix(task.tenant, task.id))
+        # the whole prefix, whatever the task knows of it: a build whose upload completed but whose
+        # final write failed left a file the task does not name (no object_key), and a segmented
+        # task has parts and segments besides
+        storage.clear_task(self.settings.files_bucket, storage.task_prefix(task.tenant, task.id))
+
+
+def url_lifetime(ttl_seconds: int, expires_at: datetime | None, at: datetime) -> int:
+    """A presigned URL's lifetime in seconds: ``URL_TTL_SECONDS``, but never past the file's expiry.
+
+    A URL that outlived ``expires_at`` would still fetch a file the API calls
+    expired (the bucket's lifecycle deletes it only days later). At least one
+    second: a task whose expiry has come is expired, and gets no URL at all.
+    """
+    if expires_at is None:
+        return ttl_seconds
+    return max(1, min(ttl_seconds, int((expires_at - at).total_seconds())))
 
 
 def publish_terminal(settings: Settings, repo: TaskStore, task: Task) -> bool:

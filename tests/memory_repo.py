@@ -21,7 +21,7 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.adapters.tasks_repo import (
@@ -29,6 +29,7 @@ from chalicelib.adapters.tasks_repo import (
     INDEX_HASH,
     IdempotencyRecord,
     KeyExists,
+    NotificationClaim,
     Page,
     QuotaExceeded,
 )
@@ -83,6 +84,8 @@ class MemoryTaskRepository:
         self._active: dict[str, int] = {}
         self._keys: dict[str, _Key] = {}
         self._notified: dict[str, set[str]] = {}
+        #: task id -> notification key -> epoch seconds of its claim (DynamoDB's ``notifying`` map)
+        self._notifying: dict[str, dict[str, int]] = {}
         self._lock = threading.RLock()
 
     def _store(self, task: Task) -> None:
@@ -193,17 +196,32 @@ class MemoryTaskRepository:
             if stored is not None and stored.status is task.status:
                 self._store(replace(stored, due_at=None))
 
-    def claim_notification(self, task_id: str, key: str) -> bool:
+    def claim_notification(self, task_id: str, key: str, now: datetime, lease: timedelta
+                           ) -> NotificationClaim:
+        """As TaskRepository: a lease in epoch seconds, taken over once older than ``lease``."""
         with self._lock:
-            sent = self._notified.setdefault(task_id, set())
-            if task_id not in self._tasks or key in sent:
-                return False
-            sent.add(key)
-            return True
+            if task_id not in self._tasks:
+                return "gone"
+            if key in self._notified.get(task_id, set()):
+                return "sent"
+            claims = self._notifying.setdefault(task_id, {})
+            held = claims.get(key)
+            if held is not None and held >= int((now - lease).timestamp()):
+                return "sending"
+            claims[key] = int(now.timestamp())
+            return "claimed"
 
-    def release_notification(self, task_id: str, key: str) -> None:
+    def notification_sent(self, task_id: str, key: str) -> None:
         with self._lock:
-            self._notified.get(task_id, set()).discard(key)
+            if task_id in self._tasks:
+                self._notified.setdefault(task_id, set()).add(key)
+                self._notifying.get(task_id, {}).pop(key, None)
+
+    def release_notification(self, task_id: str, key: str, claimed_at: datetime) -> None:
+        with self._lock:
+            claims = self._notifying.get(task_id, {})
+            if claims.get(key) == int(claimed_at.timestamp()):
+                del claims[key]
 
     def delete(self, task: Task) -> bool:
         """Delete a task still in the deletable status read; a queued one gives its slot back."""
@@ -215,6 +233,7 @@ class MemoryTaskRepository:
                 return False
             del self._tasks[task.id]
             self._notified.pop(task.id, None)
+            self._notifying.pop(task.id, None)
             if task.status in ACTIVE:
                 self._active[task.owner] = self._active.get(task.owner, 0) - 1
             return True

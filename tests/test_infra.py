@@ -591,6 +591,7 @@ def test_packaged_policies_name_only_stack_resources(packaged: dict[str, Any]) -
 ALARM = "AWS::CloudWatch::Alarm"
 EXPECTED_ALARMS = {
     "DeadLetterQueueAlarm",
+    "NotifierDeadLetterQueueAlarm",
     "BuildQueueAgeAlarm",
     "BuildFailureRateAlarm",
     "BuildWorkerErrorsAlarm",
@@ -1171,8 +1172,10 @@ def test_provision_is_idempotent(moto_endpoint: str) -> None:
     second = provision(moto_endpoint)
     assert second == first
     assert _client("dynamodb", moto_endpoint).list_tables()["TableNames"] == [first["table"]]
-    queues = _client("sqs", moto_endpoint).list_queues()["QueueUrls"]
-    assert sorted(queues) == sorted([first["queue_url"], first["dlq_url"]])
+    sqs = _client("sqs", moto_endpoint)
+    notifier_dlq = sqs.get_queue_url(QueueName="download-center-notifier-dlq")["QueueUrl"]
+    queues = sqs.list_queues()["QueueUrls"]
+    assert sorted(queues) == sorted([first["queue_url"], first["dlq_url"], notifier_dlq])
     buckets = _client("s3", moto_endpoint).list_buckets()["Buckets"]
     assert [b["Name"] for b in buckets] == [first["bucket"]]
 
@@ -1289,6 +1292,7 @@ def test_packaged_notifier_hears_the_stacks_bus_and_may_only_mail_as_the_identit
     granted = {a for s in statements for a in _as_list(s["Action"])}
     assert granted == {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                        "dynamodb:GetItem", "dynamodb:UpdateItem", "ses:SendEmail",
+                       "sqs:SendMessage", "kms:Decrypt", "kms:GenerateDataKey",
                        "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
     (mail,) = [s for s in statements if "ses:SendEmail" in _as_list(s["Action"])]
     assert mail["Resource"] == package.MAIL_IDENTITY_ARN
@@ -1298,3 +1302,62 @@ def test_packaged_notifier_hears_the_stacks_bus_and_may_only_mail_as_the_identit
             for policy in resource["Properties"].get("Policies", []):
                 for statement in policy["PolicyDocument"]["Statement"]:
                     assert not any(a.startswith("ses:") for a in _as_list(statement["Action"])), name
+
+
+@pytest.mark.packaging
+def test_packaged_notifier_puts_the_events_it_failed_to_mail_on_an_alarmed_dead_letter_queue(
+    packaged: dict[str, Any],
+) -> None:
+    """After Lambda's retries of an event fail (SES down, a crash), the event is kept, not dropped."""
+    template = packaged["template"]
+    resources = template["Resources"]
+    notifier = _functions_by_handler(template)["app.notifier"]
+    dlq_arn = {"Fn::GetAtt": ["NotifierDeadLetterQueue", "Arn"]}
+    assert notifier["DeadLetterQueue"] == {"Type": "SQS", "TargetArn": dlq_arn}
+    dlq = resources["NotifierDeadLetterQueue"]["Properties"]
+    assert dlq["QueueName"] == "download-center-notifier-dlq"
+    assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert dlq["KmsMasterKeyId"] == KEY_ARN
+    # Lambda sends there with the notifier's role: that queue only, under the stack's key, nothing else
+    role = resources[notifier["Role"]["Fn::GetAtt"][0]]
+    statements = _statements(role)
+
+    def granted(action: str) -> list[Any]:
+        return [r for s in statements if action in _as_list(s["Action"]) for r in _as_list(s["Resource"])]
+
+    assert granted("sqs:SendMessage") == [dlq_arn]
+    assert not any(a.startswith("sqs:") and a != "sqs:SendMessage"
+                   for s in statements for a in _as_list(s["Action"]))
+    assert granted("kms:GenerateDataKey") == granted("kms:Decrypt") == [KEY_ARN]
+    # no other role may write to it
+    for name, resource in resources.items():
+        if resource["Type"] == "AWS::IAM::Role" and name != notifier["Role"]["Fn::GetAtt"][0]:
+            for policy in resource["Properties"].get("Policies", []):
+                for statement in policy["PolicyDocument"]["Statement"]:
+                    assert dlq_arn not in _as_list(statement["Resource"]), name
+    # and someone hears of what is there
+    alarm = _alarms(template)["NotifierDeadLetterQueueAlarm"]
+    assert _metric(alarm) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible",
+                              {"QueueName": {"Fn::GetAtt": ["NotifierDeadLetterQueue", "QueueName"]}})
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert template["Outputs"]["NotifierDeadLetterQueueUrl"] == {"Value": {"Ref": "NotifierDeadLetterQueue"}}
+
+
+def test_a_mail_claim_outlasts_the_notifier_and_fits_in_lambdas_retries() -> None:
+    """A live notifier's claim is never taken over; a dead one's is, before Lambda's retries run out."""
+    from chalicelib.config import Settings
+
+    timeout = CHALICE_CONFIG["lambda_functions"]["notifier"]["lambda_timeout"]
+    lease = Settings.from_env({}).notify_lease_seconds
+    assert timeout < lease <= 60 + timeout  # Lambda's first retry comes a minute after a failure
+
+
+def test_the_notifier_policy_may_only_dead_letter_its_events() -> None:
+    policy = json.loads((ROOT / ".chalice" / "policy-notifier.json").read_text(encoding="utf-8"))
+    notifier_dlq = "arn:aws:sqs:us-east-1:123456789012:download-center-notifier-dlq"
+    assert _allowed(policy, "sqs:SendMessage", notifier_dlq)
+    for action, resource in (("sqs:SendMessage", QUEUE_ARN), ("sqs:SendMessage", DLQ_ARN),
+                             ("sqs:ReceiveMessage", notifier_dlq), ("sqs:DeleteMessage", notifier_dlq)):
+        assert not _allowed(policy, action, resource), (action, resource)
+    assert _allowed(policy, "kms:GenerateDataKey", KEY_ALIAS_ARN)
+    assert not _allowed(policy, "kms:Encrypt", KEY_ALIAS_ARN)

@@ -56,6 +56,8 @@ TABLE = "TasksTable"
 BUCKET = "FilesBucket"
 QUEUE = "BuildQueue"
 DLQ = "BuildDeadLetterQueue"
+#: where the notifier's events go once Lambda's retries of them all failed
+NOTIFIER_DLQ = "NotifierDeadLetterQueue"
 EVENT_BUS = "EventBus"
 KEY = "EncryptionKey"
 USER_POOL = "UserPool"
@@ -181,7 +183,7 @@ def post_process(template: dict[str, Any]) -> dict[str, Any]:
     _check_allow_lists(resources, triggered)
     _wire_authorizers(resources)
     _wire_console(functions)
-    _wire_notifier(functions)
+    _wire_notifier(resources, functions)
     _skip_checkov_checks(resources)
     return template
 
@@ -195,7 +197,7 @@ def _check_merged(template: dict[str, Any]) -> None:
             "infra/resources.json adds properties to resources chalice did not "
             f"generate: {', '.join(typeless)}"
         )
-    for name in (TABLE, BUCKET, QUEUE, DLQ, EVENT_BUS, USER_POOL, KEY):
+    for name in (TABLE, BUCKET, QUEUE, DLQ, NOTIFIER_DLQ, EVENT_BUS, USER_POOL, KEY):
         if name not in resources:
             raise PackagingError(f"resource {name} missing from the merged template")
     if USER_POOL_CONDITION not in template.get("Conditions", {}):
@@ -597,11 +599,17 @@ def _wire_console(functions: dict[str, Any]) -> None:
         variables["USER_POOL_CLIENT_ID"] = copy.deepcopy(USER_POOL_CLIENT_ID)
 
 
-def _wire_notifier(functions: dict[str, Any]) -> None:
+def _wire_notifier(resources: dict[str, Any], functions: dict[str, Any]) -> None:
     """The notifier hears the stack's own bus (chalice's rule would watch the default bus).
 
     Its mail links to the console at the API's stage root. Only the notifier
     names the API: the API's own function cannot (the API depends on it).
+
+    EventBridge invokes it asynchronously: Lambda retries a failed event twice
+    (its default), then puts it on ``NotifierDeadLetterQueue`` (alarmed) rather
+    than dropping it, so an operator can put it back on the bus once SES works
+    (the task's lease on the mail makes that safe). Lambda sends there with the
+    function's role: its policy must allow exactly that queue.
     """
     for function in functions.values():
         props = function.get("Properties", {})
@@ -616,6 +624,21 @@ def _wire_notifier(functions: dict[str, Any]) -> None:
         # a burst of endings becomes a queue of invocations (Lambda holds throttled events and
         # retries them for hours), not a burst on SES's sending rate
         props["ReservedConcurrentExecutions"] = NOTIFIER_CONCURRENCY
+        dlq = {"Fn::GetAtt": [NOTIFIER_DLQ, "Arn"]}
+        props["DeadLetterQueue"] = {"Type": "SQS", "TargetArn": dlq}
+        role_id = props.get("Role", {}).get("Fn::GetAtt", [""])[0]
+        senders = [
+            resource
+            for policy in resources.get(role_id, {}).get("Properties", {}).get("Policies", [])
+            for statement in policy.get("PolicyDocument", {}).get("Statement", [])
+            if statement.get("Effect") == "Allow" and "sqs:SendMessage" in _as_list(statement.get("Action"))
+            for resource in _as_list(statement.get("Resource"))
+        ]
+        if senders != [dlq]:
+            raise PackagingError(
+                f"{NOTIFIER_HANDLER} sends failed events to {NOTIFIER_DLQ}, but its role grants "
+                f"sqs:SendMessage on {senders}: grant it on download-center-notifier-dlq only"
+            )
 
 
 _NO_VPC = (
@@ -677,13 +700,6 @@ CHECKOV_SKIPS: dict[str, tuple[tuple[str, str], ...]] = {
     "Notifier": (
         _NO_VPC,
         _PLAIN_ENVIRONMENT,
-        (
-            "CKV_AWS_116",
-            "EventBridge invokes it asynchronously and retries a failed mail twice; a notice that still "
-            "fails is logged at ERROR with its task id. The task, its file and its event are unaffected "
-            "(the console and the API show the outcome), so a queue of undelivered courtesy mail would "
-            "add a resource to watch and nothing to act on.",
-        ),
     ),
     "RestAPI": (
         (

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import reduce
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pynamodb.attributes import (
     JSONAttribute,
@@ -71,6 +71,12 @@ SWEEP_PARTITION = "due"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _TX_CONDITION = ("ConditionalCheckFailed", _CONDITION_FAILED)
 _TX_CONFLICT = "TransactionConflict"
+#: DynamoDB's answer to ``SET m.k`` on an item without the map ``m``
+_NO_DOCUMENT_PATH = "document path provided in the update expression is invalid"
+
+#: What a claim of a notification found: ``claimed`` (this caller sends it), ``sent`` (it is out),
+#: ``sending`` (another delivery's claim is still fresh: try again later), ``gone`` (no task)
+NotificationClaim = Literal["claimed", "sent", "sending", "gone"]
 #: Attempts at a transaction that real DynamoDB cancels for a concurrent one.
 _TX_TRIES = 4
 
@@ -159,6 +165,9 @@ class TaskModel(Model):
     notify_email = UnicodeAttribute(null=True)
     #: the notifications sent, ``<attempt>:<status>`` each, so that a repeated event mails no one twice
     notified = UnicodeSetAttribute(null=True)
+    #: the notifications being sent: key -> epoch seconds of the claim, a lease that a later
+    #: delivery takes over once it is stale (the claimant died before SES answered)
+    notifying = MapAttribute(null=True)  # type: ignore[var-annotated]
     #: "auto" or the number of segments asked for
     parallelism = UnicodeAttribute(null=True)
     output = UnicodeAttribute(null=True)
@@ -277,6 +286,11 @@ def _failed_condition(exc: Exception) -> bool:
     return getattr(exc, "cause_response_code", None) == _CONDITION_FAILED
 
 
+def _no_map(exc: Exception) -> bool:
+    """DynamoDB refused a write into a map the item does not have (``SET m.k`` without ``m``)."""
+    return _NO_DOCUMENT_PATH in str(exc)
+
+
 def _update_if(task_id: str, actions: list[Any], condition: Any) -> TaskModel | None:
     """One conditional UpdateItem; the item as stored afterwards, or None if the condition failed."""
     model = TaskModel(task_id)
@@ -349,9 +363,12 @@ class TaskStore(Protocol):
 
     def rename(self, task_id: str, task_name: str) -> Task | None: ...
 
-    def claim_notification(self, task_id: str, key: str) -> bool: ...
+    def claim_notification(self, task_id: str, key: str, now: datetime, lease: timedelta
+                           ) -> NotificationClaim: ...
 
-    def release_notification(self, task_id: str, key: str) -> None: ...
+    def notification_sent(self, task_id: str, key: str) -> None: ...
+
+    def release_notification(self, task_id: str, key: str, claimed_at: datetime) -> None: ...
 
     def delete(self, task: Task) -> bool: ...
 
@@ -620,29 +637,79 @@ class TaskRepository:
             raise
         return to_task(model)
 
-    def claim_notification(self, task_id: str, key: str) -> bool:
-        """Record that notification ``key`` goes out; False if it already did (or the task is gone).
+    def claim_notification(self, task_id: str, key: str, now: datetime, lease: timedelta
+                           ) -> NotificationClaim:
+        """Take the lease on sending notification ``key``: ``notifying[key] = now``.
 
-        One conditional write, so that of two deliveries of the same event
-        exactly one mails.
+        One conditional write, so that of two deliveries of the same event one
+        sends: it succeeds if ``key`` is not sent yet and nobody holds it, or
+        its holder claimed it more than ``lease`` ago (the holder died between
+        its claim and SES's answer: the mail is not lost, this delivery sends
+        it). Recording the key as sent waits for SES (``notification_sent``),
+        so a mail goes out at least once; twice only if an invocation dies
+        between SES's answer and that record.
+        """
+        since, stale = _epoch(now), _epoch(now - lease)
+        mark = TaskModel.notifying[key]
+        open_ = TaskModel.id.exists() & ~TaskModel.notified.contains(key)
+        for _ in range(2):
+            try:
+                TaskModel(task_id).update(actions=[mark.set(since)],
+                                          condition=open_ & (mark.does_not_exist() | (mark < stale)))
+                return "claimed"
+            except UpdateError as exc:
+                if _failed_condition(exc):
+                    return self._notification_state(task_id, key)
+                if not _no_map(exc):
+                    raise
+            try:  # the task has no map of claims yet (or is gone): start it with this one
+                TaskModel(task_id).update(actions=[TaskModel.notifying.set({key: since})],
+                                          condition=open_ & TaskModel.notifying.does_not_exist())
+                return "claimed"
+            except UpdateError as exc:
+                if not _failed_condition(exc):
+                    raise
+            # another claim started the map meanwhile, or the task is sent or gone: look again
+        return self._notification_state(task_id, key)
+
+    def _notification_state(self, task_id: str, key: str) -> NotificationClaim:
+        """Why a claim was refused, read consistently after the refusal.
+
+        Anything but sent or gone (held, or released meanwhile) is ``sending``:
+        the caller tries again later, never drops the mail.
         """
         try:
-            TaskModel(task_id).update(
-                actions=[TaskModel.notified.add({key})],
-                condition=TaskModel.id.exists() & ~TaskModel.notified.contains(key))
-        except UpdateError as exc:
-            if _failed_condition(exc):
-                return False
-            raise
-        return True
+            model = TaskModel.get(task_id, consistent_read=True,
+                                  attributes_to_get=["id", "notified"])
+        except DoesNotExist:
+            return "gone"
+        return "sent" if key in (model.notified or set()) else "sending"
 
-    def release_notification(self, task_id: str, key: str) -> None:
-        """Forget a claimed notification that could not be sent, so a retry of the event sends it."""
+    def notification_sent(self, task_id: str, key: str) -> None:
+        """SES took notification ``key``: record it as sent and drop its claim, in one write."""
+        sent = TaskModel.notified.add({key})
+        for actions in ([sent, TaskModel.notifying[key].remove()], [sent]):
+            try:
+                TaskModel(task_id).update(actions=actions, condition=TaskModel.id.exists())
+                return
+            except UpdateError as exc:
+                if _failed_condition(exc):
+                    return
+                if not _no_map(exc):  # a claim from before the map existed: only record it
+                    raise
+
+    def release_notification(self, task_id: str, key: str, claimed_at: datetime) -> None:
+        """Give back a claim whose mail could not be sent, so that a retry of the event sends it.
+
+        Only the claim made at ``claimed_at``: one that a later delivery took
+        over (this one was too slow) stays with its new holder.
+        """
+        mark = TaskModel.notifying[key]
         try:
-            TaskModel(task_id).update(actions=[TaskModel.notified.delete({key})],
-                                      condition=TaskModel.id.exists())
+            TaskModel(task_id).update(actions=[mark.remove()],
+                                      condition=TaskModel.id.exists() & (mark == _epoch(claimed_at)))
         except UpdateError as exc:
-            if not _failed_condition(exc):
+            if not (_failed_condition(exc) or _no_map(exc)):
                 raise
 
     def delete(self, task: Task) -> bool:

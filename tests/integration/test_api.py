@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
 
+from chalicelib.adapters import storage
 from chalicelib.adapters.tasks_repo import TaskModel, TaskRepository
+from chalicelib.task import Status
 
-from .conftest import claim
+from .conftest import claim, create_then_drop_table
 
 PROTECTED = [
     ("GET", "/kinds"), ("POST", "/downloads"), ("GET", "/downloads"),
@@ -252,6 +255,31 @@ def test_get_file_redirects_to_a_fresh_presigned_url(stack):
     assert "UTF-8%27%27%25C3%259C" in location  # the RFC 5987 name travels in the URL
 
 
+def url_lifetime(url: str) -> int:
+    return int(parse_qs(urlsplit(url).query)["X-Amz-Expires"][0])
+
+
+@pytest.mark.parametrize("body", [{}, {"parallelism": 2, "output": "parts"}])
+def test_a_url_never_outlives_its_file(stack, body):
+    """A task 60 s before its expiry gets URLs that end with it, not URL_TTL_SECONDS (900 s) later."""
+    task = stack.create(**body)
+    for _ in range(10):  # a parts build's plan, then its segments
+        stack.run_worker()
+    expires = (datetime.now(UTC) + timedelta(seconds=60)).replace(microsecond=0)
+    TaskModel(task["id"]).update(actions=[TaskModel.expires_at.set(expires)])
+    done = stack.get(task["id"])
+    assert done["status"] == "succeeded"
+    urls = [f["url"] for f in [*done["files"], done["manifest"]]] if body else [done["url"]]
+    assert urls and all(url_lifetime(u) <= 60 for u in urls)
+    assert done["url_expires_at"] == done["expires_at"] == expires.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if not body:
+        resp = call(stack, "GET", f"/downloads/{task['id']}/file", "alice")
+        assert resp.status_code == 302 and url_lifetime(resp.headers["Location"]) <= 60
+    # far from its expiry, a URL gets the whole URL_TTL_SECONDS
+    TaskModel(task["id"]).update(actions=[TaskModel.expires_at.set(expires + timedelta(days=1))])
+    assert url_lifetime(stack.get(task["id"])["url"] or stack.get(task["id"])["files"][0]["url"]) == 900
+
+
 def test_file_of_an_unfinished_task_is_409_and_expired_is_410(stack):
     task = stack.create()
     resp = call(stack, "GET", f"/downloads/{task['id']}/file", "alice")
@@ -313,6 +341,21 @@ def test_delete_removes_task_and_object(stack):
     assert s3.list_objects_v2(Bucket="download-center-files", Prefix=key).get("KeyCount") == 0
     assert call(stack, "GET", f"/downloads/{task['id']}", "alice").status_code == 404
     assert call(stack, "DELETE", f"/downloads/{task['id']}", "alice").status_code == 404
+
+
+def test_delete_removes_the_file_of_a_task_that_knows_no_object_key(stack):
+    """A build whose upload completed but whose final write failed left a file the task does not name."""
+    task = create_then_drop_table(stack)
+    stack.run_worker()
+    stored = TaskRepository().get(task["id"])
+    assert stored.status is Status.FAILED and stored.object_key is None
+    s3 = boto3.client("s3")
+    prefix = storage.task_prefix(stored.tenant, stored.id)
+    key = storage.object_key(stored.tenant, stored.id, 1, "t.csv")
+    s3.put_object(Bucket="download-center-files", Key=key, Body=b"id\n1\n")
+    resp = call(stack, "DELETE", f"/downloads/{task['id']}", "alice")
+    assert resp.status_code == 204
+    assert s3.list_objects_v2(Bucket="download-center-files", Prefix=prefix)["KeyCount"] == 0
 
 
 def test_delete_while_running_is_409(stack):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -13,7 +14,9 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses import ses_backends
 
 import app as app_module
+from chalicelib import clock
 from chalicelib.adapters.tasks_repo import TaskRepository
+from chalicelib.notifier import Notifier
 from local.events import as_delivered
 from tests.integration.conftest import Stack
 
@@ -121,6 +124,35 @@ def test_a_mail_that_cannot_be_sent_changes_nothing_and_is_sent_on_the_retry(
     assert mail == []
     monkeypatch.setattr(app_module, "settings", replace(unverified, mail_sender=SENDER))
     deliver(event)
+    assert len(mail) == 1
+
+
+class Killed(BaseException):
+    """The runtime ending an invocation (its timeout, a crash): no ``except Exception`` runs."""
+
+
+def dies(sender: str, to: str, subject: str, body: str) -> str:
+    """An invocation that dies after its claim, before SES answers."""
+    raise Killed
+
+
+def test_a_mail_whose_sender_died_before_ses_answered_is_sent_by_a_later_delivery(
+    stack: Stack, mail: list[Any],
+) -> None:
+    task, (event,) = ended(stack, notify={"email": True})
+    dying = Notifier(app_module.settings, TaskRepository(), send=dies)
+    with pytest.raises(Killed):
+        dying.handle(event["detail-type"], event["detail"])
+    # Lambda's retry while the dead claim is fresh fails again, rather than calling the mail sent
+    with pytest.raises(Exception, match=f"1:succeeded of task {task['id']}"):
+        deliver(event)
+    assert mail == []
+    # its next retry, once the claim is stale, takes the claim over and sends
+    stale = timedelta(seconds=app_module.settings.notify_lease_seconds + 1)
+    later = Notifier(app_module.settings, TaskRepository(), now=lambda: clock.now() + stale)
+    assert later.handle(event["detail-type"], event["detail"]) == "sent"
+    assert len(mail) == 1
+    deliver(event)  # and it is recorded as sent: once
     assert len(mail) == 1
 
 

@@ -531,26 +531,49 @@ def test_rename_of_a_task_that_is_gone_is_none_and_creates_nothing(repo: TaskSto
 
 
 # -- notifications ------------------------------------------------------------------------
+#: how long a claim on a notification holds before a later delivery may take it over
+LEASE = timedelta(seconds=60)
+
+
 def test_a_notification_is_claimed_once_per_key(repo: TaskStore) -> None:
     task = stored_task(repo, Status.SUCCEEDED, notify_email="alice@example.com")
     assert repo.get(task.id).notify_email == "alice@example.com"
-    assert repo.claim_notification(task.id, "1:succeeded") is True
-    assert repo.claim_notification(task.id, "1:succeeded") is False  # the event again
-    assert repo.claim_notification(task.id, "2:succeeded") is True  # a retry's own end
+    assert repo.claim_notification(task.id, "1:succeeded", NOW, LEASE) == "claimed"
+    assert repo.claim_notification(task.id, "1:succeeded", NOW, LEASE) == "sending"  # the event again
+    repo.notification_sent(task.id, "1:succeeded")
+    assert repo.claim_notification(task.id, "1:succeeded", NOW, LEASE) == "sent"
+    assert repo.claim_notification(task.id, "1:succeeded", NOW + 10 * LEASE, LEASE) == "sent"  # for good
+    assert repo.claim_notification(task.id, "2:succeeded", NOW, LEASE) == "claimed"  # a retry's own end
     assert repo.get(task.id) == task  # the ledger is no part of the task
 
 
 def test_a_released_notification_can_be_claimed_again(repo: TaskStore) -> None:
     task = stored_task(repo, Status.FAILED)
-    assert repo.claim_notification(task.id, "1:failed")
-    repo.release_notification(task.id, "1:failed")
-    assert repo.claim_notification(task.id, "1:failed")
+    assert repo.claim_notification(task.id, "1:failed", NOW, LEASE) == "claimed"
+    repo.release_notification(task.id, "1:failed", NOW)
+    assert repo.claim_notification(task.id, "1:failed", NOW, LEASE) == "claimed"
+
+
+def test_a_claim_whose_holder_died_is_taken_over_once_stale(repo: TaskStore) -> None:
+    """The claimant died between its claim and SES: the mail is not lost, a later delivery sends it."""
+    task = stored_task(repo, Status.SUCCEEDED, notify_email="alice@example.com")
+    assert repo.claim_notification(task.id, "1:succeeded", NOW, LEASE) == "claimed"
+    assert repo.claim_notification(task.id, "1:succeeded", NOW + LEASE, LEASE) == "sending"  # still its own
+    later = NOW + LEASE + timedelta(seconds=1)
+    assert repo.claim_notification(task.id, "1:succeeded", later, LEASE) == "claimed"  # taken over
+    assert repo.claim_notification(task.id, "1:succeeded", later, LEASE) == "sending"  # by one delivery
+    repo.release_notification(task.id, "1:succeeded", NOW)  # the first holder's late give-back
+    assert repo.claim_notification(task.id, "1:succeeded", later, LEASE) == "sending"  # the new claim holds
+    repo.notification_sent(task.id, "1:succeeded")
+    assert repo.claim_notification(task.id, "1:succeeded", later + LEASE * 2, LEASE) == "sent"
+    assert repo.get(task.id) == task
 
 
 def test_no_notification_is_claimed_for_a_task_that_is_gone(repo: TaskStore) -> None:
     task = new_task()
-    assert repo.claim_notification(task.id, "1:succeeded") is False
-    repo.release_notification(task.id, "1:succeeded")  # nothing to forget: no error
+    assert repo.claim_notification(task.id, "1:succeeded", NOW, LEASE) == "gone"
+    repo.release_notification(task.id, "1:succeeded", NOW)  # nothing to forget: no error
+    repo.notification_sent(task.id, "1:succeeded")  # nor to record, and nothing is created
     assert repo.get(task.id) is None
 
 

@@ -45,6 +45,48 @@ def test_part_names_keep_every_suffix(name, expected):
     assert part_name(name, 1, 8) == expected
 
 
+@pytest.mark.parametrize("name, expected", [
+    ("Users v2.1 final_20260101-120000.csv", "Users v2.1 final_20260101-120000-00001-of-00002.csv"),
+    ("report.v3.csv.gz", "report.v3-00001-of-00002.csv.gz"),
+    ("app 1.2.log.gz", "app 1.2-00001-of-00002.log.gz"),
+    ("bundle.2026.01.zip", "bundle.2026.01-00001-of-00002.zip"),
+    ("Q1.final.xlsx", "Q1.final-00001-of-00002.xlsx"),
+    ("REPORT.V2.JSONL.GZ", "REPORT.V2-00001-of-00002.JSONL.GZ"),  # its own spelling kept
+    ("notes.v2", "notes.v2-00001-of-00002"),  # no extension any kind writes: nothing is cut
+    (".csv", ".csv-00001-of-00002"),  # all extension (refused at create, but never an empty stem)
+])
+def test_part_names_cut_only_the_formats_extension(name, expected):
+    """A dot in the name is not an extension: only what a kind writes is cut (issue 18)."""
+    assert part_name(name, 1, 2) == expected
+
+
+def test_a_part_name_cuts_the_extension_it_is_given():
+    assert part_name("a.b.jsonl.gz", 3, 4, extension=".jsonl.gz") == "a.b-00003-of-00004.jsonl.gz"
+    assert part_name("v1.5 rows.csv", 1, 2, extension=".csv") == "v1.5 rows-00001-of-00002.csv"
+    # one the name does not end with is not cut into it: the known extensions decide
+    assert part_name("v1.5 rows.csv", 1, 2, extension=".xlsx") == "v1.5 rows-00001-of-00002.csv"
+
+
+def test_a_registered_kinds_own_extension_is_cut_too():
+    from chalicelib.exporters import REGISTRY, known_extensions, register
+    from chalicelib.exporters.s3_bundle import S3BundleExporter
+    from chalicelib.formats.base import Format
+
+    class Parquet(S3BundleExporter):
+        kind = "parquet_demo"
+        formats = ("parquet",)
+
+        def format_for(self, name: str) -> Format:
+            return Format(name="parquet", extension=".parquet", content_type="application/vnd.apache.parquet")
+
+    register(Parquet())
+    try:
+        assert ".parquet" in known_extensions()
+        assert part_name("sales 2.0.parquet", 2, 2) == "sales 2.0-00002-of-00002.parquet"
+    finally:
+        del REGISTRY["parquet_demo"]
+
+
 def test_count_for_honours_the_number_asked_and_plans_auto_from_the_budget():
     assert count_for(4, None, 900) == 4
     assert count_for(99, None, 900) == MAX_SEGMENTS
