@@ -366,9 +366,8 @@ class Segmented:
         try:
             done = self.repo.apply(SUCCEED, task, utcnow(), content_type=content_type, progress=final,
                                    warnings=self._warnings(task, exporter) or None, **fields)
-        except Exception:  # the file is stored but not recorded: it must not outlive the task
-            if task.output == SINGLE:
-                self.outcomes.discard(fields["object_key"])
+        except Exception:  # the file (a parts task's manifest) is stored but not recorded: it goes
+            self.outcomes.discard(fields["object_key"])
             raise
         if done is None:  # canceled, or superseded, at the last moment
             return self._refused(task)
