@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import signal
 import time
 from pathlib import Path
@@ -106,19 +107,22 @@ def test_segments_waiting_behind_other_users_builds_are_not_taken_for_dead(tmp_p
     with start_stack(tmp_path, LOCAL_WORKERS="2", LOCAL_WORKER_MODE="processes",
                      STALE_AFTER_SECONDS=str(STALE), SWEEP_INTERVAL_SECONDS=str(SWEEP)) as stack:
         bob, alice = headers(stack, "bob"), headers(stack, "alice")
-        longs = [(bob, create(stack, bob, task_name=f"long {i}", params={"rows": 1_200_000, "seed": i},
-                              parallelism=1)) for i in range(5)]
+        def long(i: int) -> tuple[dict[str, str], str]:
+            return bob, create(stack, bob, task_name=f"long {i}", params={"rows": 1_200_000, "seed": i},
+                               parallelism=1)
+
+        longs = [long(i) for i in range(2)]  # both workers busy
         seg = create(stack, alice, task_name="segmented", params={"rows": 60_000, "seed": 3},
-                     parallelism=3)
-        done = wait_all(stack, [*longs, (alice, seg)], 600)
-        assert [t["status"] for t in done] == ["succeeded"] * 6, [t["error"] for t in done]
-        task = done[-1]
+                     parallelism=3)  # its plan's messages go behind the ones below
+        longs += [long(i) for i in range(2, 6)]
+        done = wait_all(stack, [(alice, seg), *longs], 600)
+        assert [t["status"] for t in done] == ["succeeded"] * 7, [t["error"] for t in done]
+        task = done[0]
         assert task["progress"]["segments"]["total"] == 3 and task["attempts"] == 1
         check_bytes(task)
         log = stack.log()
         # its segments did wait past the staleness cutoff, and nothing took that for a death
-        assert f"task {seg}: 3 segment(s) waiting for a worker" in log or \
-            f"task {seg}: " in log and "waiting for a worker" in log, stack.log_tail()
+        assert re.search(rf"task {seg}: \d segment\(s\) waiting for a worker", log), stack.log_tail()
         assert f"task {seg}: build 1 stopped beating" not in log
         uploads = aws(stack, "s3").list_multipart_uploads(Bucket=stack.info["bucket"])
         assert not uploads.get("Uploads")
@@ -133,7 +137,7 @@ def test_segmented_tasks_survive_the_kills_one_worker_tasks_survive(tmp_path: Pa
         tasks: list[tuple[dict[str, str], str]] = []
         for i in range(12):
             who = users[("alice", "bob", "carol")[i % 3]]
-            rows = rng.choice([40_000, 120_000, 250_000])
+            rows = rng.choice([30_000, 80_000, 150_000])
             if i % 2:
                 body: dict[str, Any] = {"parallelism": rng.choice([2, 3])}
                 if i % 4 == 3:
@@ -144,7 +148,7 @@ def test_segmented_tasks_survive_the_kills_one_worker_tasks_survive(tmp_path: Pa
                                       params={"rows": rows, "seed": i}, **body)))
         kills = 0
         deadline = time.monotonic() + 600
-        while kills < 10 and time.monotonic() < deadline:
+        while kills < 8 and time.monotonic() < deadline:
             time.sleep(rng.uniform(2.0, 4.0))
             if all(get(stack, who, t)["status"] in TERMINAL for who, t in tasks):
                 break
