@@ -103,3 +103,45 @@ def test_worker_memory_stays_far_below_the_file_size(moto_server):
     assert digest.hexdigest() == done.sha256
     assert TaskModel.Meta.table_name == SETTINGS.tasks_table
     assert os.environ["AWS_ENDPOINT_URL"] == moto_server
+
+
+def test_a_segments_memory_stays_at_its_part_buffers(moto_server):
+    """A single file's segment writes into the task's upload holding back its last part: still
+    two part buffers (and the joined last part), whatever the segment's size."""
+    import json
+
+    from local.provision import provision
+
+    provision(moto_server)
+    settings = replace(SETTINGS, part_size_bytes=PART)
+    owner = Owner("mem-sub", "mem", "acme")
+    req = parse_create({"task_name": "big", "kind": "demo", "params": {"rows": 1_400_000},
+                        "parallelism": 2})
+    task, _ = Downloads(settings).store_new(owner, req, {}, None)
+    worker = Worker(settings)
+    warm = parse_create({"task_name": "warm", "kind": "demo", "params": {"rows": 10}})
+    worker.build(Downloads(settings).store_new(owner, warm, {}, None)[0].id)
+    worker.build(task.id)  # the coordinator: plans, opens the upload, sends two segment messages
+    sqs = boto3.client("sqs", endpoint_url=moto_server)
+    url = queue.queue_url(settings.build_queue_name, settings.build_queue_url)
+    records = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not got:
+            break
+        records += [{"messageId": m["MessageId"], "body": m["Body"]} for m in got
+                    if json.loads(m["Body"]).get("type") == "download.segment"]
+    assert len(records) == 2
+    tracemalloc.start()
+    try:
+        worker.handle_batch(records[:1])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    seg = TaskRepository().get(task.id).segments
+    stored = [s for s in seg if s.size]
+    assert len(stored) == 1 and stored[0].size > 45 * 1024 * 1024
+    assert peak < 4 * PART, f"peak {peak / 2**20:.1f} MiB for a {stored[0].size / 2**20:.0f} MiB segment"
+    worker.handle_batch(records[1:])
+    done = TaskRepository().get(task.id)
+    assert done.status is Status.SUCCEEDED and len(done.ranges) == 2
