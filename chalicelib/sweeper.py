@@ -157,7 +157,9 @@ class Sweeper:
         todo = [s for s in task.segments if s.status is SegStatus.QUEUED
                 or (s.status is SegStatus.RUNNING and (s.heartbeat_at is None or s.heartbeat_at < stale))]
         since = task.heartbeat_at or task.started_at or now
-        waited = max(now - since, self.lifetimes.resend_after)
+        # from the staleness cutoff, doubling: a segment whose worker died is sent again within
+        # one more cutoff, and a task that waits long in a busy queue costs few resends
+        waited = max(now - since, self.lifetimes.stale_after)
         if not self.repo.postpone(task, now + min(waited, MAX_RESEND_INTERVAL)):
             return "nothing"  # another sweeper resends them
         if todo:
