@@ -324,10 +324,12 @@ class Replay:
 
 
 def _worker_rows(replay: Replay, pages: Iterator[Page], ctx: Any) -> Iterator[dict[str, Any]]:
-    """The exporter's own row loop (``DynamoDBTableExporter._rows``) over ``pages``."""
-    from chalicelib.exporters.dynamodb_table import ColumnReport, DynamoDBTableExporter
+    """The typed path's rows: each boto3 item through ``_plain``, then the exporter's own row loop
+    (``DynamoDBTableExporter._rows``)."""
+    from chalicelib.exporters.dynamodb_table import ColumnReport, DynamoDBTableExporter, _plain
 
     report = ColumnReport(replay.table, None, [], replay.columns, False, all_columns=False)
+    pages = ([_plain(item) for item in page] for page in pages)
     first = next(pages)
     return DynamoDBTableExporter._rows(first, pages, ctx, report, None)  # type: ignore[arg-type]
 
