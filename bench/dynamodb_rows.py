@@ -137,6 +137,39 @@ def describe(recording: dict[str, Any]) -> dict[str, Any]:
             "keys": recording["keys"]}
 
 
+# -- the typed path the exporter used to read with -------------------------------------------------
+
+
+def typed_segment_pages(table_name: str, scan_kwargs: dict[str, Any], convert: Any = True) -> Iterator[Page]:
+    """``dynamodb_table._segment_pages`` as it was before it read DynamoDB's JSON itself (git 1faf58a^).
+
+    boto3's resource ``Table.scan`` (botocore's parse, then the resource's
+    ``TypeDeserializer``), a resource of its own in each thread, then ``_plain``
+    on each item (which ``_rows`` did); with ``convert`` None, boto3's items as
+    they are (only their names are read). The bench's "before" and the
+    integration test of the same bytes (tests/integration/test_dynamodb_rows.py)
+    swap it in for the exporter's reader: the old path, end to end.
+    """
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from chalicelib.adapters.aws import region_name
+    from chalicelib.exporters.dynamodb_table import _plain, _source_error
+
+    table = boto3.session.Session().resource("dynamodb", region_name=region_name()).Table(table_name)
+    kwargs = dict(scan_kwargs)
+    while True:
+        try:
+            page = table.scan(**kwargs)
+        except ClientError as exc:
+            raise _source_error(exc, table_name, kwargs.get("IndexName")) from exc
+        items = page.get("Items", [])
+        yield [_plain(item) for item in items] if convert else items
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 # -- the side experiment's converter ---------------------------------------------------------------
 
 
