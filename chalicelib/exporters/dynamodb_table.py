@@ -114,12 +114,22 @@ def _decimal_number(text: str) -> int | float:
 
 
 def _number_value(text: str) -> int | float:
-    """An ``N``: int() where it gives exactly what the Decimal would (a short integer), else the Decimal."""
-    if len(text) < 39 and "." not in text and "e" not in text and "E" not in text:
-        try:
-            return int(text)
-        except ValueError:
-            pass
+    """An ``N`` as the Decimal would give it, without the Decimal where plain arithmetic is exact.
+
+    At most 38 characters (so no more digits than DynamoDB's context keeps, which
+    would refuse more), ASCII digits with a sign and a point (the context reads
+    " 1" or "1_0" as NaN, int() and float() do not): an integer is int(); a
+    fraction that is integral (``3.000``) int() of its integer part; any other is
+    float() of the text, the nearest float to its value as float() of the
+    Decimal is. Exponents and the rest take the Decimal.
+    """
+    if len(text) < 39 and text.isascii():
+        whole, point, fraction = text.partition(".")
+        if whole.lstrip("+-").isdigit() and (not point or fraction.isdigit()):
+            try:
+                return float(text) if fraction.strip("0") else int(whole)
+            except ValueError:  # "+-1"
+                pass
     return _decimal_number(text)
 
 
