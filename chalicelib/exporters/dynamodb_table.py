@@ -58,6 +58,8 @@ LISTED_NAMES = 10
 #: worker's whole csv path (botocore's parse of the pages, the conversion, the encoder) at about
 #: 13,300 rows/s on its machine with no server to wait for (45,000 rows/s is the path from pages
 #: already parsed); xlsx's path was 25% slower there. Rounded down for the server's wait and wider items.
+#: Those were the typed reader's figures: the JSON reader (issue 18, §7) is faster, so these now guess
+#: low (more segments than needed); left as they are until the segment planner is retuned.
 ROWS_PER_SECOND = {"csv": 10_000, "jsonl": 10_000, "xlsx": 7_500}
 #: Bytes of the table a second: §7's items were 3.0 MiB of typed JSON a 10,000, ~4 MiB/s at
 #: 13,300 rows/s; wide items cost per attribute value, so the bytes bound the guess too.

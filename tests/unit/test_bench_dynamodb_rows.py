@@ -177,3 +177,31 @@ def test_the_summary_refuses_variants_that_wrote_different_bytes():
     runs[("encode", "csv")][0]["md5"] = "other"
     with pytest.raises(SystemExit, match="csv variants did not write the same bytes"):
         dynamodb_rows_summary({"items": 5}, runs, repeat_pages=2)
+
+
+def test_the_peer_writes_bytes_of_its_own_and_after_is_judged_against_before():
+    seconds = {key: [1.0, 1.0, 1.0] for key in plan()}
+    seconds[("before", "csv")] = [6.0, 9.0, 5.0]
+    seconds[("after", "csv")] = [2.0, 3.0, 2.5]  # 3×, 3×, 2× a round
+    seconds[("peer", "csv")] = [4.0, 4.0, 4.0]
+    runs = _fake_runs(seconds)
+    for run_ in runs[("peer", "csv")]:
+        run_["md5"] = "the peer's own"
+    summary = dynamodb_rows_summary({"items": 5}, runs, repeat_pages=2)
+    ratios = summary["ratios"]["seconds"]
+    assert ratios["after_vs_before"]["csv"] == {"median": 3.0, "min": 2.0, "max": 3.0}
+    assert ratios["after_vs_peer"] == {"median": 1.6, "min": 1.3333333333333333, "max": 2.0}
+
+    from bench.__main__ import FULL, Results
+    from bench.report import _ddb_end_to_end_md, _ddb_targets
+
+    results = Results(FULL, dynamodb_rows=summary | {"recording": {"segments": 4, "items": 5}})
+    (target,) = _ddb_targets(results)
+    assert target.met is True and target.measured.startswith("3.00× (per round 2.00–3.00×")
+    text = _ddb_end_to_end_md(results)
+    assert "| csv | 2 | 4 | 3.00× (2.00×–3.00×)" in text and "1.60× (1.33×–2.00×) the peer" in text
+
+    seconds[("after", "csv")] = [4.0, 4.5, 3.0]  # under 2× in every round
+    (target,) = _ddb_targets(Results(FULL, dynamodb_rows=dynamodb_rows_summary(
+        {"items": 5}, _fake_runs(seconds), repeat_pages=2)))
+    assert target.met is False
