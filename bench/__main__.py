@@ -286,7 +286,10 @@ def run_dynamodb_rows(sizes: Sizes, patience: Patience) -> dict[str, Any]:
             _log(f"dynamodb_rows round {rnd + 1}/{sizes.ddb_rounds}: {variant} {fmt or ''}")
             runs[(variant, fmt)].append(patience.run(
                 "dynamodb_rows", {"variant": variant, "repeat_pages": sizes.ddb_repeat, "fmt": fmt}, None))
-    return dynamodb_rows_summary(recording, runs, sizes.ddb_repeat)
+    _log("dynamodb_rows: the worker's csv path with the JSON reader, under cProfile")
+    profile = run_child("dynamodb_rows", {"variant": "after", "repeat_pages": sizes.ddb_repeat, "fmt": "csv",
+                                          "profile": True}, None)
+    return dynamodb_rows_summary(recording, runs, sizes.ddb_repeat) | {"profile": profile}
 
 
 def dynamodb_rows_summary(recording: dict[str, Any], runs: dict[tuple[str, str | None], list[dict[str, Any]]],
@@ -302,7 +305,8 @@ def dynamodb_rows_summary(recording: dict[str, Any], runs: dict[tuple[str, str |
             raise SystemExit(f"dynamodb_rows {variant} {fmt}: not every item became a row: "
                              f"{[(r['items'], r.get('rows')) for r in got]}")
     for fmt in {f for _, f in runs if f}:
-        md5s = {r["md5"] for (_, f), got in runs.items() if f == fmt for r in got}
+        # every variant but the peer (its own columns and str() of the values) writes the worker's bytes
+        md5s = {r["md5"] for (v, f), got in runs.items() if f == fmt and v != "peer" for r in got}
         if len(md5s) != 1:
             raise SystemExit(f"dynamodb_rows: the {fmt} variants did not write the same bytes: {md5s}")
     table = []
@@ -341,6 +345,10 @@ def dynamodb_rows_summary(recording: dict[str, Any], runs: dict[tuple[str, str |
                 lambda t: t("worker", "csv") / (t("worker", "csv") - t("convert") + t("onepass")), key),
             "parse_vs_rawparse": paired(lambda t: t("parse") / t("rawparse"), key),
             "raw_worker_vs_worker": paired(lambda t: t("worker", "csv") / t("raw_worker", "csv"), key),
+            # issue 18: the worker's path end to end, the JSON reader against the typed one and the peer
+            "after_vs_before": {f: paired(lambda t, f=f: t("before", f) / t("after", f), key)
+                                for f in formats if ("after", f) in runs},
+            "after_vs_peer": paired(lambda t: t("peer", "csv") / t("after", "csv"), key),
         }
     return {"recording": recording, "repeat": repeat_pages, "items": items,
             "rounds": len(next(iter(runs.values()))), "rows": table, "ratios": ratios}

@@ -541,11 +541,13 @@ def job_dynamodb_record(segments: int = 0) -> Result:
     return record(segments or SETTINGS.scan_segments)
 
 
-def job_dynamodb_rows(variant: str, repeat_pages: int, fmt: str | None = None) -> Result:
-    """One variant of the dynamodb_table row path on the recorded pages (bench/dynamodb_rows.py)."""
+def job_dynamodb_rows(variant: str, repeat_pages: int, fmt: str | None = None,
+                      profile: bool = False) -> Result:
+    """One variant of the dynamodb_table row path on the recorded pages (bench/dynamodb_rows.py);
+    ``profile``: under cProfile (an end-to-end variant), its top functions in the result."""
     from bench.dynamodb_rows import run
 
-    result = run(variant, repeat_pages, fmt)
+    result = run(variant, repeat_pages, fmt, profile=profile)
     result["peak_rss"] = _peak_rss()
     return result
 

@@ -30,6 +30,8 @@ COLDSTART_TARGET_MS = 150
 MEMORY_TOLERANCE = 0.20
 #: the streamed xlsx writer against the seed's XlsxWriter writer (the xlsx issue)
 XLSX_SPEEDUP_TARGET = 5.0
+#: issue 18: the worker's dynamodb_table csv path with the JSON reader against the typed one
+DDB_ROWS_TARGET = 2.0
 #: a listing page reads at most limit x SCAN_FACTOR items (chalicelib.services)
 PAGE_LIMIT, SCAN_FACTOR = 20, 10
 BOUNDED = "bounded"
@@ -156,7 +158,22 @@ def targets(results: Results) -> list[Target]:
     else:
         out.append(Target(f"cold start ≤ import boto3 + {COLDSTART_TARGET_MS} ms", "not measured", None))
     return out + _xlsx_targets(results) + [Target(name, measured, met)
-                                           for name, measured, met in segments.targets(results.segments)]
+                                           for name, measured, met in segments.targets(results.segments)
+                                           ] + _ddb_targets(results)
+
+
+def _ddb_targets(results: Results) -> list[Target]:
+    """issue 18: rows/s of the worker's csv path, JSON reader against the typed reader it replaced."""
+    name = (f"issue 18: dynamodb_table rows ≥ {DDB_ROWS_TARGET:.0f}× the typed path "
+            "(worker's csv path, same bytes)")
+    d = results.dynamodb_rows
+    ratio = (d or {}).get("ratios", {}).get("seconds", {}).get("after_vs_before", {}).get("csv")
+    if not ratio:
+        return [Target(name, "not measured", None)]
+    after, before = _ddb_row(results, "after", "csv"), _ddb_row(results, "before", "csv")
+    return [Target(name, f"{ratio['median']:.2f}× (per round {ratio['min']:.2f}–{ratio['max']:.2f}×; median "
+                         f"rows/s {after['rows_per_s']:,.0f} vs {before['rows_per_s']:,.0f})",
+                   ratio["median"] >= DDB_ROWS_TARGET)]
 
 
 def _xlsx_row(results: Results, writer: str, rows: int) -> dict[str, Any]:
@@ -708,6 +725,9 @@ DDB_NAMES = {
     "onepass": "side: one-pass converter (`plain_item`): rows",
     "onepass_encode": "side: one-pass converter → rows → bytes",
     "raw_worker": "side: `raw_attribute_parser` + one-pass converter + encode",
+    "before": "**before**: the worker's path end to end, typed reader (boto3 resource, `_plain`)",
+    "after": "**after**: the worker's path end to end, JSON reader (`dynamodb_scan`, `plain_item`)",
+    "peer": "peer: `Table.scan` pages into `csv.DictWriter`, one `put_object` (its own bytes)",
 }
 DDB_HEADER = ["variant", "format", "rows/s", "µs an item", "seconds: median (min–max)", "CPU s",
               "rows per CPU s", "output MiB", "other load (cores)"]
@@ -735,6 +755,94 @@ def _ddb_types(types: dict[str, int], items: int) -> str:
              "SS": "string sets", "NS": "number sets", "B": "binaries", "BS": "binary sets"}
     ordered = sorted(types.items(), key=lambda kv: -kv[1])
     return ", ".join(f"{n / items:.2f} {names.get(k, k)}" for k, n in ordered)
+
+
+def _ddb_end_to_end_md(results: Results) -> str:
+    """issue 18's part of section 7: before, after and the peer, and where the time goes now."""
+    d = results.dynamodb_rows
+    wall, cpu = d["ratios"]["seconds"], d["ratios"]["cpu_seconds"]
+    if "after_vs_before" not in wall:
+        return ""
+    formats = list(wall["after_vs_before"])
+    rows = []
+    for f in formats:
+        before, after = _ddb_row(results, "before", f), _ddb_row(results, "after", f)
+        rows.append([f, f"{before['rows_per_s']:,.0f}", f"{after['rows_per_s']:,.0f}",
+                     _spread(wall["after_vs_before"][f], "{:.2f}×"),
+                     _spread(cpu["after_vs_before"][f], "{:.2f}×"),
+                     f"{before['us_per_item']:.1f} → {after['us_per_item']:.1f}", "same md5"])
+    peer, after_csv = _ddb_row(results, "peer", "csv"), _ddb_row(results, "after", "csv")
+    # by CPU time: steps measured in runs of their own, on a shared machine, add up better so
+    cpu_us = {(r["variant"], r["fmt"]): 1e6 / r["cpu_rows_per_s"] for r in d["rows"]}
+    json_us, onepass = cpu_us[("json", None)], cpu_us[("onepass", None)]
+    encode_csv = cpu_us[("encode", "csv")]
+    after_us = cpu_us[("after", "csv")]
+    rest = after_us - json_us - onepass - encode_csv
+    rest_text = (f"{rest:.1f}" if rest >= 0 else
+                 f"{rest:.1f} (the steps, measured apart, add up past the whole: noise)")
+    steps = [["`json.loads` of the body (`json`)", f"{json_us:.1f}", f"{json_us / after_us:.0%}"],
+             ["`plain_item`, DynamoDB's JSON to rows (`onepass`)", f"{onepass:.1f}",
+              f"{onepass / after_us:.0%}"],
+             ["csv encoding (`encode`, csv)", f"{encode_csv:.1f}", f"{encode_csv / after_us:.0%}"],
+             ["the rest: requests (signing, CRC32), `_rows`, segment threads and their hand-over",
+              rest_text, f"{rest / after_us:.0%}"],
+             ["measured: `after`, csv", f"{after_us:.1f}", "100%"]]
+    before_load = _ddb_row(results, "before", "csv")["others_share"]
+    after_load = after_csv["others_share"]
+    spread_ratio = max(r["max"] / r["min"] for r in d["rows"] if r["min"])
+    profile = (d.get("profile") or {}).get("profile") or []
+    profile_rows = [[f"`{p['function']}`", f"{p['seconds']:.3f}", f"{p['share']:.0%}"] for p in profile]
+    profile_part = ("" if not profile_rows else f"""
+cProfile of `after`, csv, read in one segment so that the profile sees the reader and the encoder
+in one thread (cProfile sees only its own), functions by their own time:
+
+{_md_table(["function", "own s", "share of all"], profile_rows)}
+""")
+    return f"""\
+### Issue 18: the worker's path end to end, before and after
+
+**What it shows: rows/s of the exporter's own `stream` (DescribeTable, {d['recording']['segments']} scan
+segments in threads, `_rows`, the encoder) on the recorded pages below, with the reader it had
+(`before`: boto3's resource `Table.scan`, botocore's parse, `TypeDeserializer`, `_plain`; the
+code is `bench.dynamodb_rows.typed_segment_pages`) and the one it has (`after`:
+`chalicelib/adapters/dynamodb_scan.py` sends each Scan itself, SigV4-signed, and reads the body with
+`json`; `plain_item` makes the rows in one pass), beside the peer a developer writes by hand (boto3's
+`Table.scan` page by page into `csv.DictWriter`, then one `put_object`; one scan, no segments).**
+Every request is answered from the recording at botocore's `before-send` event (the exporter's
+reader emits it too), so no network and no server time is in these figures, but all of the SDK's and
+the reader's request handling is: signing, the retry handler's CRC32 check of every body, parsing.
+The clients exist before the clock starts, as a warm worker's do (the typed reader's segment
+threads made a session each, per export, and still do here). The output is hashed off the clock;
+`before` and `after` wrote the same bytes in every format, as every variant of the section did.
+
+{_md_table(["format", "before rows/s", "after rows/s", "after vs before, wall (per round)", "by CPU",
+            "µs an item", "bytes"], rows)}
+
+The peer wrote {peer['rows_per_s']:,.0f} rows/s to csv (its upload included), so `after` is
+{_spread(wall['after_vs_peer'], '{:.2f}×')} the peer; the peer's csv is not the exporter's (the first
+item's names as the columns, `str` of each Decimal, set and binary).
+
+Where an item's time goes now on the worker's csv path (`after`), in CPU µs an item (the
+steps are medians of runs of their own; CPU time moves less than wall time with other load):
+
+{_md_table(["step", "CPU µs an item", "share"], steps)}
+{profile_part}
+- **{wall['after_vs_before']['csv']['median']:.2f}× the typed path's rows/s on the worker's csv path**
+  ({after_csv['rows_per_s']:,.0f} against {_ddb_row(results, 'before', 'csv')['rows_per_s']:,.0f};
+  {cpu['after_vs_before']['csv']['median']:.2f}× by CPU time), the same bytes in csv, jsonl and xlsx.
+  What went: botocore's walk over the Scan output shape that rebuilt every attribute value, the
+  resource's second walk with `TypeDeserializer`, a `Decimal` for every number and `_plain`'s pass
+  over every value.
+- What is left is the standard library's `json.loads` ({json_us:.1f} CPU µs an item), the one-pass
+  converter ({onepass:.1f} µs) and the encoder ({encode_csv:.1f} µs for csv); the profile agrees
+  (`raw_decode` is `json.loads`, `plain_value`/`_number_value` and the dict comprehension are
+  `plain_item`). The next step would be a faster JSON parser (none is a runtime dependency of the
+  Lambda package, and `json.loads` is now the largest step) or fewer Python objects per value.
+- Other work shared this 2-core machine during the run ({before_load:.2f} and {after_load:.2f}
+  cores, median, beside `before` and `after` csv): wall figures moved by up to
+  {spread_ratio:.1f}× between rounds; the ratio by CPU time is the steadier one.
+
+"""
 
 
 def _dynamodb_rows_md(results: Results) -> str:
@@ -811,16 +919,21 @@ def _dynamodb_rows_md(results: Results) -> str:
     absent_text = f", no {' or '.join(dict.fromkeys(absent))}" if absent else ""
     values_per_item = sum(rec["types"].values()) / rec["items"]
     return f"""\
-**What it shows: how much of the `dynamodb_table` exporter's time per item goes into turning
-DynamoDB's typed items into rows, against encoding the rows.** The worker reads with `Table.scan`
-of a boto3 resource, one per scan segment (`_segment_pages`), so every page is parsed by
+{_ddb_end_to_end_md(results)}
+### The typed path, step by step (what issue 18 started from)
+
+**What it shows: how much of the `dynamodb_table` exporter's time per item went into turning
+DynamoDB's typed items into rows, against encoding the rows.** Until issue 18 the worker read with
+`Table.scan`
+of a boto3 resource, one per scan segment (`_segment_pages`), so every page was parsed by
 botocore (`json.loads`, then a walk over the Scan output shape that rebuilds every attribute
 value), deserialized by the resource's `after-call` handler (boto3's `TransformationInjector`,
 which walks the shape again and calls `TypeDeserializer` on every attribute value: `Decimal` for
-numbers, `set` for sets, `Binary` for binaries), and each item then goes through `_plain` in
+numbers, `set` for sets, `Binary` for binaries), and each item then went through `_plain` in
 `DynamoDBTableExporter._rows` (`Decimal` to int or float, sets to sorted lists) before
-`RowExporter.write` encodes it. It all runs on the worker's CPU: the segment threads parse and
-deserialize while the main thread encodes, under one interpreter lock.
+`RowExporter.write` encoded it. It all runs on the worker's CPU: the segment threads parse and
+deserialize while the main thread encodes, under one interpreter lock. The variants below replay
+that path piece by piece; `typed` and `worker` are still it (`_plain` on each boto3 item).
 
 The pages are real Scan responses, recorded at the start of the section: `local.seed` fills
 `{rec['table']}` on the bench's moto server ({rec['items']:,} items of the local stack's demo
@@ -893,25 +1006,25 @@ What the numbers say:
   row path from typed pages goes from {_ddb_row(results, 'typed', 'csv')['rows_per_s']:,.0f} to
   {_ddb_row(results, 'onepass_encode', 'csv')['rows_per_s']:,.0f} rows/s
   ({_spread(wall['onepass_csv_vs_typed_csv'], '{:.2f}×')}). On the worker's path, where the parse stays,
-  that is about {wall['onepass_worker_csv']['median']:.2f}×. It needs the exporter to read with the
-  low-level client (the resource deserializes before the exporter sees a page) and to turn the
-  filters into an expression itself with boto3's `ConditionExpressionBuilder` and
-  `TypeSerializer`, which the resource does today.
+  that is about {wall['onepass_worker_csv']['median']:.2f}×. It needs the exporter to read without the
+  resource (which deserializes before the exporter sees a page) and to turn the filters into an
+  expression itself with boto3's `ConditionExpressionBuilder` and `TypeSerializer`, as the
+  resource did: the JSON reader does both (above).
 - Side experiment, parser: leaving attribute values as the JSON has them makes botocore's parse
   {_spread(wall['parse_vs_rawparse'], '{:.2f}×')} faster ({parse:.1f} → {rawparse:.1f} µs an item), and
   with `plain_item` the worker's csv path goes from {1e6 / worker_csv:,.0f} to {1e6 / raw_worker:,.0f}
   rows/s, **{wall['raw_worker_vs_worker']['median']:.2f}× measured**. The catch: it overrides
   botocore's private `JSONParser._parse_shape` and reaches the client through its session's
-  `response_parser_factory` component, so a botocore upgrade could change it underneath; a test
-  pinning its rows against the worker's (as the bench's) would have to come with it.
+  `response_parser_factory` component, so a botocore upgrade could change it underneath. The JSON
+  reader (above) skips botocore's parse instead, on public pieces, and goes further: no walk at all.
 
 Caveats: the items are the local demo table's ({values_per_item:.1f} attribute values an
 item{absent_text}); everything here costs per attribute value, so wider or nested items cost
 more per row, and the encoders' share moves with the format and the data. No server is involved:
 in a real export each page also waits for DynamoDB (at most 1 MB a page, read capacity), which
-this section leaves out on purpose, as it leaves out botocore's HTTP handling and the CRC32 it
-checks on every DynamoDB body. These are this machine's figures; the shares and ratios, not the
-rows/s, are what carries over.
+this section leaves out on purpose; the step-by-step variants also leave out botocore's request
+handling and the CRC32 it checks on every DynamoDB body, which `before` and `after` include.
+These are this machine's figures; the shares and ratios, not the rows/s, are what carries over.
 """
 
 
@@ -1029,7 +1142,7 @@ run's saved results without measuring). The harness is `bench/` (not shipped, no
 | other load | {results.quiet_share:.2f} cores busy with other processes at the start; \
 {results.retries} measurement(s) repeated because other load disturbed them |
 
-## Targets (issue 3, the xlsx issue and issue 10)
+## Targets (issue 3, the xlsx issue, issue 10 and issue 18)
 
 {_md_table(["target", "measured", "result"], target_rows)}
 {_missed_text(results)}{_noise_text(results)}

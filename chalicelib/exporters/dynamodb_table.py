@@ -58,6 +58,8 @@ LISTED_NAMES = 10
 #: worker's whole csv path (botocore's parse of the pages, the conversion, the encoder) at about
 #: 13,300 rows/s on its machine with no server to wait for (45,000 rows/s is the path from pages
 #: already parsed); xlsx's path was 25% slower there. Rounded down for the server's wait and wider items.
+#: Those were the typed reader's figures: the JSON reader (issue 18, §7) is faster, so these now guess
+#: low (more segments than needed); left as they are until the segment planner is retuned.
 ROWS_PER_SECOND = {"csv": 10_000, "jsonl": 10_000, "xlsx": 7_500}
 #: Bytes of the table a second: §7's items were 3.0 MiB of typed JSON a 10,000, ~4 MiB/s at
 #: 13,300 rows/s; wide items cost per attribute value, so the bytes bound the guess too.
@@ -71,12 +73,17 @@ PLAN_READ_SECONDS = 30.0
 FROM_REQUESTED, FROM_SAMPLE, FROM_NAMES, FROM_SOME_NAMES, FROM_WHOLE_ITEMS = (
     "requested", "sample", "names", "some-names", "whole-items")
 
-#: One scan's pages, each at most 1 MB of items; closing it stops the scan's threads.
+#: One scan's pages, each at most 1 MB of items (as rows, or as DynamoDB's JSON where only the
+#: attribute names are read); closing it stops the scan's threads.
 Pages = Generator[list[dict[str, Any]], None, None]
+#: What ``_segment_pages`` makes of each item: ``plain_item`` (rows), or None (DynamoDB's JSON, for names).
+Convert = Callable[[dict[str, Any]], dict[str, Any]] | None
 
 
 def _plain(value: Any) -> Any:
-    """DynamoDB types to JSON-friendly Python."""
+    """DynamoDB types to JSON-friendly Python: what the rows were when boto3's resource read the
+    table (``TypeDeserializer``'s values). ``plain_item`` gives the same from DynamoDB's JSON; this
+    stays as the reference it is tested against (tests/unit/test_dynamodb_values.py)."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, (set, frozenset)):
@@ -88,6 +95,82 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "value") and isinstance(value.value, bytes):  # boto3 Binary
         return base64.b64encode(value.value).decode("ascii")
     return value
+
+
+# -- DynamoDB's JSON to row values, in one pass --------------------------------------------------
+#
+# A Scan page's items as DynamoDB sends them ({"S": "..."}, {"N": "12.50"}, ...) straight to the
+# values ``_plain(TypeDeserializer().deserialize(value))`` gives, value and type: strings as they
+# are; a number as an int when integral, else a float (through the Decimal boto3 would make); sets
+# sorted, as ``_plain`` sorts them (by ``str``), numbers and binaries deduplicated by value as the
+# set of Decimals or Binaries was; binaries as base64 text of the bytes botocore would decode;
+# lists, maps, booleans and nulls as themselves.
+
+
+def _decimal_number(text: str) -> int | float:
+    """An ``N`` through the Decimal boto3 makes (DynamoDB's 38-digit context), then ``_plain``."""
+    from boto3.dynamodb.types import DYNAMODB_CONTEXT
+
+    number = DYNAMODB_CONTEXT.create_decimal(text)
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+def _number_value(text: str) -> int | float:
+    """An ``N`` as the Decimal would give it, without the Decimal where plain arithmetic is exact.
+
+    At most 38 characters (so no more digits than DynamoDB's context keeps, which
+    would refuse more), ASCII digits with a sign and a point (the context reads
+    " 1" or "1_0" as NaN, int() and float() do not): an integer is int(); a
+    fraction that is integral (``3.000``) int() of its integer part; any other is
+    float() of the text, the nearest float to its value as float() of the
+    Decimal is. Exponents and the rest take the Decimal.
+    """
+    if len(text) < 39 and text.isascii():
+        whole, point, fraction = text.partition(".")
+        if whole.lstrip("+-").isdigit() and (not point or fraction.isdigit()):
+            try:
+                return float(text) if fraction.strip("0") else int(whole)
+            except ValueError:  # "+-1"
+                pass
+    return _decimal_number(text)
+
+
+def _binary_text(text: str) -> str:
+    """A ``B`` as ``_plain`` writes it: base64 of the bytes botocore decodes from the JSON's base64."""
+    return base64.b64encode(base64.b64decode(text)).decode("ascii")
+
+
+def plain_value(value: Mapping[str, Any]) -> Any:
+    """One attribute value in DynamoDB's JSON to the row's value (see above)."""
+    if "S" in value:
+        return value["S"]
+    if "N" in value:
+        return _number_value(value["N"])
+    if "BOOL" in value:
+        return value["BOOL"]
+    if "NULL" in value:
+        return None
+    if "L" in value:
+        return [plain_value(v) for v in value["L"]]
+    if "M" in value:
+        return {k: plain_value(v) for k, v in value["M"].items()}
+    if "SS" in value:
+        return sorted(set(value["SS"]))
+    if "NS" in value:
+        from boto3.dynamodb.types import DYNAMODB_CONTEXT
+
+        numbers = set(map(DYNAMODB_CONTEXT.create_decimal, value["NS"]))
+        return sorted((int(n) if n == n.to_integral_value() else float(n) for n in numbers), key=str)
+    if "B" in value:
+        return _binary_text(value["B"])
+    if "BS" in value:
+        return sorted({_binary_text(v) for v in value["BS"]})
+    raise TypeError(f"not a DynamoDB attribute value: {sorted(value)}")
+
+
+def plain_item(item: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """An item in DynamoDB's JSON to the row ``_plain`` made of boto3's item (strings inlined: the most)."""
+    return {name: value["S"] if "S" in value else plain_value(value) for name, value in item.items()}
 
 
 def _number(value: Any) -> Any:
@@ -258,7 +341,7 @@ class DynamoDBTableExporter(RowExporter):
                 ctx.check()  # a selective filter reads many empty pages without yielding a byte
                 for item in page:
                     seen.update(item)
-                    yield _plain(order(item) if order else item)
+                    yield order(item) if order else item
                 count += len(page)
         report.finish(ctx, seen, count)
 
@@ -267,19 +350,20 @@ class DynamoDBTableExporter(RowExporter):
     ) -> set[str]:
         """Every attribute name of every item the scan selects: a full read of the table."""
         names: set[str] = set()
-        with closing(self._pages(table_name, scan_kwargs, segments)) as pages:
+        with closing(self._pages(table_name, scan_kwargs, segments, convert=None)) as pages:
             for page in pages:
                 ctx.check()
                 for item in page:
                     names.update(item)
         return names
 
-    def _pages(self, table_name: str, scan_kwargs: dict[str, Any], segments: int) -> Pages:
+    def _pages(self, table_name: str, scan_kwargs: dict[str, Any], segments: int,
+               convert: Convert = plain_item) -> Pages:
         if segments <= 1:
-            return _segment_pages(table_name, scan_kwargs, shared_client=True)
+            return _segment_pages(table_name, scan_kwargs, convert)
         sources = [
             partial(_segment_pages, table_name,
-                    {**scan_kwargs, "Segment": i, "TotalSegments": segments}, False)
+                    {**scan_kwargs, "Segment": i, "TotalSegments": segments}, convert)
             for i in range(segments)
         ]
         return parallel_pages(sources)
@@ -344,7 +428,7 @@ class DynamoDBTableExporter(RowExporter):
         sample is the first items of the table, unfiltered, instead.
         """
         started = time.monotonic()
-        with closing(_segment_pages(table_name, scan_kwargs, shared_client=True)) as pages:
+        with closing(_segment_pages(table_name, scan_kwargs, convert=None)) as pages:
             for page in pages:
                 if page:
                     return sample_names(page)
@@ -358,7 +442,7 @@ class DynamoDBTableExporter(RowExporter):
         whole build's scan threads: the coordinator has nothing else to do); and whether that was all."""
         names: set[str] = set()
         started = time.monotonic()
-        with closing(self._pages(table_name, scan_kwargs, threads)) as pages:
+        with closing(self._pages(table_name, scan_kwargs, threads, convert=None)) as pages:
             for page in pages:
                 for item in page:
                     names.update(item)
@@ -374,7 +458,7 @@ class DynamoDBTableExporter(RowExporter):
         total = int(segment.spec.get("total", 1))
         if total > 1:
             scan_kwargs |= {"Segment": int(segment.spec["segment"]), "TotalSegments": total}
-        pages = _segment_pages(table_name, scan_kwargs, shared_client=True)
+        pages = _segment_pages(table_name, scan_kwargs)
         whole = shared.get("from") == FROM_WHOLE_ITEMS
         columns = list(shared.get("columns") or [])
         order = partial(_keys_first_item, list(shared.get("keys") or [])) if whole else None
@@ -392,7 +476,7 @@ class DynamoDBTableExporter(RowExporter):
                 ctx.check()  # a selective filter reads many empty pages without yielding a byte
                 for item in page:
                     seen.update(item)
-                    yield _plain(order(item) if order else item)
+                    yield order(item) if order else item
         ctx.notes.update(segment_column_notes(requested, columns, seen))
 
     def segment_notes(self, ctx: BuildContext) -> dict[str, Any] | None:
@@ -657,27 +741,31 @@ def _sample_attribute_names(table_name: str, index: str | None) -> set[str]:
     return sample_names(items)
 
 
-def _segment_pages(table_name: str, scan_kwargs: dict[str, Any], shared_client: bool) -> Pages:
-    """One scan segment, page by page (at most 1 MB of items a page)."""
-    import boto3
+def _segment_pages(table_name: str, scan_kwargs: dict[str, Any], convert: Convert = plain_item) -> Pages:
+    """One scan segment, page by page (at most 1 MB of items a page), each item through ``convert``.
+
+    The pages come from ``chalicelib.adapters.dynamodb_scan`` as DynamoDB's JSON,
+    not through boto3's resource: botocore's parse and the resource's
+    deserializer were most of an export's CPU (docs/benchmarks.md section 7);
+    ``plain_item`` makes the same rows in one pass. Its reader is thread-safe:
+    every segment thread shares it.
+    """
     from botocore.exceptions import ClientError
 
-    from chalicelib.adapters.aws import resource
+    from chalicelib.adapters.dynamodb_scan import scan_request, scanner
 
-    # boto3 resources are not thread-safe: each segment thread gets its own
-    dynamodb = resource("dynamodb") if shared_client else boto3.session.Session().resource(
-        "dynamodb", region_name=resource("dynamodb").meta.client.meta.region_name)
-    table = dynamodb.Table(table_name)
-    kwargs = dict(scan_kwargs)
+    scan = scanner()
+    request = scan_request(table_name, scan_kwargs)
     while True:
         try:
-            page = table.scan(**kwargs)
+            page = scan.page(request)
         except ClientError as exc:
-            raise _source_error(exc, table_name, kwargs.get("IndexName")) from exc
-        yield page.get("Items", [])
+            raise _source_error(exc, table_name, request.get("IndexName")) from exc
+        items = page.get("Items", [])
+        yield list(map(convert, items)) if convert else items
         if "LastEvaluatedKey" not in page:
             return
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        request = {**request, "ExclusiveStartKey": page["LastEvaluatedKey"]}
 
 
 def _source_error(exc: Any, table_name: str, index: str | None) -> Exception:

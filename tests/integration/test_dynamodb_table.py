@@ -17,6 +17,7 @@ import openpyxl
 import pytest
 
 from chalicelib.adapters import aws
+from chalicelib.adapters.dynamodb_scan import DynamoDBScan
 from chalicelib.adapters.tasks_repo import TaskRepository
 from chalicelib.exporters import BuildContext, get_exporter
 from chalicelib.exporters.dynamodb_table import SAMPLE_ITEMS
@@ -54,6 +55,11 @@ def jsonl_rows(data: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.decode("utf-8").splitlines()]
 
 
+def scan_params(request: Any) -> dict[str, Any]:
+    """A Scan's parameters, from the request about to be sent (``before-send``)."""
+    return json.loads(request.body)
+
+
 def seed_demo(rows: int) -> None:
     """The local stack's demo table (``local.seed``), smaller: moto answers ~2 ms an item."""
     seed_demo_table(None, aws.region_name(), rows=rows)
@@ -62,7 +68,7 @@ def seed_demo(rows: int) -> None:
 @pytest.fixture
 def scan_hooks() -> Iterator[Callable[[str, Callable[..., Any]], None]]:
     """Register botocore handlers on every DynamoDB client made from now on, the
-    segment threads' own clients included."""
+    export's scan reader's (``chalicelib.adapters.dynamodb_scan``, which emits ``before-send``) included."""
     handlers: list[tuple[str, Callable[..., Any]]] = []
     original = botocore.session.Session.create_client
 
@@ -113,26 +119,26 @@ def test_a_filtered_export_shows_no_total(stack):
 # -- the same data, the same bytes -----------------------------------------------------------------
 
 
-def test_two_exports_of_the_demo_table_have_equal_sha256(stack, scan_hooks):
+def test_two_exports_of_the_demo_table_have_equal_sha256(stack, monkeypatch):
     """Whichever segment answers first: here segment 0 answers last, then segment 3 does."""
     seed_demo(200)
     segments = 4
     gate: dict[str, Any] = {}
+    page = DynamoDBScan.page
 
-    def hold(params, context, **_):
-        context["segment"] = params.get("Segment")
-        if params.get("Segment") == gate["segment"]:
+    def gated(self, request):
+        segment = request.get("Segment")
+        if segment == gate["segment"]:
             assert gate["others_done"].wait(PATIENCE)
-
-    def answered(context, **_):
-        if context.get("segment") not in (None, gate["segment"]):
+        answer = page(self, request)
+        if segment not in (None, gate["segment"]):
             with gate["lock"]:
                 gate["answered"] += 1
                 if gate["answered"] == segments - 1:
                     gate["others_done"].set()
+        return answer
 
-    scan_hooks("provide-client-params.dynamodb.Scan", hold)
-    scan_hooks("after-call.dynamodb.Scan", answered)
+    monkeypatch.setattr(DynamoDBScan, "page", gated)
     files = []
     for last in (0, 3):
         gate.update(segment=last, others_done=threading.Event(), lock=threading.Lock(), answered=0)
@@ -202,7 +208,7 @@ def test_attributes_past_the_sample_are_left_out_with_a_warning(stack):
 def test_all_columns_reads_every_attribute_name_first(stack, scan_hooks, fmt):
     seed_sparse()
     scans: list[dict[str, Any]] = []
-    scan_hooks("provide-client-params.dynamodb.Scan", lambda params, **_: scans.append(params))
+    scan_hooks("before-send.dynamodb.Scan", lambda request, **_: scans.append(scan_params(request)))
     task, data = export(stack, {"table": DEMO_TABLE, "segments": 1, "all_columns": True}, fmt=fmt)
     if fmt == "csv":
         names, rows = header(data), csv_rows(data)
@@ -222,7 +228,7 @@ def test_all_columns_reads_every_attribute_name_first(stack, scan_hooks, fmt):
 def test_all_columns_in_jsonl_writes_each_item_whole_in_one_pass(stack, scan_hooks):
     seed_sparse()
     scans: list[dict[str, Any]] = []
-    scan_hooks("provide-client-params.dynamodb.Scan", lambda params, **_: scans.append(params))
+    scan_hooks("before-send.dynamodb.Scan", lambda request, **_: scans.append(scan_params(request)))
     task, data = export(stack, {"table": DEMO_TABLE, "segments": 1, "all_columns": True}, fmt="jsonl")
     rows = jsonl_rows(data)
     assert [list(r) for r in rows[:2]] == [["id", "n", "name"]] * 2  # no invented nulls

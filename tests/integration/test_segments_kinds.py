@@ -96,15 +96,16 @@ def seed_demo(rows: int) -> None:
 
 @pytest.fixture
 def scans() -> Iterator[list[dict[str, Any]]]:
-    """The params of every Scan any DynamoDB client makes from now on (threads' own clients too)."""
+    """The params of every Scan any DynamoDB client makes from now on (the exports' scan reader's too,
+    which emits ``before-send`` as a client does: chalicelib/adapters/dynamodb_scan.py)."""
     seen: list[dict[str, Any]] = []
     original = botocore.session.Session.create_client
 
     def spy(self, *args, **kwargs):
         client = original(self, *args, **kwargs)
         if client.meta.service_model.service_name == "dynamodb":
-            client.meta.events.register("provide-client-params.dynamodb.Scan",
-                                        lambda params, **_: seen.append(dict(params)))
+            client.meta.events.register("before-send.dynamodb.Scan",
+                                        lambda request, **_: seen.append(json.loads(request.body)))
         return client
 
     aws.reset()

@@ -137,7 +137,7 @@ def test_dynamodb_export_reads_page_by_page_in_segments(stack, segments):
         for i in range(1200):  # ~3.6 MB: several 1 MB scan pages
             batch.put_item(Item={"id": f"p{i}", "blob": big})
     scans: list[dict] = []
-    boto3.DEFAULT_SESSION = None  # segment threads make their own sessions; watch them all
+    boto3.DEFAULT_SESSION = None  # watch every client made from now on, the scan reader's too
     import botocore.session
 
     original = botocore.session.Session.create_client
@@ -145,8 +145,8 @@ def test_dynamodb_export_reads_page_by_page_in_segments(stack, segments):
     def spy(self, *args, **kwargs):
         client = original(self, *args, **kwargs)
         if client.meta.service_model.service_name == "dynamodb":
-            client.meta.events.register("before-parameter-build.dynamodb.Scan",
-                                        lambda params, **_: scans.append(dict(params)))
+            client.meta.events.register("before-send.dynamodb.Scan",
+                                        lambda request, **_: scans.append(json.loads(request.body)))
         return client
 
     from chalicelib.adapters import aws

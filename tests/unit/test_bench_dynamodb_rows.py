@@ -20,7 +20,15 @@ import pytest
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 
 from bench.__main__ import dynamodb_rows_summary
-from bench.dynamodb_rows import CONVERT_ONLY, ENCODING, plain_item, plan, raw_attribute_parser, run
+from bench.dynamodb_rows import (
+    CONVERT_ONLY,
+    ENCODING,
+    END_TO_END,
+    plain_item,
+    plan,
+    raw_attribute_parser,
+    run,
+)
 from chalicelib.exporters.dynamodb_table import _plain
 from local.seed import demo_item
 
@@ -114,6 +122,11 @@ def test_plain_item_refuses_what_is_no_attribute_value():
         plain_item({"x": {"Q": "?"}})
 
 
+#: DescribeTable's answer for the recorded table (what ``record`` keeps beside the pages).
+DESCRIBED = {"Table": {"TableName": "demo-users", "ItemCount": 0, "TableSizeBytes": 0,
+                       "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}]}}
+
+
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory, demo_items) -> Path:
     """Two pages in the recorder's format, the odd item on the second."""
@@ -123,20 +136,21 @@ def recording(tmp_path_factory, demo_items) -> Path:
         "table": "demo-users", "keys": ["id"], "segments": 2, "seeded": len(demo_items),
         "pages": [{"segment": i, "items": len(p), "body": _body(p).decode("utf-8"), "moto_bytes": 0,
                    "headers": {"x-amzn-requestid": "r"}} for i, p in enumerate(pages)],
+        "describe": {"body": json.dumps(DESCRIBED), "headers": {"x-amzn-requestid": "r"}},
     }, ensure_ascii=False), encoding="utf-8")
     return path
 
 
 def test_every_variant_sees_every_item_and_the_encoders_write_the_same_bytes(recording, demo_items):
     results = [run(variant, 2, fmt, str(recording)) for variant, fmt in plan()]
-    assert {v for v, _ in plan()} == set(CONVERT_ONLY) | set(ENCODING)
+    assert {v for v, _ in plan()} == set(CONVERT_ONLY) | set(ENCODING) | set(END_TO_END)
     items = 2 * len(demo_items)
     assert all(r["items"] == items for r in results)
     assert all(r["rows"] == items for r in results if "rows" in r)
     assert all(r["pages"] == 4 for r in results if "pages" in r)
     for fmt in ("csv", "jsonl", "xlsx"):
-        written = {(r["size"], r["md5"]) for r in results if r["fmt"] == fmt}
-        assert len(written) == 1, (fmt, written)
+        written = {(r["size"], r["md5"]) for r in results if r["fmt"] == fmt and r["variant"] != "peer"}
+        assert len(written) == 1, (fmt, written)  # before and after too: the worker's own bytes
     assert results[0]["columns"][0] == "id" and results[0]["columns"][1:] == sorted(results[0]["columns"][1:])
     assert all(r["seconds"] > 0 and r["cpu_seconds"] > 0 for r in results)
 
@@ -163,3 +177,31 @@ def test_the_summary_refuses_variants_that_wrote_different_bytes():
     runs[("encode", "csv")][0]["md5"] = "other"
     with pytest.raises(SystemExit, match="csv variants did not write the same bytes"):
         dynamodb_rows_summary({"items": 5}, runs, repeat_pages=2)
+
+
+def test_the_peer_writes_bytes_of_its_own_and_after_is_judged_against_before():
+    seconds = {key: [1.0, 1.0, 1.0] for key in plan()}
+    seconds[("before", "csv")] = [6.0, 9.0, 5.0]
+    seconds[("after", "csv")] = [2.0, 3.0, 2.5]  # 3×, 3×, 2× a round
+    seconds[("peer", "csv")] = [4.0, 4.0, 4.0]
+    runs = _fake_runs(seconds)
+    for run_ in runs[("peer", "csv")]:
+        run_["md5"] = "the peer's own"
+    summary = dynamodb_rows_summary({"items": 5}, runs, repeat_pages=2)
+    ratios = summary["ratios"]["seconds"]
+    assert ratios["after_vs_before"]["csv"] == {"median": 3.0, "min": 2.0, "max": 3.0}
+    assert ratios["after_vs_peer"] == {"median": 1.6, "min": 1.3333333333333333, "max": 2.0}
+
+    from bench.__main__ import FULL, Results
+    from bench.report import _ddb_end_to_end_md, _ddb_targets
+
+    results = Results(FULL, dynamodb_rows=summary | {"recording": {"segments": 4, "items": 5}})
+    (target,) = _ddb_targets(results)
+    assert target.met is True and target.measured.startswith("3.00× (per round 2.00–3.00×")
+    text = _ddb_end_to_end_md(results)
+    assert "| csv | 2 | 4 | 3.00× (2.00×–3.00×)" in text and "1.60× (1.33×–2.00×) the peer" in text
+
+    seconds[("after", "csv")] = [4.0, 4.5, 3.0]  # under 2× in every round
+    (target,) = _ddb_targets(Results(FULL, dynamodb_rows=dynamodb_rows_summary(
+        {"items": 5}, _fake_runs(seconds), repeat_pages=2)))
+    assert target.met is False
