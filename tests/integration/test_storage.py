@@ -8,7 +8,12 @@ import os
 import boto3
 import pytest
 
-from chalicelib.adapters.storage import MIN_PART_SIZE, StreamingUpload
+from chalicelib.adapters.storage import (
+    MIN_PART_SIZE,
+    StreamingUpload,
+    object_key,
+    task_prefix,
+)
 
 BUCKET = "download-center-files"
 PART = MIN_PART_SIZE
@@ -58,3 +63,22 @@ def test_a_file_under_one_part_is_one_put_and_an_empty_one_is_stored_too(stack):
     assert up.md5 == hashlib.md5(data).hexdigest() == etag
     empty = upload(b"", 1, key="t/empty.csv")
     assert stored("t/empty.csv")[0] == b"" and empty.sha256 == hashlib.sha256(b"").hexdigest()
+
+
+@pytest.mark.parametrize("tenant,task_id,name", [
+    ("acme/01JDQ4V8Z8S9Y6K1E6J3X2M7TQ", "01JDQ4V8Z8S9Y6K1E6J3X2M7TR", "f.csv"),
+    ("..", "01JDQ4V8Z8S9Y6K1E6J3X2M7TR", "f.csv"),
+    ("acme", "../01JDQ4V8Z8S9Y6K1E6J3X2M7TR", "f.csv"),
+    ("acme", "", "f.csv"),
+    ("acme", "01JDQ4V8Z8S9Y6K1E6J3X2M7TR", "../../other/f.csv"),
+    ("acme", "01JDQ4V8Z8S9Y6K1E6J3X2M7TR", ".."),
+])
+def test_no_value_climbs_out_of_its_level_of_a_key(tenant, task_id, name):
+    """Issue 19: the last guard below the edges' validation; a task's delete clears its prefix whole."""
+    with pytest.raises(ValueError, match="cannot be one level of an S3 key"):  # storage.UnsafeKey
+        object_key(tenant, task_id, 1, name)
+
+
+def test_keys_of_safe_values_are_as_before():
+    assert object_key("acme", "T1", 2, "r.csv") == "downloads/acme/T1/2/r.csv"
+    assert task_prefix("acme", "T1") == "downloads/acme/T1/"
