@@ -62,6 +62,13 @@ class Unauthorized(ApiError):
         return {"WWW-Authenticate": "Bearer"}  # a 401 names the scheme to use (RFC 9110, 15.5.2)
 
 
+class Forbidden(ApiError):
+    """The caller is who it says, but may not do this (the access policy, or its account's tenant)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ApiError):
     status = 404
     code = "not_found"

@@ -24,17 +24,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from chalicelib.errors import ApiError
+from chalicelib.errors import Forbidden
 from chalicelib.principal import Principal, Scope
 
 ANY = "*"
 DEFAULT_FILE = Path(__file__).with_name("policy.json")
 _SCOPES = {"own": Scope.OWN, "tenant": Scope.TENANT, "all": Scope.ALL}
-
-
-class Forbidden(ApiError):
-    status = 403
-    code = "forbidden"
 
 
 class PolicyError(ValueError):

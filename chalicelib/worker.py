@@ -24,6 +24,7 @@ from chalicelib.exporters import BuildContext, Exporter, get_exporter
 from chalicelib.heartbeat import Heartbeat
 from chalicelib.messages import InvalidMessage, RequestMessage, SegmentMessage, parse
 from chalicelib.outcomes import Outcomes
+from chalicelib.principal import Principal
 from chalicelib.segmented import Segmented
 from chalicelib.services import Downloads, Owner, publish_terminal
 from chalicelib.task import CLAIM, SUCCEED, Status, Task
@@ -74,30 +75,40 @@ class Worker:
             else:
                 task_id = message.task_id
         except InvalidMessage as exc:
-            log.error("message %s is invalid and is moved to the dead-letter queue: %s",
-                      message_id, exc.reason)
-            self._dead_letter(record, exc.reason)
+            log.error("message %s is invalid and is moved to the dead-letter queue: %s %s",
+                      message_id, exc.code, exc.reason)
+            self._dead_letter(record, exc)
             return
         self.build(task_id, remaining_ms)
 
-    def _dead_letter(self, record: dict[str, Any], reason: str) -> None:
+    def _dead_letter(self, record: dict[str, Any], refused: InvalidMessage) -> None:
         url = queue.queue_url(self.settings.dead_letter_queue_name,
                               self.settings.dead_letter_queue_url)
-        queue.send(url, {"reason": reason, "message_id": record.get("messageId"),
-                         "body": record.get("body")},
-                   attributes={"reason": reason[:256]})
+        queue.send(url, {"reason": refused.reason, "code": refused.code,
+                         "message_id": record.get("messageId"), "body": record.get("body")},
+                   attributes={"reason": refused.reason[:256], "code": refused.code})
 
     def create_requested(self, message: RequestMessage, message_id: str) -> Task:
-        """``download.request``: one task per idempotency key (or per message)."""
+        """``download.request``: one task per idempotency key (or per message).
+
+        The access policy decides as for ``POST /downloads``: the owner, with
+        the groups the sender declares, must be allowed the kind and its
+        source. The queue's policy is what makes a declaration worth anything:
+        only the stack and the senders a deployment names may send
+        (docs/queue-messages.md, "Trust"). A refusal creates no task.
+        """
         from chalicelib.errors import ApiError
 
+        asker = Principal(sub=message.owner, username=message.owner_name, tenant=message.tenant,
+                          groups=message.groups)
         owner = Owner(message.owner, message.owner_name, message.tenant)
         key = message.idempotency_key or f"sqs:{message_id}"
         try:
+            self.downloads.check_allowed(asker, message.request)
             task, is_new = self.downloads.store_new(owner, message.request, message.body, key)
-        except ApiError as exc:  # quota or key reused with another body
+        except ApiError as exc:  # the policy, the quota, or a key reused with another body
             log.error("request message %s refused: %s %s", message_id, exc.code, exc.message)
-            raise InvalidMessage(exc.message) from None
+            raise InvalidMessage(exc.message, exc.code) from None
         if not is_new:
             log.info("request message %s repeats task %s", message_id, task.id)
         return task

@@ -240,6 +240,131 @@ def test_packaged_queue_redrives_to_dlq_and_outlasts_the_worker(packaged: dict[s
     assert "SqsManagedSseEnabled" not in queue and "SqsManagedSseEnabled" not in dlq
 
 
+ACCOUNT = "123456789012"
+
+
+def _resolve(value: Any, template: dict[str, Any], parameters: dict[str, str]) -> Any:
+    """The value CloudFormation makes of ``value`` for these parameter values.
+
+    Enough of it for a policy: Ref of a parameter or the account, GetAtt Arn
+    (``arn:<logical id>``), Fn::If on the template's Not/Equals conditions,
+    Fn::Join, Fn::Split, and AWS::NoValue dropped from lists.
+    """
+    def condition(name: str) -> bool:
+        def holds(c: Any) -> bool:
+            if "Fn::Not" in c:
+                return not holds(c["Fn::Not"][0])
+            left, right = (_resolve(v, template, parameters) for v in c["Fn::Equals"])
+            return bool(left == right)
+        return holds(template["Conditions"][name])
+
+    if isinstance(value, list):
+        items = [_resolve(v, template, parameters) for v in value]
+        return [v for v in items if v is not NO_VALUE]
+    if not isinstance(value, dict):
+        return value
+    if value == {"Ref": "AWS::NoValue"}:
+        return NO_VALUE
+    if "Ref" in value:
+        return ACCOUNT if value["Ref"] == "AWS::AccountId" else parameters.get(
+            value["Ref"], template["Parameters"].get(value["Ref"], {}).get("Default"))
+    if "Fn::GetAtt" in value:
+        return f"arn:{value['Fn::GetAtt'][0]}"
+    if "Fn::If" in value:
+        name, then, otherwise = value["Fn::If"]
+        return _resolve(then if condition(name) else otherwise, template, parameters)
+    if "Fn::Join" in value:
+        sep, items = value["Fn::Join"]
+        return sep.join(_resolve(items, template, parameters))
+    if "Fn::Split" in value:
+        sep, text = value["Fn::Split"]
+        return _resolve(text, template, parameters).split(sep)
+    return {k: _resolve(v, template, parameters) for k, v in value.items()}
+
+
+NO_VALUE = object()
+
+
+def may_send(template: dict[str, Any], parameters: dict[str, str], principal: str | None = None,
+             rule: str | None = None) -> bool:
+    """Whether the build queue's policy lets this principal send (or EventBridge, for this rule).
+
+    An IAM principal of the account may send unless a Deny says otherwise (its
+    own grant is assumed); a service needs an Allow.
+    """
+    (policy,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::SQS::QueuePolicy"
+                 and {"Ref": "BuildQueue"} in r["Properties"]["Queues"]]
+    statements = _resolve(policy["Properties"]["PolicyDocument"]["Statement"], template, parameters)
+    context = {"aws:PrincipalArn": principal} if principal else {
+        "aws:SourceArn": rule, "aws:SourceAccount": ACCOUNT}
+    operators = {"Null": lambda have, want: (have is None) == (want == "true"),
+                 "ArnNotEquals": lambda have, want: have is None or have not in _as_list(want),
+                 "ArnEquals": lambda have, want: have in _as_list(want),
+                 "StringEquals": lambda have, want: have in _as_list(want)}
+    allowed = principal is not None
+    for statement in statements:
+        assert statement["Action"] == "sqs:SendMessage" and statement["Resource"] == "arn:BuildQueue"
+        applies = statement["Principal"] == "*" or (
+            principal is None and statement["Principal"] == {"Service": "events.amazonaws.com"})
+        applies = applies and all(operators[op](context.get(key), want)
+                                  for op, keys in statement.get("Condition", {}).items()
+                                  for key, want in keys.items())
+        if applies and statement["Effect"] == "Deny":
+            return False
+        allowed = allowed or (applies and statement["Effect"] == "Allow")
+    return allowed
+
+
+@pytest.mark.packaging
+def test_packaged_queue_lets_only_the_stacks_roles_and_the_named_senders_send(
+    packaged: dict[str, Any],
+) -> None:
+    """Issue 19: any principal of the account with sqs:SendMessage could ask for any export for anyone."""
+    template = packaged["template"]
+    resources = template["Resources"]
+    roles = {props["Handler"]: f"arn:{props['Role']['Fn::GetAtt'][0]}"
+             for props in (r["Properties"] for r in resources.values() if r["Type"] == FUNCTION)}
+    stack_senders = {roles["app.app"], roles["app.build_worker"], roles["app.sweeper"]}
+    iam = f"arn:aws:iam::{ACCOUNT}"
+    others = {f"{iam}:role/crm", f"{iam}:role/admin", f"{iam}:root", f"{iam}:user/ops"}
+    everyone = set(roles.values()) | others
+    assert {p for p in everyone if may_send(template, {}, p)} == stack_senders  # the notifier neither
+    named = {"QueueSenderArns": f"{iam}:role/crm,{iam}:user/ops"}
+    assert {p for p in everyone if may_send(template, named, p)} == stack_senders | {
+        f"{iam}:role/crm", f"{iam}:user/ops"}
+    rule = f"arn:aws:events:us-east-1:{ACCOUNT}:rule/crm-exports"
+    assert not may_send(template, {}, rule=rule)  # no rule unless named
+    assert may_send(template, {"QueueSenderRuleArns": rule}, rule=rule)
+    assert not may_send(template, {"QueueSenderRuleArns": rule}, rule=rule + "-other")
+
+    for name, good, bad in (
+        ("QueueSenderArns", named["QueueSenderArns"], f"{iam}:role/crm, {iam}:role/x"),
+        ("QueueSenderRuleArns", f"{rule},{rule}-2", f"{iam}:role/crm"),
+    ):
+        parameter = template["Parameters"][name]
+        assert parameter["Default"] == ""
+        pattern = parameter["AllowedPattern"]
+        assert re.fullmatch(pattern, good) and re.fullmatch(pattern, "")
+        assert not re.fullmatch(pattern, bad)  # a space would name nobody
+
+
+def test_post_process_lets_the_stacks_rules_that_target_the_queue_send() -> None:
+    template = _chalice_like_template()
+    template["Resources"]["CrmRule"] = {"Type": "AWS::Events::Rule", "Properties": {
+        "EventPattern": {"detail-type": ["download.request"]},
+        "Targets": [{"Id": "q", "Arn": {"Fn::GetAtt": ["BuildQueue", "Arn"]}}]}}
+    wired = package.post_process(template)
+    assert may_send(wired, {}, rule="arn:CrmRule") and not may_send(wired, {}, rule="arn:Other")
+    assert may_send(wired, {}, "arn:BuildWorkerRole") and not may_send(wired, {}, "arn:someone")
+
+
+def test_post_process_refuses_a_template_without_the_queue_policy() -> None:
+    template = _chalice_like_template()
+    del template["Resources"]["BuildQueuePolicy"]
+    with pytest.raises(package.PackagingError, match="BuildQueuePolicy"):
+        package.post_process(template)
+
+
 @pytest.mark.packaging
 def test_packaged_key_rotates_outlives_the_stack_and_serves_its_services(
     packaged: dict[str, Any],

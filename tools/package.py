@@ -17,6 +17,9 @@ merged in by chalice. What a merge cannot express is done here afterwards:
 - the literal ARNs of the hand-written IAM policies (which name the default
   resource names so that they also work for ``chalice deploy``) are rewritten
   to the real resources, or scoped to the stack's partition/region/account;
+- only the roles of the functions that send to the build queue, the principals
+  of ``QueueSenderArns`` and (through EventBridge) the rules of
+  ``QueueSenderRuleArns`` and of the stack may send to it (``BuildQueuePolicy``);
 - the Cognito authorizer trusts the pool this stack creates, or the one passed
   in ``ExistingUserPoolArn``;
 - the checkov checks that do not apply to the generated resources are skipped
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fnmatch
 import json
 import os
 import re
@@ -181,6 +185,7 @@ def post_process(template: dict[str, Any]) -> dict[str, Any]:
     _check_file_expiry(resources, functions)
     _rewrite_policies(resources, functions, names)
     _check_allow_lists(resources, triggered)
+    _wire_queue_policy(template, functions)
     _wire_authorizers(resources)
     _wire_console(functions)
     _wire_notifier(resources, functions)
@@ -434,6 +439,86 @@ ALLOW_LISTS = (
     ("BUNDLE_BUCKETS", "s3:GetObject", r":s3:::([^/]+)/", "s3:GetObject and s3:ListBucket"),
     ("LOG_GROUPS", "logs:FilterLogEvents", r":log-group:([^:]+)", "logs:FilterLogEvents"),
 )
+
+
+QUEUE_POLICY = "BuildQueuePolicy"
+QUEUE_SENDERS_PARAMETER, QUEUE_SENDERS_CONDITION = "QueueSenderArns", "HasQueueSenders"
+QUEUE_RULES_PARAMETER, QUEUE_RULES_CONDITION = "QueueSenderRuleArns", "HasQueueSenderRules"
+QUEUE_DENY_SID = "OnlyTheStackAndTheNamedSendersSend"
+QUEUE_RULES_SID = "TheNamedEventBridgeRulesSend"
+QUEUE_ARN = {"Fn::GetAtt": [QUEUE, "Arn"]}
+
+
+def _named_and(fixed: list[Any], parameter: str, condition: str) -> Any:
+    """``fixed`` followed by the comma-separated ARNs of ``parameter``, when it names any."""
+    joined = {"Fn::Split": [",", {"Fn::Join": [",", [*copy.deepcopy(fixed), {"Ref": parameter}]]}]}
+    return {"Fn::If": [condition, joined, copy.deepcopy(fixed)]}
+
+
+def _queue_senders(resources: dict[str, Any], functions: dict[str, Any]) -> list[str]:
+    """The roles of the functions whose policy lets them send to the build queue (after the rewrite)."""
+    roles: set[str] = set()
+    for function in functions.values():
+        role_id = function.get("Properties", {}).get("Role", {}).get("Fn::GetAtt", [""])[0]
+        for policy in resources.get(role_id, {}).get("Properties", {}).get("Policies", []):
+            for statement in policy.get("PolicyDocument", {}).get("Statement", []):
+                sends = any(fnmatch.fnmatchcase("sqs:SendMessage", action)
+                            for action in _as_list(statement.get("Action")) if isinstance(action, str))
+                if statement.get("Effect") == "Allow" and sends and \
+                        QUEUE_ARN in _as_list(statement.get("Resource")):
+                    roles.add(role_id)
+    return sorted(roles)
+
+
+def _wire_queue_policy(template: dict[str, Any], functions: dict[str, Any]) -> None:
+    """Only the stack's senders and the ones a deployment names may send to the build queue.
+
+    Whoever may send a ``download.request`` is trusted with the owner, tenant
+    and groups it declares (docs/queue-messages.md, "Trust"), so the queue's
+    policy denies every principal but those: the roles of the functions that
+    send to it (found in their policies, so the list cannot drift from them)
+    and ``QueueSenderArns``. EventBridge rules of the stack that target the
+    queue join the rules of ``QueueSenderRuleArns`` in the statement that
+    lets EventBridge send.
+    """
+    resources = template["Resources"]
+    policy = resources.get(QUEUE_POLICY, {})
+    if policy.get("Type") != "AWS::SQS::QueuePolicy" or {"Ref": QUEUE} not in policy.get(
+            "Properties", {}).get("Queues", []):
+        raise PackagingError(f"{QUEUE_POLICY} must be the AWS::SQS::QueuePolicy of {QUEUE}: "
+                             "without it any principal of the account may send requests")
+    for name in (QUEUE_SENDERS_PARAMETER, QUEUE_RULES_PARAMETER):
+        if name not in template.get("Parameters", {}):
+            raise PackagingError(f"parameter {name} missing")
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    deny = next((s for s in statements if isinstance(s, dict) and s.get("Sid") == QUEUE_DENY_SID), None)
+    if deny is None:
+        raise PackagingError(f"{QUEUE_POLICY} has no statement {QUEUE_DENY_SID}")
+    senders = _queue_senders(resources, functions)
+    if not senders:
+        raise PackagingError(f"no function's role may send to {QUEUE}: the API could not queue builds")
+    deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] = _named_and(
+        [{"Fn::GetAtt": [role, "Arn"]} for role in senders], QUEUE_SENDERS_PARAMETER,
+        QUEUE_SENDERS_CONDITION)
+
+    rules = sorted(
+        logical_id for logical_id, resource in resources.items()
+        if resource.get("Type") == "AWS::Events::Rule"
+        and any(t.get("Arn") == QUEUE_ARN for t in resource.get("Properties", {}).get("Targets", []))
+    )
+    if not rules:
+        return  # only the named rules, when there are any: the statement stays conditional
+    for index, statement in enumerate(statements):
+        branches = statement.get("Fn::If") if isinstance(statement, dict) else None
+        if branches and isinstance(branches[1], dict) and branches[1].get("Sid") == QUEUE_RULES_SID:
+            allow = copy.deepcopy(branches[1])
+            allow["Condition"]["ArnEquals"]["aws:SourceArn"] = _named_and(
+                [{"Fn::GetAtt": [rule, "Arn"]} for rule in rules], QUEUE_RULES_PARAMETER,
+                QUEUE_RULES_CONDITION)
+            statements[index] = allow
+            return
+    raise PackagingError(f"{QUEUE_POLICY} has no statement {QUEUE_RULES_SID} for the rules "
+                         f"that target {QUEUE}: {', '.join(rules)}")
 
 
 def _check_allow_lists(resources: dict[str, Any], workers: list[str]) -> None:

@@ -28,14 +28,31 @@ def content_disposition(file_name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
 
 
+class UnsafeKey(ValueError):
+    """A value that would make a key climb out of its folder: a bug, or validation missed at an edge."""
+
+
+def _one_level(value: str, what: str) -> str:
+    """``value`` as one level of a key: never empty, ``.``, ``..``, nor holding a ``/``.
+
+    The edges validate tenants and names (``principal.TENANT_RULE``,
+    ``validation.check_file_name``); this is the last guard, because a
+    task's delete clears its whole prefix: a tenant of ``acme/<another task's
+    id>`` wrote under that task's prefix, and the other's delete took it.
+    """
+    if not value or value in (".", "..") or "/" in value:
+        raise UnsafeKey(f"{what} {value!r} cannot be one level of an S3 key")
+    return value
+
+
 def task_prefix(tenant: str, task_id: str) -> str:
     """Where every build of one task writes: an operator finds a task's files here."""
-    return f"downloads/{tenant}/{task_id}/"
+    return f"downloads/{_one_level(tenant, 'tenant')}/{_one_level(task_id, 'task id')}/"
 
 
 def object_key(tenant: str, task_id: str, lease: int, file_name: str) -> str:
     """One key per build (its lease), so a superseded build can only overwrite or delete its own."""
-    return f"{task_prefix(tenant, task_id)}{lease}/{file_name}"
+    return f"{task_prefix(tenant, task_id)}{int(lease)}/{_one_level(file_name, 'file name')}"
 
 
 def parse_object_key(key: str) -> tuple[str, int] | None:

@@ -146,8 +146,8 @@ def test_sources_per_group_come_from_the_policy_file(stack: Stack, tmp_path, mon
     assert created["params"] == {"table": "demo-users"}
 
 
-def test_a_request_message_for_a_table_off_the_allow_list_still_fails_at_build(stack: Stack) -> None:
-    """Other AWS services bypass the API's policy; the worker's allow-list check remains."""
+def test_a_request_message_for_a_table_off_the_allow_list_is_refused_like_a_create(stack: Stack) -> None:
+    """Queued requests are held to the access policy as creates are (issue 19: they bypassed it)."""
     import boto3
 
     request = {"type": "download.request", "version": 1, "request": {
@@ -155,5 +155,22 @@ def test_a_request_message_for_a_table_off_the_allow_list_still_fails_at_build(s
         "owner": stack.users["alice"].sub, "tenant": "acme", "idempotency_key": "k"}}
     boto3.client("sqs").send_message(QueueUrl=stack.queue_url, MessageBody=json.dumps(request))
     stack.run_worker()
-    (task,) = call(stack, "alice", "GET", "/downloads").json_body["items"]
-    assert task["status"] == "failed" and task["error"]["code"] == "table_not_allowed"
+    assert call(stack, "alice", "GET", "/downloads").json_body["items"] == []
+    (dead,) = [json.loads(r["body"]) for r in stack.drain(stack.dlq_url)]
+    assert dead["code"] == "forbidden" and "secret-payroll" in dead["reason"]
+
+
+def test_a_task_for_a_table_off_the_allow_list_still_fails_at_build(stack: Stack) -> None:
+    """The worker checks its allow-list itself: a task stored before the list was narrowed, say."""
+    import app as app_module
+    from chalicelib.services import Owner
+    from chalicelib.validation import parse_create
+
+    alice = stack.users["alice"]
+    body = {"task_name": "t", "kind": "dynamodb_table", "params": {"table": "secret-payroll"}}
+    owner = Owner(alice.sub, "alice", "acme")
+    task, _ = app_module.downloads.store_new(owner, parse_create(body), body, None)
+    app_module.downloads.send_build(task)
+    stack.run_worker()
+    (listed,) = call(stack, "alice", "GET", "/downloads").json_body["items"]
+    assert listed["status"] == "failed" and listed["error"]["code"] == "table_not_allowed"

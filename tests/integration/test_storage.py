@@ -8,7 +8,12 @@ import os
 import boto3
 import pytest
 
-from chalicelib.adapters.storage import MIN_PART_SIZE, StreamingUpload
+from chalicelib.adapters.storage import (
+    MIN_PART_SIZE,
+    StreamingUpload,
+    object_key,
+    task_prefix,
+)
 
 BUCKET = "download-center-files"
 PART = MIN_PART_SIZE
@@ -105,3 +110,21 @@ def test_a_segment_past_its_range_is_too_large(stack):
     with pytest.raises(ExportError) as err:
         range_upload(os.urandom(4 * PART), PART, 1, upload_id, "t/big.bin", span=2)
     assert err.value.code == "too_large"
+
+@pytest.mark.parametrize("tenant,task_id,name", [
+    ("acme/01JDQ4V8Z8S9Y6K1E6J3X2M7TQ", "01JDQ4V8Z8S9Y6K1E6J3X2M7TR", "f.csv"),
+    ("..", "01JDQ4V8Z8S9Y6K1E6J3X2M7TR", "f.csv"),
+    ("acme", "../01JDQ4V8Z8S9Y6K1E6J3X2M7TR", "f.csv"),
+    ("acme", "", "f.csv"),
+    ("acme", "01JDQ4V8Z8S9Y6K1E6J3X2M7TR", "../../other/f.csv"),
+    ("acme", "01JDQ4V8Z8S9Y6K1E6J3X2M7TR", ".."),
+])
+def test_no_value_climbs_out_of_its_level_of_a_key(tenant, task_id, name):
+    """Issue 19: the last guard below the edges' validation; a task's delete clears its prefix whole."""
+    with pytest.raises(ValueError, match="cannot be one level of an S3 key"):  # storage.UnsafeKey
+        object_key(tenant, task_id, 1, name)
+
+
+def test_keys_of_safe_values_are_as_before():
+    assert object_key("acme", "T1", 2, "r.csv") == "downloads/acme/T1/2/r.csv"
+    assert task_prefix("acme", "T1") == "downloads/acme/T1/"

@@ -8,6 +8,7 @@ import io
 import json
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import boto3
@@ -304,6 +305,105 @@ def test_download_request_creates_the_task_once_per_key(stack):
     send(stack, request_message(owner=alice.sub, task_name="other"))
     stack.run_worker()
     assert len(stack.drain(stack.dlq_url)) == 1
+
+
+# -- issue 19, section 1: who may ask the queue for what ----------------------------------------
+
+#: on conftest's LOG_GROUPS allow-list; the shipped policy opens log_archive to admins only
+LOG_GROUP = "/download-center/demo"
+
+
+def log_group_with_an_event() -> dict:
+    """A log group with one event of yesterday, and the params of a log_archive that reads it."""
+    at = datetime.now(UTC) - timedelta(days=1)
+    cw = boto3.client("logs")
+    cw.create_log_group(logGroupName=LOG_GROUP)
+    cw.create_log_stream(logGroupName=LOG_GROUP, logStreamName="s")
+    cw.put_log_events(logGroupName=LOG_GROUP, logStreamName="s", logEvents=[
+        {"timestamp": int(at.timestamp() * 1000), "message": "payroll: alice 9000"}])
+    return {"log_group": LOG_GROUP, "start": (at - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "end": (at + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def every_task(stack) -> list[dict]:
+    """Every task, as an admin lists them."""
+    resp = stack.client.http.get("/downloads", headers=stack.users["admin"].headers)
+    assert resp.status_code == 200, resp.body
+    return resp.json_body["items"]
+
+
+def dead_letters(stack) -> list[dict]:
+    return [json.loads(r["body"]) for r in stack.drain(stack.dlq_url)]
+
+
+def stored_keys() -> list[str]:
+    return [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+
+
+@pytest.mark.parametrize("kind,params,code_words", [
+    ("log_archive", None, "export kind 'log_archive'"),  # admins only, and no group declared
+    ("dynamodb_table", {"table": "payroll"}, "table 'payroll'"),  # off the deployment's allow-list
+])
+def test_a_forged_request_for_another_user_and_tenant_is_held_to_the_access_policy(
+        stack, kind, params, code_words):
+    """Issue 19: a sender named alice's sub, another tenant and log_archive, and she got a link to the logs.
+
+    The policy decides as for POST /downloads: nothing is created, and the
+    message goes to the dead-letter queue saying why.
+    """
+    params = params or log_group_with_an_event()
+    alice = stack.users["alice"]
+    send(stack, request_message(kind=kind, format="jsonl", params=params, owner=alice.sub,
+                                owner_name="alice", tenant="globex"))
+    assert stack.run_worker() == {"batchItemFailures": []}
+    (dead,) = dead_letters(stack)
+    assert dead["code"] == "forbidden" and code_words in dead["reason"]
+    assert json.loads(dead["body"])["request"]["owner"] == alice.sub
+    assert every_task(stack) == [] and stored_keys() == []
+    assert [e["detail-type"] for e in stack.events()] == []
+
+
+def test_a_request_is_allowed_what_the_groups_its_sender_declares_are_allowed(stack):
+    """The other side of the policy: a sender trusted to say the owner is an admin gets an admin's kinds."""
+    admin = stack.users["admin"]
+    send(stack, request_message(kind="log_archive", format="jsonl", params=log_group_with_an_event(),
+                                owner=admin.sub, owner_name="admin", tenant="acme", groups=["admin"]))
+    assert stack.run_worker() == {"batchItemFailures": []}
+    (task,) = every_task(stack)
+    assert task["status"] == "succeeded" and task["kind"] == "log_archive" and task["url"]
+    assert dead_letters(stack) == []
+
+
+@pytest.mark.parametrize("tenant", ["acme/{alice}", "..", "acme/../globex", "acme\x1b[31m"])
+def test_a_tenant_that_is_a_path_is_refused_and_leaves_the_others_files_alone(stack, tenant):
+    """Issue 19: a tenant of acme/<alice's task id> wrote under her task's prefix, and her delete took it."""
+    alice = stack.users["alice"]
+    mine = stack.create()
+    stack.run_worker()
+    (key,) = stored_keys()
+    assert key.startswith(f"downloads/acme/{mine['id']}/")
+    send(stack, request_message(owner=stack.users["bob"].sub, owner_name="bob",
+                                tenant=tenant.format(alice=mine["id"])))
+    assert stack.run_worker() == {"batchItemFailures": []}
+    (dead,) = dead_letters(stack)
+    assert dead["code"] == "invalid_message" and dead["reason"].startswith("request.tenant must be")
+    assert [t["id"] for t in every_task(stack)] == [mine["id"]]
+    assert stored_keys() == [key]
+    stack.events()
+    resp = stack.client.http.delete(f"/downloads/{mine['id']}", headers=alice.headers)
+    assert resp.status_code == 204 and stored_keys() == []
+
+
+def test_an_eventbridge_event_of_another_detail_type_is_no_request(stack):
+    """Issue 19: any event a rule routed to the queue was read as a request, whatever its detail-type."""
+    alice = stack.users["alice"]
+    envelope = {"version": "0", "id": "e2", "detail-type": "Order Shipped", "source": "shop",
+                "detail": request_message(owner=alice.sub)["request"]}
+    send(stack, envelope)
+    assert stack.run_worker() == {"batchItemFailures": []}
+    (dead,) = dead_letters(stack)
+    assert dead["code"] == "invalid_message" and "'Order Shipped'" in dead["reason"]
+    assert every_task(stack) == [] and stored_keys() == []
 
 
 def test_cancel_while_running_aborts_the_upload_and_leaves_no_object(stack):

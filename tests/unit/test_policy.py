@@ -82,3 +82,19 @@ def test_the_shipped_policy_and_access_policy_file(tmp_path, monkeypatch):
     assert set(load(str(other)).kinds) == {"demo"}
     with pytest.raises(PolicyError, match="missing.json"):
         load(str(tmp_path / "missing.json"))
+
+
+@pytest.mark.parametrize("tenant", ["acme/01JDQ4V8Z8S9Y6K1E6J3X2M7TQ", "..", ".", "a/../b", "acme\n",
+                                    "-acme", "acme corp", "x" * 65])
+def test_a_token_whose_tenant_is_no_tenant_name_is_refused(tenant):
+    """Issue 19: a tenant becomes a folder of the files bucket; one rule for tokens and the queue."""
+    with pytest.raises(Forbidden) as info:
+        POLICY.principal({"sub": "s", "custom:tenant": tenant})
+    (detail,) = info.value.details
+    assert detail["field"] == "custom:tenant" and "hold no '..'" in detail["issue"]
+
+
+def test_tenant_names_that_are_one_level_of_a_key_are_accepted():
+    for tenant in ("acme", "globex-2", "eu.acme_1", "a", "x" * 64):
+        assert POLICY.principal({"sub": "s", "custom:tenant": tenant}).tenant == tenant
+    assert POLICY.principal({"sub": "s"}).tenant == "default"

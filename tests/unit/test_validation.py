@@ -191,6 +191,40 @@ def test_invalid_messages(body):
         parse(body)
 
 
+def _request(**fields):
+    req = {"task_name": "t", "kind": "demo", "params": {"rows": 5}, "owner": "u1"} | fields
+    return json.dumps({"type": "download.request", "version": 1, "request": req})
+
+
+@pytest.mark.parametrize("body,words", [
+    # issue 19: each was read as a request, and the tenant became a path
+    (_request(tenant="acme/01JDQ4V8Z8S9Y6K1E6J3X2M7TQ"), "request.tenant must be"),
+    (_request(tenant=".."), "request.tenant must be"),
+    (_request(tenant="acme/../globex"), "request.tenant must be"),
+    (_request(tenant="acme\n"), "request.tenant must be"),
+    (_request(tenant="a..b"), "request.tenant must be"),
+    (_request(owner="u1/../u2"), "request.owner must be"),
+    (_request(owner="u1#x"), "request.owner must be"),
+    (_request(owner_name="alice\x1b[2J"), "request.owner_name must not"),
+    (_request(groups="admin"), "request.groups must be"),
+    (_request(groups=["admin\n"]), "request.groups must be"),
+    (_request(idempotency_key="k\n"), "request.idempotency_key must be"),
+    (json.dumps({"version": "0", "detail-type": "Object Created", "source": "aws.s3",
+                 "detail": json.loads(_request())["request"]}), "detail-type 'Object Created'"),
+])
+def test_a_request_is_held_to_the_rules_of_the_api(body, words):
+    with pytest.raises(InvalidMessage) as info:
+        parse(body)
+    assert words in info.value.reason and info.value.code == "invalid_message"
+
+
+def test_a_request_declares_groups_and_a_safe_tenant():
+    msg = parse(_request(tenant="acme-2.eu_west", owner="0b1e-4f@svc", groups=["admin", "x"]))
+    assert isinstance(msg, RequestMessage)
+    assert msg.tenant == "acme-2.eu_west" and msg.groups == frozenset({"admin", "x"})
+    assert parse(_request()).groups == frozenset()  # none declared: a signed-in user's rights only
+
+
 def test_a_listing_query_reports_every_problem_at_once_in_words():
     """Found with issue 12: the first bad limit hid the rest, and a status read "'done' is not a status"."""
     with pytest.raises(ValidationError) as info:
