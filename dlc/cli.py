@@ -42,6 +42,7 @@ from dlc.errors import (
     UsageError,
 )
 from dlc.params import typed_params
+from dlc.sanitize import printable
 
 EPILOG = """\b
 Exit codes: 0 done; 1 the task failed or was canceled (or the request failed
@@ -231,7 +232,7 @@ def login(username: str | None, password_stdin: bool) -> None:
     expires = datetime.fromtimestamp(tokens.expires_at, UTC).isoformat(timespec="seconds")
     emit({"api_url": client.api_url, "username": tokens.username, "expires_at": expires,
           "tokens_file": str(state.store.path)},
-         lambda: _print(Text(f"Signed in to {client.api_url} as {tokens.username} "
+         lambda: _print(display.shown(f"Signed in to {client.api_url} as {tokens.username} "
                              f"(tokens in {state.store.path})")))
 
 
@@ -245,7 +246,7 @@ def logout() -> None:
     client = _state().client()
     removed = client.logout()
     emit({"api_url": client.api_url, "signed_out": removed},
-         lambda: _print(Text(f"Signed out of {client.api_url}" if removed
+         lambda: _print(display.shown(f"Signed out of {client.api_url}" if removed
                              else f"Not signed in to {client.api_url}")))
 
 
@@ -302,7 +303,7 @@ def list_tasks(statuses: tuple[str, ...], kind: str | None, task_name: str | Non
             for option, value in window:
                 if value:
                     again += [option, value]
-            _print(Text("More: " + " ".join(again) + "  (or --all)", style="dim"))
+            _print(display.shown("More: " + " ".join(again) + "  (or --all)", style="dim"))
 
     emit({"items": items, "next_cursor": next_cursor}, human)
 
@@ -367,7 +368,7 @@ def rm(task_id: str) -> None:
     Not while it runs: cancel it first.
     """
     _state().client().delete(task_id)
-    emit({"deleted": task_id}, lambda: _print(Text(f"Deleted task {task_id}")))
+    emit({"deleted": task_id}, lambda: _print(display.shown(f"Deleted task {task_id}")))
 
 
 # -- create, watch, download ---------------------------------------------------------------------
@@ -423,7 +424,7 @@ def _download_parts(client: Client, task: Task, output: str | None, force: bool,
             return client.download_parts(task, folder, force=force, on_file=bar.file, on_start=bar.start,
                                          on_progress=bar.advance, limit_rate=limit_rate)
         except KeyboardInterrupt:
-            done, name, index, count = bar.done, bar.label, bar.index, bar.count
+            done, name, index, count = bar.done, bar.name, bar.index, bar.count
     with contextlib.suppress(OSError):  # what is on disk, written past the last report
         done = part_path(folder / name).stat().st_size
     raise Interrupted("interrupted",
@@ -446,9 +447,9 @@ def _finish(task: Task, result: DownloadResult | PartsResult | None) -> None:
         _print(display.task_line(task))
         if isinstance(result, PartsResult):
             kept = f"; {len(result.kept)} of them already there, kept" if result.kept else ""
-            _print(Text(f"Saved {len(result.files)} files and {result.manifest.path.name} in {result.path} "
-                        f"({display.decimal(result.size)}; each file's md5 and sha256 verified, "
-                        f"and the manifest's list of them{kept})"))
+            _print(display.shown(f"Saved {len(result.files)} files and {result.manifest.path.name} in "
+                                 f"{result.path} ({display.decimal(result.size)}; each file's md5 and "
+                                 f"sha256 verified, and the manifest's list of them{kept})"))
             return
         whole = [name for name in result.verified if name != "ranges"]
         checked = " and ".join(whole) + " verified" if whole else ""
@@ -457,7 +458,7 @@ def _finish(task: Task, result: DownloadResult | PartsResult | None) -> None:
             checked = f"{checked}; {each}" if checked else each
         checked = checked or "no checksums to verify"
         resumed = f"; resumed at byte {result.resumed_from:,}" if result.resumed_from else ""
-        _print(Text(f"Saved {result.path} ({display.decimal(result.size)}; {checked}{resumed})"))
+        _print(display.shown(f"Saved {result.path} ({display.decimal(result.size)}; {checked}{resumed})"))
 
     emit({"task": task, "download": result.to_json()}, human)
 
@@ -547,7 +548,8 @@ def create(kind: str, pairs: tuple[str, ...], params_file: Any, fmt: str | None,
     task = client.create(kind, params=params, task_name=name, format=fmt, file_name=file_name,
                          idempotency_key=idempotency_key, **split)
     if not wait:
-        emit(task, lambda: _print(display.task_line(task), Text(f"Follow it with: dlc watch {task['id']}")))
+        emit(task, lambda: _print(display.task_line(task),
+                                  display.shown(f"Follow it with: dlc watch {task['id']}")))
         return
     if download:
         _check_target(task, output, force)
@@ -627,7 +629,7 @@ def _report(error: DlcError, as_json: bool) -> int:
     if as_json:
         doc = error.json_doc
         click.echo(json.dumps(doc if doc is not None else error.to_json(), ensure_ascii=False, indent=2))
-    click.echo(f"{error.code}: {error.message}", err=True)
+    click.echo(printable(f"{error.code}: {error.message}"), err=True)
     return error.exit_code
 
 

@@ -965,3 +965,195 @@ def test_the_client_class_verifies_ranges_too(segmented: tuple[FakeApi, Dlc], tm
     empty = tmp_path / "empty-range.bin"
     empty.write_bytes(b"abc")
     assert check_ranges(empty, ranges_of(b"abc", [0, 0, 3])) == []
+
+
+# -- what dlc shows of names and messages from elsewhere (issue 19) ---------------------------------
+#
+# The API refuses control and format characters in names now, so a task that holds them comes from
+# before, from another deployment, or from a server that is not the API: a small API of the tests'
+# own on 127.0.0.1 serves one, as the tests of ranges above do.
+
+#: an ANSI "clear the screen", a terminal title (OSC), a CR/LF that fakes a row of the listing, a C1
+#: CSI, and a right-to-left override that makes "FAKE ROWfdp.exe" read "FAKE ROWexe.pdf"
+EVIL_NAME = "evil\x1b[2J\x1b]0;pwned\x07\r\nFAKE ROW\x9b31m\u202efdp.exe\u200b"
+EVIL_SHOWN = "evil[2J]0;pwnedFAKE ROW31mfdp.exe"
+EVIL_TASK_ID = "01EVILAAAAAAAAAAAAAAAAAAAA"
+
+
+@dataclass
+class ScriptedApi:
+    """A loopback API that answers each ``(method, path)`` with a JSON document; 404 otherwise."""
+
+    api: str
+    routes: dict[tuple[str, str], tuple[int, Any, dict[str, str]]]
+    asked: list[str]
+
+
+@contextlib.contextmanager
+def scripted_api() -> Iterator[ScriptedApi]:
+    asked: list[str] = []
+    routes: dict[tuple[str, str], tuple[int, Any, dict[str, str]]] = {}
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            asked.append(f"{self.command} {self.path}")
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            status, doc, headers = routes.get((self.command, self.path.split("?")[0]), (
+                404, {"error": {"code": "not_found", "message": "no task \x1b]0;owned\x07here\r\nFAKE"}}, {}))
+            body = b"" if doc is None else json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = _answer  # noqa: N815 (http.server's names)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    fake = ScriptedApi(f"http://127.0.0.1:{server.server_address[1]}", routes, asked)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def signed_in_to(api: str, tmp_path: Path, cognito_endpoint: str | None = None,
+                 refresh_token: str | None = None) -> Dlc:
+    """A ``dlc`` with a stored sign-in to ``api`` (a token kept for a day), as the ranges tests do."""
+    from dlc.client import Tokens
+    from dlc.config import TokenStore
+
+    user = Dlc(api, tmp_path / "config", tmp_path / "work")
+    user.workdir.mkdir(exist_ok=True)
+    TokenStore(user.config).put(api, Tokens(
+        id_token="header.payload.signature", refresh_token=refresh_token, expires_at=time.time() + 86400,
+        username="alice", client_id="fake", cognito_endpoint=cognito_endpoint or f"{api}/cognito").to_json())
+    return user
+
+
+def evil_task(**changes: Any) -> dict[str, Any]:
+    return {"id": EVIL_TASK_ID, "task_name": EVIL_NAME, "file_name": "report\u202efdp.exe\x1b[5m.csv",
+            "kind": "demo", "format": "csv", "params": {"rows": 10}, "status": "succeeded",
+            "progress": {"rows": 10, "bytes": 120, "percent": 100}, "size": 120, "md5": "0" * 32,
+            "sha256": "0" * 64, "error": None, "warnings": [], "owner": "sub-mallory",
+            "owner_name": "mallory\x1b[8m", "tenant": "acme", "attempts": 1, "files": None,
+            "created_at": "2026-12-08T03:00:00.000Z", "finished_at": "2026-12-08T03:00:09.000Z",
+            "expires_at": "2099-01-01T00:00:00.000Z", **changes}
+
+
+def terminal_bytes(dlc: Dlc, *args: str, timeout: float = 30) -> tuple[int, bytes]:
+    """``dlc`` run to its end on a pseudo-terminal of 120 x 30: its exit code and every byte it wrote."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    proc = subprocess.Popen([str(DLC), *args], stdin=slave, stdout=slave, stderr=slave,
+                            env=dlc.env(TERM="xterm-256color"), cwd=dlc.workdir, preexec_fn=_default_sigint)
+    os.close(slave)
+    seen = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.05)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen.extend(chunk)
+            elif proc.poll() is not None:
+                break
+        return proc.wait(timeout=10), bytes(seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        os.close(master)
+
+
+#: what rich itself writes: colours (SGR), and for a live bar the cursor's moves and line erasures
+#: (a CR, then "erase the line")
+RICH_SEQUENCES = re.compile(rb"\r(?=\x1b\[2K)|\x1b\[[0-9;?]*[mAKGlh]")
+
+
+def assert_no_injected_sequence(raw: bytes) -> str:
+    """Every ESC is one of rich's own, every CR ends a line (the terminal's CR LF), no C1, no Cf;
+    the text shown (rich's sequences removed) is returned."""
+    text = RICH_SEQUENCES.sub(b"", raw).decode("utf-8")
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text, repr(text)
+    assert "\u202e" not in text and "\u200b" not in text, repr(text)
+    assert not re.search(r"\r(?!\n)", text.replace("\r\r\n", "\r\n")), repr(text)
+    lines = text.replace("\r\n", "\n").split("\n")
+    assert not any(line.startswith("FAKE") for line in lines), lines
+    return text
+
+
+def test_ls_get_watch_and_errors_show_no_control_or_format_character_of_a_name(
+        installed: Path, tmp_path: Path) -> None:
+    """A tenant admin's `dlc ls` of a task named with an ANSI sequence, a CR/LF and a bidi override:
+    no sequence reaches the terminal, no fake row appears, the name is shown without them."""
+    with scripted_api() as fake:
+        task = evil_task()
+        fake.routes[("GET", "/downloads")] = (200, {"items": [task], "next_cursor": None}, {})
+        fake.routes[("GET", f"/downloads/{EVIL_TASK_ID}")] = (200, task, {})
+        user = signed_in_to(fake.api, tmp_path)
+
+        code, raw = terminal_bytes(user, "ls")
+        assert code == 0, raw
+        shown = assert_no_injected_sequence(raw)
+        row = next(line for line in shown.splitlines() if line.startswith(EVIL_TASK_ID))
+        assert EVIL_SHOWN in row and "succeeded" in row
+
+        code, raw = terminal_bytes(user, "get", EVIL_TASK_ID)
+        assert code == 0, raw
+        shown = assert_no_injected_sequence(raw)
+        assert re.search(r"name +" + re.escape(EVIL_SHOWN), shown), shown
+        assert re.search(r"file +reportfdp\.exe\[5m\.csv", shown) and re.search(r"owner +mallory\[8m", shown)
+
+        # the live bar (on stderr, a terminal here) and the line after it
+        code, raw = terminal_bytes(user, "watch", EVIL_TASK_ID)
+        assert code == 0, raw
+        shown = assert_no_injected_sequence(raw)
+        assert "evil[2J]0;pwnedFAKE ROW31mfdp.e… · succeeded" in shown, shown  # cut at 32
+        assert f"“{EVIL_SHOWN}” succeeded" in shown.replace("\r\n", "")
+
+        # an error message of the API's, on stderr
+        code, raw = terminal_bytes(user, "get", "01NOSUCHTASKAAAAAAAAAAAAAA")
+        assert code == 4, raw
+        shown = assert_no_injected_sequence(raw)
+        assert "not_found: no task ]0;ownedhereFAKE" in shown
+
+
+def test_an_error_names_the_presigned_url_without_its_query(installed: Path, tmp_path: Path) -> None:
+    """A presigned link's query is its signature (a bearer credential for 15 minutes): a message that
+    names the link, here a download that cannot connect, must not carry it."""
+    from tests.e2e.conftest import free_ports
+
+    (closed,) = free_ports(1)
+    link = (f"http://127.0.0.1:{closed}/download-center-files/acme/{EVIL_TASK_ID}/report.csv"
+            "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIASECRETCREDENTIAL%2F20261208"
+            "&X-Amz-Expires=900&X-Amz-Signature=0123456789abcdefSECRETSIGNATURE")
+    with scripted_api() as fake:
+        task = evil_task(task_name="Users", file_name="report.csv", url=link)
+        fake.routes[("GET", f"/downloads/{EVIL_TASK_ID}")] = (200, task, {})
+        fake.routes[("GET", f"/downloads/{EVIL_TASK_ID}/file")] = (302, None, {"Location": link})
+        user = signed_in_to(fake.api, tmp_path)
+
+        result = user.run("download", EVIL_TASK_ID, "-o", f"{tmp_path}/")
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"unreachable: cannot download the file of task {EVIL_TASK_ID}: ")
+        assert f"/download-center-files/acme/{EVIL_TASK_ID}/report.csv" in result.stderr  # the path stays
+        as_json = user.run("download", EVIL_TASK_ID, "-o", f"{tmp_path}/", "--json")
+        assert json.loads(as_json.stdout)["error"]["code"] == "unreachable"
+    for said in (result.stderr, as_json.stdout, as_json.stderr):
+        assert "SECRET" not in said and "X-Amz-" not in said, said
