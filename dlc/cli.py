@@ -77,10 +77,12 @@ class State:
     json: bool = False
     store: TokenStore = field(default_factory=TokenStore)
     _client: Client | None = None
+    #: where the API's address came from (--api-url, DLC_API_URL, a stack file, the last login)
+    api_source: str = ""
 
     def client(self) -> Client:
         if self._client is None:
-            url, _source = resolve_api_url(self.api_url, self.store)
+            url, self.api_source = resolve_api_url(self.api_url, self.store)
             self._client = Client(url, store=self.store)
         return self._client
 
@@ -208,32 +210,39 @@ def login(username: str | None, password_stdin: bool) -> None:
     """Sign in and keep the tokens for this API.
 
     Cognito's USER_PASSWORD_AUTH, as the web console does: the API's
-    /console/config.json says where Cognito is. The tokens are
+    /console/config.json says where Cognito is, and dlc says where it signs in
+    (the API, and that Cognito endpoint) before it asks for the password. Both
+    must be https://, or on this machine (127.0.0.1, ::1, localhost). The tokens are
     stored in the user's config directory, readable by you only (0600), and
     the ID token is refreshed with the refresh token when it expires. Without
     --password-stdin the password is asked for on the terminal, unechoed.
     """
     state = _state()
     interactive = sys.stdin.isatty()
+    if not username and (password_stdin or not interactive):
+        raise click.UsageError("--username is needed when stdin is not a terminal")
+    if not password_stdin and not interactive:
+        raise click.UsageError("no terminal to ask for the password: use --password-stdin")
+    # where the password would go, checked (and shown) before it is asked for or read
+    client = state.client()
+    config = client.sign_in_config()
+    if not password_stdin:
+        click.echo(printable(f"Signing in to {client.api_url} (from {state.api_source}) through Cognito at "
+                             f"{config['cognito_endpoint']}"), err=True)
     if not username:
-        if password_stdin or not interactive:
-            raise click.UsageError("--username is needed when stdin is not a terminal")
         username = click.prompt("Username", err=True)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise click.UsageError("--password-stdin: no password on stdin")
-    elif interactive:
-        password = click.prompt("Password", hide_input=True, err=True)
     else:
-        raise click.UsageError("no terminal to ask for the password: use --password-stdin")
-    client = state.client()
-    tokens = client.login(username, password)
+        password = click.prompt("Password", hide_input=True, err=True)
+    tokens = client.login(username, password, config=config)
     expires = datetime.fromtimestamp(tokens.expires_at, UTC).isoformat(timespec="seconds")
     emit({"api_url": client.api_url, "username": tokens.username, "expires_at": expires,
           "tokens_file": str(state.store.path)},
          lambda: _print(display.shown(f"Signed in to {client.api_url} as {tokens.username} "
-                             f"(tokens in {state.store.path})")))
+                                      f"(tokens in {state.store.path})")))
 
 
 @cli.command()

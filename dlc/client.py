@@ -36,7 +36,7 @@ from urllib.parse import quote
 
 import requests
 
-from dlc.config import TokenStore, normalize_api_url, resolve_api_url
+from dlc.config import TokenStore, check_secure, normalize_api_url, resolve_api_url
 from dlc.errors import (
     ApiError,
     AuthError,
@@ -271,14 +271,19 @@ class Client:
             config = resp.json()
         except ValueError:
             config = None
-        if not isinstance(config, dict) or not config.get("client_id") or not config.get("cognito_endpoint"):
+        if not isinstance(config, dict) or not config.get("client_id") or not config.get("cognito_endpoint") \
+                or not isinstance(config["cognito_endpoint"], str):
             raise ApiError("no_sign_in_config",
                            f"{self.api_url} does not say where to sign in (GET /console/config.json)")
+        # the password goes there: over https, or to this machine (the local stack's moto)
+        check_secure(config["cognito_endpoint"], "the Cognito endpoint",
+                     f"{self.api_url}/console/config.json")
         return config
 
     def _initiate_auth(self, endpoint: str, client_id: str, flow: str,
                        parameters: dict[str, str]) -> dict[str, Any]:
         """Cognito's InitiateAuth as a plain JSON POST (no AWS credentials: the app client is public)."""
+        check_secure(endpoint, "the Cognito endpoint")
         resp = self._send("POST", endpoint, data=json.dumps({
             "AuthFlow": flow, "ClientId": client_id, "AuthParameters": parameters,
         }), headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": COGNITO_TARGET})
@@ -302,9 +307,13 @@ class Client:
             raise ApiError("bad_response", "Cognito answered without tokens")
         return result
 
-    def login(self, username: str, password: str) -> Tokens:
-        """Sign in with USER_PASSWORD_AUTH where the API says; keep (and store) the tokens."""
-        config = self.sign_in_config()
+    def login(self, username: str, password: str, *, config: Mapping[str, Any] | None = None) -> Tokens:
+        """Sign in with USER_PASSWORD_AUTH where the API says; keep (and store) the tokens.
+
+        ``config``: what :meth:`sign_in_config` answered, when the caller has already shown it
+        to the person before asking for the password (``dlc login`` does).
+        """
+        config = config or self.sign_in_config()
         endpoint, client_id = str(config["cognito_endpoint"]), str(config["client_id"])
         result = self._initiate_auth(endpoint, client_id, "USER_PASSWORD_AUTH",
                                      {"USERNAME": username, "PASSWORD": password})

@@ -1157,3 +1157,175 @@ def test_an_error_names_the_presigned_url_without_its_query(installed: Path, tmp
         assert json.loads(as_json.stdout)["error"]["code"] == "unreachable"
     for said in (result.stderr, as_json.stdout, as_json.stderr):
         assert "SECRET" not in said and "X-Amz-" not in said, said
+
+
+# -- whom dlc sends a password to (issue 19) --------------------------------------------------------
+#
+# 10.0.0.1 stands for another machine; nothing here connects to it. Every request dlc would make to
+# a host other than this one goes through HTTP(S)_PROXY, a server of the test's own on 127.0.0.1 that
+# plays the planted file's server: it names itself as Cognito and records what it is sent. Before
+# issue 19 it received {"USERNAME": "alice", "PASSWORD": ...}.
+
+ELSEWHERE = "http://10.0.0.1:9"
+
+
+@dataclass
+class Trap:
+    proxy: str
+    #: every request it got: "GET http://10.0.0.1:9/console/config.json", "CONNECT 10.0.0.1:9", ...
+    asked: list[str]
+    #: the bodies posted to it (a password, if dlc sent one)
+    bodies: list[str]
+
+
+@contextlib.contextmanager
+def trap_proxy() -> Iterator[Trap]:
+    asked: list[str] = []
+    bodies: list[str] = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            asked.append(f"{self.command} {self.path}")
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                bodies.append(self.rfile.read(length).decode("utf-8", "replace"))
+            if self.command == "GET" and self.path.endswith("/console/config.json"):
+                status, doc = 200, {"client_id": "planted", "cognito_endpoint": f"{ELSEWHERE}/"}
+            else:
+                status, doc = 400, {"__type": "NotAuthorizedException", "message": "recorded"}
+            body = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_CONNECT = _answer  # noqa: N815 (http.server's names)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Trap(f"http://127.0.0.1:{server.server_address[1]}", asked, bodies)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def trapped_env(user: Dlc, trap: Trap, **extra: str) -> dict[str, str]:
+    """``user``'s environment with no API chosen, and every other host reached through ``trap``."""
+    env = {k: v for k, v in user.env(**extra).items() if not k.lower().endswith("_proxy")}
+    env.pop("DLC_API_URL", None)
+    loopback = "127.0.0.1,localhost"
+    env.update({"HTTP_PROXY": trap.proxy, "HTTPS_PROXY": trap.proxy, "http_proxy": trap.proxy,
+                "https_proxy": trap.proxy, "NO_PROXY": loopback, "no_proxy": loopback, **extra})
+    return env
+
+
+@pytest.mark.parametrize("planted", [ELSEWHERE, "https://download-center.example.com"])
+def test_a_planted_stack_file_naming_another_host_is_refused_before_any_connection(
+        installed: Path, tmp_path: Path, planted: str) -> None:
+    clone = tmp_path / "cloned-repo"
+    (clone / ".local").mkdir(parents=True)
+    stack_file = clone / ".local" / "stack.json"
+    stack_file.write_text(json.dumps({"api_url": planted, "console_url": f"{planted}/",
+                                      "aws_endpoint_url": ELSEWHERE}), encoding="utf-8")
+    user = Dlc("unused", tmp_path / "config", clone / "src" / "deep")
+    user.workdir.mkdir(parents=True)
+    host = planted.split("://")[1].split(":")[0]
+    with trap_proxy() as trap:
+        env = trapped_env(user, trap)
+        login = user.run("login", "-u", "alice", "--password-stdin", stdin="hunter2-secret\n", env=env)
+        listing = user.run("ls", env=env)
+    for result in (login, listing):
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"untrusted_stack_file: {stack_file} names the API {planted}, "
+                                        f"on {host}, which is not this machine"), result.stderr
+        assert "--api-url" in result.stderr and "Traceback" not in result.stderr
+    assert trap.asked == [] and trap.bodies == []
+    assert not (user.config / "tokens.json").exists()
+
+
+def test_plain_http_to_another_host_is_refused_wherever_it_is_given(installed: Path, tmp_path: Path) -> None:
+    user = Dlc("unused", tmp_path / "config", tmp_path)
+    with trap_proxy() as trap:
+        env = trapped_env(user, trap)
+        given = user.run("--api-url", ELSEWHERE, "login", "-u", "alice", "--password-stdin",
+                         stdin="hunter2-secret\n", env=env)
+        from_env = user.run("ls", env={**env, "DLC_API_URL": f"{ELSEWHERE}/"})
+        for result in (given, from_env):
+            assert result.returncode == 2, result.stderr
+            assert result.stderr == (f"insecure_url: the API {ELSEWHERE} is plain http:// to 10.0.0.1, which "
+                                     "is not this machine: dlc sends passwords and tokens over https:// only "
+                                     "(plain http:// only to 127.0.0.1, ::1 or localhost)\n")
+        assert trap.asked == []
+        # https to that host is taken (here it goes no further than the proxy's CONNECT)
+        secure = user.run("--api-url", "https://10.0.0.1:9", "login", "-u", "alice", "--password-stdin",
+                          stdin="hunter2-secret\n", env=env)
+        assert secure.returncode == 1 and secure.stderr.startswith("unreachable: ")
+        assert trap.asked == ["CONNECT 10.0.0.1:9"] and trap.bodies == []
+
+
+def test_an_api_that_names_a_plain_http_cognito_elsewhere_gets_no_password(
+        installed: Path, tmp_path: Path) -> None:
+    with scripted_api() as fake, trap_proxy() as trap:
+        fake.routes[("GET", "/console/config.json")] = (
+            200, {"client_id": "c", "cognito_endpoint": f"{ELSEWHERE}/"}, {})
+        user = Dlc(fake.api, tmp_path / "config", tmp_path)
+        result = user.run("login", "-u", "alice", "--password-stdin", stdin="hunter2-secret\n",
+                          env=trapped_env(user, trap, DLC_API_URL=fake.api))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(
+            f"insecure_url: the Cognito endpoint {ELSEWHERE}/ (named by {fake.api}/console/config.json) "
+            "is plain http:// to 10.0.0.1, which is not this machine")
+        assert fake.asked == ["GET /console/config.json"]
+        assert trap.asked == [] and trap.bodies == []
+
+
+def test_login_says_where_it_signs_in_before_it_asks_for_the_password(
+        alice: Dlc, local_stack: RunningStack, tmp_path: Path) -> None:
+    """On a terminal, from a folder below the running stack's .local/stack.json (a loopback one,
+    which keeps working): the API, where its address came from, and the Cognito endpoint, then
+    the prompt."""
+    project = tmp_path / "project"
+    (project / ".local").mkdir(parents=True)
+    stack_file = project / ".local" / "stack.json"
+    stack_file.write_text(local_stack.stack_file.read_text(encoding="utf-8"), encoding="utf-8")
+    user = Dlc(local_stack.api, tmp_path / "config", project / "sub")
+    user.workdir.mkdir()
+    env = {k: v for k, v in user.env(TERM="xterm-256color").items() if k != "DLC_API_URL"}
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    proc = subprocess.Popen([str(DLC), "login", "-u", "alice"], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, cwd=user.workdir, preexec_fn=_default_sigint)
+    os.close(slave)
+    seen = bytearray()
+
+    def screen() -> str:
+        while select.select([master], [], [], 0.05)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen.extend(chunk)
+        return ANSI.sub("", seen.decode("utf-8", "replace"))
+
+    try:
+        shown = wait_for(lambda: "Password:" in screen() and screen(), 30, "dlc asks for the password")
+        where = (f"Signing in to {local_stack.api} (from {stack_file}) through Cognito at "
+                 f"{local_stack.info['aws_endpoint_url']}")
+        assert where in shown and shown.index(where) < shown.index("Password:"), shown
+        os.write(master, (_password(local_stack, "alice") + "\r").encode())
+        wait_for(lambda: proc.poll() is not None and screen() is not None, 30, "dlc signs in")
+        assert proc.returncode == 0, screen()
+        assert f"Signed in to {local_stack.api} as alice" in screen()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        os.close(master)
