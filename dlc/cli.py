@@ -52,7 +52,8 @@ task (or its file expired); 5 the downloaded file failed its checksums;
 
 \b
 Where to talk to: --api-url, else $DLC_API_URL, else the running local
-stack's .local/stack.json (or $STACK_FILE), else the API of the last login.
+stack's .local/stack.json (or $STACK_FILE) if it names this machine, else the
+API of the last login; https://, or plain http:// on this machine only.
 Sign-ins are kept in $DLC_CONFIG_DIR, else $XDG_CONFIG_HOME/dlc, else
 ~/.config/dlc (tokens.json, mode 0600). See docs/cli.md.
 """
@@ -248,15 +249,20 @@ def login(username: str | None, password_stdin: bool) -> None:
 @cli.command()
 @common
 def logout() -> None:
-    """Forget the tokens kept for this API.
+    """Sign out of this API: revoke the refresh token at Cognito, forget the tokens.
 
+    Revoked, a copy of the refresh token can no longer sign in; if Cognito cannot be told,
+    the tokens are still deleted here and the command says so (exit 1, not_revoked).
     Sign-ins to other APIs stay.
     """
     client = _state().client()
+    revocable = client.tokens is not None and bool(client.tokens.refresh_token)
     removed = client.logout()
-    emit({"api_url": client.api_url, "signed_out": removed},
-         lambda: _print(display.shown(f"Signed out of {client.api_url}" if removed
-                             else f"Not signed in to {client.api_url}")))
+    revoked = removed and revocable
+    emit({"api_url": client.api_url, "signed_out": removed, "revoked": revoked},
+         lambda: _print(display.shown(
+             f"Signed out of {client.api_url}" + (" (its refresh token revoked)" if revoked else "")
+             if removed else f"Not signed in to {client.api_url}")))
 
 
 # -- reading ---------------------------------------------------------------------------------------

@@ -219,19 +219,61 @@ def test_an_expired_id_token_is_refreshed_with_the_refresh_token(alice: Dlc, tmp
     assert (copy.config / "tokens.json").stat().st_mode & 0o777 == 0o600
 
 
-def test_logout_forgets_this_apis_tokens_only(alice: Dlc, tmp_path: Path) -> None:
-    copy = Dlc(alice.api, tmp_path / "config", alice.workdir)
-    copy.config.mkdir(mode=0o700)
-    data = json.loads((alice.config / "tokens.json").read_text(encoding="utf-8"))
+def test_logout_forgets_this_apis_tokens_only(alice: Dlc, local_stack: RunningStack, tmp_path: Path) -> None:
+    # a sign-in of its own, not a copy of alice's: logging out revokes the refresh token at Cognito
+    copy = _signed_in(local_stack, tmp_path, "alice")
+    data = json.loads((copy.config / "tokens.json").read_text(encoding="utf-8"))
     data["apis"]["https://elsewhere.example"] = dict(data["apis"][alice.api])
     (copy.config / "tokens.json").write_text(json.dumps(data), encoding="utf-8")
 
     result = copy.run("logout")
-    assert result.returncode == 0 and result.stdout == f"Signed out of {alice.api}\n"
+    assert result.returncode == 0
+    assert result.stdout == f"Signed out of {alice.api} (its refresh token revoked)\n"
     left = json.loads((copy.config / "tokens.json").read_text(encoding="utf-8"))["apis"]
     assert list(left) == ["https://elsewhere.example"]
     assert copy.run("ls").returncode == 3
-    assert copy.ok_json("logout") == {"api_url": alice.api, "signed_out": False}
+    assert copy.ok_json("logout") == {"api_url": alice.api, "signed_out": False, "revoked": False}
+
+
+def cognito_of(stack: RunningStack) -> Any:
+    import boto3
+
+    return boto3.client("cognito-idp", endpoint_url=stack.info["aws_endpoint_url"],
+                        region_name=stack.info["region"], aws_access_key_id="e2e",
+                        aws_secret_access_key="e2e")
+
+
+def test_logout_revokes_the_refresh_token_so_a_copy_of_it_no_longer_signs_in(
+        installed: Path, local_stack: RunningStack, tmp_path: Path) -> None:
+    """A stolen refresh token kept working for 30 days after `dlc logout` deleted the local copy."""
+    user = _signed_in(local_stack, tmp_path, "bob")
+    stolen = json.loads((user.config / "tokens.json").read_text(encoding="utf-8"))["apis"][user.api]
+    idp = cognito_of(local_stack)
+
+    def refresh() -> dict[str, Any]:
+        return idp.initiate_auth(ClientId=stolen["client_id"], AuthFlow="REFRESH_TOKEN_AUTH",
+                                 AuthParameters={"REFRESH_TOKEN": stolen["refresh_token"]})
+
+    assert refresh()["AuthenticationResult"]["IdToken"]  # the copy signs in while bob is signed in
+    result = user.run("logout", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"api_url": user.api, "signed_out": True, "revoked": True}
+    with pytest.raises(idp.exceptions.NotAuthorizedException, match="Refresh Token has been revoked"):
+        refresh()
+
+
+def test_a_logout_cognito_cannot_confirm_still_deletes_the_tokens_and_says_so(
+        installed: Path, tmp_path: Path) -> None:
+    with scripted_api() as fake:
+        user = signed_in_to(fake.api, tmp_path, refresh_token="refresh-token-value")
+        result = user.run("logout")
+        assert fake.asked == ["POST /cognito"]  # RevokeToken, at the sign-in's Cognito endpoint
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"not_revoked: the tokens for {fake.api} are deleted here, but Cognito "
+                                    f"at {fake.api}/cognito did not revoke the refresh token (http_404: ")
+    assert "refresh-token-value" not in result.stderr
+    stored = json.loads((user.config / "tokens.json").read_text(encoding="utf-8"))
+    assert stored["apis"] == {} and "last_api_url" not in stored
 
 
 def test_a_wrong_password_exits_3_and_stores_nothing(installed: Path, local_stack: RunningStack,
