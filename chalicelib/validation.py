@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,8 +27,11 @@ MAX_NAME = 200
 MAX_BODY_BYTES = 64 * 1024
 MAX_IDEMPOTENCY_KEY = 255
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+#: C0 controls, DEL and C1 controls: in a name, an ESC, a CR or a LF rewrites the terminal (or
+#: the log line) of whoever reads it, a tenant admin listing others' tasks included
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_UNSAFE_FILE_CHARS = re.compile(r'[/\\\x00-\x1f\x7f-\x9f"]')
+#: what a file name may not hold besides: a path's separators, and the quote that ends a header's value
+_UNSAFE_FILE_CHARS = re.compile(r'[/\\"]|' + _CONTROL.pattern)
 _DIGITS = re.compile(r"[0-9]{1,9}")  # int() of more digits can be slow or refused
 #: Query parameters that become an index's hash key.
 _KEY_PARAMS = frozenset({"owner", "tenant"})
@@ -73,8 +77,18 @@ def parse_json_body(raw: bytes | None) -> dict[str, Any]:
                               code="body_too_large")
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"The request body is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                              f"column {exc.colno}.", code="invalid_json") from None
+    except UnicodeDecodeError:
+        raise ValidationError("The request body is not valid JSON: it is not UTF-8 text.",
+                              code="invalid_json") from None
+    except ValueError:
+        # json.loads' only other ValueError: an integer longer than Python converts (its message
+        # names sys.set_int_max_str_digits, an implementation detail no client can act on)
+        raise ValidationError(f"The request body is not valid JSON the API takes: it holds a number "
+                              f"of more than {sys.get_int_max_str_digits()} digits.",
+                              code="invalid_json") from None
     except RecursionError:
         # 64 KiB of "[" is deeper than the parser's stack
         raise ValidationError("The request body is nested too deeply.", code="invalid_json") from None
@@ -99,7 +113,29 @@ def _refuse_lone_surrogates(body: dict[str, Any]) -> None:
                               "(U+D800 to U+DFFF), which is not text.", code="invalid_json") from None
 
 
+def deceptive_character(value: str) -> str | None:
+    """The first character of ``value`` that makes a name show other than it is, else None.
+
+    Control characters (C0, DEL, C1: ESC, CR, LF, NUL...) move a terminal's cursor or start
+    an escape sequence; Unicode format characters (category Cf: the bidirectional overrides
+    and isolates such as U+202E, the zero-width U+200B to U+200D, U+2060, U+FEFF, the soft
+    hyphen) are invisible or reorder what follows, so ``invoice\u202efdp.exe`` reads as
+    "invoiceexe.pdf". Names are shown to people (a tenant admin lists others' tasks), so
+    neither kind may be in one.
+    """
+    for char in value:
+        if _CONTROL.match(char) or unicodedata.category(char) == "Cf":
+            return char
+    return None
+
+
+#: the issue a name with such a character gets (task_name and file_name alike)
+DECEPTIVE_NAME_ISSUE = ("must not contain a control character (such as a line break, a tab or ESC) or an "
+                        "invisible format character (such as U+202E or U+200B)")
+
+
 def _check_name(value: Any, field: str, details: list[dict[str, str]]) -> str | None:
+    """Every name's rules: a non-blank string of at most MAX_NAME characters that shows as it is."""
     if not isinstance(value, str):
         details.append(_detail(field, "must be a string"))
         return None
@@ -109,6 +145,9 @@ def _check_name(value: Any, field: str, details: list[dict[str, str]]) -> str | 
     if len(value) > MAX_NAME:
         details.append(_detail(field, f"must be at most {MAX_NAME} characters long"))
         return None
+    if deceptive_character(value) is not None:
+        details.append(_detail(field, DECEPTIVE_NAME_ISSUE))
+        return None
     return value
 
 
@@ -117,8 +156,8 @@ def check_file_name(value: Any, details: list[dict[str, str]]) -> str | None:
     if name is None:
         return None
     if _UNSAFE_FILE_CHARS.search(name):
-        details.append(_detail("file_name", 'must not contain a slash (/), a backslash (\\), a double '
-                                            'quote (") or a control character'))
+        details.append(_detail("file_name", 'must not contain a slash (/), a backslash (\\) or a double '
+                                            'quote (")'))
         return None
     if name.startswith(".") or name.strip() != name:
         details.append(_detail("file_name", "must not start with a dot, nor start or end with white space"))

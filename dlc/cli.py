@@ -42,6 +42,7 @@ from dlc.errors import (
     UsageError,
 )
 from dlc.params import typed_params
+from dlc.sanitize import printable
 
 EPILOG = """\b
 Exit codes: 0 done; 1 the task failed or was canceled (or the request failed
@@ -51,7 +52,8 @@ task (or its file expired); 5 the downloaded file failed its checksums;
 
 \b
 Where to talk to: --api-url, else $DLC_API_URL, else the running local
-stack's .local/stack.json (or $STACK_FILE), else the API of the last login.
+stack's .local/stack.json (or $STACK_FILE) if it names this machine, else the
+API of the last login; https://, or plain http:// on this machine only.
 Sign-ins are kept in $DLC_CONFIG_DIR, else $XDG_CONFIG_HOME/dlc, else
 ~/.config/dlc (tokens.json, mode 0600). See docs/cli.md.
 """
@@ -76,10 +78,12 @@ class State:
     json: bool = False
     store: TokenStore = field(default_factory=TokenStore)
     _client: Client | None = None
+    #: where the API's address came from (--api-url, DLC_API_URL, a stack file, the last login)
+    api_source: str = ""
 
     def client(self) -> Client:
         if self._client is None:
-            url, _source = resolve_api_url(self.api_url, self.store)
+            url, self.api_source = resolve_api_url(self.api_url, self.store)
             self._client = Client(url, store=self.store)
         return self._client
 
@@ -207,46 +211,58 @@ def login(username: str | None, password_stdin: bool) -> None:
     """Sign in and keep the tokens for this API.
 
     Cognito's USER_PASSWORD_AUTH, as the web console does: the API's
-    /console/config.json says where Cognito is. The tokens are
+    /console/config.json says where Cognito is, and dlc says where it signs in
+    (the API, and that Cognito endpoint) before it asks for the password. Both
+    must be https://, or on this machine (127.0.0.1, ::1, localhost). The tokens are
     stored in the user's config directory, readable by you only (0600), and
     the ID token is refreshed with the refresh token when it expires. Without
     --password-stdin the password is asked for on the terminal, unechoed.
     """
     state = _state()
     interactive = sys.stdin.isatty()
+    if not username and (password_stdin or not interactive):
+        raise click.UsageError("--username is needed when stdin is not a terminal")
+    if not password_stdin and not interactive:
+        raise click.UsageError("no terminal to ask for the password: use --password-stdin")
+    # where the password would go, checked (and shown) before it is asked for or read
+    client = state.client()
+    config = client.sign_in_config()
+    if not password_stdin:
+        click.echo(printable(f"Signing in to {client.api_url} (from {state.api_source}) through Cognito at "
+                             f"{config['cognito_endpoint']}"), err=True)
     if not username:
-        if password_stdin or not interactive:
-            raise click.UsageError("--username is needed when stdin is not a terminal")
         username = click.prompt("Username", err=True)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise click.UsageError("--password-stdin: no password on stdin")
-    elif interactive:
-        password = click.prompt("Password", hide_input=True, err=True)
     else:
-        raise click.UsageError("no terminal to ask for the password: use --password-stdin")
-    client = state.client()
-    tokens = client.login(username, password)
+        password = click.prompt("Password", hide_input=True, err=True)
+    tokens = client.login(username, password, config=config)
     expires = datetime.fromtimestamp(tokens.expires_at, UTC).isoformat(timespec="seconds")
     emit({"api_url": client.api_url, "username": tokens.username, "expires_at": expires,
           "tokens_file": str(state.store.path)},
-         lambda: _print(Text(f"Signed in to {client.api_url} as {tokens.username} "
-                             f"(tokens in {state.store.path})")))
+         lambda: _print(display.shown(f"Signed in to {client.api_url} as {tokens.username} "
+                                      f"(tokens in {state.store.path})")))
 
 
 @cli.command()
 @common
 def logout() -> None:
-    """Forget the tokens kept for this API.
+    """Sign out of this API: revoke the refresh token at Cognito, forget the tokens.
 
+    Revoked, a copy of the refresh token can no longer sign in; if Cognito cannot be told,
+    the tokens are still deleted here and the command says so (exit 1, not_revoked).
     Sign-ins to other APIs stay.
     """
     client = _state().client()
+    revocable = client.tokens is not None and bool(client.tokens.refresh_token)
     removed = client.logout()
-    emit({"api_url": client.api_url, "signed_out": removed},
-         lambda: _print(Text(f"Signed out of {client.api_url}" if removed
-                             else f"Not signed in to {client.api_url}")))
+    revoked = removed and revocable
+    emit({"api_url": client.api_url, "signed_out": removed, "revoked": revoked},
+         lambda: _print(display.shown(
+             f"Signed out of {client.api_url}" + (" (its refresh token revoked)" if revoked else "")
+             if removed else f"Not signed in to {client.api_url}")))
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -302,7 +318,7 @@ def list_tasks(statuses: tuple[str, ...], kind: str | None, task_name: str | Non
             for option, value in window:
                 if value:
                     again += [option, value]
-            _print(Text("More: " + " ".join(again) + "  (or --all)", style="dim"))
+            _print(display.shown("More: " + " ".join(again) + "  (or --all)", style="dim"))
 
     emit({"items": items, "next_cursor": next_cursor}, human)
 
@@ -367,7 +383,7 @@ def rm(task_id: str) -> None:
     Not while it runs: cancel it first.
     """
     _state().client().delete(task_id)
-    emit({"deleted": task_id}, lambda: _print(Text(f"Deleted task {task_id}")))
+    emit({"deleted": task_id}, lambda: _print(display.shown(f"Deleted task {task_id}")))
 
 
 # -- create, watch, download ---------------------------------------------------------------------
@@ -423,7 +439,7 @@ def _download_parts(client: Client, task: Task, output: str | None, force: bool,
             return client.download_parts(task, folder, force=force, on_file=bar.file, on_start=bar.start,
                                          on_progress=bar.advance, limit_rate=limit_rate)
         except KeyboardInterrupt:
-            done, name, index, count = bar.done, bar.label, bar.index, bar.count
+            done, name, index, count = bar.done, bar.name, bar.index, bar.count
     with contextlib.suppress(OSError):  # what is on disk, written past the last report
         done = part_path(folder / name).stat().st_size
     raise Interrupted("interrupted",
@@ -446,9 +462,9 @@ def _finish(task: Task, result: DownloadResult | PartsResult | None) -> None:
         _print(display.task_line(task))
         if isinstance(result, PartsResult):
             kept = f"; {len(result.kept)} of them already there, kept" if result.kept else ""
-            _print(Text(f"Saved {len(result.files)} files and {result.manifest.path.name} in {result.path} "
-                        f"({display.decimal(result.size)}; each file's md5 and sha256 verified, "
-                        f"and the manifest's list of them{kept})"))
+            _print(display.shown(f"Saved {len(result.files)} files and {result.manifest.path.name} in "
+                                 f"{result.path} ({display.decimal(result.size)}; each file's md5 and "
+                                 f"sha256 verified, and the manifest's list of them{kept})"))
             return
         whole = [name for name in result.verified if name != "ranges"]
         checked = " and ".join(whole) + " verified" if whole else ""
@@ -457,7 +473,7 @@ def _finish(task: Task, result: DownloadResult | PartsResult | None) -> None:
             checked = f"{checked}; {each}" if checked else each
         checked = checked or "no checksums to verify"
         resumed = f"; resumed at byte {result.resumed_from:,}" if result.resumed_from else ""
-        _print(Text(f"Saved {result.path} ({display.decimal(result.size)}; {checked}{resumed})"))
+        _print(display.shown(f"Saved {result.path} ({display.decimal(result.size)}; {checked}{resumed})"))
 
     emit({"task": task, "download": result.to_json()}, human)
 
@@ -547,7 +563,8 @@ def create(kind: str, pairs: tuple[str, ...], params_file: Any, fmt: str | None,
     task = client.create(kind, params=params, task_name=name, format=fmt, file_name=file_name,
                          idempotency_key=idempotency_key, **split)
     if not wait:
-        emit(task, lambda: _print(display.task_line(task), Text(f"Follow it with: dlc watch {task['id']}")))
+        emit(task, lambda: _print(display.task_line(task),
+                                  display.shown(f"Follow it with: dlc watch {task['id']}")))
         return
     if download:
         _check_target(task, output, force)
@@ -627,7 +644,7 @@ def _report(error: DlcError, as_json: bool) -> int:
     if as_json:
         doc = error.json_doc
         click.echo(json.dumps(doc if doc is not None else error.to_json(), ensure_ascii=False, indent=2))
-    click.echo(f"{error.code}: {error.message}", err=True)
+    click.echo(printable(f"{error.code}: {error.message}"), err=True)
     return error.exit_code
 
 

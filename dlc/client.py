@@ -36,7 +36,7 @@ from urllib.parse import quote
 
 import requests
 
-from dlc.config import TokenStore, normalize_api_url, resolve_api_url
+from dlc.config import TokenStore, check_secure, normalize_api_url, resolve_api_url
 from dlc.errors import (
     ApiError,
     AuthError,
@@ -68,6 +68,7 @@ WAIT_RETRIES = 5
 #: a part's name: ``<stem>-00001-of-00008<suffixes>`` (the server's ``part_name``)
 PART_NAME = re.compile(r"^(?P<stem>.+)-\d{5}-of-\d{5}(?:\.[^/]*)?$")
 COGNITO_TARGET = "AWSCognitoIdentityProviderService.InitiateAuth"
+REVOKE_TARGET = "AWSCognitoIdentityProviderService.RevokeToken"
 #: Cognito's exceptions that mean "these credentials do not sign in" (exit 3, not a crash)
 COGNITO_AUTH_ERRORS = {
     "NotAuthorizedException", "UserNotFoundException", "UserNotConfirmedException",
@@ -271,28 +272,40 @@ class Client:
             config = resp.json()
         except ValueError:
             config = None
-        if not isinstance(config, dict) or not config.get("client_id") or not config.get("cognito_endpoint"):
+        if not isinstance(config, dict) or not config.get("client_id") or not config.get("cognito_endpoint") \
+                or not isinstance(config["cognito_endpoint"], str):
             raise ApiError("no_sign_in_config",
                            f"{self.api_url} does not say where to sign in (GET /console/config.json)")
+        # the password goes there: over https, or to this machine (the local stack's moto)
+        check_secure(config["cognito_endpoint"], "the Cognito endpoint",
+                     f"{self.api_url}/console/config.json")
         return config
 
-    def _initiate_auth(self, endpoint: str, client_id: str, flow: str,
-                       parameters: dict[str, str]) -> dict[str, Any]:
-        """Cognito's InitiateAuth as a plain JSON POST (no AWS credentials: the app client is public)."""
-        resp = self._send("POST", endpoint, data=json.dumps({
-            "AuthFlow": flow, "ClientId": client_id, "AuthParameters": parameters,
-        }), headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": COGNITO_TARGET})
+    def _cognito(self, endpoint: str, target: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """One call of Cognito's JSON API as a plain POST (no AWS credentials: the app client is
+        public); its answer, or its refusal as a typed error (an AuthError for a sign-in refused)."""
+        check_secure(endpoint, "the Cognito endpoint")
+        resp = self._send("POST", endpoint, data=json.dumps(payload),
+                          headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target})
         try:
             body = resp.json()
         except ValueError:
             body = {}
+        body = body if isinstance(body, dict) else {}
         if resp.status_code != 200:
             kind = str(body.get("__type") or body.get("code") or f"http_{resp.status_code}").split("#")[-1]
-            message = str(body.get("message") or body.get("Message") or "sign-in failed")
+            message = str(body.get("message") or body.get("Message") or resp.reason or "Cognito refused")
             code = _snake(kind.removesuffix("Exception"))
             if kind in COGNITO_AUTH_ERRORS or resp.status_code in (400, 401, 403):
                 raise AuthError(code, message, status=resp.status_code)
             raise ApiError(code, message, status=resp.status_code)
+        return body
+
+    def _initiate_auth(self, endpoint: str, client_id: str, flow: str,
+                       parameters: dict[str, str]) -> dict[str, Any]:
+        """Cognito's InitiateAuth: the tokens of a sign-in or a refresh."""
+        body = self._cognito(endpoint, COGNITO_TARGET,
+                             {"AuthFlow": flow, "ClientId": client_id, "AuthParameters": parameters})
         if body.get("ChallengeName"):
             raise AuthError("challenge_required",
                             f"Cognito asks for {body['ChallengeName']}, which dlc cannot answer: "
@@ -302,9 +315,13 @@ class Client:
             raise ApiError("bad_response", "Cognito answered without tokens")
         return result
 
-    def login(self, username: str, password: str) -> Tokens:
-        """Sign in with USER_PASSWORD_AUTH where the API says; keep (and store) the tokens."""
-        config = self.sign_in_config()
+    def login(self, username: str, password: str, *, config: Mapping[str, Any] | None = None) -> Tokens:
+        """Sign in with USER_PASSWORD_AUTH where the API says; keep (and store) the tokens.
+
+        ``config``: what :meth:`sign_in_config` answered, when the caller has already shown it
+        to the person before asking for the password (``dlc login`` does).
+        """
+        config = config or self.sign_in_config()
         endpoint, client_id = str(config["cognito_endpoint"]), str(config["client_id"])
         result = self._initiate_auth(endpoint, client_id, "USER_PASSWORD_AUTH",
                                      {"USERNAME": username, "PASSWORD": password})
@@ -343,10 +360,46 @@ class Client:
         self._save()
         return self.tokens
 
+    def revoke(self) -> bool:
+        """Revoke this sign-in's refresh token at Cognito (``RevokeToken``); False when there is none.
+
+        Deleting the tokens here is not enough: a copy of the refresh token (a stolen laptop's
+        backup, a leaked file) would sign in for as long as it lives, 30 days by default.
+        Revoked, Cognito refuses it (and the access tokens it issued); an ID token already
+        issued stays valid until it expires (an hour), as it is checked by its signature only.
+        """
+        tokens = self.tokens
+        if tokens is None or not tokens.refresh_token:
+            return False
+        self._cognito(tokens.cognito_endpoint, REVOKE_TARGET,
+                      {"Token": tokens.refresh_token, "ClientId": tokens.client_id})
+        return True
+
     def logout(self) -> bool:
-        """Forget this API's tokens (here and in the store); True when there were some."""
-        self.tokens, self.token = None, None
-        return self.store.remove(self.api_url) if self.store is not None else False
+        """Revoke the refresh token, then forget this API's tokens; True when there were some.
+
+        The tokens are forgotten here even when Cognito cannot revoke the refresh token; then
+        :class:`ApiError` ``not_revoked`` says so (the token stays valid until it expires).
+        """
+        tokens = self.tokens
+        try:
+            self.revoke()
+        except DlcError as exc:
+            failure: DlcError | None = exc
+        else:
+            failure = None
+        finally:
+            self.tokens, self.token = None, None
+            removed = self.store.remove(self.api_url) if self.store is not None else tokens is not None
+        if failure is not None and tokens is not None:
+            raise ApiError("not_revoked",
+                           f"the tokens for {self.api_url} are deleted here, but Cognito at "
+                           f"{tokens.cognito_endpoint} did not revoke the refresh token ({failure.code}: "
+                           f"{failure.message}): a copy of it signs in until it expires. Sign in and out "
+                           "again when Cognito can be reached, or ask an administrator to sign you out "
+                           "everywhere (AdminUserGlobalSignOut)",
+                           details={"api_url": self.api_url, "signed_out": removed, "revoked": False})
+        return removed
 
     def _save(self) -> None:
         if self.store is not None and self.tokens is not None:

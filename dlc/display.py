@@ -5,7 +5,10 @@ argument handling. Progress goes to stderr and only when stderr is a
 terminal: a script that pipes or captures it sees nothing but errors and
 the notes it needs (how to resume), and ``--json`` output stays one document
 on stdout either way. Every piece of user data is rendered as plain text,
-never as rich markup (a task named ``[red]x`` shows those characters).
+never as rich markup (a task named ``[red]x`` shows those characters), and
+through :func:`shown` (or :func:`dlc.sanitize.printable`): without control or
+format characters, so a name cannot move the cursor, colour the screen, fake a
+line of the listing or reverse what follows it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from dlc.sanitize import printable
+
 STATUS_STYLES = {
     "queued": "yellow",
     "running": "cyan",
@@ -63,8 +68,13 @@ def progress_enabled() -> bool:
         return False
 
 
+def shown(value: Any, style: str = "") -> Text:
+    """A value from the API as a line of plain text that shows as it is (see :func:`printable`)."""
+    return Text(printable(value), style=style)
+
+
 def status_text(status: str | None) -> Text:
-    return Text(str(status or "?"), style=STATUS_STYLES.get(str(status), ""))
+    return shown(status or "?", style=STATUS_STYLES.get(str(status), ""))
 
 
 def when(value: str | None, seconds: bool = True) -> str:
@@ -74,7 +84,7 @@ def when(value: str | None, seconds: bool = True) -> str:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        return value
+        return printable(value)
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
@@ -124,23 +134,23 @@ def files_summary(task: dict[str, Any]) -> str:
 def task_line(task: dict[str, Any]) -> Text:
     """One sentence on a task: what became of it."""
     line = Text()
-    line.append(f"Task {task.get('id')} ")
-    line.append(f"“{task.get('task_name')}” ")
+    line.append(printable(f"Task {task.get('id')} "))
+    line.append(printable(f"“{task.get('task_name')}” "))
     line.append_text(status_text(task.get("status")))
     status = task.get("status")
     if status == "succeeded" and task.get("files"):
-        line.append(f": {task.get('file_name')} in {files_summary(task)}")
+        line.append(printable(f": {task.get('file_name')} in {files_summary(task)}"))
         rows = (task.get("progress") or {}).get("rows")
         if rows is not None:
             line.append(f", {int(rows):,} rows")
     elif status == "succeeded":
-        line.append(f": {task.get('file_name')}, {decimal(int(task.get('size') or 0))}")
+        line.append(printable(f": {task.get('file_name')}, {decimal(int(task.get('size') or 0))}"))
         rows = (task.get("progress") or {}).get("rows")
         if rows is not None:
             line.append(f", {int(rows):,} rows")
     elif task.get("error"):
         error = task["error"]
-        line.append(f": {error.get('code')}: {error.get('message')}")
+        line.append(printable(f": {error.get('code')}: {error.get('message')}"))
     elif status in ("queued", "running", "canceling"):
         summary = progress_summary(task)
         if summary:
@@ -168,8 +178,8 @@ def tasks_table(items: list[dict[str, Any]]) -> Table:
             segments = segments_summary(task, short=True)
             if segments:
                 amount = f"{amount} ({segments})" if amount else segments
-        table.add_row(Text(str(task.get("id"))), Text(str(task.get("task_name"))),
-                      Text(f"{task.get('kind')}/{task.get('format')}"), status_text(status),
+        table.add_row(shown(task.get("id")), shown(task.get("task_name")),
+                      shown(f"{task.get('kind')}/{task.get('format')}"), status_text(status),
                       Text(amount), Text(when(task.get("created_at"), seconds=False)))
     return table
 
@@ -180,7 +190,7 @@ def kv_lines(rows: list[tuple[str, Any]], width: int, label_style: str = "bold")
     pad = max((len(label) for label, _ in rows), default=0) + 2
     lines = []
     for label, value in rows:
-        text = value if isinstance(value, Text) else Text(str(value))
+        text = value if isinstance(value, Text) else shown(value)
         wrapped = textwrap.wrap(text.plain, max(20, width - pad), break_on_hyphens=False) or [""]
         if len(wrapped) == 1:
             lines.append(Text.assemble((label.ljust(pad), label_style), text))
@@ -258,10 +268,10 @@ def range_lines(ranges: list[dict[str, Any]], pad: int) -> list[Text]:
         about = f"segment {entry.get('segment')}  {where}  {decimal(size)}"
         if entry.get("rows") is not None:
             about += f", {int(entry['rows']):,} rows"
-        lines.append(Text(" " * pad + about))
+        lines.append(shown(" " * pad + about))
         for algorithm in ("md5", "sha256"):
             if entry.get(algorithm):
-                lines.append(Text(" " * (pad + 2) + f"{algorithm} {entry[algorithm]}", style="dim"))
+                lines.append(shown(" " * (pad + 2) + f"{algorithm} {entry[algorithm]}", style="dim"))
     return lines
 
 
@@ -275,10 +285,10 @@ def file_lines(task: dict[str, Any], pad: int) -> list[Text]:
         about = decimal(int(entry.get("size") or 0))
         if entry.get("rows") is not None:
             about += f", {int(entry['rows']):,} rows"
-        lines.append(Text(" " * pad + f"{entry.get('name')}  {about}"))
+        lines.append(shown(" " * pad + f"{entry.get('name')}  {about}"))
         for algorithm in ("md5", "sha256"):
             if entry.get(algorithm):
-                lines.append(Text(" " * (pad + 2) + f"{algorithm} {entry[algorithm]}", style="dim"))
+                lines.append(shown(" " * (pad + 2) + f"{algorithm} {entry[algorithm]}", style="dim"))
     return lines
 
 
@@ -335,7 +345,8 @@ def kinds_view(kinds: list[dict[str, Any]], width: int) -> list[Text]:
     for index, kind in enumerate(kinds):
         if index:
             lines.append(Text(""))
-        lines.append(Text.assemble((str(kind.get("kind")), "bold"), "  ", str(kind.get("title") or "")))
+        lines.append(Text.assemble((printable(kind.get("kind")), "bold"), "  ",
+                                   printable(kind.get("title") or "")))
         rows: list[tuple[str, Any]] = [("formats", ", ".join(kind.get("formats") or []))]
         split = kind.get("split")
         if isinstance(split, dict):
@@ -396,12 +407,12 @@ class WaitDisplay:
         percent = progress.get("percent")
         if task.get("status") == "succeeded":
             percent = 100
-        name = str(task.get("task_name") or task.get("id"))
+        name = printable(task.get("task_name") or task.get("id"))
         name = name if len(name) <= 32 else name[:31] + "…"
         segments = segments_summary(task, short=True)
         self.progress.update(
             self.bar,
-            description=f"{name} · {task.get('status')}" + (f" · {segments}" if segments else ""),
+            description=f"{name} · {printable(task.get('status'))}" + (f" · {segments}" if segments else ""),
             total=100 if percent is not None else None,
             completed=float(percent or 0),
             rows=f"{rows:,} rows",
@@ -420,7 +431,9 @@ class DownloadDisplay:
 
     def __init__(self, enabled: bool, label: str) -> None:
         self.enabled = enabled
-        self.label = label
+        #: the file being saved, as named (for its path), and as shown
+        self.name = label
+        self.label = printable(label)
         self.progress: Progress | None = None
         self.bar: TaskID | None = None
         #: the last byte written, for the "resume from" note after a Ctrl-C
@@ -444,7 +457,7 @@ class DownloadDisplay:
 
     def file(self, name: str, index: int, count: int) -> None:
         """The next of a task's files: the bars that follow are its (one bar a file)."""
-        self.label, self.index, self.count, self.done = name, index, count, 0
+        self.name, self.label, self.index, self.count, self.done = name, printable(name), index, count, 0
 
     def start(self, offset: int, size: int) -> None:
         self.done = offset

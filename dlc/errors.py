@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dlc.sanitize import without_queries
+
 #: The documented exit codes (docs/cli.md): one name each, so the CLI and the errors agree.
 EXIT_OK = 0
 EXIT_FAILED = 1  # the task failed or was canceled, or the request failed otherwise
@@ -29,6 +31,8 @@ class DlcError(Exception):
 
     def __init__(self, code: str, message: str, *, status: int | None = None,
                  details: Any = None) -> None:
+        # a URL's query may be a presigned link's signature (a bearer credential): never in a message
+        message = without_queries(message)
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message

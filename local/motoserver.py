@@ -67,12 +67,52 @@ def serialize_dynamodb() -> None:
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
 
+def support_revoke_token() -> None:
+    """Give moto Cognito's ``RevokeToken``, which moto 5.2.5 lacks (it answers "not implemented").
+
+    ``dlc logout`` and the console's sign-out revoke the refresh token (issue 19), so the local
+    stack needs the call to sign out at all. It does what Cognito documents: the refresh token
+    must be one issued to ``ClientId`` (else ``UnauthorizedException``), and once revoked a
+    ``REFRESH_TOKEN_AUTH`` with it fails with ``NotAuthorizedException`` -- moto's own check,
+    the one its ``GlobalSignOut`` relies on (the token's entry set to None). A token Cognito
+    does not know is revoked already: no error (RFC 7009, 2.2). Idempotent.
+    """
+    from moto.cognitoidp.models import cognitoidp_backends
+    from moto.cognitoidp.responses import CognitoIdpResponse
+    from moto.core.exceptions import JsonRESTError
+    from moto.core.responses import EmptyResult
+
+    if getattr(CognitoIdpResponse, "revoke_token", None) is not None:
+        return
+
+    def revoke_token(self: CognitoIdpResponse) -> Any:
+        token, client_id = self._get_param("Token"), self._get_param("ClientId")
+        if not token or not client_id:
+            raise JsonRESTError("InvalidParameterException", "Token and ClientId are required")
+        for backends in cognitoidp_backends.values():
+            for region, backend in backends.items():
+                if region == "global":
+                    continue
+                for pool in backend.user_pools.values():
+                    issued = pool.refresh_tokens.get(token)
+                    if token not in pool.refresh_tokens or issued is None:
+                        continue
+                    if issued[0] != client_id:
+                        raise JsonRESTError("UnauthorizedException",
+                                            "The token was not issued to this app client")
+                    pool.refresh_tokens[token] = None
+        return EmptyResult()
+
+    CognitoIdpResponse.revoke_token = revoke_token  # type: ignore[attr-defined]
+
+
 class MotoServer:
     """All moto services on one ``host:port``, served from a background thread."""
 
     def __init__(self, host: str, port: int) -> None:
         serialize_dynamodb()
         keep_key_restores_still()
+        support_revoke_token()
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))

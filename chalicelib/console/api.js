@@ -49,7 +49,8 @@ export class Api {
     const data = await response.json().catch(() => null);
     if (!response.ok) {
       const err = (data && data.error) || {};
-      if (response.status === 401) this.session.signOut();
+      // the API no longer takes this sign-in: end it (a failed revocation changes nothing here)
+      if (response.status === 401) this.session.signOut().catch(() => {});
       throw new ApiError(response.status, err.code || `http_${response.status}`, err.message || response.statusText, err.details || []);
     }
     return data;

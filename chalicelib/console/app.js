@@ -23,6 +23,7 @@ addStrings({
     "signin.bad_credentials": "Wrong username or password.",
     "signin.network": "Cannot reach the sign-in service.",
     "signout": "Sign out",
+    "signout.not_revoked": "Signed out of this page, but the sign-in service could not end the session ({message}): a copy of its sign-in stays valid until it expires. Sign in and out again later.",
     "user.signed_in_as": "Signed in as {name}",
     "user.admin": "admin",
     "user.tenant_admin": "tenant admin",
@@ -44,6 +45,7 @@ addStrings({
     "signin.bad_credentials": "用户名或密码错误。",
     "signin.network": "无法连接登录服务。",
     "signout": "退出登录",
+    "signout.not_revoked": "已从此页面退出，但登录服务未能结束会话（{message}）：登录凭据的副本在过期前仍然有效。请稍后重新登录再退出。",
     "user.signed_in_as": "当前用户：{name}",
     "user.admin": "管理员",
     "user.tenant_admin": "租户管理员",
@@ -107,6 +109,13 @@ function renderSignIn(error = "") {
   form.username.focus();
 }
 
+/** Sign out here and end the session at Cognito; say so when Cognito could not end it. */
+function signOut() {
+  session.signOut().catch((err) => toasts.show({
+    text: t("signout.not_revoked", { message: err.message }), kind: "error", timeout: 0,
+  }));
+}
+
 /** The signed-in page around the downloads list: header, toolbar, the list's place. */
 function chrome(list) {
   const user = ctx.user;
@@ -119,7 +128,7 @@ function chrome(list) {
       h("nav", {},
         h("a", { href: config.openapi || "openapi.json", target: "_blank", rel: "noopener" }, t("api_description")),
         languageSwitch(),
-        h("button", { type: "button", onclick: () => session.signOut() }, t("signout")))),
+        h("button", { type: "button", onclick: signOut }, t("signout")))),
     h("main", {},
       h("div", { class: "toolbar" },
         h("button", { type: "button", class: "primary", onclick: () => openExportForm(ctx) }, t("new_export"))),

@@ -1,10 +1,13 @@
 // Signing in with Cognito from the browser: InitiateAuth USER_PASSWORD_AUTH
 // against the endpoint GET /console/config.json names, refreshed with the
 // refresh token. Tokens live in sessionStorage (this tab only, gone when it
-// closes), never in a URL.
+// closes), never in a URL. Signing out revokes the refresh token at Cognito
+// (RevokeToken): deleting it here alone would leave a copy of it signing in
+// for its whole life (30 days by default).
 
 const STORAGE_KEY = "download-center.session";
 const TARGET = "AWSCognitoIdentityProviderService.InitiateAuth";
+const REVOKE_TARGET = "AWSCognitoIdentityProviderService.RevokeToken";
 // refresh this long before the ID token expires
 const REFRESH_MARGIN_MS = 60_000;
 
@@ -65,8 +68,18 @@ export class Session {
     this.store({ username, refreshToken: result.RefreshToken, ...tokens(result) });
   }
 
-  signOut() {
+  /**
+   * Sign out: the page forgets the tokens at once, and Cognito is asked to revoke the refresh
+   * token (a request that outlives the page, should the tab close). Resolves to true when it
+   * is revoked, false when there was none; rejects with an AuthError when Cognito could not
+   * revoke it (the tokens are gone from the page all the same).
+   */
+  async signOut() {
+    const refreshToken = this.state && this.state.refreshToken;
     this.store(null);
+    if (!refreshToken) return false;
+    await this.call(REVOKE_TARGET, { Token: refreshToken }, { keepalive: true });
+    return true;
   }
 
   /** A valid ID token, refreshed first when it is about to expire. */
@@ -94,14 +107,25 @@ export class Session {
   }
 
   async initiateAuth(body) {
+    const data = await this.call(TARGET, body);
+    if (!data.AuthenticationResult) {
+      // e.g. NEW_PASSWORD_REQUIRED: an administrator must finish setting the account up
+      throw new AuthError(data.ChallengeName || "challenge", "This account needs a step the console does not support.");
+    }
+    return data.AuthenticationResult;
+  }
+
+  /** One call of Cognito's JSON API (the app client is public: no AWS credentials); its answer. */
+  async call(target, body, { keepalive = false } = {}) {
     let response;
     try {
       response = await fetch(this.config.cognito_endpoint, {
         method: "POST",
-        headers: { "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": TARGET },
+        headers: { "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target },
         body: JSON.stringify({ ClientId: this.config.client_id, ...body }),
         credentials: "omit",
         cache: "no-store",
+        keepalive,
       });
     } catch {
       throw new AuthError("network", "Cannot reach the sign-in service.");
@@ -111,11 +135,7 @@ export class Session {
       const type = String(data.__type || "").split("#").pop();
       throw new AuthError(type || "sign_in_failed", data.message || "Sign-in failed.");
     }
-    if (!data.AuthenticationResult) {
-      // e.g. NEW_PASSWORD_REQUIRED: an administrator must finish setting the account up
-      throw new AuthError(data.ChallengeName || "challenge", "This account needs a step the console does not support.");
-    }
-    return data.AuthenticationResult;
+    return data;
   }
 
   store(state) {

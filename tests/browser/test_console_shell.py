@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.browser.conftest import password, shot, sign_in
 
 
@@ -94,3 +96,66 @@ def test_the_console_links_to_the_api_description(new_page: Any, stack: Any) -> 
     assert href == stack.info["console_url"] + "openapi.json"
     document = page.request.get(href).json()
     assert document["openapi"].startswith("3.") and "/downloads" in document["paths"]
+
+
+def _idp(stack: Any) -> Any:
+    import boto3
+
+    return boto3.client("cognito-idp", endpoint_url=stack.info["aws_endpoint_url"],
+                        region_name=stack.info["region"], aws_access_key_id="e2e",
+                        aws_secret_access_key="e2e")
+
+
+def _refresh(stack: Any, refresh_token: str) -> dict[str, Any]:
+    return _idp(stack).initiate_auth(ClientId=stack.info["client_id"], AuthFlow="REFRESH_TOKEN_AUTH",
+                             AuthParameters={"REFRESH_TOKEN": refresh_token})
+
+
+def test_sign_out_revokes_the_refresh_token_so_a_copy_of_it_no_longer_signs_in(
+        new_page: Any, stack: Any) -> None:
+    """Sign-out deleted the tokens from sessionStorage only: a copy of the refresh token (taken
+    by a script on the page, or from a shared machine's memory) signed in for 30 days more."""
+    import json
+
+    page = new_page()
+    sign_in(page, stack, "alice")
+    state = json.loads(page.evaluate("() => sessionStorage.getItem('download-center.session')"))
+    copy = state["refreshToken"]
+    assert _refresh(stack, copy)["AuthenticationResult"]["IdToken"]  # the copy signs in meanwhile
+
+    with page.expect_response(lambda r: r.request.headers.get("x-amz-target")
+                              == "AWSCognitoIdentityProviderService.RevokeToken") as revoked:
+        page.get_by_role("button", name="Sign out").click()
+    request = revoked.value.request
+    assert request.url.startswith(stack.info["aws_endpoint_url"]) and revoked.value.status == 200
+    assert json.loads(request.post_data) == {"ClientId": stack.info["client_id"], "Token": copy}
+    page.get_by_role("button", name="Sign in").wait_for()
+    assert page.evaluate("() => sessionStorage.length") == 0
+    assert page.locator(".toast").count() == 0
+    shot(page, "signed-out")
+
+    with pytest.raises(_idp(stack).exceptions.NotAuthorizedException, match="Refresh Token has been revoked"):
+        _refresh(stack, copy)
+
+
+def test_a_sign_out_cognito_refuses_to_revoke_signs_out_here_and_says_so(new_page: Any, stack: Any) -> None:
+    page = new_page()
+    sign_in(page, stack, "alice")
+
+    def refuse(route: Any) -> None:
+        if route.request.headers.get("x-amz-target", "").endswith(".RevokeToken"):
+            route.fulfill(status=400, content_type="application/x-amz-json-1.1",
+                          body='{"__type": "UnsupportedOperationException", '
+                               '"message": "Token revocation is not enabled for this app client"}')
+        else:
+            route.continue_()
+
+    page.route(stack.info["aws_endpoint_url"] + "/**", refuse)
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign in").wait_for()
+    assert page.evaluate("() => sessionStorage.length") == 0
+    toast = page.locator(".toast.error")
+    toast.wait_for()
+    said = toast.inner_text()
+    assert "could not end the session (Token revocation is not enabled for this app client)" in said
+    shot(page, "signed-out-not-revoked")

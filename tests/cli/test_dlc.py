@@ -219,19 +219,61 @@ def test_an_expired_id_token_is_refreshed_with_the_refresh_token(alice: Dlc, tmp
     assert (copy.config / "tokens.json").stat().st_mode & 0o777 == 0o600
 
 
-def test_logout_forgets_this_apis_tokens_only(alice: Dlc, tmp_path: Path) -> None:
-    copy = Dlc(alice.api, tmp_path / "config", alice.workdir)
-    copy.config.mkdir(mode=0o700)
-    data = json.loads((alice.config / "tokens.json").read_text(encoding="utf-8"))
+def test_logout_forgets_this_apis_tokens_only(alice: Dlc, local_stack: RunningStack, tmp_path: Path) -> None:
+    # a sign-in of its own, not a copy of alice's: logging out revokes the refresh token at Cognito
+    copy = _signed_in(local_stack, tmp_path, "alice")
+    data = json.loads((copy.config / "tokens.json").read_text(encoding="utf-8"))
     data["apis"]["https://elsewhere.example"] = dict(data["apis"][alice.api])
     (copy.config / "tokens.json").write_text(json.dumps(data), encoding="utf-8")
 
     result = copy.run("logout")
-    assert result.returncode == 0 and result.stdout == f"Signed out of {alice.api}\n"
+    assert result.returncode == 0
+    assert result.stdout == f"Signed out of {alice.api} (its refresh token revoked)\n"
     left = json.loads((copy.config / "tokens.json").read_text(encoding="utf-8"))["apis"]
     assert list(left) == ["https://elsewhere.example"]
     assert copy.run("ls").returncode == 3
-    assert copy.ok_json("logout") == {"api_url": alice.api, "signed_out": False}
+    assert copy.ok_json("logout") == {"api_url": alice.api, "signed_out": False, "revoked": False}
+
+
+def cognito_of(stack: RunningStack) -> Any:
+    import boto3
+
+    return boto3.client("cognito-idp", endpoint_url=stack.info["aws_endpoint_url"],
+                        region_name=stack.info["region"], aws_access_key_id="e2e",
+                        aws_secret_access_key="e2e")
+
+
+def test_logout_revokes_the_refresh_token_so_a_copy_of_it_no_longer_signs_in(
+        installed: Path, local_stack: RunningStack, tmp_path: Path) -> None:
+    """A stolen refresh token kept working for 30 days after `dlc logout` deleted the local copy."""
+    user = _signed_in(local_stack, tmp_path, "bob")
+    stolen = json.loads((user.config / "tokens.json").read_text(encoding="utf-8"))["apis"][user.api]
+    idp = cognito_of(local_stack)
+
+    def refresh() -> dict[str, Any]:
+        return idp.initiate_auth(ClientId=stolen["client_id"], AuthFlow="REFRESH_TOKEN_AUTH",
+                                 AuthParameters={"REFRESH_TOKEN": stolen["refresh_token"]})
+
+    assert refresh()["AuthenticationResult"]["IdToken"]  # the copy signs in while bob is signed in
+    result = user.run("logout", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"api_url": user.api, "signed_out": True, "revoked": True}
+    with pytest.raises(idp.exceptions.NotAuthorizedException, match="Refresh Token has been revoked"):
+        refresh()
+
+
+def test_a_logout_cognito_cannot_confirm_still_deletes_the_tokens_and_says_so(
+        installed: Path, tmp_path: Path) -> None:
+    with scripted_api() as fake:
+        user = signed_in_to(fake.api, tmp_path, refresh_token="refresh-token-value")
+        result = user.run("logout")
+        assert fake.asked == ["POST /cognito"]  # RevokeToken, at the sign-in's Cognito endpoint
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"not_revoked: the tokens for {fake.api} are deleted here, but Cognito "
+                                    f"at {fake.api}/cognito did not revoke the refresh token (http_404: ")
+    assert "refresh-token-value" not in result.stderr
+    stored = json.loads((user.config / "tokens.json").read_text(encoding="utf-8"))
+    assert stored["apis"] == {} and "last_api_url" not in stored
 
 
 def test_a_wrong_password_exits_3_and_stores_nothing(installed: Path, local_stack: RunningStack,
@@ -965,3 +1007,367 @@ def test_the_client_class_verifies_ranges_too(segmented: tuple[FakeApi, Dlc], tm
     empty = tmp_path / "empty-range.bin"
     empty.write_bytes(b"abc")
     assert check_ranges(empty, ranges_of(b"abc", [0, 0, 3])) == []
+
+
+# -- what dlc shows of names and messages from elsewhere (issue 19) ---------------------------------
+#
+# The API refuses control and format characters in names now, so a task that holds them comes from
+# before, from another deployment, or from a server that is not the API: a small API of the tests'
+# own on 127.0.0.1 serves one, as the tests of ranges above do.
+
+#: an ANSI "clear the screen", a terminal title (OSC), a CR/LF that fakes a row of the listing, a C1
+#: CSI, and a right-to-left override that makes "FAKE ROWfdp.exe" read "FAKE ROWexe.pdf"
+EVIL_NAME = "evil\x1b[2J\x1b]0;pwned\x07\r\nFAKE ROW\x9b31m\u202efdp.exe\u200b"
+EVIL_SHOWN = "evil[2J]0;pwnedFAKE ROW31mfdp.exe"
+EVIL_TASK_ID = "01EVILAAAAAAAAAAAAAAAAAAAA"
+
+
+@dataclass
+class ScriptedApi:
+    """A loopback API that answers each ``(method, path)`` with a JSON document; 404 otherwise."""
+
+    api: str
+    routes: dict[tuple[str, str], tuple[int, Any, dict[str, str]]]
+    asked: list[str]
+
+
+@contextlib.contextmanager
+def scripted_api() -> Iterator[ScriptedApi]:
+    asked: list[str] = []
+    routes: dict[tuple[str, str], tuple[int, Any, dict[str, str]]] = {}
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            asked.append(f"{self.command} {self.path}")
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            status, doc, headers = routes.get((self.command, self.path.split("?")[0]), (
+                404, {"error": {"code": "not_found", "message": "no task \x1b]0;owned\x07here\r\nFAKE"}}, {}))
+            body = b"" if doc is None else json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = _answer  # noqa: N815 (http.server's names)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    fake = ScriptedApi(f"http://127.0.0.1:{server.server_address[1]}", routes, asked)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def signed_in_to(api: str, tmp_path: Path, cognito_endpoint: str | None = None,
+                 refresh_token: str | None = None) -> Dlc:
+    """A ``dlc`` with a stored sign-in to ``api`` (a token kept for a day), as the ranges tests do."""
+    from dlc.client import Tokens
+    from dlc.config import TokenStore
+
+    user = Dlc(api, tmp_path / "config", tmp_path / "work")
+    user.workdir.mkdir(exist_ok=True)
+    TokenStore(user.config).put(api, Tokens(
+        id_token="header.payload.signature", refresh_token=refresh_token, expires_at=time.time() + 86400,
+        username="alice", client_id="fake", cognito_endpoint=cognito_endpoint or f"{api}/cognito").to_json())
+    return user
+
+
+def evil_task(**changes: Any) -> dict[str, Any]:
+    return {"id": EVIL_TASK_ID, "task_name": EVIL_NAME, "file_name": "report\u202efdp.exe\x1b[5m.csv",
+            "kind": "demo", "format": "csv", "params": {"rows": 10}, "status": "succeeded",
+            "progress": {"rows": 10, "bytes": 120, "percent": 100}, "size": 120, "md5": "0" * 32,
+            "sha256": "0" * 64, "error": None, "warnings": [], "owner": "sub-mallory",
+            "owner_name": "mallory\x1b[8m", "tenant": "acme", "attempts": 1, "files": None,
+            "created_at": "2026-12-08T03:00:00.000Z", "finished_at": "2026-12-08T03:00:09.000Z",
+            "expires_at": "2099-01-01T00:00:00.000Z", **changes}
+
+
+def terminal_bytes(dlc: Dlc, *args: str, timeout: float = 30) -> tuple[int, bytes]:
+    """``dlc`` run to its end on a pseudo-terminal of 120 x 30: its exit code and every byte it wrote."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    proc = subprocess.Popen([str(DLC), *args], stdin=slave, stdout=slave, stderr=slave,
+                            env=dlc.env(TERM="xterm-256color"), cwd=dlc.workdir, preexec_fn=_default_sigint)
+    os.close(slave)
+    seen = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.05)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen.extend(chunk)
+            elif proc.poll() is not None:
+                break
+        return proc.wait(timeout=10), bytes(seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        os.close(master)
+
+
+#: what rich itself writes: colours (SGR), and for a live bar the cursor's moves and line erasures
+#: (a CR, then "erase the line")
+RICH_SEQUENCES = re.compile(rb"\r(?=\x1b\[2K)|\x1b\[[0-9;?]*[mAKGlh]")
+
+
+def assert_no_injected_sequence(raw: bytes) -> str:
+    """Every ESC is one of rich's own, every CR ends a line (the terminal's CR LF), no C1, no Cf;
+    the text shown (rich's sequences removed) is returned."""
+    text = RICH_SEQUENCES.sub(b"", raw).decode("utf-8")
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text, repr(text)
+    assert "\u202e" not in text and "\u200b" not in text, repr(text)
+    assert not re.search(r"\r(?!\n)", text.replace("\r\r\n", "\r\n")), repr(text)
+    lines = text.replace("\r\n", "\n").split("\n")
+    assert not any(line.startswith("FAKE") for line in lines), lines
+    return text
+
+
+def test_ls_get_watch_and_errors_show_no_control_or_format_character_of_a_name(
+        installed: Path, tmp_path: Path) -> None:
+    """A tenant admin's `dlc ls` of a task named with an ANSI sequence, a CR/LF and a bidi override:
+    no sequence reaches the terminal, no fake row appears, the name is shown without them."""
+    with scripted_api() as fake:
+        task = evil_task()
+        fake.routes[("GET", "/downloads")] = (200, {"items": [task], "next_cursor": None}, {})
+        fake.routes[("GET", f"/downloads/{EVIL_TASK_ID}")] = (200, task, {})
+        user = signed_in_to(fake.api, tmp_path)
+
+        code, raw = terminal_bytes(user, "ls")
+        assert code == 0, raw
+        shown = assert_no_injected_sequence(raw)
+        row = next(line for line in shown.splitlines() if line.startswith(EVIL_TASK_ID))
+        assert EVIL_SHOWN in row and "succeeded" in row
+
+        code, raw = terminal_bytes(user, "get", EVIL_TASK_ID)
+        assert code == 0, raw
+        shown = assert_no_injected_sequence(raw)
+        assert re.search(r"name +" + re.escape(EVIL_SHOWN), shown), shown
+        assert re.search(r"file +reportfdp\.exe\[5m\.csv", shown) and re.search(r"owner +mallory\[8m", shown)
+
+        # the live bar (on stderr, a terminal here) and the line after it
+        code, raw = terminal_bytes(user, "watch", EVIL_TASK_ID)
+        assert code == 0, raw
+        shown = assert_no_injected_sequence(raw)
+        assert "evil[2J]0;pwnedFAKE ROW31mfdp.e… · succeeded" in shown, shown  # cut at 32
+        assert f"“{EVIL_SHOWN}” succeeded" in shown.replace("\r\n", "")
+
+        # an error message of the API's, on stderr
+        code, raw = terminal_bytes(user, "get", "01NOSUCHTASKAAAAAAAAAAAAAA")
+        assert code == 4, raw
+        shown = assert_no_injected_sequence(raw)
+        assert "not_found: no task ]0;ownedhereFAKE" in shown
+
+
+def test_an_error_names_the_presigned_url_without_its_query(installed: Path, tmp_path: Path) -> None:
+    """A presigned link's query is its signature (a bearer credential for 15 minutes): a message that
+    names the link, here a download that cannot connect, must not carry it."""
+    from tests.e2e.conftest import free_ports
+
+    (closed,) = free_ports(1)
+    link = (f"http://127.0.0.1:{closed}/download-center-files/acme/{EVIL_TASK_ID}/report.csv"
+            "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIASECRETCREDENTIAL%2F20261208"
+            "&X-Amz-Expires=900&X-Amz-Signature=0123456789abcdefSECRETSIGNATURE")
+    with scripted_api() as fake:
+        task = evil_task(task_name="Users", file_name="report.csv", url=link)
+        fake.routes[("GET", f"/downloads/{EVIL_TASK_ID}")] = (200, task, {})
+        fake.routes[("GET", f"/downloads/{EVIL_TASK_ID}/file")] = (302, None, {"Location": link})
+        user = signed_in_to(fake.api, tmp_path)
+
+        result = user.run("download", EVIL_TASK_ID, "-o", f"{tmp_path}/")
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"unreachable: cannot download the file of task {EVIL_TASK_ID}: ")
+        assert f"/download-center-files/acme/{EVIL_TASK_ID}/report.csv" in result.stderr  # the path stays
+        as_json = user.run("download", EVIL_TASK_ID, "-o", f"{tmp_path}/", "--json")
+        assert json.loads(as_json.stdout)["error"]["code"] == "unreachable"
+    for said in (result.stderr, as_json.stdout, as_json.stderr):
+        assert "SECRET" not in said and "X-Amz-" not in said, said
+
+
+# -- whom dlc sends a password to (issue 19) --------------------------------------------------------
+#
+# 10.0.0.1 stands for another machine; nothing here connects to it. Every request dlc would make to
+# a host other than this one goes through HTTP(S)_PROXY, a server of the test's own on 127.0.0.1 that
+# plays the planted file's server: it names itself as Cognito and records what it is sent. Before
+# issue 19 it received {"USERNAME": "alice", "PASSWORD": ...}.
+
+ELSEWHERE = "http://10.0.0.1:9"
+
+
+@dataclass
+class Trap:
+    proxy: str
+    #: every request it got: "GET http://10.0.0.1:9/console/config.json", "CONNECT 10.0.0.1:9", ...
+    asked: list[str]
+    #: the bodies posted to it (a password, if dlc sent one)
+    bodies: list[str]
+
+
+@contextlib.contextmanager
+def trap_proxy() -> Iterator[Trap]:
+    asked: list[str] = []
+    bodies: list[str] = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            asked.append(f"{self.command} {self.path}")
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                bodies.append(self.rfile.read(length).decode("utf-8", "replace"))
+            if self.command == "GET" and self.path.endswith("/console/config.json"):
+                status, doc = 200, {"client_id": "planted", "cognito_endpoint": f"{ELSEWHERE}/"}
+            else:
+                status, doc = 400, {"__type": "NotAuthorizedException", "message": "recorded"}
+            body = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_CONNECT = _answer  # noqa: N815 (http.server's names)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Trap(f"http://127.0.0.1:{server.server_address[1]}", asked, bodies)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def trapped_env(user: Dlc, trap: Trap, **extra: str) -> dict[str, str]:
+    """``user``'s environment with no API chosen, and every other host reached through ``trap``."""
+    env = {k: v for k, v in user.env(**extra).items() if not k.lower().endswith("_proxy")}
+    env.pop("DLC_API_URL", None)
+    loopback = "127.0.0.1,localhost"
+    env.update({"HTTP_PROXY": trap.proxy, "HTTPS_PROXY": trap.proxy, "http_proxy": trap.proxy,
+                "https_proxy": trap.proxy, "NO_PROXY": loopback, "no_proxy": loopback, **extra})
+    return env
+
+
+@pytest.mark.parametrize("planted", [ELSEWHERE, "https://download-center.example.com"])
+def test_a_planted_stack_file_naming_another_host_is_refused_before_any_connection(
+        installed: Path, tmp_path: Path, planted: str) -> None:
+    clone = tmp_path / "cloned-repo"
+    (clone / ".local").mkdir(parents=True)
+    stack_file = clone / ".local" / "stack.json"
+    stack_file.write_text(json.dumps({"api_url": planted, "console_url": f"{planted}/",
+                                      "aws_endpoint_url": ELSEWHERE}), encoding="utf-8")
+    user = Dlc("unused", tmp_path / "config", clone / "src" / "deep")
+    user.workdir.mkdir(parents=True)
+    host = planted.split("://")[1].split(":")[0]
+    with trap_proxy() as trap:
+        env = trapped_env(user, trap)
+        login = user.run("login", "-u", "alice", "--password-stdin", stdin="hunter2-secret\n", env=env)
+        listing = user.run("ls", env=env)
+    for result in (login, listing):
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"untrusted_stack_file: {stack_file} names the API {planted}, "
+                                        f"on {host}, which is not this machine"), result.stderr
+        assert "--api-url" in result.stderr and "Traceback" not in result.stderr
+    assert trap.asked == [] and trap.bodies == []
+    assert not (user.config / "tokens.json").exists()
+
+
+def test_plain_http_to_another_host_is_refused_wherever_it_is_given(installed: Path, tmp_path: Path) -> None:
+    user = Dlc("unused", tmp_path / "config", tmp_path)
+    with trap_proxy() as trap:
+        env = trapped_env(user, trap)
+        given = user.run("--api-url", ELSEWHERE, "login", "-u", "alice", "--password-stdin",
+                         stdin="hunter2-secret\n", env=env)
+        from_env = user.run("ls", env={**env, "DLC_API_URL": f"{ELSEWHERE}/"})
+        for result in (given, from_env):
+            assert result.returncode == 2, result.stderr
+            assert result.stderr == (f"insecure_url: the API {ELSEWHERE} is plain http:// to 10.0.0.1, which "
+                                     "is not this machine: dlc sends passwords and tokens over https:// only "
+                                     "(plain http:// only to 127.0.0.1, ::1 or localhost)\n")
+        assert trap.asked == []
+        # https to that host is taken (here it goes no further than the proxy's CONNECT)
+        secure = user.run("--api-url", "https://10.0.0.1:9", "login", "-u", "alice", "--password-stdin",
+                          stdin="hunter2-secret\n", env=env)
+        assert secure.returncode == 1 and secure.stderr.startswith("unreachable: ")
+        assert trap.asked == ["CONNECT 10.0.0.1:9"] and trap.bodies == []
+
+
+def test_an_api_that_names_a_plain_http_cognito_elsewhere_gets_no_password(
+        installed: Path, tmp_path: Path) -> None:
+    with scripted_api() as fake, trap_proxy() as trap:
+        fake.routes[("GET", "/console/config.json")] = (
+            200, {"client_id": "c", "cognito_endpoint": f"{ELSEWHERE}/"}, {})
+        user = Dlc(fake.api, tmp_path / "config", tmp_path)
+        result = user.run("login", "-u", "alice", "--password-stdin", stdin="hunter2-secret\n",
+                          env=trapped_env(user, trap, DLC_API_URL=fake.api))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(
+            f"insecure_url: the Cognito endpoint {ELSEWHERE}/ (named by {fake.api}/console/config.json) "
+            "is plain http:// to 10.0.0.1, which is not this machine")
+        assert fake.asked == ["GET /console/config.json"]
+        assert trap.asked == [] and trap.bodies == []
+
+
+def test_login_says_where_it_signs_in_before_it_asks_for_the_password(
+        alice: Dlc, local_stack: RunningStack, tmp_path: Path) -> None:
+    """On a terminal, from a folder below the running stack's .local/stack.json (a loopback one,
+    which keeps working): the API, where its address came from, and the Cognito endpoint, then
+    the prompt."""
+    project = tmp_path / "project"
+    (project / ".local").mkdir(parents=True)
+    stack_file = project / ".local" / "stack.json"
+    stack_file.write_text(local_stack.stack_file.read_text(encoding="utf-8"), encoding="utf-8")
+    user = Dlc(local_stack.api, tmp_path / "config", project / "sub")
+    user.workdir.mkdir()
+    env = {k: v for k, v in user.env(TERM="xterm-256color").items() if k != "DLC_API_URL"}
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    proc = subprocess.Popen([str(DLC), "login", "-u", "alice"], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, cwd=user.workdir, preexec_fn=_default_sigint)
+    os.close(slave)
+    seen = bytearray()
+
+    def screen() -> str:
+        while select.select([master], [], [], 0.05)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen.extend(chunk)
+        return ANSI.sub("", seen.decode("utf-8", "replace"))
+
+    try:
+        shown = wait_for(lambda: "Password:" in screen() and screen(), 30, "dlc asks for the password")
+        where = (f"Signing in to {local_stack.api} (from {stack_file}) through Cognito at "
+                 f"{local_stack.info['aws_endpoint_url']}")
+        assert where in shown and shown.index(where) < shown.index("Password:"), shown
+        os.write(master, (_password(local_stack, "alice") + "\r").encode())
+        wait_for(lambda: proc.poll() is not None and screen() is not None, 30, "dlc signs in")
+        assert proc.returncode == 0, screen()
+        assert f"Signed in to {local_stack.api} as alice" in screen()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        os.close(master)

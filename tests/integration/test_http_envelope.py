@@ -112,3 +112,16 @@ def test_a_failure_outside_any_view_is_a_500_in_the_envelope(stack):
     assert response["statusCode"] == 500
     assert response["headers"]["Content-Type"] == JSON["Content-Type"]
     assert json.loads(response["body"]) == INTERNAL_ERROR
+
+
+@pytest.mark.parametrize("method,path", [("POST", "/downloads"),
+                                         ("PATCH", "/downloads/01JDQ4V8Z8S9Y6K1E6J3X2M7TQ")])
+def test_a_number_of_5000_digits_is_invalid_json_in_the_envelopes_words(stack, method, path):
+    """It answered with Python's own text ("Exceeds the limit (4300 digits) for integer string
+    conversion: value has 5000 digits; use sys.set_int_max_str_digits()...")."""
+    body = b'{"task_name": "t", "kind": "demo", "params": {"rows": ' + b"9" * 5000 + b"}}"
+    resp = stack.client.http.request(method, path, headers=stack.users["alice"].headers, body=body)
+    error = assert_envelope(resp, 400, "invalid_json")["error"]
+    assert error["message"] == ("The request body is not valid JSON the API takes: it holds a number "
+                                "of more than 4300 digits.")
+    assert "sys." not in resp.body.decode() and "Exceeds the limit" not in resp.body.decode()

@@ -80,3 +80,33 @@ def test_a_body_that_is_not_json_is_400(stack):
     task = stack.create()
     resp = patch(stack, "alice", task["id"], "{not json")
     assert resp.status_code == 400 and resp.json_body["error"]["code"] == "invalid_json"
+
+
+#: a name that shows other than it is: an ANSI sequence, a fake extra line, a NUL, a right-to-left
+#: override ("invoice\u202efdp.exe" reads "invoiceexe.pdf"), zero-width characters
+DECEPTIVE = ["evil\x1b[2J\x1b]0;pwned\x07", "ok\r\nFAKE ROW  demo/csv  succeeded", "nul\x00",
+             "invoice\u202efdp.exe", "zero\u200bwidth\u200d", "bom\ufeff"]
+
+
+@pytest.mark.parametrize("name", DECEPTIVE)
+def test_a_rename_to_a_name_with_control_or_format_characters_is_400_and_changes_nothing(stack, name):
+    task = stack.create(task_name="unchanged")
+    resp = patch(stack, "alice", task["id"], {"task_name": name})
+    assert resp.status_code == 400, resp.body
+    error = resp.json_body["error"]
+    assert error["code"] == "validation_error"
+    assert [d["field"] for d in error["details"]] == ["task_name"]
+    assert "control character" in error["details"][0]["issue"]
+    assert stack.get(task["id"])["task_name"] == "unchanged"
+
+
+@pytest.mark.parametrize("field", ["task_name", "file_name"])
+@pytest.mark.parametrize("name", DECEPTIVE)
+def test_a_create_with_such_a_name_is_400_and_queues_nothing(stack, name, field):
+    body = {"task_name": "fine", "kind": "demo", field: name}
+    resp = stack.client.http.post("/downloads", headers=stack.users["alice"].headers, body=json.dumps(body))
+    assert resp.status_code == 400, resp.body
+    error = resp.json_body["error"]
+    assert error["code"] == "validation_error"
+    assert [d["field"] for d in error["details"]] == [field]
+    assert stack.drain() == []

@@ -60,7 +60,7 @@ def test_task_schema_lists_exactly_the_resource_fields():
 
 TRICKY = ("a", "é", "文", "\U0001f600", ".", "/", "\\", '"', "'", " ", "\t", "\n", "\x00", "\x1c",
           "\x1f", "\x7f", "\x85", "\x9f", "\xa0", "\u1680", "\u2000", "\u200b", "\u2028", "\u3000",
-          "\ufeff")
+          "\ufeff", "\x1b", "\u202e", "\u2066", "\u00ad", "\u2060")
 
 
 def ecma_search(pattern: str, value: str) -> bool:

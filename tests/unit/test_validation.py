@@ -10,10 +10,12 @@ from chalicelib import cursor, ids
 from chalicelib.errors import ValidationError
 from chalicelib.messages import BuildMessage, InvalidMessage, RequestMessage, SegmentMessage, parse
 from chalicelib.validation import (
+    DECEPTIVE_NAME_ISSUE,
     final_file_name,
     parse_create,
     parse_json_body,
     parse_list_query,
+    parse_rename,
     validate_idempotency_key,
 )
 
@@ -87,6 +89,51 @@ def test_json_body_errors(raw, code):
 def test_json_bodies_no_encoder_can_take_are_invalid_json(raw):
     """Found probing the local stack: both were a 500, a lone surrogate in params worse (see below)."""
     assert code_of(parse_json_body, raw)[0] == "invalid_json"
+
+
+#: names that show other than they are: a terminal's escape sequences and line breaks (C0, DEL,
+#: C1), and Unicode's invisible format characters (category Cf) that reorder or hide text
+DECEPTIVE = ["evil\x1b[2J", "a\rb", "a\nFAKE ROW", "nul\x00", "tab\there", "del\x7f", "c1\x9b31m",
+             "invoice\u202efdp.exe", "zero\u200bwidth", "zwj\u200d", "joiner\u2060", "bom\ufeff",
+             "isolate\u2066x\u2069", "soft\u00adhyphen", "tag\U000e0041"]
+
+
+@pytest.mark.parametrize("name", DECEPTIVE)
+@pytest.mark.parametrize("field", ["task_name", "file_name"])
+def test_names_with_control_or_format_characters_are_refused(field, name):
+    body = {"task_name": "t", "kind": "demo", field: name}
+    code, details = code_of(parse_create, body)
+    assert code == "validation_error"
+    assert details == [{"field": field, "issue": DECEPTIVE_NAME_ISSUE}]
+
+
+@pytest.mark.parametrize("name", DECEPTIVE)
+def test_a_rename_to_a_deceptive_name_is_refused(name):
+    code, details = code_of(parse_rename, {"task_name": name})
+    assert code == "validation_error"
+    assert details == [{"field": "task_name", "issue": DECEPTIVE_NAME_ISSUE}]
+
+
+def test_names_in_any_script_with_emoji_stay_accepted():
+    for name in ("Users, 三月", "تقرير", "עברית report", "\U0001f600 export", "naïve café"):
+        assert parse_create({"task_name": name, "kind": "demo", "file_name": name}).task_name == name
+        assert parse_rename({"task_name": name}) == name
+
+
+def test_a_number_of_thousands_of_digits_is_invalid_json_in_the_apis_words():
+    """Python's own text ("Exceeds the limit (4300 digits) for integer string conversion...")
+    named an interpreter setting; the envelope says what is wrong with the body."""
+    with pytest.raises(ValidationError) as info:
+        parse_json_body(b'{"task_name": "t", "kind": "demo", "params": {"rows": ' + b"7" * 5000 + b"}}")
+    assert info.value.code == "invalid_json"
+    assert info.value.message == ("The request body is not valid JSON the API takes: it holds a number "
+                                  "of more than 4300 digits.")
+
+
+def test_json_syntax_errors_say_where_in_the_apis_words():
+    with pytest.raises(ValidationError) as info:
+        parse_json_body(b'{"task_name": }')
+    assert info.value.message == "The request body is not valid JSON: Expecting value at line 1, column 15."
 
 
 def test_json_body_keeps_surrogate_pairs():
@@ -248,8 +295,8 @@ def test_header_and_file_name_issues_are_sentences():
     assert info.value.details == [{"field": "Idempotency-Key",
                                    "issue": "must be 1 to 255 printable characters"}]
     assert info.value.message == "Idempotency-Key must be 1 to 255 printable characters."
-    for name, issue in (("a/b", 'must not contain a slash (/), a backslash (\\), a double quote (") or '
-                                'a control character'),
+    for name, issue in (("a/b", 'must not contain a slash (/), a backslash (\\) or a double quote (")'),
+                        ("a\x01b", DECEPTIVE_NAME_ISSUE),
                         (" a", "must not start with a dot, nor start or end with white space")):
         with pytest.raises(ValidationError) as info:
             parse_create({"task_name": "t", "kind": "demo", "file_name": name})
