@@ -424,8 +424,40 @@ def test_packaged_worker_concurrency_is_capped_and_sweeps_run_one_at_a_time(
     sweeper = functions["app.sweeper"]
     assert sweeper["ReservedConcurrentExecutions"] == 1
     assert sweeper["EventInvokeConfig"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
-    # users' requests are not capped by a reservation (see the checkov skips)
-    assert "ReservedConcurrentExecutions" not in functions["app.app"]
+    # the API cannot take the account's pool: it serves at most its reservation at once
+    assert functions["app.app"]["ReservedConcurrentExecutions"] == {"Ref": "ApiReservedConcurrency"}
+    parameter = template["Parameters"]["ApiReservedConcurrency"]
+    assert parameter["Type"] == "Number" and parameter["Default"] == 50 and parameter["MinValue"] >= 1
+
+
+#: the routes the function serves without a token (chalice answers every method on them)
+PUBLIC_PATHS = {"/", "/health", "/openapi.json", "/console/config.json", "/console/{version}/{name}"}
+
+
+@pytest.mark.packaging
+def test_packaged_stage_throttles_every_method_and_the_public_routes_lower(packaged: dict[str, Any]) -> None:
+    template = packaged["template"]
+    defaults = {name: template["Parameters"][name]["Default"]
+                for name in ("ApiRateLimit", "ApiBurstLimit", "PublicRateLimit", "PublicBurstLimit")}
+    assert defaults == {"ApiRateLimit": 50, "ApiBurstLimit": 100,
+                        "PublicRateLimit": 10, "PublicBurstLimit": 20}
+    assert all(template["Parameters"][name]["Type"] == "Number" for name in defaults)
+    settings = template["Resources"]["RestAPI"]["Properties"]["MethodSettings"]
+    by_method = {(s["ResourcePath"], s["HttpMethod"]): (s["ThrottlingRateLimit"], s["ThrottlingBurstLimit"])
+                 for s in settings}
+    assert len(by_method) == len(settings)
+    assert by_method.pop(("/*", "*")) == ({"Ref": "ApiRateLimit"}, {"Ref": "ApiBurstLimit"})
+    paths = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
+    public = {(path, method.upper()) for path, methods in paths.items() if path in PUBLIC_PATHS
+              for method in methods}
+    assert "OPTIONS" in {m for _, m in public}  # it reaches the function too
+    # each public method by its encoded resource path (API Gateway's "~1" for "/")
+    encoded = {(path if path == "/" else "/" + path.replace("/", "~1"), m) for path, m in public}
+    assert set(by_method) == encoded
+    assert ("/~1console~1{version}~1{name}", "GET") in by_method
+    assert all(v == ({"Ref": "PublicRateLimit"}, {"Ref": "PublicBurstLimit"}) for v in by_method.values())
+    # every route that needs no token is one of those: nothing starts the function for anyone unthrottled
+    assert {path for path, _ in package.public_operations(template)} == PUBLIC_PATHS
 
 
 @pytest.mark.packaging
@@ -471,7 +503,7 @@ GATEWAY_RESPONSES = {
     "ACCESS_DENIED": ("403", "forbidden"),
     "MISSING_AUTHENTICATION_TOKEN": ("404", "not_found"),
     "REQUEST_TOO_LARGE": ("413", "body_too_large"),
-    "THROTTLED": ("429", "rate_limited"),
+    "THROTTLED": ("429", "throttled"),  # the stage's throttling (docs/openapi.yaml, 429)
     "INTEGRATION_TIMEOUT": ("504", "timeout"),
     "DEFAULT_4XX": (None, "bad_request"),
     "DEFAULT_5XX": (None, "internal_error"),

@@ -14,6 +14,13 @@ merged in by chalice. What a merge cannot express is done here afterwards:
 - the build worker gets more /tmp, and at most ``WorkerReservedConcurrency``
   builds run at once (reserved concurrency, and the same maximum on its queue
   trigger); the scheduled sweeper runs one sweep at a time and drops stale ticks;
+- the stage throttles every method (``ApiRateLimit``/``ApiBurstLimit``), the
+  routes without a token lower (``PublicRateLimit``/``PublicBurstLimit``), and
+  the API function serves at most ``ApiReservedConcurrency`` requests at once;
+- the roles' statements on export sources are generated from the allow-lists
+  of the stage's environment (``SOURCE_GRANTS``) and no other grant on a source
+  passes (wildcards expanded); KMS grants hold only through SQS in this account,
+  and the files bucket lets only the roles granted its objects read them;
 - the literal ARNs of the hand-written IAM policies (which name the default
   resource names so that they also work for ``chalice deploy``) are rewritten
   to the real resources, or scoped to the stack's partition/region/account;
@@ -178,6 +185,7 @@ def post_process(template: dict[str, Any]) -> dict[str, Any]:
     _give_workers_disk(template, functions, triggered)
     _cap_workers(template, functions, triggered)
     _serialize_sweeps(functions)
+    _throttle_api(template, functions)
     _check_visibility_timeout(resources, triggered)
     _check_queue_age_alarm(template, triggered)
     _check_file_expiry(resources, functions)
@@ -346,6 +354,78 @@ def _cap_workers(template: dict[str, Any], functions: dict[str, Any], workers: l
         for event in props.get("Events", {}).values():
             if event.get("Type") == "SQS":
                 event["Properties"]["ScalingConfig"] = {"MaximumConcurrency": copy.deepcopy(limit)}
+
+
+#: The stage's throttling, each a template parameter: (default, minimum, what it sets).
+#: API Gateway applies a rate and a burst to each method (route and verb) on its own and
+#: answers past them with its THROTTLED gateway response (``429 throttled``) before the
+#: function starts. The routes without a token (the console, ``/health``, ``/openapi.json``)
+#: start the function for anyone: they get the lower ``Public*`` limits.
+THROTTLE_PARAMETERS: dict[str, tuple[int, int, str]] = {
+    "ApiRateLimit": (50, 1, "Requests a second each method of the API serves in the steady state, all "
+                            "callers together; past it API Gateway answers 429 throttled."),
+    "ApiBurstLimit": (100, 1, "Requests each method of the API takes at once above ApiRateLimit."),
+    "PublicRateLimit": (10, 1, "Requests a second each method of a route without a token (the console, "
+                               "/health, /openapi.json) serves; these start the function for anyone."),
+    "PublicBurstLimit": (20, 1, "Requests each method of a route without a token takes at once above "
+                                "PublicRateLimit."),
+}
+API_CONCURRENCY_PARAMETER = "ApiReservedConcurrency"
+DEFAULT_API_CONCURRENCY = 50
+
+
+def public_operations(template: dict[str, Any]) -> list[tuple[str, str]]:
+    """(path, METHOD) of every operation without an authorizer, OPTIONS too (it reaches the function)."""
+    found: list[tuple[str, str]] = []
+    for resource in template.get("Resources", {}).values():
+        if resource.get("Type") != "AWS::Serverless::Api":
+            continue
+        paths = resource.get("Properties", {}).get("DefinitionBody", {}).get("paths", {})
+        for path, methods in paths.items():
+            for method, operation in methods.items():
+                if isinstance(operation, dict) and not operation.get("security"):
+                    found.append((path, method.upper()))
+    return found
+
+
+def _method_setting(path: str, method: str, rate: str, burst: str) -> dict[str, Any]:
+    """One stage MethodSetting; its ResourcePath encodes each ``/`` of the path as ``~1``."""
+    return {"ResourcePath": path if path in ("/", "/*") else "/" + path.replace("/", "~1"),
+            "HttpMethod": method,
+            "ThrottlingRateLimit": {"Ref": rate}, "ThrottlingBurstLimit": {"Ref": burst}}
+
+
+def _throttle_api(template: dict[str, Any], functions: dict[str, Any]) -> None:
+    """Throttle the stage per method, the public routes lower, and bound the API's concurrency.
+
+    The public routes are derived from the API's definition (``public_operations``),
+    so a route added without a token gets the public limits by itself. The API
+    function's reserved concurrency (``ApiReservedConcurrency``) is what bounds
+    all methods together: it keeps the API from taking the account's shared pool
+    (and the builds' and other functions' capacity) whatever the stage lets through.
+    """
+    parameters = template.setdefault("Parameters", {})
+    for name, (default, minimum, description) in THROTTLE_PARAMETERS.items():
+        parameters[name] = {"Type": "Number", "Default": default, "MinValue": minimum,
+                            "Description": description}
+    parameters[API_CONCURRENCY_PARAMETER] = {
+        "Type": "Number", "Default": DEFAULT_API_CONCURRENCY, "MinValue": 1, "MaxValue": 1000,
+        "Description": ("How many API requests the API function serves at once (its reserved "
+                        "concurrency); the account must keep 100 unreserved concurrent executions "
+                        "besides it and WorkerReservedConcurrency."),
+    }
+    settings = [_method_setting("/*", "*", "ApiRateLimit", "ApiBurstLimit")]
+    settings += [_method_setting(path, method, "PublicRateLimit", "PublicBurstLimit")
+                 for path, method in public_operations(template)]
+    apis = [r for r in template.get("Resources", {}).values() if r.get("Type") == "AWS::Serverless::Api"]
+    if not apis:
+        raise PackagingError("the template has no API to throttle")
+    for api in apis:
+        api.setdefault("Properties", {})["MethodSettings"] = copy.deepcopy(settings)
+    for function in functions.values():
+        props = function.get("Properties", {})
+        if props.get("Handler") == API_HANDLER:
+            props["ReservedConcurrentExecutions"] = {"Ref": API_CONCURRENCY_PARAMETER}
 
 
 # A stale tick of the sweeper's schedule is superseded by the next one.
@@ -886,13 +966,6 @@ CHECKOV_SKIPS: dict[str, tuple[tuple[str, str], ...]] = {
             "API Gateway invokes it synchronously, never asynchronously: a dead-letter queue for failed "
             "asynchronous events would stay empty; errors reach the caller as 5xx, which "
             "ApiServerErrorsAlarm watches.",
-        ),
-        (
-            "CKV_AWS_115",
-            "No reserved concurrency: the API answers users synchronously, and a reservation would be a "
-            "ceiling that turns bursts into throttling errors while taking capacity from the account's "
-            "shared pool; what it can start is bounded per user (MAX_ACTIVE_TASKS), and the builds are "
-            "capped by WorkerReservedConcurrency.",
         ),
     ),
     "BuildWorker": (

@@ -112,3 +112,18 @@ def test_a_failure_outside_any_view_is_a_500_in_the_envelope(stack):
     assert response["statusCode"] == 500
     assert response["headers"]["Content-Type"] == JSON["Content-Type"]
     assert json.loads(response["body"]) == INTERNAL_ERROR
+
+
+def test_every_answer_api_gateway_gives_itself_is_documented_with_its_code():
+    """The template's gateway responses (429 ``throttled`` among them) are the deployed API's
+    answers too: the document names each one's code."""
+    template = json.loads((Path(__file__).parents[2] / "infra" / "resources.json").read_text("utf-8"))
+    responses = template["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
+    described = SPEC["info"]["description"]
+    for name, spec in responses.items():
+        body = spec["ResponseTemplates"]["application/json"].replace("$context.error.messageString", '""')
+        code = json.loads(body)["error"]["code"]
+        assert f"`{code}`" in described, (name, code)
+    assert responses["THROTTLED"]["StatusCode"] == "429"
+    assert "**429 `throttled`**" in described
+    assert "throttled" in SPEC["paths"]["/downloads"]["post"]["responses"]["429"]["description"]
