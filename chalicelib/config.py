@@ -63,6 +63,9 @@ class Settings:
     queued_expiry_hours: int = 24
     #: claims of one attempt before a task whose builds keep dying fails ``worker_lost``
     max_build_claims: int = 3
+    #: segments of one tenant's tasks building at once (every worker's); a segment past it waits
+    #: on the queue (``segmented.SLOT_WAIT_SECONDS``), so one tenant cannot hold every worker
+    max_building_segments_per_tenant: int = 16
     #: the From address of "your export is ready" mail (an SES identity); empty: no mail is sent
     mail_sender: str = ""
     #: whether a task mails its owner when the create body does not say (``notify.email``)
@@ -118,6 +121,7 @@ class Settings:
             resend_after_seconds=int(e.get("RESEND_AFTER_SECONDS", "300")),
             queued_expiry_hours=int(e.get("QUEUED_EXPIRY_HOURS", "24")),
             max_build_claims=int(e.get("MAX_BUILD_CLAIMS", "3")),
+            max_building_segments_per_tenant=int(e.get("MAX_BUILDING_SEGMENTS_PER_TENANT", "16")),
             mail_sender=e.get("MAIL_SENDER", "").strip(),
             notify_email_default=_flag(e.get("NOTIFY_EMAIL_DEFAULT", "false")),
             notify_lease_seconds=int(e.get("NOTIFY_LEASE_SECONDS", "60")),

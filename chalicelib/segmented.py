@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib import logs
@@ -67,6 +69,9 @@ FINALIZE_FIXED_SECONDS = 5.0
 REBUILD_BYTES_PER_SECOND = 20 * 1024 * 1024
 #: Completions refused because a part changed after it was listed, before the task fails.
 MAX_COMPLETIONS = 3
+#: How long a segment waits on the queue when its tenant builds all the segments it may
+#: (``MAX_BUILDING_SEGMENTS_PER_TENANT``), at least; SQS delays a message by 900 s at most.
+SLOT_WAIT_SECONDS = 30
 
 
 def segment_count(task: Task, exporter: Exporter, budget_seconds: float, settings: Any) -> int:
@@ -192,6 +197,46 @@ class Segmented:
                 log.info("segment %d of task %s: its plan is gone or superseded", message.segment,
                          message.task_id)
             return task
+        # one of the tenant's slots first: a claim marks the segment running, and a running
+        # segment's next delivery is refused as a duplicate
+        holder = f"{task.id}:{message.segment}:{secrets.token_hex(4)}"
+        until = utcnow() + timedelta(milliseconds=remaining_ms())  # nothing outlives the invocation
+        if not self.repo.take_building_slot(task.tenant, holder, utcnow(), until,
+                                            self.settings.max_building_segments_per_tenant):
+            return self._wait_for_slot(task, message)
+        try:
+            return self._claim_and_build(task, message, remaining_ms)
+        finally:
+            try:
+                self.repo.release_building_slot(task.tenant, holder)
+            except Exception:  # the slot frees itself at ``until``
+                log.warning("task %s: could not give segment %d's slot back", task.id, message.segment,
+                            exc_info=True)
+
+    def _wait_for_slot(self, task: Task, message: SegmentMessage) -> Task:
+        """The tenant builds as many segments as it may: this one is sent again, later.
+
+        Not a failure and no claim: the segment stays queued and its message comes
+        back after ``SLOT_WAIT_SECONDS`` (and up to as much again, so that the
+        waiting ones do not all return at once). A copy for a segment that is no
+        longer queued (built, failed, or running elsewhere) is dropped: its claim
+        would refuse it, and the sweeper sends a dead one's message again.
+        """
+        seg = next((s for s in task.segments if s.number == message.segment), None)
+        with logs.for_task(task), logs.keys(segment=message.segment):
+            if seg is None or seg.status is not SegStatus.QUEUED:
+                log.info("segment %d of task %s is not queued: nothing to wait for", message.segment,
+                         task.id)
+                return task
+            delay = SLOT_WAIT_SECONDS + random.randint(0, SLOT_WAIT_SECONDS)
+            log.info("segment %d of task %s waits %d s: tenant %s builds %d segments already",
+                     message.segment, task.id, delay, task.tenant,
+                     self.settings.max_building_segments_per_tenant)
+            self.downloads.send_segments(task, [seg], delay_seconds=delay)
+        return task
+
+    def _claim_and_build(self, task: Task, message: SegmentMessage, remaining_ms: RemainingMs
+                         ) -> Task | None:
         seg = self.repo.claim_segment(task, message.segment, utcnow())
         with logs.for_task(task), logs.keys(segment=message.segment):
             if seg is None:

@@ -86,6 +86,8 @@ class MemoryTaskRepository:
         self._notified: dict[str, set[str]] = {}
         #: task id -> notification key -> epoch seconds of its claim (DynamoDB's ``notifying`` map)
         self._notifying: dict[str, dict[str, int]] = {}
+        #: tenant -> holder -> epoch second its slot expires (DynamoDB's ``building#<tenant>``)
+        self._building: dict[str, dict[str, int]] = {}
         self._lock = threading.RLock()
 
     def _store(self, task: Task) -> None:
@@ -284,6 +286,21 @@ class MemoryTaskRepository:
                           claims=current.claims + 1, heartbeat_at=int(now.timestamp()), rows=0, bytes=0)
             self._put_segment(stored, seg, heartbeat_at=now)
             return copy.deepcopy(seg)
+
+    def take_building_slot(self, tenant: str, holder: str, now: datetime, until: datetime, cap: int
+                           ) -> bool:
+        with self._lock:
+            epoch = int(now.timestamp())
+            live = {h: t for h, t in self._building.get(tenant, {}).items() if t > epoch}
+            if len(live) >= cap:
+                return False
+            live[holder] = int(until.timestamp())
+            self._building[tenant] = live
+            return True
+
+    def release_building_slot(self, tenant: str, holder: str) -> None:
+        with self._lock:
+            self._building.get(tenant, {}).pop(holder, None)
 
     def beat_segment(self, task: Task, seg: Segment, rows: int, size: int, now: datetime
                      ) -> Status | None:

@@ -549,8 +549,40 @@ def test_packaged_worker_concurrency_is_capped_and_sweeps_run_one_at_a_time(
     sweeper = functions["app.sweeper"]
     assert sweeper["ReservedConcurrentExecutions"] == 1
     assert sweeper["EventInvokeConfig"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
-    # users' requests are not capped by a reservation (see the checkov skips)
-    assert "ReservedConcurrentExecutions" not in functions["app.app"]
+    # the API cannot take the account's pool: it serves at most its reservation at once
+    assert functions["app.app"]["ReservedConcurrentExecutions"] == {"Ref": "ApiReservedConcurrency"}
+    parameter = template["Parameters"]["ApiReservedConcurrency"]
+    assert parameter["Type"] == "Number" and parameter["Default"] == 50 and parameter["MinValue"] >= 1
+
+
+#: the routes the function serves without a token (chalice answers every method on them)
+PUBLIC_PATHS = {"/", "/health", "/openapi.json", "/console/config.json", "/console/{version}/{name}"}
+
+
+@pytest.mark.packaging
+def test_packaged_stage_throttles_every_method_and_the_public_routes_lower(packaged: dict[str, Any]) -> None:
+    template = packaged["template"]
+    defaults = {name: template["Parameters"][name]["Default"]
+                for name in ("ApiRateLimit", "ApiBurstLimit", "PublicRateLimit", "PublicBurstLimit")}
+    assert defaults == {"ApiRateLimit": 50, "ApiBurstLimit": 100,
+                        "PublicRateLimit": 10, "PublicBurstLimit": 20}
+    assert all(template["Parameters"][name]["Type"] == "Number" for name in defaults)
+    settings = template["Resources"]["RestAPI"]["Properties"]["MethodSettings"]
+    by_method = {(s["ResourcePath"], s["HttpMethod"]): (s["ThrottlingRateLimit"], s["ThrottlingBurstLimit"])
+                 for s in settings}
+    assert len(by_method) == len(settings)
+    assert by_method.pop(("/*", "*")) == ({"Ref": "ApiRateLimit"}, {"Ref": "ApiBurstLimit"})
+    paths = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
+    public = {(path, method.upper()) for path, methods in paths.items() if path in PUBLIC_PATHS
+              for method in methods}
+    assert "OPTIONS" in {m for _, m in public}  # it reaches the function too
+    # each public method by its encoded resource path (API Gateway's "~1" for "/")
+    encoded = {(path if path == "/" else "/" + path.replace("/", "~1"), m) for path, m in public}
+    assert set(by_method) == encoded
+    assert ("/~1console~1{version}~1{name}", "GET") in by_method
+    assert all(v == ({"Ref": "PublicRateLimit"}, {"Ref": "PublicBurstLimit"}) for v in by_method.values())
+    # every route that needs no token is one of those: nothing starts the function for anyone unthrottled
+    assert {path for path, _ in package.public_operations(template)} == PUBLIC_PATHS
 
 
 @pytest.mark.packaging
@@ -596,7 +628,7 @@ GATEWAY_RESPONSES = {
     "ACCESS_DENIED": ("403", "forbidden"),
     "MISSING_AUTHENTICATION_TOKEN": ("404", "not_found"),
     "REQUEST_TOO_LARGE": ("413", "body_too_large"),
-    "THROTTLED": ("429", "rate_limited"),
+    "THROTTLED": ("429", "throttled"),  # the stage's throttling (docs/openapi.yaml, 429)
     "INTEGRATION_TIMEOUT": ("504", "timeout"),
     "DEFAULT_4XX": (None, "bad_request"),
     "DEFAULT_5XX": (None, "internal_error"),
@@ -708,9 +740,67 @@ def test_packaged_policies_name_only_stack_resources(packaged: dict[str, Any]) -
         assert granted(handler, "kms:GenerateDataKey") == [KEY_ARN]
         assert granted(handler, "kms:Decrypt") == [KEY_ARN]
         assert granted(handler, "xray:PutTraceSegments") == ["*"]
-    scan = granted("app.build_worker", "dynamodb:Scan")
-    assert scan and all("table/demo-users" in r["Fn::Sub"] for r in scan)
-    assert all("${AWS::AccountId}" in r["Fn::Sub"] for r in scan)
+    # prod lists no source: no role may read one
+    assert granted("app.build_worker", "dynamodb:Scan") == []
+    assert granted("app.app", "logs:DescribeLogGroups") == []
+
+
+def _stage_environment(stage: str) -> dict[str, str]:
+    """A stage's variables as chalice merges them: the stage's own over the file's."""
+    return {**CHALICE_CONFIG["environment_variables"],
+            **CHALICE_CONFIG["stages"][stage].get("environment_variables", {})}
+
+
+def test_prod_ships_empty_allow_lists() -> None:
+    prod = _stage_environment("prod")
+    assert {name: prod[name] for name in ("EXPORTABLE_TABLES", "BUNDLE_BUCKETS", "LOG_GROUPS")} == {
+        "EXPORTABLE_TABLES": "", "BUNDLE_BUCKETS": "", "LOG_GROUPS": ""}
+    assert _stage_environment("dev")["EXPORTABLE_TABLES"] == "demo-users"  # the local stack's demo
+
+
+@pytest.mark.packaging
+def test_packaged_prod_grants_no_source(packaged: dict[str, Any]) -> None:
+    resources = packaged["template"]["Resources"]
+    for resource in resources.values():
+        if resource["Type"] != FUNCTION:
+            continue
+        env = resource["Properties"]["Environment"]["Variables"]
+        assert (env["EXPORTABLE_TABLES"], env["BUNDLE_BUCKETS"], env["LOG_GROUPS"]) == ("", "", "")
+        role = resources[resource["Properties"]["Role"]["Fn::GetAtt"][0]]
+        assert not {s.get("Sid") for s in _statements(role)} & _source_sids()
+
+
+@pytest.mark.packaging
+def test_packaged_key_grants_are_conditioned_on_the_service_and_the_account(packaged: dict[str, Any]) -> None:
+    resources = packaged["template"]["Resources"]
+    roles = [r for r in resources.values() if r["Type"] == "AWS::IAM::Role" and "Policies" in r["Properties"]]
+    keys = [s for role in roles for s in _statements(role)
+            if any(str(a).startswith("kms:") for a in _as_list(s["Action"]))]
+    assert len(keys) >= 4  # the API, the worker, the sweeper and the notifier
+    for statement in keys:
+        assert statement["Condition"]["StringEquals"] == {
+            "kms:ViaService": {"Fn::Sub": "sqs.${AWS::Region}.amazonaws.com"},
+            "kms:CallerAccount": {"Ref": "AWS::AccountId"},
+        }
+    # the services the key policy names use it for this account only
+    policy = resources["EncryptionKey"]["Properties"]["KeyPolicy"]["Statement"]
+    for statement in policy:
+        service = statement["Principal"].get("Service")
+        if service is None:
+            continue
+        condition = statement["Condition"]
+        if "kms:EncryptionContext:aws:logs:arn" in condition.get("ArnLike", {}):
+            # CloudWatch Logs: only this account's log groups of this stack
+            groups = condition["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+            assert all(":${AWS::AccountId}:log-group:" in g["Fn::Sub"] for g in groups)
+        else:
+            assert condition == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}, service
+
+
+@pytest.mark.packaging
+def test_packaged_files_bucket_is_readable_by_the_stacks_reading_roles_only(packaged: dict[str, Any]) -> None:
+    # the API signs the presigned URLs (S3 checks them as its role); the worker reads segments back
+    assert _fence_readers(packaged["template"]) == ["ApiHandlerRole", "BuildWorkerRole"]
 
 
 ALARM = "AWS::CloudWatch::Alarm"
@@ -999,9 +1089,18 @@ def _chalice_like_template(worker_timeout: int = 900) -> dict[str, Any]:
             },
         },
     }
+    api_policy = json.loads((ROOT / ".chalice" / "policy-api.json").read_text(encoding="utf-8"))
+    template["Resources"]["ApiHandlerRole"] = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {"Policies": [{"PolicyName": "p", "PolicyDocument": api_policy}]},
+    }
     template["Resources"]["APIHandler"] = {
         "Type": "AWS::Serverless::Function",
-        "Properties": {"Handler": "app.app", "Environment": {"Variables": {}}},
+        "Properties": {
+            "Handler": "app.app",
+            "Role": {"Fn::GetAtt": ["ApiHandlerRole", "Arn"]},
+            "Environment": {"Variables": {"EXPORTABLE_TABLES": "demo-users"}},
+        },
     }
     template["Resources"]["RestAPI"]["Type"] = "AWS::Serverless::Api"
     template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"] = {
@@ -1058,39 +1157,114 @@ def test_post_process_rejects_files_expiring_before_their_tasks() -> None:
         package.post_process(template)
 
 
-def test_post_process_rejects_exportable_tables_the_worker_cannot_read() -> None:
+def _worker_env(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"]["BuildWorker"]["Properties"]["Environment"]["Variables"]
+
+
+def _sids(template: dict[str, Any], role: str) -> set[str]:
+    return {s.get("Sid", "") for s in _statements(template["Resources"][role])}
+
+
+def _source_sids() -> set[str]:
+    """The Sids of the statements generated from the allow-lists."""
+    return {grant.sid for grants in package.SOURCE_GRANTS.values() for grant in grants}
+
+
+def test_post_process_grants_what_the_allow_lists_name_and_nothing_more() -> None:
     template = _chalice_like_template()
-    env = template["Resources"]["BuildWorker"]["Properties"]["Environment"]["Variables"]
-    env["EXPORTABLE_TABLES"] = "demo-users,orders"
-    with pytest.raises(package.PackagingError, match="orders"):
-        package.post_process(template)
-
-
-def test_post_process_requires_grants_for_bundle_buckets_and_log_groups() -> None:
-    template = _chalice_like_template()
-    env = template["Resources"]["BuildWorker"]["Properties"]["Environment"]["Variables"]
-    env["BUNDLE_BUCKETS"] = "reports-archive"
-    with pytest.raises(package.PackagingError, match="BUNDLE_BUCKETS"):
-        package.post_process(template)
-
-    env["BUNDLE_BUCKETS"] = ""
-    env["LOG_GROUPS"] = "/app/orders"
-    policy = template["Resources"]["BuildWorkerRole"]["Properties"]["Policies"][0]
-    policy["PolicyDocument"]["Statement"].append(
-        {
-            "Effect": "Allow",
-            "Action": "logs:FilterLogEvents",
-            "Resource": "arn:aws:logs:*:*:log-group:/app/orders:*",
-        }
-    )
+    env = _worker_env(template)
+    env.update(EXPORTABLE_TABLES="demo-users,orders", BUNDLE_BUCKETS="reports-archive",
+               LOG_GROUPS="/app/orders")
     wired = package.post_process(template)
-    statements = _statements(wired["Resources"]["BuildWorkerRole"])
-    (read_logs,) = [s for s in statements if s["Action"] == "logs:FilterLogEvents"]
-    # a source log group is scoped to the stack's account, not replaced by the
-    # function's own log group
-    assert read_logs["Resource"] == {
-        "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/app/orders:*"
-    }
+    statements = {s["Sid"]: s for s in _statements(wired["Resources"]["BuildWorkerRole"])}
+    here = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}"
+    assert statements["ExportableTables"]["Resource"] == [
+        {"Fn::Sub": f"{here}:table/demo-users"}, {"Fn::Sub": f"{here}:table/demo-users/index/*"},
+        {"Fn::Sub": f"{here}:table/orders"}, {"Fn::Sub": f"{here}:table/orders/index/*"}]
+    assert statements["BundleObjects"]["Resource"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:s3:::reports-archive/*"}]
+    # a source log group is scoped to the stack's account, not replaced by the function's own
+    assert statements["LogGroups"]["Resource"] == [{
+        "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/app/orders:*"}]
+    # the API only describes what the API's own lists name (here: demo-users)
+    api = {s["Sid"]: s for s in _statements(wired["Resources"]["ApiHandlerRole"])}
+    assert api["ExportableTablesAtCreate"] == {
+        "Sid": "ExportableTablesAtCreate", "Effect": "Allow", "Action": ["dynamodb:DescribeTable"],
+        "Resource": [{"Fn::Sub": f"{here}:table/demo-users"}]}
+    assert "LogGroupsAtCreate" not in api and "BundleBucketsAtCreate" not in api
+
+
+def test_empty_allow_lists_give_no_source_statement() -> None:
+    template = _chalice_like_template()
+    _worker_env(template)["EXPORTABLE_TABLES"] = ""
+    template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]["EXPORTABLE_TABLES"] = ""
+    wired = package.post_process(template)
+    for role in ("BuildWorkerRole", "ApiHandlerRole"):
+        assert not _sids(wired, role) & _source_sids(), role
+        for statement in _statements(wired["Resources"][role]):
+            assert "logs:DescribeLogGroups" not in _as_list(statement["Action"]), role
+    for part in package.SOURCE_GRANTS:
+        assert package.source_statements(part, {"EXPORTABLE_TABLES": " , ", "LOG_GROUPS": ""}) == []
+
+
+@pytest.mark.parametrize("name", ["*", "demo-*", "orders?", "a,b[1]"])
+def test_an_allow_list_holds_names_never_patterns(name: str) -> None:
+    template = _chalice_like_template()
+    _worker_env(template)["EXPORTABLE_TABLES"] = name
+    with pytest.raises(package.PackagingError, match="no pattern"):
+        package.post_process(template)
+
+
+WILDCARD_GRANTS = {
+    "dynamodb-star-on-another-table": ("BuildWorkerRole", {
+        "Action": "dynamodb:*", "Resource": "arn:aws:dynamodb:*:*:table/orders"}),
+    "s3-get-star-on-another-bucket": ("BuildWorkerRole", {
+        "Action": "s3:Get*", "Resource": "arn:aws:s3:::other-bucket/*"}),
+    "scan-on-every-resource": ("BuildWorkerRole", {"Action": "dynamodb:Scan", "Resource": "*"}),
+    "everything": ("BuildWorkerRole", {"Action": "*", "Resource": "*"}),
+    "a-pattern-over-other-tables": ("BuildWorkerRole", {
+        "Action": "dynamodb:Scan", "Resource": "arn:aws:dynamodb:*:*:table/demo-*"}),
+    "more-than-reads-on-a-listed-table": ("BuildWorkerRole", {
+        "Action": "dynamodb:*", "Resource": "arn:aws:dynamodb:*:*:table/demo-users"}),
+    "lowercase-action-pattern": ("BuildWorkerRole", {
+        "Action": "S3:getobj*", "Resource": "arn:aws:s3:::other-bucket/*"}),
+    "not-action": ("BuildWorkerRole", {
+        "NotAction": "s3:PutObject", "Resource": "arn:aws:s3:::other-bucket/*"}),
+    "api-describes-every-log-group": ("ApiHandlerRole", {
+        "Action": "logs:DescribeLogGroups", "Resource": "arn:aws:logs:*:*:log-group:*"}),
+    "api-lists-another-bucket": ("ApiHandlerRole", {
+        "Action": ["s3:List*"], "Resource": ["arn:aws:s3:::other-bucket"]}),
+}
+
+
+@pytest.mark.parametrize("role, statement", list(WILDCARD_GRANTS.values()), ids=list(WILDCARD_GRANTS))
+def test_a_wildcard_grant_on_a_source_fails_the_package(role: str, statement: dict[str, Any]) -> None:
+    template = _chalice_like_template()
+    policy = template["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]
+    policy["Statement"].append({"Sid": "Added", "Effect": "Allow", **statement})
+    with pytest.raises(package.PackagingError, match="Added"):
+        package.post_process(template)
+
+
+def test_the_wiring_conditions_key_use_and_fences_the_files() -> None:
+    wired = package.post_process(_chalice_like_template())
+    for role in ("BuildWorkerRole", "ApiHandlerRole"):
+        keys = [s for s in _statements(wired["Resources"][role])
+                if any(a.startswith("kms:") for a in _as_list(s["Action"]))]
+        assert keys and all(s["Condition"] == package.KEY_USE_CONDITION for s in keys), role
+    assert _fence_readers(wired) == ["ApiHandlerRole", "BuildWorkerRole"]
+
+
+def _fence_readers(template: dict[str, Any]) -> list[str]:
+    """The roles the files bucket lets read objects; the fence is a Deny for everyone else."""
+    statements = template["Resources"]["FilesBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    (fence,) = [s for s in statements if s.get("Sid") == package.FILES_FENCE_SID]
+    assert fence["Effect"] == "Deny" and fence["Principal"] == "*"
+    assert fence["Action"] == "s3:GetObject*"
+    assert fence["Resource"] == {"Fn::Sub": "${FilesBucket.Arn}/*"}
+    (condition,) = fence["Condition"].items()
+    assert condition[0] == "ArnNotEquals" and list(condition[1]) == ["aws:PrincipalArn"]
+    return sorted(r["Fn::GetAtt"][0] for r in condition[1]["aws:PrincipalArn"])
 
 
 def test_post_process_rejects_an_api_without_cognito_authorizer() -> None:
@@ -1161,15 +1335,15 @@ BUCKET_ARN = "arn:aws:s3:::download-center-files"
         ("dynamodb:Query", TABLE_ARN + "/index/by_due", False, False, True),
         ("dynamodb:Scan", TABLE_ARN, False, False, False),
         ("dynamodb:DeleteTable", TABLE_ARN, False, False, False),
-        ("dynamodb:Scan", DEMO_ARN, False, True, False),
-        # the create's source checks: the API describes, never reads
-        ("dynamodb:DescribeTable", DEMO_ARN, True, True, False),
+        # no source in the files: the allow-lists' grants are generated (package.SOURCE_GRANTS)
+        ("dynamodb:Scan", DEMO_ARN, False, False, False),
+        ("dynamodb:DescribeTable", DEMO_ARN, False, False, False),
         ("dynamodb:DescribeTable", TABLE_ARN, False, False, False),
-        ("logs:DescribeLogGroups", "arn:aws:logs:us-east-1:123456789012:log-group:/app/orders", True, False,
+        ("logs:DescribeLogGroups", "arn:aws:logs:us-east-1:123456789012:log-group:/app/orders", False, False,
          False),
         ("logs:FilterLogEvents", "arn:aws:logs:us-east-1:123456789012:log-group:/app/orders:*", False,
          False, False),
-        ("dynamodb:Query", DEMO_ARN + "/index/by_name", False, True, False),
+        ("dynamodb:Query", DEMO_ARN + "/index/by_name", False, False, False),
         ("dynamodb:PutItem", DEMO_ARN, False, False, False),
         # the worker reads the segments it composes into one file, and their checksums
         ("s3:GetObject", OBJECT_ARN, True, True, False),
@@ -1207,6 +1381,47 @@ def test_policies_grant_least_privilege(
     assert _allowed(policy("api"), action, resource) is api
     assert _allowed(policy("worker"), action, resource) is worker
     assert _allowed(policy("sweeper"), action, resource) is sweeper
+
+
+def _resolved(statements: list[dict[str, Any]]) -> dict[str, Any]:
+    """Generated statements as a policy in us-east-1 of account 123456789012."""
+    def arn(resource: dict[str, str]) -> str:
+        return (resource["Fn::Sub"].replace("${AWS::Partition}", "aws").replace("${AWS::Region}", "us-east-1")
+                .replace("${AWS::AccountId}", "123456789012"))
+
+    return {"Statement": [{**s, "Resource": [arn(r) for r in s["Resource"]]} for s in statements]}
+
+
+LISTS = {"EXPORTABLE_TABLES": "demo-users,orders", "BUNDLE_BUCKETS": "reports", "LOG_GROUPS": "/app/orders"}
+ORDERS_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders"
+GROUP_ARN = "arn:aws:logs:us-east-1:123456789012:log-group:/app/orders:*"
+OTHER_GROUP_ARN = "arn:aws:logs:us-east-1:123456789012:log-group:/app/other:*"
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "api", "worker"),
+    [
+        ("dynamodb:Scan", DEMO_ARN, False, True),
+        ("dynamodb:Scan", ORDERS_ARN, False, True),
+        ("dynamodb:Query", ORDERS_ARN + "/index/by_day", False, True),
+        ("dynamodb:DescribeTable", ORDERS_ARN, True, True),
+        ("dynamodb:Scan", "arn:aws:dynamodb:us-east-1:123456789012:table/orders-archive", False, False),
+        ("dynamodb:Scan", "arn:aws:dynamodb:us-east-1:999999999999:table/orders", False, False),
+        ("dynamodb:PutItem", ORDERS_ARN, False, False),
+        ("s3:GetObject", "arn:aws:s3:::reports/2026/x.pdf", False, True),
+        ("s3:ListBucket", "arn:aws:s3:::reports", True, True),
+        ("s3:PutObject", "arn:aws:s3:::reports/x", False, False),
+        ("s3:GetObject", "arn:aws:s3:::reports-archive/x", False, False),
+        ("logs:FilterLogEvents", GROUP_ARN, False, True),
+        ("logs:DescribeLogGroups", GROUP_ARN, True, True),
+        ("logs:FilterLogEvents", OTHER_GROUP_ARN, False, False),
+        ("logs:DescribeLogGroups", OTHER_GROUP_ARN, False, False),
+    ],
+)
+def test_source_statements_grant_least_privilege(action: str, resource: str, api: bool, worker: bool) -> None:
+    assert _allowed(_resolved(package.source_statements("api", LISTS)), action, resource) is api
+    assert _allowed(_resolved(package.source_statements("worker", LISTS)), action, resource) is worker
+    assert package.source_statements("sweeper", LISTS) == []
 
 
 def test_chalice_config_points_functions_at_the_policies() -> None:

@@ -14,6 +14,13 @@ merged in by chalice. What a merge cannot express is done here afterwards:
 - the build worker gets more /tmp, and at most ``WorkerReservedConcurrency``
   builds run at once (reserved concurrency, and the same maximum on its queue
   trigger); the scheduled sweeper runs one sweep at a time and drops stale ticks;
+- the stage throttles every method (``ApiRateLimit``/``ApiBurstLimit``), the
+  routes without a token lower (``PublicRateLimit``/``PublicBurstLimit``), and
+  the API function serves at most ``ApiReservedConcurrency`` requests at once;
+- the roles' statements on export sources are generated from the allow-lists
+  of the stage's environment (``SOURCE_GRANTS``) and no other grant on a source
+  passes (wildcards expanded); KMS grants hold only through SQS in this account,
+  and the files bucket lets only the roles granted its objects read them;
 - the literal ARNs of the hand-written IAM policies (which name the default
   resource names so that they also work for ``chalice deploy``) are rewritten
   to the real resources, or scoped to the stack's partition/region/account;
@@ -46,6 +53,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
@@ -180,11 +188,15 @@ def post_process(template: dict[str, Any]) -> dict[str, Any]:
     _give_workers_disk(template, functions, triggered)
     _cap_workers(template, functions, triggered)
     _serialize_sweeps(functions)
+    _throttle_api(template, functions)
     _check_visibility_timeout(resources, triggered)
     _check_queue_age_alarm(template, triggered)
     _check_file_expiry(resources, functions)
     _rewrite_policies(resources, functions, names)
-    _check_allow_lists(resources, triggered)
+    _grant_sources(resources, functions, triggered)
+    _check_source_grants(resources, functions, triggered)
+    _condition_key_use(resources, functions)
+    _fence_files(resources, functions)
     _wire_queue_policy(template, functions)
     _wire_authorizers(resources)
     _wire_console(functions)
@@ -348,6 +360,78 @@ def _cap_workers(template: dict[str, Any], functions: dict[str, Any], workers: l
                 event["Properties"]["ScalingConfig"] = {"MaximumConcurrency": copy.deepcopy(limit)}
 
 
+#: The stage's throttling, each a template parameter: (default, minimum, what it sets).
+#: API Gateway applies a rate and a burst to each method (route and verb) on its own and
+#: answers past them with its THROTTLED gateway response (``429 throttled``) before the
+#: function starts. The routes without a token (the console, ``/health``, ``/openapi.json``)
+#: start the function for anyone: they get the lower ``Public*`` limits.
+THROTTLE_PARAMETERS: dict[str, tuple[int, int, str]] = {
+    "ApiRateLimit": (50, 1, "Requests a second each method of the API serves in the steady state, all "
+                            "callers together; past it API Gateway answers 429 throttled."),
+    "ApiBurstLimit": (100, 1, "Requests each method of the API takes at once above ApiRateLimit."),
+    "PublicRateLimit": (10, 1, "Requests a second each method of a route without a token (the console, "
+                               "/health, /openapi.json) serves; these start the function for anyone."),
+    "PublicBurstLimit": (20, 1, "Requests each method of a route without a token takes at once above "
+                                "PublicRateLimit."),
+}
+API_CONCURRENCY_PARAMETER = "ApiReservedConcurrency"
+DEFAULT_API_CONCURRENCY = 50
+
+
+def public_operations(template: dict[str, Any]) -> list[tuple[str, str]]:
+    """(path, METHOD) of every operation without an authorizer, OPTIONS too (it reaches the function)."""
+    found: list[tuple[str, str]] = []
+    for resource in template.get("Resources", {}).values():
+        if resource.get("Type") != "AWS::Serverless::Api":
+            continue
+        paths = resource.get("Properties", {}).get("DefinitionBody", {}).get("paths", {})
+        for path, methods in paths.items():
+            for method, operation in methods.items():
+                if isinstance(operation, dict) and not operation.get("security"):
+                    found.append((path, method.upper()))
+    return found
+
+
+def _method_setting(path: str, method: str, rate: str, burst: str) -> dict[str, Any]:
+    """One stage MethodSetting; its ResourcePath encodes each ``/`` of the path as ``~1``."""
+    return {"ResourcePath": path if path in ("/", "/*") else "/" + path.replace("/", "~1"),
+            "HttpMethod": method,
+            "ThrottlingRateLimit": {"Ref": rate}, "ThrottlingBurstLimit": {"Ref": burst}}
+
+
+def _throttle_api(template: dict[str, Any], functions: dict[str, Any]) -> None:
+    """Throttle the stage per method, the public routes lower, and bound the API's concurrency.
+
+    The public routes are derived from the API's definition (``public_operations``),
+    so a route added without a token gets the public limits by itself. The API
+    function's reserved concurrency (``ApiReservedConcurrency``) is what bounds
+    all methods together: it keeps the API from taking the account's shared pool
+    (and the builds' and other functions' capacity) whatever the stage lets through.
+    """
+    parameters = template.setdefault("Parameters", {})
+    for name, (default, minimum, description) in THROTTLE_PARAMETERS.items():
+        parameters[name] = {"Type": "Number", "Default": default, "MinValue": minimum,
+                            "Description": description}
+    parameters[API_CONCURRENCY_PARAMETER] = {
+        "Type": "Number", "Default": DEFAULT_API_CONCURRENCY, "MinValue": 1, "MaxValue": 1000,
+        "Description": ("How many API requests the API function serves at once (its reserved "
+                        "concurrency); the account must keep 100 unreserved concurrent executions "
+                        "besides it and WorkerReservedConcurrency."),
+    }
+    settings = [_method_setting("/*", "*", "ApiRateLimit", "ApiBurstLimit")]
+    settings += [_method_setting(path, method, "PublicRateLimit", "PublicBurstLimit")
+                 for path, method in public_operations(template)]
+    apis = [r for r in template.get("Resources", {}).values() if r.get("Type") == "AWS::Serverless::Api"]
+    if not apis:
+        raise PackagingError("the template has no API to throttle")
+    for api in apis:
+        api.setdefault("Properties", {})["MethodSettings"] = copy.deepcopy(settings)
+    for function in functions.values():
+        props = function.get("Properties", {})
+        if props.get("Handler") == API_HANDLER:
+            props["ReservedConcurrentExecutions"] = {"Ref": API_CONCURRENCY_PARAMETER}
+
+
 # A stale tick of the sweeper's schedule is superseded by the next one.
 SWEEP_MAX_EVENT_AGE_SECONDS = 60  # Lambda's minimum
 
@@ -432,12 +516,77 @@ def _check_file_expiry(resources: dict[str, Any], functions: dict[str, Any]) -> 
             )
 
 
-# Allow-lists in the functions' environment and the permission each entry needs
-# in the role: (env var, action, pattern extracting the name from an ARN, hint).
-ALLOW_LISTS = (
-    ("EXPORTABLE_TABLES", "dynamodb:Scan", r":table/([^/]+)", "dynamodb:Scan/Query/DescribeTable"),
-    ("BUNDLE_BUCKETS", "s3:GetObject", r":s3:::([^/]+)/", "s3:GetObject and s3:ListBucket"),
-    ("LOG_GROUPS", "logs:FilterLogEvents", r":log-group:([^:]+)", "logs:FilterLogEvents"),
+#: How an ARN in the stack's own partition, region and account begins.
+_HERE = "arn:${AWS::Partition}:{service}:${AWS::Region}:${AWS::AccountId}:"
+
+
+@dataclass(frozen=True)
+class SourceGrant:
+    """What each entry of one allow-list lets a role do: one statement, generated.
+
+    ``arns`` are ``Fn::Sub`` strings with ``{name}`` standing for the entry.
+    """
+
+    variable: str
+    sid: str
+    actions: tuple[str, ...]
+    arns: tuple[str, ...]
+
+
+_TABLE = _HERE.replace("{service}", "dynamodb") + "table/{name}"
+_BUCKET = "arn:${AWS::Partition}:s3:::{name}"
+# FilterLogEvents (and DescribeLogGroups) are evaluated against the group's ARN with ":*"
+_LOG_GROUP = _HERE.replace("{service}", "logs") + "log-group:{name}:*"
+
+#: The one table of what the allow-lists of a function's environment (``EXPORTABLE_TABLES``,
+#: ``BUNDLE_BUCKETS``, ``LOG_GROUPS``, per stage in .chalice/config.json) let its role read,
+#: by the function's part. The code enforces the same lists (``chalicelib.config``); the roles'
+#: source statements are generated from them here, never written in .chalice/policy-*.json,
+#: and ``_check_source_grants`` refuses any other grant on a source. An empty list grants
+#: nothing: no statement at all.
+SOURCE_GRANTS: dict[str, tuple[SourceGrant, ...]] = {
+    # the builds read the sources (a scan's DescribeTable, a bundle's HeadObject and listing,
+    # a log range's events and, for a segmented plan, whether the group exists)
+    "worker": (
+        SourceGrant("EXPORTABLE_TABLES", "ExportableTables",
+                    ("dynamodb:Scan", "dynamodb:Query", "dynamodb:DescribeTable"),
+                    (_TABLE, _TABLE + "/index/*")),
+        SourceGrant("BUNDLE_BUCKETS", "BundleObjects", ("s3:GetObject",), (_BUCKET + "/*",)),
+        SourceGrant("BUNDLE_BUCKETS", "BundleBuckets", ("s3:ListBucket",), (_BUCKET,)),
+        SourceGrant("LOG_GROUPS", "LogGroups", ("logs:FilterLogEvents", "logs:DescribeLogGroups"),
+                    (_LOG_GROUP,)),
+    ),
+    # the API asks each source one cheap question at create (``preflight``) and lists a
+    # bucket for ``GET /kinds`` examples; it never reads a row, an object or an event
+    "api": (
+        SourceGrant("EXPORTABLE_TABLES", "ExportableTablesAtCreate", ("dynamodb:DescribeTable",),
+                    (_TABLE,)),
+        SourceGrant("BUNDLE_BUCKETS", "BundleBucketsAtCreate", ("s3:ListBucket",), (_BUCKET,)),
+        SourceGrant("LOG_GROUPS", "LogGroupsAtCreate", ("logs:DescribeLogGroups",), (_LOG_GROUP,)),
+    ),
+}
+#: What an allow-list entry may be: a name, never a pattern (``*`` would grant every table).
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.#/-]+$")
+
+#: The actions on the source services the check knows: a statement's action pattern
+#: (``dynamodb:*``, ``s3:Get*``, ``*``) stands for every one of these it matches.
+SOURCE_ACTIONS: tuple[str, ...] = tuple(
+    f"{service}:{action}"
+    for service, actions in (
+        ("dynamodb", "BatchGetItem BatchWriteItem ConditionCheckItem CreateBackup DeleteItem DeleteTable "
+                     "DescribeStream DescribeTable ExportTableToPointInTime GetItem GetRecords "
+                     "GetShardIterator PartiQLDelete PartiQLInsert PartiQLSelect PartiQLUpdate PutItem "
+                     "Query RestoreTableToPointInTime Scan UpdateItem UpdateTable"),
+        ("s3", "AbortMultipartUpload DeleteBucketPolicy DeleteObject DeleteObjectVersion GetBucketAcl "
+               "GetBucketPolicy GetObject GetObjectAcl GetObjectAttributes GetObjectTagging "
+               "GetObjectVersion GetObjectVersionAttributes ListBucket ListBucketMultipartUploads "
+               "ListBucketVersions ListMultipartUploadParts PutBucketPolicy PutObject PutObjectAcl "
+               "RestoreObject"),
+        ("logs", "CreateExportTask CreateLogGroup CreateLogStream DeleteLogGroup DescribeLogGroups "
+                 "DescribeLogStreams FilterLogEvents GetLogEvents GetLogRecord GetQueryResults "
+                 "PutLogEvents StartLiveTail StartQuery Unmask"),
+    )
+    for action in actions.split()
 )
 
 
@@ -521,44 +670,192 @@ def _wire_queue_policy(template: dict[str, Any], functions: dict[str, Any]) -> N
                          f"that target {QUEUE}: {', '.join(rules)}")
 
 
-def _check_allow_lists(resources: dict[str, Any], workers: list[str]) -> None:
-    """What a worker may export (its env allow-lists) is exactly what its role may read.
+def _allow_list(variables: dict[str, Any], variable: str) -> list[str]:
+    """The entries of one allow-list, in order; a pattern instead of a name is refused."""
+    names = list(dict.fromkeys(n.strip() for n in str(variables.get(variable, "")).split(",") if n.strip()))
+    for name in names:
+        if not _SOURCE_NAME.match(name):
+            raise PackagingError(f"{variable} lists {name!r}: an allow-list names sources, "
+                                 "it holds no pattern")
+    return names
 
-    Only the queue-triggered functions build exports. The API shares the env vars
-    and only describes a source at create (``preflight``: DescribeTable,
-    DescribeLogGroups, ListObjectsV2) or for ``GET /kinds`` examples; without those
-    grants it lets the build decide, so its role is not held to the lists. Run after
-    the rewrite, so it sees the ARNs that will be deployed.
+
+def source_statements(part: str, variables: dict[str, Any]) -> list[dict[str, Any]]:
+    """The statements a function of ``part`` (``worker``, ``api``) needs for its allow-lists.
+
+    None for an empty list: a role reads no source a deployment did not name.
     """
-    for logical_id in workers:
-        props = resources[logical_id]["Properties"]
-        variables = props.get("Environment", {}).get("Variables", {})
-        role_id = props.get("Role", {}).get("Fn::GetAtt", [""])[0]
-        statements = [
-            statement
-            for policy in resources.get(role_id, {}).get("Properties", {}).get("Policies", [])
-            for statement in policy.get("PolicyDocument", {}).get("Statement", [])
-            if statement.get("Effect") == "Allow"
-        ]
-        for variable, action, pattern, hint in ALLOW_LISTS:
-            if variable not in variables:
+    statements: list[dict[str, Any]] = []
+    for grant in SOURCE_GRANTS.get(part, ()):
+        names = _allow_list(variables, grant.variable)
+        if not names:
+            continue
+        statements.append({
+            "Sid": grant.sid,
+            "Effect": "Allow",
+            "Action": list(grant.actions),
+            "Resource": [{"Fn::Sub": arn.replace("{name}", name)} for name in names for arn in grant.arns],
+        })
+    return statements
+
+
+def _part(logical_id: str, function: dict[str, Any], workers: list[str]) -> str | None:
+    """Which allow-list part a function plays: the builds, the API, or none (no source)."""
+    if logical_id in workers:
+        return "worker"
+    if function.get("Properties", {}).get("Handler") == API_HANDLER:
+        return "api"
+    return None
+
+
+def _role_statements(resources: dict[str, Any], function: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The function's role and the statement list of its (chalice's one) inline policy."""
+    role_id = function.get("Properties", {}).get("Role", {}).get("Fn::GetAtt", [""])[0]
+    policies = resources.get(role_id, {}).get("Properties", {}).get("Policies", [])
+    if not policies:
+        raise PackagingError(f"{role_id or 'a function'} has no inline policy to grant its sources in")
+    return role_id, policies[0].setdefault("PolicyDocument", {}).setdefault("Statement", [])
+
+
+def _grant_sources(resources: dict[str, Any], functions: dict[str, Any], workers: list[str]) -> None:
+    """Append each function's source statements, from its environment's allow-lists."""
+    for logical_id, function in functions.items():
+        part = _part(logical_id, function, workers)
+        if part is None:
+            continue
+        variables = function["Properties"].get("Environment", {}).get("Variables", {})
+        generated = source_statements(part, variables)
+        if generated:
+            _role_statements(resources, function)[1].extend(generated)
+
+
+def _stack_target(resource: Any, resources: dict[str, Any]) -> str | None:
+    """The template resource a statement's Resource names (or a path in), or None."""
+    target: str | None = None
+    if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+        target = str(resource["Fn::GetAtt"][0])
+    elif isinstance(resource, dict) and isinstance(resource.get("Fn::Sub"), str):
+        match = re.match(r"^\$\{([A-Za-z0-9]+)\.Arn\}", resource["Fn::Sub"])
+        target = match.group(1) if match else None
+    return target if target in resources else None
+
+
+def _covers(pattern: str) -> set[str]:
+    """The known source actions an action pattern stands for (IAM compares them case-blind)."""
+    return {action for action in SOURCE_ACTIONS if fnmatch.fnmatchcase(action.lower(), pattern.lower())}
+
+
+def _check_source_grants(resources: dict[str, Any], functions: dict[str, Any], workers: list[str]) -> None:
+    """No role may touch a source its allow-lists do not name, by exact name or by pattern.
+
+    Every Allow statement of every function's role whose actions cover a source
+    action (``dynamodb:*`` and ``s3:Get*`` cover many; ``*`` all) may name only
+    this stack's resources, or a source the generated statements name with no
+    more than their actions. A ``*`` resource, an ARN pattern over other tables or
+    buckets, a source off the list, ``NotAction``/``NotResource``: each refuses
+    the package. Run after the rewrite and the generation, on what will be deployed.
+    """
+    for logical_id, function in functions.items():
+        part = _part(logical_id, function, workers)
+        variables = function["Properties"].get("Environment", {}).get("Variables", {})
+        allowed: dict[str, set[str]] = {}
+        for statement in source_statements(part, variables) if part else []:
+            for resource in statement["Resource"]:
+                allowed.setdefault(resource["Fn::Sub"], set()).update(a.lower() for a in statement["Action"])
+        role_id, statements = _role_statements(resources, function)
+        for statement in statements:
+            if statement.get("Effect") != "Allow":
                 continue
-            wanted = {n.strip() for n in str(variables[variable]).split(",") if n.strip()}
-            granted: set[str] = set()
-            for statement in statements:
-                if action not in _as_list(statement.get("Action")):
+            where = f"{role_id} statement {statement.get('Sid') or '(no Sid)'}"
+            if "NotAction" in statement or "NotResource" in statement:
+                raise PackagingError(f"{where} uses NotAction/NotResource: it grants everything else")
+            patterns = [str(a) for a in _as_list(statement.get("Action"))]
+            covered = set().union(*(_covers(a) for a in patterns))
+            if not covered:
+                continue  # not a source service's action
+            # an exact action the check does not know counts as itself
+            wanted = {a.lower() for a in covered} | {a.lower() for a in patterns if not set("*?[") & set(a)}
+            for resource in _as_list(statement.get("Resource")):
+                if _stack_target(resource, resources):
                     continue
-                for resource in _as_list(statement.get("Resource")):
-                    text = resource.get("Fn::Sub", "") if isinstance(resource, dict) else resource
-                    match = re.search(pattern, text) if isinstance(text, str) else None
-                    if match and "${" not in match.group(1):
-                        granted.add(match.group(1))
-            if wanted != granted:
-                raise PackagingError(
-                    f"{logical_id} has {variable}={sorted(wanted)} but its role grants "
-                    f"{action} on {sorted(granted)}: make its policy file grant {hint} "
-                    "on exactly those"
-                )
+                arn = resource.get("Fn::Sub") if isinstance(resource, dict) else resource
+                grants = allowed.get(arn) if isinstance(arn, str) else None
+                if grants is None or not wanted <= grants:
+                    raise PackagingError(
+                        f"{where} grants {sorted(covered)} on {arn!r}, which is neither this stack's "
+                        "nor a source of its allow-lists with only the actions SOURCE_GRANTS gives it: "
+                        "name sources in EXPORTABLE_TABLES, BUNDLE_BUCKETS or LOG_GROUPS "
+                        "(.chalice/config.json), never in a policy file"
+                    )
+
+
+#: How the functions' roles may use the stack's key: only through SQS (the encrypted queues the
+#: API, the builds, the sweeper and the notifier's dead-letter queue send to and read), only in
+#: this account. DynamoDB uses the key through its own grant and CloudWatch Logs as its service
+#: principal (the key policy), so no role needs it otherwise: a role's credentials taken
+#: elsewhere cannot decrypt with it directly.
+KEY_USE_CONDITION: dict[str, Any] = {
+    "StringEquals": {
+        "kms:ViaService": {"Fn::Sub": "sqs.${AWS::Region}.amazonaws.com"},
+        "kms:CallerAccount": {"Ref": "AWS::AccountId"},
+    }
+}
+
+
+def _condition_key_use(resources: dict[str, Any], functions: dict[str, Any]) -> None:
+    """Every KMS grant of a function's role carries ``KEY_USE_CONDITION``."""
+    for function in functions.values():
+        role_id, statements = _role_statements(resources, function)
+        for statement in statements:
+            actions = [str(a).lower() for a in _as_list(statement.get("Action"))]
+            if statement.get("Effect") != "Allow" or not any(a.startswith("kms:") for a in actions):
+                continue
+            if not all(a.startswith("kms:") for a in actions):
+                raise PackagingError(f"{role_id} statement {statement.get('Sid')} mixes KMS with other "
+                                     "actions: give the key its own statement, which gets its conditions")
+            condition = statement.setdefault("Condition", {})
+            for operator, keys in KEY_USE_CONDITION.items():
+                condition.setdefault(operator, {}).update(copy.deepcopy(keys))
+
+
+FILES_FENCE_SID = "OnlyTheStackRolesReadFiles"
+
+
+def _fence_files(resources: dict[str, Any], functions: dict[str, Any]) -> None:
+    """The files bucket denies reading an export to everyone but the roles granted it.
+
+    The readers are derived from the roles' own grants (``s3:GetObject`` on the
+    bucket's objects: the API, whose role signs the presigned URLs, and the
+    builds, which read segments back), so the fence and the grants cannot
+    disagree. An account administrator's ``s3:*`` no longer reads users' files;
+    the API's URLs still work, since S3 evaluates them as the API's role.
+    """
+    readers: list[str] = []
+    for function in functions.values():
+        role_id, statements = _role_statements(resources, function)
+        for statement in statements:
+            if statement.get("Effect") != "Allow":
+                continue
+            if not any(fnmatch.fnmatchcase("s3:getobject", str(a).lower())
+                       for a in _as_list(statement.get("Action"))):
+                continue
+            if any(_stack_target(r, resources) == BUCKET
+                   for r in _as_list(statement.get("Resource"))) and role_id not in readers:
+                readers.append(role_id)
+    policies = [r for r in resources.values() if r.get("Type") == "AWS::S3::BucketPolicy"
+                and r.get("Properties", {}).get("Bucket") == {"Ref": BUCKET}]
+    if len(policies) != 1 or not readers:
+        raise PackagingError(f"{BUCKET} needs one bucket policy and a role that reads it "
+                             f"(found {len(policies)} policies, readers {readers})")
+    statements = policies[0]["Properties"]["PolicyDocument"]["Statement"]
+    statements.append({
+        "Sid": FILES_FENCE_SID,
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:GetObject*",
+        "Resource": {"Fn::Sub": f"${{{BUCKET}.Arn}}/*"},
+        "Condition": {"ArnNotEquals": {"aws:PrincipalArn": [{"Fn::GetAtt": [r, "Arn"]} for r in readers]}},
+    })
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -753,13 +1050,6 @@ CHECKOV_SKIPS: dict[str, tuple[tuple[str, str], ...]] = {
             "API Gateway invokes it synchronously, never asynchronously: a dead-letter queue for failed "
             "asynchronous events would stay empty; errors reach the caller as 5xx, which "
             "ApiServerErrorsAlarm watches.",
-        ),
-        (
-            "CKV_AWS_115",
-            "No reserved concurrency: the API answers users synchronously, and a reservation would be a "
-            "ceiling that turns bursts into throttling errors while taking capacity from the account's "
-            "shared pool; what it can start is bounded per user (MAX_ACTIVE_TASKS), and the builds are "
-            "capped by WorkerReservedConcurrency.",
         ),
     ),
     "BuildWorker": (

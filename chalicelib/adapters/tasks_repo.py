@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 import os
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,14 @@ from pynamodb.attributes import (
     UnicodeSetAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.exceptions import DeleteError, DoesNotExist, QueryError, TransactWriteError, UpdateError
+from pynamodb.exceptions import (
+    DeleteError,
+    DoesNotExist,
+    PutError,
+    QueryError,
+    TransactWriteError,
+    UpdateError,
+)
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
@@ -79,6 +87,8 @@ _NO_DOCUMENT_PATH = "document path provided in the update expression is invalid"
 NotificationClaim = Literal["claimed", "sent", "sending", "gone"]
 #: Attempts at a transaction that real DynamoDB cancels for a concurrent one.
 _TX_TRIES = 4
+#: Attempts at taking a building slot while other claims of the tenant write the same item.
+_SLOT_TRIES = 8
 
 
 class _Meta:
@@ -213,7 +223,27 @@ class QuotaModel(Model):
     active = NumberAttribute(default=0)
 
 
-_MODELS = (TaskModel, IdempotencyModel, QuotaModel)
+class BuildingModel(Model):
+    """``building#<tenant>``: the tenant's segment builds holding a slot, each until a deadline.
+
+    A counter kept by claims and releases would leak a slot with every worker
+    that dies between them and need a repair that counts running segments (a
+    scan of the tenant's tasks). A holder's entry instead says until when it
+    may build: the end of its Lambda invocation, which nothing outlives. A dead
+    holder's slot frees itself at that deadline (at most the worker's 15
+    minutes), and every write is conditional on ``ver``, so the bound is exact
+    under any number of concurrent claims.
+    """
+
+    Meta = _Meta
+
+    id = UnicodeAttribute(hash_key=True)
+    #: holder -> the epoch second its invocation ends by
+    slots = MapAttribute(null=True)
+    ver = NumberAttribute(default=0)
+
+
+_MODELS = (TaskModel, IdempotencyModel, QuotaModel, BuildingModel)
 
 
 def configure(table_name: str, region: str | None = None) -> None:
@@ -228,6 +258,10 @@ def configure(table_name: str, region: str | None = None) -> None:
 
 def quota_id(owner: str) -> str:
     return "quota#" + owner
+
+
+def building_id(tenant: str) -> str:
+    return "building#" + tenant
 
 
 def _epoch(at: datetime | None) -> int | None:
@@ -375,6 +409,11 @@ class TaskStore(Protocol):
     def save_plan(self, task: Task, plan: Plan, now: datetime) -> Task | None: ...
 
     def claim_segment(self, task: Task, number: int, now: datetime) -> Segment | None: ...
+
+    def take_building_slot(self, tenant: str, holder: str, now: datetime, until: datetime, cap: int
+                           ) -> bool: ...
+
+    def release_building_slot(self, tenant: str, holder: str) -> None: ...
 
     def beat_segment(self, task: Task, seg: Segment, rows: int, size: int, now: datetime
                      ) -> Status | None: ...
@@ -798,6 +837,45 @@ class TaskRepository:
             return None
         return next(s for s in to_task(model).segments if s.number == number)
 
+    def take_building_slot(self, tenant: str, holder: str, now: datetime, until: datetime, cap: int
+                           ) -> bool:
+        """Take one of ``tenant``'s ``cap`` slots for building a segment, for ``holder`` until ``until``.
+
+        False when ``cap`` holders whose deadline has not passed have one (or,
+        rarely, when other claims kept winning the item: the caller waits as for
+        a full bound). Expired holders are dropped in the same write.
+        """
+        key, epoch = building_id(tenant), int(now.timestamp())
+        for attempt in range(_SLOT_TRIES):
+            try:
+                item = BuildingModel.get(key, consistent_read=True)
+                held = item.slots.as_dict() if item.slots is not None else {}
+                version, condition = int(item.ver or 0), BuildingModel.ver == int(item.ver or 0)
+            except DoesNotExist:
+                held, version, condition = {}, 0, BuildingModel.id.does_not_exist()
+            live = {h: int(t) for h, t in held.items() if int(t) > epoch}
+            if len(live) >= cap:
+                return False
+            live[holder] = int(until.timestamp())
+            try:
+                BuildingModel(key, slots=live, ver=version + 1).save(condition=condition)
+                return True
+            except PutError as exc:
+                if not _failed_condition(exc):
+                    raise
+            time.sleep(random.uniform(0, 0.02 * 2 ** attempt))  # another claim wrote first: read again
+        return False
+
+    def release_building_slot(self, tenant: str, holder: str) -> None:
+        """Give ``holder``'s slot back (nothing if it has none, or it expired and was dropped)."""
+        try:
+            BuildingModel(building_id(tenant)).update(
+                actions=[BuildingModel.slots[holder].remove(), BuildingModel.ver.add(1)],
+                condition=BuildingModel.slots.exists())
+        except UpdateError as exc:
+            if not _failed_condition(exc):
+                raise
+
     def beat_segment(self, task: Task, seg: Segment, rows: int, size: int, now: datetime
                      ) -> Status | None:
         """A segment's heartbeat: its progress, and the task's status (None: stop, it is not ours)."""
@@ -950,4 +1028,5 @@ def _start_key_checked(pages: Iterator[Any]) -> Iterator[Any]:
 
 
 __all__ = ["INDEX_HASH", "IdempotencyRecord", "KeyExists", "Page", "QuotaExceeded", "StartKeyRejected",
-           "TaskModel", "TaskRepository", "TaskStore", "configure", "quota_id", "to_model", "to_task"]
+           "TaskModel", "TaskRepository", "TaskStore", "building_id", "configure", "quota_id", "to_model",
+           "to_task"]

@@ -125,3 +125,18 @@ def test_a_number_of_5000_digits_is_invalid_json_in_the_envelopes_words(stack, m
     assert error["message"] == ("The request body is not valid JSON the API takes: it holds a number "
                                 "of more than 4300 digits.")
     assert "sys." not in resp.body.decode() and "Exceeds the limit" not in resp.body.decode()
+
+
+def test_every_answer_api_gateway_gives_itself_is_documented_with_its_code():
+    """The template's gateway responses (429 ``throttled`` among them) are the deployed API's
+    answers too: the document names each one's code."""
+    template = json.loads((Path(__file__).parents[2] / "infra" / "resources.json").read_text("utf-8"))
+    responses = template["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
+    described = SPEC["info"]["description"]
+    for name, spec in responses.items():
+        body = spec["ResponseTemplates"]["application/json"].replace("$context.error.messageString", '""')
+        code = json.loads(body)["error"]["code"]
+        assert f"`{code}`" in described, (name, code)
+    assert responses["THROTTLED"]["StatusCode"] == "429"
+    assert "**429 `throttled`**" in described
+    assert "throttled" in SPEC["paths"]["/downloads"]["post"]["responses"]["429"]["description"]

@@ -654,3 +654,50 @@ def test_a_failed_segment_goes_back_to_the_queue_or_fails(repo: TaskStore) -> No
     failed = repo.fail_segment(task, seg, error, False, NOW)
     assert failed.segments[0].status is SegStatus.FAILED and failed.segments[0].tries == 2
     assert repo.fail_segment(task, seg, error, False, NOW) is None  # not running any more
+
+
+# -- building slots: a tenant's segments building at once ---------------------------------
+SOON = NOW + timedelta(minutes=15)
+
+
+def test_building_slots_bound_a_tenant_and_come_back_on_release(repo: TaskStore) -> None:
+    assert repo.take_building_slot("acme", "a", NOW, SOON, 2)
+    assert repo.take_building_slot("acme", "b", NOW, SOON, 2)
+    assert not repo.take_building_slot("acme", "c", NOW, SOON, 2)  # the bound: refused, nothing kept
+    assert repo.take_building_slot("globex", "c", NOW, SOON, 2)  # another tenant's are its own
+    repo.release_building_slot("acme", "a")
+    repo.release_building_slot("acme", "a")  # twice, or for a holder that has none: nothing
+    repo.release_building_slot("initech", "z")
+    assert repo.take_building_slot("acme", "c", NOW, SOON, 2)
+    assert not repo.take_building_slot("acme", "d", NOW, SOON, 2)
+
+
+def test_a_slot_whose_holder_died_frees_itself_at_its_deadline(repo: TaskStore) -> None:
+    assert repo.take_building_slot("acme", "dead", NOW, NOW + timedelta(seconds=60), 1)
+    assert not repo.take_building_slot("acme", "next", NOW + timedelta(seconds=59), SOON, 1)
+    assert repo.take_building_slot("acme", "next", NOW + timedelta(seconds=61), SOON, 1)
+    assert not repo.take_building_slot("acme", "third", NOW + timedelta(seconds=62), SOON, 1)
+
+
+def test_concurrent_claims_never_take_more_slots_than_the_bound(repo: TaskStore) -> None:
+    import threading
+
+    cap, results = 3, []
+    lock, start = threading.Lock(), threading.Barrier(8)
+
+    def take(n: int) -> None:
+        start.wait()
+        took = repo.take_building_slot("acme", f"h{n}", NOW, SOON, cap)
+        with lock:
+            results.append(took)
+
+    threads = [threading.Thread(target=take, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    granted = sum(results)
+    assert 1 <= granted <= cap
+    # what is stored is exactly what was granted: one more fits only under a bound above it
+    assert not repo.take_building_slot("acme", "probe", NOW, SOON, granted)
+    assert repo.take_building_slot("acme", "probe", NOW, SOON, granted + 1)

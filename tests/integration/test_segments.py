@@ -488,3 +488,50 @@ def test_a_segment_object_lost_before_the_finalizing_is_rebuilt_and_the_task_com
     assert [f["sha256"] for f in stack.get(task_id)["files"]] == [f["sha256"] for f in one["files"]]
     assert [s.lease for s in task.segments] == [2, 1]
     assert keys_of(task_id) == sorted([task.object_key] + [s.key for s in task.segments])
+
+
+# -- a tenant's bound on segments building at once ----------------------------------------------
+def test_a_tenants_segments_past_its_bound_wait_on_the_queue_and_build_later(stack, monkeypatch):
+    """One tenant cannot hold every worker: with its slots taken a segment is not claimed and not
+    failed; its message comes back with a delay, and builds once a slot is free."""
+    from datetime import timedelta
+
+    from chalicelib import segmented
+    from chalicelib.adapters import queue
+    from chalicelib.clock import now
+
+    params = {"rows": 3000, "seed": 11}
+    one, _ = built(stack, params=params, parallelism=1)
+    task_id, records = coordinate(stack, params=params, parallelism=2)
+    repo, worker = TaskRepository(), fast_worker(max_building_segments_per_tenant=1)
+    # another build of acme's holds its one slot
+    assert repo.take_building_slot("acme", "elsewhere", now(), now() + timedelta(minutes=15), 1)
+    delays: list[int] = []
+    real_send = queue.send
+
+    def send(url: str, body: dict[str, Any], attributes: Any = None, delay_seconds: int = 0) -> str:
+        delays.append(delay_seconds)
+        return real_send(url, body, attributes)  # at once: the test does not wait
+
+    monkeypatch.setattr(queue, "send", send)
+    assert worker.handle_batch(list(records.values())) == {"batchItemFailures": []}
+    waiting = repo.get(task_id)
+    assert waiting.status is Status.RUNNING and waiting.segments_done == 0
+    assert [(s.status.value, s.claims, s.lease) for s in waiting.segments] == [("queued", 0, 0)] * 2
+    wait = segmented.SLOT_WAIT_SECONDS
+    assert len(delays) == 2 and all(wait <= d <= 2 * wait <= 900 for d in delays)
+    again = segment_records(stack, task_id)
+    assert sorted(again) == [1, 2]
+    # carol's tenant has slots of its own: its segments build while acme's wait
+    other = stack.create("carol", params={"rows": 100}, parallelism=2)["id"]
+    drive(stack, worker)
+    assert repo.get(other).status is Status.SUCCEEDED
+    repo.release_building_slot("acme", "elsewhere")
+    delays.clear()
+    worker.handle_batch(list(again.values()))  # one at a time: each takes the slot and gives it back
+    task = repo.get(task_id)
+    assert task.status is Status.SUCCEEDED and delays == []
+    assert [s.claims for s in task.segments] == [1, 1]
+    same_file(stack.get(task_id), task.object_key, repo.get(one["id"]).object_key)
+    # every slot is given back: the tenant may take its one again
+    assert repo.take_building_slot("acme", "probe", now(), now() + timedelta(minutes=1), 1)
