@@ -49,9 +49,24 @@ class Outcomes:
         if done:
             log.info("task %s canceled while running", task.id)
             if clear:
-                self.clear(task)
+                self._clear_after_cancel(task)
             publish_terminal(self.settings, self.repo, done)
         return done
+
+    def _clear_after_cancel(self, task: Task) -> None:
+        """The task is canceled already: a failed listing must not turn that into a failed
+        message. Tried twice; what is still left, the sweeper's pass over open uploads (they
+        belong to no build now) and the bucket's lifecycle rule remove."""
+        for attempt in (1, 2):
+            try:
+                self.clear(task)
+                return
+            except Exception:
+                if attempt == 2:
+                    log.exception("task %s: could not clear its objects after the cancel", task.id)
+                else:
+                    log.warning("task %s: clearing after the cancel failed; once more", task.id,
+                                exc_info=True)
 
     def clear(self, task: Task, keep: Collection[str] = (), keep_uploads: Collection[str] = ()) -> int:
         """Remove what the task has in the bucket, but ``keep`` (keys) and ``keep_uploads`` (ids)."""
