@@ -19,8 +19,8 @@ import hashlib
 import logging
 import random
 import secrets
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,20 +38,24 @@ from chalicelib.outcomes import Outcomes
 from chalicelib.segments import (
     MANIFEST_NAME,
     MAX_SEGMENT_TRIES,
+    MIN_PART,
     PARTS,
     SINGLE,
+    FinishStep,
     Plan,
     Segment,
     SegStatus,
+    StepKind,
     count_for,
     etag_digest,
+    finish_plan,
+    finish_reads,
     first_part,
     fresh,
     manifest,
     part_name,
     part_span,
     ranges_of,
-    rebuild_groups,
     seg_key,
 )
 from chalicelib.segments import progress as segment_progress
@@ -67,6 +71,8 @@ ExporterOf = Callable[[Task], "Exporter | None"]
 FINALIZE_FIXED_SECONDS = 5.0
 #: A cautious rate for what a finish may have to build again (a short segment between others).
 REBUILD_BYTES_PER_SECOND = 20 * 1024 * 1024
+#: A cautious rate for reading short segments' small objects back (at most MAX_SEGMENTS × 5 MiB).
+READ_BYTES_PER_SECOND = 50 * 1024 * 1024
 #: Completions refused because a part changed after it was listed, before the task fails.
 MAX_COMPLETIONS = 3
 #: How long a segment waits on the queue when its tenant builds all the segments it may
@@ -84,19 +90,16 @@ def segment_count(task: Task, exporter: Exporter, budget_seconds: float, setting
     return count_for(asked, estimate, budget_seconds)
 
 
+def _short_key(task: Task, seg: Segment) -> str:
+    """A single file's segment shorter than S3's part minimum: its bytes until the finish joins them."""
+    name = f".short-{seg_key(seg.number)}-{seg.lease}"
+    return storage.object_key(task.tenant, task.id, task.plan_lease, name)
+
+
 def _segment_key(task: Task, seg: Segment) -> str:
     """A parts task's file of one segment build (its lease in the name: one per build)."""
     name = f".seg-{seg_key(seg.number)}-{seg.lease}"
     return storage.object_key(task.tenant, task.id, task.plan_lease, name)
-
-
-@dataclass(frozen=True)
-class _Rebuilt:
-    """Segments a finish built again as one stream, and the parts they became."""
-
-    indexes: tuple[int, ...]
-    segments: tuple[Segment, ...]
-    parts: tuple[tuple[int, str], ...]
 
 
 class Segmented:
@@ -179,6 +182,10 @@ class Segmented:
             if upload is None or storage.list_parts(bucket, upload["key"], upload["id"]) is None:
                 upload = None
                 segments = [replace(s, status=SegStatus.QUEUED) for s in segments]
+            for i, seg in enumerate(segments):  # a short segment's small object must still be there
+                if seg.status is SegStatus.SUCCEEDED and seg.key and \
+                        storage.head_size(bucket, seg.key) != seg.size:
+                    segments[i] = replace(seg, status=SegStatus.QUEUED)
             return fresh(segments), upload
         half_life = self.settings.lifetimes().file_ttl / 2
         oldest = utcnow() - half_life
@@ -296,7 +303,10 @@ class Segmented:
 
         def commit(_: None) -> list[tuple[int, str]]:
             if isinstance(upload, storage.RangeUpload):
-                return upload.finish()
+                parts = upload.finish()
+                if upload.short:  # too short to be a part before another: a small object instead
+                    self._store_short(task, seg, output.content_type, upload.short)
+                return parts
             upload.complete()
             return []
 
@@ -305,6 +315,8 @@ class Segmented:
         if isinstance(outcome, Stopped):
             return self._segment_stopped(task, seg, outcome)
         parts = outcome.value
+        if isinstance(upload, storage.RangeUpload) and upload.short:
+            key = _short_key(task, seg)
         result: dict[str, Any] = {"rows": ctx.rows, "bytes": upload.size, "size": upload.size,
                                   "md5": upload.md5, "sha256": upload.sha256, "key": key,
                                   "stored_at": int(utcnow().timestamp()),
@@ -335,9 +347,8 @@ class Segmented:
         """Finish here if what is left of this invocation is ample, else in a fresh one."""
         need = FINALIZE_FIXED_SECONDS
         if task.output == SINGLE:
-            sizes = [s.size or 0 for s in task.segments]
-            again = sum(sizes[i] for group in rebuild_groups(sizes) for i in group)
-            need += again / REBUILD_BYTES_PER_SECOND
+            read, again = finish_reads([s.size or 0 for s in task.segments])
+            need += read / READ_BYTES_PER_SECOND + again / REBUILD_BYTES_PER_SECOND
         if self._budget(remaining_ms) >= 2 * need:
             return self.finalize(task, exporter, remaining_ms, fresh=False)
         return self.hand_off(task)
@@ -378,7 +389,7 @@ class Segmented:
         budget); else it is the last segment's, which hands off if time runs out.
         """
         output = exporter.output(task.params, task.format)
-        if task.is_parts and self._files_lost(task):  # a new plan builds them again
+        if self._files_lost(task):  # a new plan builds them again
             log.warning("task %s: a segment's file is gone before the finish; planning again", task.id)
             return self.hand_off(task)
         final = segment_progress(task.segments, task.plan_rows, final=True)
@@ -433,46 +444,41 @@ class Segmented:
             return []
 
     def _single(self, task: Task, exporter: Exporter, heart: Heartbeat) -> dict[str, Any]:
-        """Complete the task's one upload from the parts its segments recorded.
+        """Complete the task's one upload: a handful of requests, whatever the file's size.
 
-        A segment whose parts no longer have the ETags it recorded (a
-        superseded build's late part landed over one) is built again here, as
-        is a short segment that cannot stand before another (``rebuild_groups``);
-        a completion refused because a part changed after the listing lists again.
+        ``finish_plan`` says how each segment becomes parts: as its build
+        uploaded them (checked against the ETags it recorded: a superseded
+        build's late part landed over one, and that segment is built again
+        here), joined from short segments' small objects (a bounded read), or,
+        rarely, built again behind a run of short ones. A completion refused
+        because a part changed after the listing lists again.
         """
         assert task.plan_upload is not None
         bucket, key, upload_id = (self.settings.files_bucket, task.plan_upload["key"],
                                   task.plan_upload["id"])
         segments = list(task.segments)
-        rebuilt: dict[int, _Rebuilt] = {}  # by the index of its first segment
+        made: dict[tuple[int, ...], list[tuple[int, str]]] = {}  # parts this finish uploaded
         for _ in range(MAX_COMPLETIONS):
             heart.check()
             listed = storage.list_parts(bucket, key, upload_id)
             if listed is None:
                 raise ExportError("internal_error", "The file's upload was lost before it was "
                                   "completed; retry the export.")
-            sizes = [s.size or 0 for s in segments]
-            groups = [tuple(g) for g in rebuild_groups(sizes)]
-            covered = {i for g in groups for i in g}
-            for first, piece in list(rebuilt.items()):  # built here before: still as we sent it?
-                if any(listed.get(n) != etag for n, etag in piece.parts):
-                    del rebuilt[first]
-            covered |= {i for piece in rebuilt.values() for i in piece.indexes}
-            groups += [(i,) for i, s in enumerate(segments)
-                       if i not in covered and s.parts and not self._intact(s, listed)]
-            for group in sorted(set(groups)):
-                if group[0] in rebuilt and rebuilt[group[0]].indexes == group:
-                    continue
-                piece = self._rebuild(task, exporter, segments, group, heart)
-                rebuilt[group[0]] = piece
-                for i, seg in zip(group, piece.segments, strict=True):
-                    segments[i] = seg
+            steps = finish_plan([s.size or 0 for s in segments])
             parts: list[tuple[int, str]] = []
-            for i, seg in enumerate(segments):
-                if i in rebuilt:
-                    parts += rebuilt[i].parts
-                elif seg.parts and not any(i in p.indexes for p in rebuilt.values()):
-                    parts += [(n, listed[n]) for n in range(seg.parts[0], seg.parts[1] + 1)]
+            for n, step in enumerate(steps):
+                done = made.get(step.indexes)
+                if done is not None and all(listed.get(p) == etag for p, etag in done):
+                    parts += done
+                    continue
+                if step.kind is StepKind.PARTS and self._intact(segments[step.indexes[0]], listed):
+                    seg = segments[step.indexes[0]]
+                    assert seg.parts is not None
+                    parts += [(p, listed[p]) for p in range(seg.parts[0], seg.parts[1] + 1)]
+                    continue
+                done = self._make(task, exporter, segments, step, heart, last=n == len(steps) - 1)
+                made[step.indexes] = done
+                parts += done
             heart.check()
             if not parts:  # no bytes at all: an empty file, as one worker stores it
                 storage.abort_upload(bucket, key, upload_id)
@@ -492,27 +498,37 @@ class Segmented:
 
     @staticmethod
     def _intact(seg: Segment, listed: dict[int, str]) -> bool:
-        assert seg.parts is not None
+        if seg.parts is None:
+            return False
         numbers = range(seg.parts[0], seg.parts[1] + 1)
         if any(n not in listed for n in numbers):
             return False
         return etag_digest([(n, listed[n]) for n in numbers]) == seg.etags
 
-    def _rebuild(self, task: Task, exporter: Exporter, segments: Sequence[Segment],
-                 group: tuple[int, ...], heart: Heartbeat) -> _Rebuilt:
-        """Build ``group``'s segments again, in order, as one stream into their part numbers."""
+    def _make(self, task: Task, exporter: Exporter, segments: list[Segment], step: FinishStep,
+              heart: Heartbeat, last: bool) -> list[tuple[int, str]]:
+        """Upload ``step``'s parts here, into its segments' part numbers: short segments' small
+        objects read back (each checked against its sha256), the others built again from their
+        spec (their ranges' checksums computed anew, in ``segments``)."""
         assert task.plan_upload is not None
         total = len(segments)
-        first = first_part(segments[group[0]].number, total)
-        span = part_span(total) * len(group)
+        first = segments[step.indexes[0]].number
+        span = part_span(total) * (segments[step.indexes[-1]].number - first + 1)
         upload = storage.RangeUpload(self.settings.files_bucket, task.plan_upload["key"],
-                                     task.plan_upload["id"], first, span, self.settings.part_size_bytes)
-        log.info("task %s: building segment(s) %s again for the finish", task.id,
-                 [segments[i].number for i in group])
-        done: list[Segment] = []
+                                     task.plan_upload["id"], first_part(first, total), span,
+                                     self.settings.part_size_bytes, may_end_short=last)
         try:
-            for i in group:
+            for i in step.indexes:
                 seg = segments[i]
+                if step.kind is not StepKind.PARTS and seg.key and (seg.size or 0) < MIN_PART:
+                    body = storage.read_small(self.settings.files_bucket, seg.key)
+                    if hashlib.sha256(body).hexdigest() != seg.sha256:
+                        raise ExportError("internal_error", f"Segment {seg.number}'s bytes changed "
+                                          "after they were stored; retry the export.")
+                    upload.write(body)
+                    heart.check()
+                    continue
+                log.info("task %s: building segment %d again for the finish", task.id, seg.number)
                 ctx = BuildContext(self.settings)
                 ctx.check = heart.check
                 md5, sha, size = hashlib.md5(usedforsecurity=False), hashlib.sha256(), 0
@@ -523,18 +539,25 @@ class Segmented:
                     sha.update(chunk)
                     size += len(chunk)
                     heart.check()
-                done.append(replace(seg, rows=ctx.rows, bytes=size, size=size, md5=md5.hexdigest(),
-                                    sha256=sha.hexdigest(), parts=None, etags=None))
-            parts = upload.finish()
+                segments[i] = replace(seg, rows=ctx.rows, bytes=size, size=size, md5=md5.hexdigest(),
+                                      sha256=sha.hexdigest())
+            return upload.finish()
         except BaseException:
             upload.abort()
             raise
-        return _Rebuilt(group, tuple(done), tuple(parts))
 
     def _files_lost(self, task: Task) -> bool:
-        """Whether a parts file is not there as its segment stored it (one HEAD a segment)."""
-        return any(not s.key or storage.head_size(self.settings.files_bucket, s.key) != s.size
+        """Whether a parts file, or a short segment's small object, is not there as its segment
+        stored it (one HEAD a segment that has one)."""
+        if task.is_parts:
+            return any(not s.key or storage.head_size(self.settings.files_bucket, s.key) != s.size
+                       for s in task.segments)
+        return any(s.key and storage.head_size(self.settings.files_bucket, s.key) != s.size
                    for s in task.segments)
+
+    def _store_short(self, task: Task, seg: Segment, content_type: str, body: bytes) -> None:
+        storage.put_small(self.settings.files_bucket, _short_key(task, seg), body, content_type,
+                          storage.content_disposition(task.file_name))
 
     def _manifest(self, task: Task, content_type: str) -> dict[str, Any]:
         total = len(task.segments)

@@ -312,30 +312,67 @@ def first_part(number: int, total: int) -> int:
     return (number - 1) * part_span(total) + 1
 
 
-def rebuild_groups(sizes: Sequence[int], min_part: int = MIN_PART) -> list[list[int]]:
-    """Runs of segments (0-based indexes) whose parts cannot be completed as they are.
+class StepKind(StrEnum):
+    #: a segment of at least the part minimum: its parts, as its build uploaded them
+    PARTS = "parts"
+    #: short segments side by side: their small objects read and uploaded together as parts
+    JOIN = "join"
+    #: short segments whose bytes are still short of the minimum, then the segment after them,
+    #: built again behind their bytes (every part but the file's last must reach the minimum)
+    REBUILD = "rebuild"
 
-    Every part but the file's last must be at least ``min_part``. A segment of
-    that size or more uploads only such parts (it holds back its last part to
-    join its tail); an empty one uploads none. A segment with fewer bytes but
-    some is a part too small to sit before another: such a segment and the
-    ones after it, until their bytes reach ``min_part`` or the file ends, are
-    built again as one stream (the rare case: a short segment between others).
+
+@dataclass(frozen=True)
+class FinishStep:
+    kind: StepKind
+    #: 0-based indexes of the segments the step makes parts of, in file order
+    indexes: tuple[int, ...]
+
+
+def finish_plan(sizes: Sequence[int], min_part: int = MIN_PART) -> list[FinishStep]:
+    """How the finish makes a single file's parts from its segments' sizes, in file order.
+
+    A segment of ``min_part`` or more uploaded only such parts (it held back
+    its last part to join its tail). A shorter one stored its bytes as a small
+    object instead: a run of them is read and joined into parts, a bounded
+    copy (each under ``min_part``, ``MAX_SEGMENTS`` of them at most). A run
+    still short of the minimum before a longer segment is the one case that
+    costs more: that segment is built again behind the run's bytes. Empty
+    segments make nothing.
     """
-    groups: list[list[int]] = []
-    last_bytes = max((i for i, size in enumerate(sizes) if size), default=-1)
+    steps: list[FinishStep] = []
     i = 0
     while i < len(sizes):
-        if 0 < sizes[i] < min_part and i < last_bytes:
-            group, total = [], 0
-            while i < len(sizes) and (total < min_part or not group):
-                group.append(i)
-                total += sizes[i]
+        if not sizes[i]:
+            i += 1
+        elif sizes[i] >= min_part:
+            steps.append(FinishStep(StepKind.PARTS, (i,)))
+            i += 1
+        else:
+            run, total = [], 0
+            while i < len(sizes) and sizes[i] < min_part:
+                if sizes[i]:
+                    run.append(i)
+                    total += sizes[i]
                 i += 1
-            groups.append(group)
-            continue
-        i += 1
-    return groups
+            if total >= min_part or i == len(sizes):
+                steps.append(FinishStep(StepKind.JOIN, tuple(run)))
+            else:
+                steps.append(FinishStep(StepKind.REBUILD, (*run, i)))
+                i += 1
+    return steps
+
+
+def finish_reads(sizes: Sequence[int], min_part: int = MIN_PART) -> tuple[int, int]:
+    """Bytes the finish reads back (short segments) and builds again (rare), for its budget."""
+    read = again = 0
+    for step in finish_plan(sizes, min_part):
+        if step.kind is StepKind.JOIN:
+            read += sum(sizes[i] for i in step.indexes)
+        elif step.kind is StepKind.REBUILD:
+            read += sum(sizes[i] for i in step.indexes[:-1])
+            again += sizes[step.indexes[-1]]
+    return read, again
 
 
 def ranges_of(segments: Sequence[Segment]) -> list[dict[str, Any]]:

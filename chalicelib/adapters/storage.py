@@ -352,6 +352,11 @@ def complete_upload(bucket: str, key: str, upload_id: str, parts: Sequence[tuple
         raise
 
 
+def read_small(bucket: str, key: str) -> bytes:
+    """A short segment's small object, whole (under S3's part minimum by construction)."""
+    return bytes(client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
 def put_empty(bucket: str, key: str, content_type: str, disposition: str) -> None:
     client("s3").put_object(Bucket=bucket, Key=key, Body=b"", ContentType=content_type,
                             ContentDisposition=disposition)
@@ -369,9 +374,14 @@ class RangeUpload:
     """
 
     def __init__(self, bucket: str, key: str, upload_id: str, first: int, span: int,
-                 part_size: int = 8 * 1024 * 1024) -> None:
+                 part_size: int = 8 * 1024 * 1024, may_end_short: bool = False) -> None:
         self.bucket, self.key, self.upload_id = bucket, key, upload_id
         self.first, self.span = first, span
+        #: whether what it writes ends the file (its one part may then be under the minimum)
+        self.may_end_short = may_end_short
+        #: after ``finish``: all the bytes, when they were fewer than S3's minimum and sent as no
+        #: part (the caller stores them as a small object, which the finish joins to others')
+        self.short: bytes | None = None
         self.part_size = max(part_size, MIN_PART_SIZE)
         self.size = 0
         self._md5 = hashlib.md5(usedforsecurity=False)
@@ -443,6 +453,13 @@ class RangeUpload:
     def finish(self) -> list[tuple[int, str]]:
         """Send what is left; the parts (number, ETag) this segment's bytes are, in order."""
         tail = self._fill[:self._filled]
+        if (self._held is None and not self._parts and self._in_flight is None
+                and self._filled < MIN_PART_SIZE and not self.may_end_short):
+            self.short = bytes(tail)  # too short to be a part before another: no part at all
+            self._md5.update(self.short)
+            self._sha256.update(self.short)
+            self._sender.shutdown(wait=True)
+            return []
         if self._held is not None:  # less than the minimum follows the held part: one part
             self._held += tail
             body, self._held = self._held, None

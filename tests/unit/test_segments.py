@@ -13,16 +13,18 @@ from chalicelib.segments import (
     SEGMENT_MACHINE,
     Segment,
     SegStatus,
+    StepKind,
     count_for,
     etag_digest,
     even_ranges,
+    finish_plan,
+    finish_reads,
     first_part,
     fresh,
     part_name,
     part_span,
     progress,
     ranges_of,
-    rebuild_groups,
 )
 
 MiB = 1024 * 1024
@@ -129,45 +131,50 @@ def test_segment_items_round_trip():
     assert Segment.from_item(seg.to_item()) == seg
 
 
-def check_groups(sizes, min_part):
-    """What the finish completes (groups built again as one stream each, the rest as stored) is a
-    valid upload: every part but the last at least ``min_part``."""
-    groups = rebuild_groups(sizes, min_part)
-    flat = [i for g in groups for i in g]
-    assert flat == sorted(set(flat))  # each segment at most once, in order
-    for group in groups:
-        assert group == list(range(group[0], group[-1] + 1))  # a run of neighbours
-    # the pieces the file is made of: a group's bytes are one piece, another segment its own
-    pieces, i = [], 0
-    starts = {g[0]: g for g in groups}
-    while i < len(sizes):
-        if i in starts:
-            pieces.append(sum(sizes[j] for j in starts[i]))
-            i = starts[i][-1] + 1
+def check_plan(sizes, min_part):
+    """The finish's steps cover every segment with bytes once, in order, and make a valid upload:
+    every part but the file's last at least ``min_part``."""
+    steps = finish_plan(sizes, min_part)
+    covered = [i for step in steps for i in step.indexes]
+    assert covered == [i for i, size in enumerate(sizes) if size]
+    pieces = []
+    for step in steps:
+        got = sum(sizes[i] for i in step.indexes)
+        if step.kind is StepKind.PARTS:
+            assert len(step.indexes) == 1 and got >= min_part
+        elif step.kind is StepKind.REBUILD:  # short ones, then the one built again behind them
+            assert all(sizes[i] < min_part for i in step.indexes[:-1])
+            assert sizes[step.indexes[-1]] >= min_part
         else:
-            pieces.append(sizes[i])
-            i += 1
-    with_bytes = [p for p in pieces if p]
-    assert all(p >= min_part for p in with_bytes[:-1])
-    return groups
+            assert all(sizes[i] < min_part for i in step.indexes)
+        pieces.append(got)
+    assert all(p >= min_part for p in pieces[:-1])
+    return steps
 
 
-@pytest.mark.parametrize("sizes, groups", [
-    ([6 * MiB, 6 * MiB], []), ([1, 2, 3], [[0, 1, 2]]), ([0, 0, 0], []), ([7 * MiB, 1], []),
-    ([6 * MiB, 1 * MiB, 7 * MiB], [[1, 2]]), ([1 * MiB, 20 * MiB, 1 * MiB], [[0, 1]]),
-    ([0, 7 * MiB, 0], []), ([7 * MiB, 1, 0, 0], []), ([6 * MiB, 2 * MiB, 2 * MiB, 2 * MiB, 6 * MiB],
-                                                    [[1, 2, 3]]),
+@pytest.mark.parametrize("sizes, kinds", [
+    ([6 * MiB, 6 * MiB], ["parts", "parts"]), ([1, 2, 3], ["join"]), ([0, 0, 0], []),
+    ([7 * MiB, 1], ["parts", "join"]), ([6 * MiB, 1 * MiB, 7 * MiB], ["parts", "rebuild"]),
+    ([1 * MiB, 20 * MiB, 1 * MiB], ["rebuild", "join"]), ([0, 7 * MiB, 0], ["parts"]),
+    ([2 * MiB, 2 * MiB, 2 * MiB, 6 * MiB], ["join", "parts"]),
+    ([3 * MiB] * 32, ["join"]),  # the short segments of a gzip'd export: read back, never rebuilt
 ])
-def test_only_short_segments_before_others_are_built_again(sizes, groups):
-    assert check_groups(sizes, 5 * MiB) == groups
+def test_short_segments_are_joined_and_only_a_run_too_short_builds_one_again(sizes, kinds):
+    assert [step.kind.value for step in check_plan(sizes, 5 * MiB)] == kinds
 
 
-def test_rebuild_groups_hold_for_random_sizes():
+def test_finish_plans_hold_for_random_sizes():
     rng = random.Random(10)
     for _ in range(2000):
         sizes = [rng.choice([0, rng.randrange(1, 10), rng.randrange(1, 40), rng.randrange(40, 400)])
                  for _ in range(rng.randrange(1, 12))]
-        check_groups(sizes, 10)
+        check_plan(sizes, 10)
+
+
+def test_what_the_finish_reads_and_builds_again_is_bounded_by_the_short_segments():
+    assert finish_reads([3 * MiB] * 32, 5 * MiB) == (96 * MiB, 0)
+    assert finish_reads([6 * MiB, 1 * MiB, 7 * MiB], 5 * MiB) == (1 * MiB, 7 * MiB)
+    assert finish_reads([6 * MiB, 9 * MiB], 5 * MiB) == (0, 0)
 
 
 def test_part_ranges_of_segments_never_overlap_and_fit_s3s_cap():
