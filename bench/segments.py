@@ -11,12 +11,19 @@ SQS) on the same two cores.
   "single"``, built with ``parallelism`` 1, 2 and 4, rounds interleaved
   (the order rotated each round). Wall time from the create request to the
   first poll that sees ``succeeded``, split by what the polls saw (queued,
-  segments building, the finalizer composing and hashing), and the CPU the
+  segments building, the finish), and the CPU the
   stack's process, the worker processes and everything else spent in each
-  phase. Every run must store the same bytes (same sha256).
-- **finalize split**: the finalizer's two passes, ``storage.compose`` and
-  ``storage.digest``, timed alone in a fresh process against the stack's
-  moto, on two objects of the sizes of a two-segment build.
+  phase. Every run must store the same bytes: each file is downloaded and
+  hashed (a segmented single file's task has no whole-file sha256, only its
+  ``ranges``' checksums).
+- **finish**: the same export at about ``finish_mib`` MiB, built in
+  ``finish_segments`` segments, to show that the finish (ListParts,
+  CompleteMultipartUpload, the task's final write) does not grow with the
+  file. The finish is timed inside the worker process that runs it, by the
+  bench's probe (bench/probe/sitecustomize.py, on the stack's PYTHONPATH):
+  ``Segmented.finalize`` whole, and within it ``storage.list_parts``,
+  ``storage.complete_upload`` (moto's concatenation of every part) and
+  ``Segmented._succeed`` (the final write, clearing, the notice).
 - **budget**: a stack whose invocations get ``WORKER_TIMEOUT_SECONDS`` =
   ``seg_timeout`` (budget: that less ``TIME_BUDGET_MARGIN_SECONDS`` =
   ``seg_margin``), building with ``parallelism: "auto"`` exports that take
@@ -30,6 +37,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -45,7 +53,7 @@ from typing import Any
 import psutil
 import requests
 
-from bench.harness import ROOT, _busy_seconds, free_port, run_child
+from bench.harness import ROOT, _busy_seconds, free_port
 from local.stack import app_setting_names
 
 MiB = 1024 * 1024
@@ -56,8 +64,12 @@ START_TIMEOUT = 180.0
 #: a run that takes longer than this is a failure of the benchmark, not a figure
 RUN_TIMEOUT = 900.0
 HTTP_TIMEOUT = 60
-#: the issue's target: two segments at least this many times one segment's rows/s
-SPEEDUP_TARGET = 1.5
+#: issue 18's target: two segments at least this many times one segment's rows/s (issue 10 asked 1.5)
+SPEEDUP_TARGET = 1.4
+#: issue 18's other target: the finish at ~1 GiB within this share of the finish at ~100 MiB
+FINISH_FLAT_TARGET = 0.25
+#: the probe that times the finish in the stack's worker processes (see its doc)
+PROBE_DIR = Path(__file__).resolve().parent / "probe"
 #: the issue's other target: an export needing at least this many invocations' budgets completes
 BUDGET_MULTIPLE_TARGET = 5.0
 WORKERS = 2
@@ -75,6 +87,7 @@ def stack_env(**settings: str) -> dict[str, str]:
         env.pop(name, None)
     env.update(MOTO_PORT=str(free_port()), PORT=str(free_port()), LOCAL_WORKERS=str(WORKERS),
                LOCAL_WORKER_MODE="processes", PYTHONUNBUFFERED="1", **settings)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROBE_DIR), env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -103,6 +116,7 @@ class Stack:
     log_path: Path
     info: dict[str, Any]
     settings: dict[str, str]
+    probe_path: Path | None = None
     headers: dict[str, str] = field(default_factory=dict)
     _workers: list[psutil.Process] = field(default_factory=list)
 
@@ -133,6 +147,51 @@ class Stack:
         return requests.request(method, f"{self.api}{path}", headers=self.headers, timeout=HTTP_TIMEOUT,
                                 **kwargs)
 
+    def finish(self, task_id: str, wait: float = 5.0) -> dict[str, Any] | None:
+        """The probe's timing of ``task_id``'s finish (None if nothing finished it).
+
+        The finish's record is written once ``finalize`` returns, a moment after
+        the task's final write, which a poll may see first: so it waits a little.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            found = None
+            if self.probe_path is not None and self.probe_path.exists():
+                lines = self.probe_path.read_text(encoding="utf-8").splitlines()
+                found = finish_of([json.loads(line) for line in lines if line.strip()], task_id)
+            if found is not None or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+
+def finish_of(records: list[dict[str, Any]], task_id: str) -> dict[str, Any] | None:
+    """The finish that made ``task_id`` succeed, from the probe's records: its seconds, and within it
+    ListParts, CompleteMultipartUpload (moto's work), the final write (``_succeed``) and the rest."""
+    mine = [r for r in records if r["task"] == task_id]
+
+    def inside(outer: dict[str, Any], step: str) -> list[dict[str, Any]]:
+        return [r for r in mine if r["step"] == step and r["pid"] == outer["pid"]
+                and outer["start"] <= r["start"] and r["end"] <= outer["end"]]
+
+    done = [f for f in mine if f["step"] == "finalize" and f["ok"] and inside(f, "succeed")]
+    if not done:
+        return None
+    fin = done[-1]
+
+    def seconds(step: str) -> float:
+        return sum(r["end"] - r["start"] for r in inside(fin, step))
+
+    completes = inside(fin, "complete_upload")
+    whole = fin["end"] - fin["start"]
+    return {"seconds": whole, "list_parts": seconds("list_parts"),
+            "list_calls": len(inside(fin, "list_parts")), "complete": seconds("complete_upload"),
+            "parts": completes[-1]["parts"] if completes else 0, "single": seconds("single"),
+            "succeed": seconds("succeed"), "less_complete": whole - seconds("complete_upload"),
+            "rebuild": seconds("rebuild"), "clear": seconds("clear"), "publish": seconds("publish"),
+            # the task's conditional write that makes it succeed, and the little else _succeed does
+            "final_write": seconds("succeed") - seconds("clear") - seconds("publish"),
+            "finishes": len([f for f in mine if f["step"] == "finalize"])}
+
 
 @contextlib.contextmanager
 def local_stack(**settings: str) -> Iterator[Stack]:
@@ -141,12 +200,13 @@ def local_stack(**settings: str) -> Iterator[Stack]:
 
     with tempfile.TemporaryDirectory(prefix="bench-segments-") as tmp:
         stack_file, log_path = Path(tmp) / "stack.json", Path(tmp) / "stack.log"
-        env = stack_env(STACK_FILE=str(stack_file), **settings)
+        probe = Path(tmp) / "finish-probe.jsonl"
+        env = stack_env(STACK_FILE=str(stack_file), BENCH_FINISH_PROBE=str(probe), **settings)
         with open(log_path, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "local.stack"], cwd=ROOT, env=env,
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
-        stack = Stack(proc, log_path, {}, settings)
+        stack = Stack(proc, log_path, {}, settings, probe)
         try:
             deadline = time.monotonic() + START_TIMEOUT
             while not stack_file.exists():
@@ -185,8 +245,8 @@ def run_export(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
 
     Phases: ``queued`` (create → first poll that sees it running: the queue,
     the poller, the coordinator), ``build`` (→ every segment stored, or the
-    task's end for a whole build), ``finalize`` (→ the task's end: compose
-    and hash, for a segmented build).
+    task's end for a whole build), ``finalize`` (→ the task's end: the
+    finish, for a segmented build; the probe times it better, ``Stack.finish``).
     """
     marks: dict[str, Cpu] = {"create": stack.cpu()}
     resp = stack.request("POST", "/downloads", json=body)
@@ -221,14 +281,15 @@ def run_export(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
     return {"id": task["id"], "status": task["status"], "error": task.get("error"),
             "parallelism": body["parallelism"], "rows": task["progress"].get("rows"),
             "size": task.get("size"), "sha256": task.get("sha256"), "md5": task.get("md5"),
+            "ranges": task.get("ranges"),
             "segments": segs["total"] if segs else 1,
             "segments_succeeded": segs["succeeded"] if segs else None,
             "started_at": task.get("started_at"), "finished_at": task.get("finished_at"),
             "polls": polls, "total": total, "phases": phases}
 
 
-def content_sha256(stack: Stack, task_id: str) -> tuple[str, int]:
-    """sha256 and size of the task's file as a reader sees it once gunzip'd (every member)."""
+def content_sha256(stack: Stack, task_id: str, gunzip: bool = True) -> tuple[str, int]:
+    """sha256 and size of the task's file as a reader sees it (once gunzip'd, every member)."""
     found = stack.request("GET", f"/downloads/{task_id}/file", allow_redirects=False)
     if found.status_code != 302:
         raise RuntimeError(f"GET /downloads/{task_id}/file answered {found.status_code}: {found.text}")
@@ -237,7 +298,7 @@ def content_sha256(stack: Stack, task_id: str) -> tuple[str, int]:
     resp.raise_for_status()
     resp.raw.decode_content = False
     sha, size = hashlib.sha256(), 0
-    with gzip.GzipFile(fileobj=resp.raw) as stream:
+    with gzip.GzipFile(fileobj=resp.raw) if gunzip else contextlib.nullcontext(resp.raw) as stream:
         while data := stream.read(8 * MiB):
             sha.update(data)
             size += len(data)
@@ -258,9 +319,11 @@ def poll_cost(stack: Stack, task_id: str, seconds: float = 5.0) -> dict[str, flo
 
 
 def measure(rows: int, parallelisms: tuple[int, ...], rounds: int, timeout: int, margin: int,
-            budget_rows: int, wait_for_quiet: Callable[[], float]) -> dict[str, Any]:
+            budget_rows: int, wait_for_quiet: Callable[[], float], finish_mib: tuple[int, ...] = (100, 1024),
+            finish_segments: int = 4, finish_rounds: int = 2) -> dict[str, Any]:
     """The whole section (see the module's doc); ``wait_for_quiet`` runs before each measured run."""
     runs: dict[int, list[dict[str, Any]]] = {n: [] for n in parallelisms}
+    finishes: dict[int, list[dict[str, Any]]] = {mib: [] for mib in finish_mib}
     with local_stack() as stack:
         _log(f"segments: local stack up (pid {stack.proc.pid}, worker processes {stack.worker_pids()}); "
              "warming it up")
@@ -271,16 +334,29 @@ def measure(rows: int, parallelisms: tuple[int, ...], rounds: int, timeout: int,
                 wait_for_quiet()
                 _log(f"segments round {rnd + 1}/{rounds}: {rows:,} rows, parallelism {n}")
                 got = run_export(stack, export_body(rows, n))
-                _log(f"  {got['status']} in {got['total']['wall']:.1f} s ({got['segments']} segment(s))")
+                got["finish"] = stack.finish(got["id"])
+                if got["status"] == "succeeded":  # after the clock: each file, as a reader gets it
+                    got["content_sha256"], got["content_size"] = content_sha256(stack, got["id"], False)
+                _log(f"  {got['status']} in {got['total']['wall']:.1f} s ({got['segments']} segment(s)"
+                     + (f"; finish {got['finish']['seconds']:.3f} s" if got["finish"] else "") + ")")
                 runs[n].append(got)
         reference = runs[parallelisms[0]][0]
         cost = poll_cost(stack, reference["id"])
-        sizes = [reference["size"] // 2, reference["size"] - reference["size"] // 2]
-        _log(f"segments: the finalizer's passes alone on two objects of {sizes[0] / MiB:.0f} MiB")
-        wait_for_quiet()
-        split = run_child("finalize_split", {"sizes": sizes, "bucket": stack.info["bucket"],
-                                             "stack_pid": stack.proc.pid},
-                          stack.info["aws_endpoint_url"])
+        bytes_per_row = reference["size"] / rows
+        for rnd in range(finish_rounds):
+            for mib in finish_mib if rnd % 2 == 0 else finish_mib[::-1]:  # no size always first
+                wait_for_quiet()
+                size_rows = math.ceil(mib * MiB / bytes_per_row)
+                _log(f"segments finish round {rnd + 1}/{finish_rounds}: ~{mib} MiB ({size_rows:,} rows), "
+                     f"{finish_segments} segments")
+                got = run_export(stack, export_body(size_rows, finish_segments))
+                got.update(target_mib=mib, export_rows=size_rows, finish=stack.finish(got["id"]))
+                fin = got["finish"]
+                _log(f"  {got['status']} in {got['total']['wall']:.1f} s; finish "
+                     + (f"{fin['seconds']:.3f} s, CompleteMultipartUpload {fin['complete']:.3f} s"
+                        if fin else "not seen"))
+                stack.request("DELETE", f"/downloads/{got['id']}")  # moto keeps every object in memory
+                finishes[mib].append(got)
         wait_for_quiet()
         _log(f"segments: {budget_rows:,} rows gzip'd in one invocation (parallelism 1)")
         gz_one = run_export(stack, export_body(budget_rows, 1, "gzip"))
@@ -293,12 +369,13 @@ def measure(rows: int, parallelisms: tuple[int, ...], rounds: int, timeout: int,
                  f"{timeout} s invocations")
             got = run_export(stack, export_body(size, "auto", compression))
             _log(f"  {got['status']} in {got['total']['wall']:.1f} s ({got['segments']} segment(s))")
-            got.update(compression=compression, export_rows=size)
-            if compression and got["status"] == "succeeded":
-                got["content_sha256"], got["content_size"] = content_sha256(stack, got["id"])
+            got.update(compression=compression, export_rows=size, finish=stack.finish(got["id"]))
+            if got["status"] == "succeeded":
+                got["content_sha256"], got["content_size"] = content_sha256(stack, got["id"],
+                                                                            bool(compression))
             got["log"] = _task_lines(stack.log(), got["id"])
             budget["runs"].append(got)
-    return summarise(rows, runs, cost, split, gz_one, budget)
+    return summarise(rows, runs, cost, finishes, gz_one, budget)
 
 
 def _task_lines(log: str, task_id: str) -> dict[str, Any]:
@@ -317,13 +394,22 @@ def _median(values: list[float]) -> float:
 
 
 def summarise(rows: int, runs: dict[int, list[dict[str, Any]]], cost: dict[str, float],
-              split: dict[str, Any], gz_one: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:
-    """Medians per parallelism and the ratios to one segment, paired within each round."""
-    shas = {r["sha256"] for got in runs.values() for r in got}
-    if len(shas) != 1 or any(r["status"] != "succeeded" for got in runs.values() for r in got):
-        raise SystemExit(f"segments: the runs did not all succeed with the same bytes: {shas}, "
-                         f"{[(r['parallelism'], r['status'], r['error']) for g in runs.values() for r in g]}")
+              finishes: dict[int, list[dict[str, Any]]], gz_one: dict[str, Any], budget: dict[str, Any]
+              ) -> dict[str, Any]:
+    """Medians per parallelism and the ratios to one segment, paired within each round; the finish by size.
+
+    Every run must have succeeded and stored the same content (the file as a
+    reader downloads it), one segment's the sha256 its task names, or the
+    comparison is void; every finish run must have succeeded and been timed.
+    """
     base = min(runs)
+    shas = {r.get("content_sha256") for got in runs.values() for r in got}
+    named = {r["sha256"] for r in runs[base] if r["segments"] == 1}
+    if (len(shas) != 1 or None in shas or not named <= shas
+            or any(r["status"] != "succeeded" for got in runs.values() for r in got)):
+        raise SystemExit(f"segments: the runs did not all succeed with the same bytes: {shas} "
+                         f"(one segment's task names {named}), "
+                         f"{[(r['parallelism'], r['status'], r['error']) for g in runs.values() for r in g]}")
     table = []
     for n, got in runs.items():
         walls = [r["total"]["wall"] for r in got]
@@ -335,12 +421,17 @@ def summarise(rows: int, runs: dict[int, list[dict[str, Any]]], cost: dict[str, 
             values = [r["phases"][name][key] for r in got if r["phases"][name] is not None]
             return _median(values) if values else None
 
+        def finish(key: str, got: list[dict[str, Any]] = got) -> float | None:
+            values = [r["finish"][key] for r in got if r.get("finish")]
+            return _median(values) if values else None
+
         table.append({
             "parallelism": n, "segments": got[0]["segments"], "seconds": med, "min": min(walls),
             "max": max(walls), "rows_per_s": rows / med, "ratio": _median(ratios),
             "ratio_min": min(ratios), "ratio_max": max(ratios),
             "queued_s": phase("queued", "wall"), "build_s": phase("build", "wall"),
             "finalize_s": phase("finalize", "wall"),
+            "finish_s": finish("seconds"), "finish_complete_s": finish("complete"),
             "stack_cpu": _median([r["total"]["stack_cpu"] for r in got]),
             "workers_cpu": _median([r["total"]["workers_cpu"] for r in got]),
             "others_cpu": _median([r["total"]["others_cpu"] for r in got]),
@@ -351,10 +442,44 @@ def summarise(rows: int, runs: dict[int, list[dict[str, Any]]], cost: dict[str, 
             "others_share": _median([r["total"]["others_cpu"] / r["total"]["wall"] for r in got]),
         })
     reference = runs[base][0]
-    return {"rows": rows, "size": reference["size"], "sha256": reference["sha256"],
+    return {"rows": rows, "size": reference["size"], "sha256": reference["content_sha256"],
             "rounds": len(runs[base]), "workers": WORKERS, "poll": POLL, "table": table,
             "runs": {str(n): got for n, got in runs.items()}, "poll_cost": cost,
-            "finalize_split": split, "gzip_one": gz_one, "budget": budget}
+            "finish": finish_summary(finishes), "finish_runs": {str(m): got for m, got in finishes.items()},
+            "gzip_one": gz_one, "budget": budget}
+
+
+def finish_summary(finishes: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per size: the finish's seconds and its steps, medians over the rounds (and the range)."""
+    out = []
+    for mib, got in sorted(finishes.items()):
+        if not got:
+            continue
+        bad = [(r["status"], r.get("error")) for r in got
+               if r["status"] != "succeeded" or not r.get("finish")]
+        if bad or any(sum(x["size"] for x in r["ranges"] or []) != r["size"] for r in got):
+            raise SystemExit(f"segments: the finish runs at ~{mib} MiB did not all succeed, timed, with "
+                             f"ranges covering the file: {bad}")
+        fin = [r["finish"] for r in got]
+
+        def med(key: str, fin: list[dict[str, Any]] = fin) -> float:
+            return _median([f[key] for f in fin])
+
+        out.append({
+            "target_mib": mib, "rows": got[0]["export_rows"], "size": got[0]["size"],
+            "segments": got[0]["segments"], "parts": fin[0]["parts"], "list_calls": fin[0]["list_calls"],
+            "rounds": len(got), "seconds": med("seconds"), "min": min(f["seconds"] for f in fin),
+            "max": max(f["seconds"] for f in fin), "list_parts": med("list_parts"),
+            "complete": med("complete"), "succeed": med("succeed"), "single": med("single"),
+            "rebuild": med("rebuild"), "clear": med("clear"), "publish": med("publish"),
+            "final_write": med("final_write"),
+            "less_complete": med("less_complete"),
+            "less_min": min(f["less_complete"] for f in fin),
+            "less_max": max(f["less_complete"] for f in fin),
+            "build_s": _median([r["phases"]["build"]["wall"] for r in got]),
+            "wall": _median([r["total"]["wall"] for r in got]),
+        })
+    return out
 
 
 # -- report ---------------------------------------------------------------------------------------
