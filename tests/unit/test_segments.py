@@ -173,7 +173,8 @@ def test_rebuild_groups_hold_for_random_sizes():
 def test_part_ranges_of_segments_never_overlap_and_fit_s3s_cap():
     for total in (1, 2, 3, 7, 32):
         firsts = [first_part(n, total) for n in range(1, total + 1)]
-        assert firsts[0] == 1 and all(b - a == part_span(total) for a, b in zip(firsts, firsts[1:], strict=False))
+        assert firsts[0] == 1
+        assert all(b - a == part_span(total) for a, b in zip(firsts, firsts[1:], strict=False))
         assert firsts[-1] + part_span(total) - 1 <= 10_000
 
 
