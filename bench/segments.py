@@ -70,6 +70,10 @@ HTTP_TIMEOUT = 60
 SPEEDUP_TARGET = 1.4
 #: issue 18's other target: the finish at ~1 GiB within this share of the finish at ~100 MiB
 FINISH_FLAT_TARGET = 0.25
+#: the format of the finish-by-size exports: 1 GiB of demo rows needs more than MAX_ROWS as csv
+FINISH_FORMAT = "jsonl"
+#: the demo kind's most rows (``params.rows``)
+DEMO_MAX_ROWS = 10_000_000
 #: the probe that times the finish in the stack's worker processes (see its doc)
 PROBE_DIR = Path(__file__).resolve().parent / "probe"
 #: the issue's other target: an export needing at least this many invocations' budgets completes
@@ -234,12 +238,13 @@ def local_stack(**settings: str) -> Iterator[Stack]:
             proc.wait(10)
 
 
-def export_body(rows: int, parallelism: int | str, compression: str | None = None) -> dict[str, Any]:
+def export_body(rows: int, parallelism: int | str, compression: str | None = None, fmt: str = "csv"
+                ) -> dict[str, Any]:
     params: dict[str, Any] = {"rows": rows, "seed": 1}
     if compression:
         params["compression"] = compression
     return {"task_name": f"bench {rows} rows, parallelism {parallelism}", "kind": "demo",
-            "format": "csv", "params": params, "parallelism": parallelism, "output": "single"}
+            "format": fmt, "params": params, "parallelism": parallelism, "output": "single"}
 
 
 def run_export(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
@@ -344,14 +349,16 @@ def measure(rows: int, parallelisms: tuple[int, ...], rounds: int, timeout: int,
                 runs[n].append(got)
         reference = runs[parallelisms[0]][0]
         cost = poll_cost(stack, reference["id"])
-        bytes_per_row = reference["size"] / rows
+        # jsonl: the demo kind stops at MAX_ROWS rows, about 700 MiB of csv; its jsonl reaches 1 GiB
+        sample = run_export(stack, export_body(20_000, 1, fmt=FINISH_FORMAT))
+        bytes_per_row = sample["size"] / 20_000
         for rnd in range(finish_rounds):
             for mib in finish_mib if rnd % 2 == 0 else finish_mib[::-1]:  # no size always first
                 wait_for_quiet()
-                size_rows = math.ceil(mib * MiB / bytes_per_row)
-                _log(f"segments finish round {rnd + 1}/{finish_rounds}: ~{mib} MiB ({size_rows:,} rows), "
-                     f"{finish_segments} segments")
-                got = run_export(stack, export_body(size_rows, finish_segments))
+                size_rows = min(DEMO_MAX_ROWS, math.ceil(mib * MiB / bytes_per_row))
+                _log(f"segments finish round {rnd + 1}/{finish_rounds}: ~{mib} MiB ({size_rows:,} rows of "
+                     f"{FINISH_FORMAT}), {finish_segments} segments")
+                got = run_export(stack, export_body(size_rows, finish_segments, fmt=FINISH_FORMAT))
                 got.update(target_mib=mib, export_rows=size_rows, finish=stack.finish(got["id"]))
                 fin = got["finish"]
                 _log(f"  {got['status']} in {got['total']['wall']:.1f} s; finish "
@@ -803,9 +810,10 @@ def _finish_text(seg: dict[str, Any]) -> str:
     return f"""
 ### The finish, by the file's size
 
-The same demo csv at about {small['target_mib']:,} MiB and {large['target_mib']:,} MiB, each built in
-{large['segments']} segments on the same stack ({large['rounds']} round{'s' if large['rounds'] != 1 else ''},
-the sizes' order alternating). The polls cannot time a finish this short ({seg['poll']} s apart), so the
+The same demo rows as {FINISH_FORMAT} (the demo kind makes at most {DEMO_MAX_ROWS:,} rows, about 700 MiB
+of csv; its jsonl reaches 1 GiB) at about {small['target_mib']:,} MiB and {large['target_mib']:,} MiB,
+each built in {large['segments']} segments on the same stack ({large['rounds']}
+round{'s' if large['rounds'] != 1 else ''}, the sizes' order alternating). The polls cannot time a finish this short ({seg['poll']} s apart), so the
 bench's probe times it inside the worker process that runs it (bench/probe/sitecustomize.py, on the
 stack's `PYTHONPATH`; the service's code is not changed): "finish" is `Segmented.finalize` from the
 moment the last segment is stored until it returns, and within it `storage.list_parts` (ListParts),
