@@ -813,7 +813,8 @@ def _finish_text(seg: dict[str, Any]) -> str:
 The same demo rows as {FINISH_FORMAT} (the demo kind makes at most {DEMO_MAX_ROWS:,} rows, about 700 MiB
 of csv; its jsonl reaches 1 GiB) at about {small['target_mib']:,} MiB and {large['target_mib']:,} MiB,
 each built in {large['segments']} segments on the same stack ({large['rounds']}
-round{'s' if large['rounds'] != 1 else ''}, the sizes' order alternating). The polls cannot time a finish this short ({seg['poll']} s apart), so the
+round{'s' if large['rounds'] != 1 else ''}, the sizes' order alternating).
+The polls cannot time a finish this short ({seg['poll']} s apart), so the
 bench's probe times it inside the worker process that runs it (bench/probe/sitecustomize.py, on the
 stack's `PYTHONPATH`; the service's code is not changed): "finish" is `Segmented.finalize` from the
 moment the last segment is stored until it returns, and within it `storage.list_parts` (ListParts),
