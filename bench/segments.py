@@ -876,6 +876,22 @@ def _where_text(seg: dict[str, Any]) -> str:
 """
 
 
+#: other processes' cores busy (median over the parallelism runs) above which the section says
+#: plainly that its rates and ratios are not this stack's
+DISTURBED_CORES = 0.5
+
+
+def _disturbed_text(seg: dict[str, Any]) -> str:
+    share = _median([r["others_share"] for r in seg["table"]])
+    if share <= DISTURBED_CORES:
+        return ""
+    return (f"**This run was disturbed.** Other processes kept {share:.1f} of the 2 cores busy during the "
+            "measured exports (the \"other load\" column), so the rates, the ratios between "
+            "parallelisms and the short-budget runs below are not this stack's; measure again on a "
+            "quiet machine before judging those targets. What is measured inside one call (the "
+            "finish's steps) is disturbed less, but is slower too.\n\n")
+
+
 def markdown(seg: dict[str, Any]) -> str:
     if not seg:
         return "Not measured in this run.\n"
@@ -885,7 +901,7 @@ def markdown(seg: dict[str, Any]) -> str:
                         "cores busy (stack + workers)"], _phase_rows(seg))
     met, verdict = budget_verdict(seg)
     verdict_text = (f"**Target met**: {verdict}." if met else f"**Target not met**: {verdict}.")
-    return f"""\
+    return f"""{_disturbed_text(seg)}\
 One demo csv export through the local stack's API, as a client sees it: `POST /downloads` with
 `{json.dumps(export_body(seg['rows'], 'N'), ensure_ascii=False).replace('"N"', 'N')}`, then
 `GET /downloads/{{id}}` every {seg['poll']} s until `succeeded`. The stack runs with

@@ -216,3 +216,12 @@ def test_a_plain_csv_that_succeeds_at_the_short_budget_is_compared_by_content() 
     text = segments.markdown(summary(BASE, plain_ok=True))
     assert "could not be finished at this budget before issue 18" in text
     assert "the same content as one invocation's: yes" in text
+
+
+def test_a_run_on_a_busy_machine_says_so() -> None:
+    quiet = summary(BASE)
+    busy = summary(BASE)
+    for row in busy["table"]:
+        row["others_share"] = 1.4
+    assert "This run was disturbed" not in segments.markdown(quiet)
+    assert "**This run was disturbed.** Other processes kept 1.4 of the 2 cores" in segments.markdown(busy)
