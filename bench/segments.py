@@ -150,8 +150,15 @@ class Stack:
         return Cpu(time.monotonic(), me.user + me.system, workers, _busy_seconds(), own.user + own.system)
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        return requests.request(method, f"{self.api}{path}", headers=self.headers, timeout=HTTP_TIMEOUT,
-                                **kwargs)
+        try:
+            return requests.request(method, f"{self.api}{path}", headers=self.headers, timeout=HTTP_TIMEOUT,
+                                    **kwargs)
+        except requests.ConnectionError as exc:
+            if self.proc.poll() is None:
+                raise
+            # its log goes with its temporary directory: say here how it ended
+            raise RuntimeError(f"the local stack exited ({self.proc.returncode}) before {method} {path}:\n"
+                               f"{self.log()[-3000:]}") from exc
 
     def finish(self, task_id: str, wait: float = 5.0) -> dict[str, Any] | None:
         """The probe's timing of ``task_id``'s finish (None if nothing finished it).
