@@ -225,3 +225,13 @@ def test_a_run_on_a_busy_machine_says_so() -> None:
         row["others_share"] = 1.4
     assert "This run was disturbed" not in segments.markdown(quiet)
     assert "**This run was disturbed.** Other processes kept 1.4 of the 2 cores" in segments.markdown(busy)
+
+
+def test_a_gzip_run_that_failed_is_not_called_different_content() -> None:
+    seg = summary(BASE)
+    gz = seg["budget"]["runs"][1]
+    gz.update(status="failed", error={"code": "timeout"}, content_sha256=None, segments_succeeded=32)
+    seg["gzip_one"]["size"] = 90 * MiB  # 32 segments of 2.8 MiB: under S3's 5 MiB part
+    assert "content sha256 not compared (no file)" in segments.budget_verdict(seg)[1]
+    text = segments.markdown(seg)
+    assert "**The gzip'd csv did not finish**" in text and "about 2.8 MiB each" in text
