@@ -18,7 +18,8 @@ Sections (all by default, or some with ``--sections``):
   against the same rows already in Python, so the cost of converting the
   items shows (bench/dynamodb_rows.py);
 - segments: a 4,000,000-row demo csv export through a local stack with two
-  worker processes, built in 1, 2 and 4 segments, and exports many times one
+  worker processes, built in 1, 2 and 4 segments; the finish of a single file
+  of about 100 MiB and 1 GiB from 4 segments, timed in the worker; and exports many times one
   invocation's time budget built with parallelism "auto" on a stack with
   short invocations (bench/segments.py).
 
@@ -77,13 +78,17 @@ class Sizes:
     seg_margin: int = 1
     #: rows of the gzip'd csv that must take one invocation at least 5 of the short budgets
     seg_budget_rows: int = 6_000_000
+    #: the finish by the file's size (issue 18): about these MiB, in this many segments, rounds
+    seg_finish_mib: tuple[int, ...] = (100, 1024)
+    seg_finish_segments: int = 4
+    seg_finish_rounds: int = 2
 
 
 FULL = Sizes()
 QUICK = Sizes(rows=100_000, rounds=1, memory_mib=(2, 20), naive_mib=(2, 10), others=(10, 300),
               coldstart_runs=3, profile_rows=100_000, xlsx_rows=(20_000, 100_000), xlsx_rounds=1,
               xlsx_pipeline_rows=100_000, ddb_repeat=1, ddb_rounds=1, seg_rows=200_000, seg_rounds=1,
-              seg_budget_rows=300_000)
+              seg_budget_rows=300_000, seg_finish_mib=(6, 24), seg_finish_rounds=1)
 
 
 Variant = tuple[str, str, dict[str, Any]]
@@ -441,7 +446,8 @@ def _measure(results: Results, sizes: Sizes, sections: list[str], no_wait: bool,
         patience.wait()
         results.segments = segments.measure(sizes.seg_rows, sizes.seg_parallelism, sizes.seg_rounds,
                                             sizes.seg_timeout, sizes.seg_margin, sizes.seg_budget_rows,
-                                            patience.wait)
+                                            patience.wait, sizes.seg_finish_mib,
+                                            sizes.seg_finish_segments, sizes.seg_finish_rounds)
     if results.merged:
         results.merged[-1].update(seconds=time.monotonic() - t0, retries=patience.retries)
     else:

@@ -552,57 +552,11 @@ def job_dynamodb_rows(variant: str, repeat_pages: int, fmt: str | None = None,
     return result
 
 
-def job_finalize_split(sizes: list[int], bucket: str, stack_pid: int) -> Result:
-    """The segmented finalizer's two passes alone, on objects of ``sizes`` in the local stack's moto.
-
-    The objects are written as a segment's are (``StreamingUpload``), then
-    ``storage.compose`` makes one object of them and ``storage.digest`` reads
-    them back for md5 and sha256, as ``Segmented.finalize`` does. Each step's
-    wall time, the CPU of the stack's process (moto) and of this one.
-    """
-    stack = psutil.Process(stack_pid)
-
-    def cpu() -> tuple[float, float, float]:
-        s, own = stack.cpu_times(), psutil.Process().cpu_times()
-        return time.monotonic(), s.user + s.system, own.user + own.system
-
-    block = os.urandom(MiB)
-    prefix = f"bench/finalize-split-{uuid.uuid4().hex}"
-    keys = [f"{prefix}/seg-{n}" for n in range(len(sizes))]
-    steps: Result = {}
-
-    def step(name: str, fn: Callable[[], Any]) -> Any:
-        t0, s0, o0 = cpu()
-        out = fn()
-        t1, s1, o1 = cpu()
-        steps[name] = {"seconds": t1 - t0, "stack_cpu": s1 - s0, "own_cpu": o1 - o0}
-        return out
-
-    def upload() -> None:
-        for key, size in zip(keys, sizes, strict=True):
-            up = storage.StreamingUpload(bucket, key, "text/csv", storage.content_disposition("x.csv"),
-                                         SETTINGS.part_size_bytes)
-            left = size
-            while left:
-                up.write(block[:min(left, len(block))])
-                left -= min(left, len(block))
-            up.complete()
-
-    step("upload (as the segments do)", upload)
-    step("compose", lambda: storage.compose(bucket, f"{prefix}/whole", keys, sizes, "text/csv",
-                                            storage.content_disposition("x.csv"), lambda: None))
-    size, _md5, _sha = step("digest", lambda: storage.digest(bucket, keys, lambda: None))
-    assert size == sum(sizes), (size, sizes)
-    for key in [*keys, f"{prefix}/whole"]:
-        storage.delete_object(bucket, key)
-    return {"sizes": sizes, "steps": steps}
-
-
 JOBS: dict[str, Callable[..., Result]] = {
     "raw": job_raw, "pipeline": job_pipeline, "naive": job_naive, "smart_open": job_smart_open,
     "stages": job_stages, "upload_only": job_upload_only, "profile": job_profile, "listing": job_listing,
     "provision": job_provision, "xlsx": job_xlsx, "dynamodb_record": job_dynamodb_record,
-    "dynamodb_rows": job_dynamodb_rows, "finalize_split": job_finalize_split,
+    "dynamodb_rows": job_dynamodb_rows,
 }
 
 

@@ -1036,9 +1036,12 @@ def _missed_text(results: Results) -> str:
         lines += _throughput_missed(jobs, results)
     seg = results.segments
     if seg and segments.targets(seg)[0][2] is False:
-        lines.append(f"Two segments miss {segments.SPEEDUP_TARGET}× one segment on this stack: building, "
-                     "they are about that much faster, and the finalizer's compose on moto, which one "
-                     "segment does not need, takes it back (section 8, \"Why 2 segments miss\").")
+        lines.append(f"Two segments miss {segments.SPEEDUP_TARGET}× one segment on this stack; section 8, "
+                     "\"Where the time goes with 2 segments\", says which phase keeps them from it.")
+    if seg and segments.finish_target(seg)[2] is False:
+        lines.append(f"The finish is not flat within {segments.FINISH_FLAT_TARGET:.0%} even without moto's "
+                     "CompleteMultipartUpload; section 8, \"The finish, by the file's size\", has each "
+                     "step's seconds.")
     return "\n" + "\n\n".join(lines) + "\n" if lines else ""
 
 
