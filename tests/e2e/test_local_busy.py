@@ -146,7 +146,7 @@ def test_segmented_tasks_survive_the_kills_one_worker_tasks_survive(tmp_path: Pa
         tasks: list[tuple[dict[str, str], str]] = []
         for i in range(12):
             who = users[("alice", "bob", "carol")[i % 3]]
-            rows = rng.choice([30_000, 80_000, 150_000])
+            rows = rng.choice([300_000, 500_000, 800_000])  # enough work to kill
             if i % 2:
                 body: dict[str, Any] = {"parallelism": rng.choice([2, 3])}
                 if i % 4 == 3:
@@ -158,7 +158,7 @@ def test_segmented_tasks_survive_the_kills_one_worker_tasks_survive(tmp_path: Pa
         kills = 0
         deadline = time.monotonic() + 600
         while kills < 8 and time.monotonic() < deadline:
-            time.sleep(rng.uniform(2.0, 4.0))
+            time.sleep(rng.uniform(1.0, 2.5))
             if all(get(stack, who, t)["status"] in TERMINAL for who, t in tasks):
                 break
             pids = worker_pids(stack)

@@ -67,10 +67,10 @@ def test_a_file_under_one_part_is_one_put_and_an_empty_one_is_stored_too(stack):
 
 # -- RangeUpload: a segment's bytes as parts of the task's one upload ------------------------------
 def range_upload(data: bytes, chunk: int, first: int, upload_id: str, key: str, part: int = PART,
-                 span: int = 100) -> list[tuple[int, str]]:
+                 span: int = 100, last: bool = False) -> list[tuple[int, str]]:
     from chalicelib.adapters.storage import RangeUpload
 
-    up = RangeUpload(BUCKET, key, upload_id, first, span, part)
+    up = RangeUpload(BUCKET, key, upload_id, first, span, part, may_end_short=last)
     for start in range(0, len(data), chunk):
         up.write(data[start:start + chunk])
     parts = up.finish()
@@ -91,7 +91,7 @@ def test_segments_parts_in_their_own_ranges_make_one_valid_object(stack, sizes):
     datas = [os.urandom(size) for size in sizes]
     parts: list[tuple[int, str]] = []
     for i, data in reversed(list(enumerate(datas))):  # in any order: each owns its numbers
-        got = range_upload(data, 1_000_003, 1 + 100 * i, upload_id, key)
+        got = range_upload(data, 1_000_003, 1 + 100 * i, upload_id, key, last=i == len(datas) - 1)
         assert all(1 + 100 * i <= n < 1 + 100 * (i + 1) for n, _ in got)
         parts = got + parts
     listed = s3.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id)["Parts"]
@@ -100,6 +100,23 @@ def test_segments_parts_in_their_own_ranges_make_one_valid_object(stack, sizes):
     s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload={
         "Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]})
     assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"".join(datas)
+
+
+def test_a_segment_under_the_minimum_before_others_sends_no_part(stack):
+    """Its bytes are kept for the finish to join (a small object), never a part too short to stand."""
+    from chalicelib.adapters.storage import RangeUpload
+
+    s3 = boto3.client("s3")
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="t/short.bin")["UploadId"]
+    data = os.urandom(PART - 1)
+    up = RangeUpload(BUCKET, "t/short.bin", upload_id, 1, 10, PART)
+    up.write(data)
+    assert up.finish() == [] and up.short == data
+    assert up.sha256 == hashlib.sha256(data).hexdigest() and up.size == len(data)
+    assert not s3.list_parts(Bucket=BUCKET, Key="t/short.bin", UploadId=upload_id).get("Parts")
+    ends = RangeUpload(BUCKET, "t/short.bin", upload_id, 11, 10, PART, may_end_short=True)
+    ends.write(data)
+    assert [n for n, _ in ends.finish()] == [11] and ends.short is None  # the file's last part
 
 
 def test_a_segment_past_its_range_is_too_large(stack):
