@@ -1000,8 +1000,8 @@ def _budget_text(seg: dict[str, Any], plain: dict[str, Any] | None, gz: dict[str
         each = (gz_one.get("size") or 0) / max(gz["segments"], 1)
         short = (f" Its {gz['segments']} segments are about {each / MiB:.1f} MiB each, under S3's "
                  f"{MIN_PART // MiB} MiB minimum part, which every part but a file's last must reach: so "
-                 "the finish builds runs of them again as one stream (`rebuild_groups`), nearly the "
-                 f"whole file, within one invocation's {b['budget']} s."
+                 "the finish reads their small objects back and joins them into parts (`finish_plan`), "
+                 f"nearly the whole file, within one invocation's {b['budget']} s."
                  if each < MIN_PART else "")
         lines.append(
             f"**The gzip'd csv did not finish** (`\"compression\": \"gzip\"`, {gz['export_rows']:,} rows): "

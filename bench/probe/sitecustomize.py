@@ -64,7 +64,7 @@ if PROBE:
         cls.finalize = _timed(cls.finalize, "finalize", _task_of_self)
         cls._single = _timed(cls._single, "single", _task_of_self)
         cls._succeed = _timed(cls._succeed, "succeed", _task_of_self)
-        cls._rebuild = _timed(cls._rebuild, "rebuild", _task_of_self)
+        cls._make = _timed(cls._make, "rebuild", _task_of_self)  # joined or built again here
         module.publish_terminal = _timed(module.publish_terminal, "publish",
                                          lambda settings, repo, task, *a, **k: str(task.id))
 
