@@ -1098,19 +1098,8 @@ def _skip_checkov_checks(resources: dict[str, Any]) -> None:
 
 
 def unauthenticated_routes(template: dict[str, Any]) -> list[str]:
-    """Routes without an authorizer, so that the packager can point them out."""
-    routes: list[str] = []
-    for resource in template.get("Resources", {}).values():
-        if resource.get("Type") != "AWS::Serverless::Api":
-            continue
-        paths = resource.get("Properties", {}).get("DefinitionBody", {}).get("paths", {})
-        for path, methods in paths.items():
-            for method, operation in methods.items():
-                if method == "options" or not isinstance(operation, dict):
-                    continue
-                if not operation.get("security"):
-                    routes.append(f"{method.upper()} {path}")
-    return routes
+    """Routes without an authorizer, so that the packager can point them out (OPTIONS aside)."""
+    return [f"{method} {path}" for path, method in public_operations(template) if method != "OPTIONS"]
 
 
 #: Distributions every Lambda Python runtime provides (in /var/runtime); the
